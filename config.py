@@ -1,0 +1,153 @@
+"""Every setting of the service, with its development default; set any of them as IDP_<KEY>."""
+
+from __future__ import annotations
+
+import os
+import secrets
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+# Values that must never reach production as a SECRET_KEY.
+KNOWN_WEAK_SECRETS = {"", "dev", "secret", "changeme", "change-me", "development", "test"}
+MIN_SECRET_KEY_LENGTH = 32
+
+
+class ConfigError(Exception):
+    """The configuration cannot be used; the message names the setting."""
+
+
+class Config:
+    """Defaults serve development. Each attribute is read from the environment as IDP_<NAME>.
+
+    Values from the environment are JSON-decoded when they parse as JSON (Flask's
+    ``from_prefixed_env``): ``IDP_PORT=8443`` is an int, ``IDP_DEBUG=true`` a bool.
+    """
+
+    # "development" or "production"; production refuses insecure defaults at start.
+    ENV = "development"
+    # Flask debug mode (interactive debugger): never in production.
+    DEBUG = False
+    # Signs sessions, CSRF tokens and remember-me cookies. Unset: a random key kept in
+    # instance/secret_key (development only).
+    SECRET_KEY: str | None = None
+    # Public base URL of this service; links in e-mails and (later) token issuer.
+    ISSUER = "https://localhost:5000"
+    # Where `python idp.py` listens.
+    HOST = "localhost"
+    PORT = 5000
+    # SQLAlchemy URL. Unset: SQLite at instance/idp.sqlite3. PostgreSQL:
+    # postgresql+psycopg://user:password@host/dbname
+    DATABASE_URL: str | None = None
+    # Folder for the local CA, TLS certificate and keys (relative to the project).
+    CERTS_DIR = "certs"
+    # Whether anyone may create an account at /register.
+    REGISTRATION_ENABLED = True
+    # Password policy.
+    PASSWORD_MIN_LENGTH = 12
+    PASSWORD_MAX_LENGTH = 1024
+    # argon2id parameters (OWASP: m=19 MiB, t=2, p=1). Hashes made with other parameters
+    # are re-hashed at the next successful sign-in.
+    ARGON2_MEMORY_COST = 19456  # KiB
+    ARGON2_TIME_COST = 2
+    ARGON2_PARALLELISM = 1
+    # Password connectors tried in order at /login.
+    PASSWORD_CONNECTORS = ["local"]
+    # "Remember me" cookie lifetime, in seconds (14 days).
+    REMEMBER_COOKIE_DURATION = 14 * 24 * 3600
+    # Lifetime of a signed-in session without "remember me", in seconds (12 hours).
+    SESSION_LIFETIME = 12 * 3600
+    # Password reset links expire after this many seconds.
+    PASSWORD_RESET_MAX_AGE = 30 * 60
+    # Strict-Transport-Security max-age in seconds (0 sends no header).
+    HSTS_MAX_AGE = 365 * 24 * 3600
+    # Largest accepted request body, in bytes.
+    MAX_CONTENT_LENGTH = 64 * 1024
+    # Outgoing mail. No MAIL_SERVER: messages are written to the log instead.
+    MAIL_SERVER: str | None = None
+    MAIL_PORT = 587
+    MAIL_USE_STARTTLS = True
+    MAIL_USE_SSL = False
+    MAIL_USERNAME: str | None = None
+    MAIL_PASSWORD: str | None = None
+    MAIL_SENDER = "Identity <no-reply@localhost>"
+    MAIL_TIMEOUT = 10
+    # Log level of the service's own logger.
+    LOG_LEVEL = "INFO"
+
+
+def load(app: Any, overrides: dict[str, Any] | None = None) -> None:
+    """Fill app.config from Config, the IDP_* environment and overrides; derive the rest."""
+    app.config.from_object(Config)
+    app.config.from_prefixed_env("IDP")
+    if overrides:
+        app.config.update(overrides)
+    cfg = app.config
+    instance = Path(app.instance_path)
+
+    if cfg["ENV"] not in ("development", "production"):
+        raise ConfigError(f"IDP_ENV must be 'development' or 'production', not {cfg['ENV']!r}")
+    if cfg["ENV"] == "production":
+        _refuse_insecure_production(cfg)
+    if not cfg.get("SECRET_KEY"):
+        cfg["SECRET_KEY"] = _instance_secret_key(instance)
+
+    if not cfg.get("DATABASE_URL"):
+        instance.mkdir(parents=True, exist_ok=True)
+        cfg["DATABASE_URL"] = f"sqlite:///{instance / 'idp.sqlite3'}"
+    cfg["SQLALCHEMY_DATABASE_URI"] = cfg["DATABASE_URL"]
+    cfg["SQLALCHEMY_ENGINE_OPTIONS"] = {"pool_pre_ping": True}
+    cfg["ISSUER"] = str(cfg["ISSUER"]).rstrip("/")
+    cfg["CERTS_DIR"] = str(Path(app.root_path).parent / cfg["CERTS_DIR"])
+    for key in ("PASSWORD_MIN_LENGTH", "PASSWORD_MAX_LENGTH", "REMEMBER_COOKIE_DURATION",
+                "SESSION_LIFETIME", "PASSWORD_RESET_MAX_AGE", "PORT", "HSTS_MAX_AGE",
+                "ARGON2_MEMORY_COST", "ARGON2_TIME_COST", "ARGON2_PARALLELISM"):
+        if not isinstance(cfg[key], int) or isinstance(cfg[key], bool) or cfg[key] < 0:
+            raise ConfigError(f"IDP_{key} must be a whole number, not {cfg[key]!r}")
+    if not 8 <= cfg["PASSWORD_MIN_LENGTH"] <= cfg["PASSWORD_MAX_LENGTH"] <= 4096:
+        raise ConfigError("IDP_PASSWORD_MIN_LENGTH must be at least 8 and at most "
+                          "IDP_PASSWORD_MAX_LENGTH (at most 4096)")
+
+    # Cookies: __Host- names bind them to this exact origin over HTTPS.
+    cfg.update(
+        SESSION_COOKIE_NAME="__Host-session",
+        SESSION_COOKIE_SECURE=True,
+        SESSION_COOKIE_HTTPONLY=True,
+        SESSION_COOKIE_SAMESITE="Lax",
+        PERMANENT_SESSION_LIFETIME=timedelta(seconds=cfg["SESSION_LIFETIME"]),
+        REMEMBER_COOKIE_NAME="__Host-remember",
+        REMEMBER_COOKIE_SECURE=True,
+        REMEMBER_COOKIE_HTTPONLY=True,
+        REMEMBER_COOKIE_SAMESITE="Lax",
+        REMEMBER_COOKIE_DURATION=timedelta(seconds=cfg["REMEMBER_COOKIE_DURATION"]),
+        # A login page left open for hours must still work: the token lives with the session.
+        WTF_CSRF_TIME_LIMIT=None,
+    )
+
+
+def _refuse_insecure_production(cfg: Any) -> None:
+    key = cfg.get("SECRET_KEY")
+    if not key:
+        raise ConfigError("IDP_SECRET_KEY must be set when IDP_ENV=production "
+                          "(generate one: python -c 'import secrets; print(secrets.token_hex(32))')")
+    if str(key).lower() in KNOWN_WEAK_SECRETS or len(str(key)) < MIN_SECRET_KEY_LENGTH:
+        raise ConfigError(f"IDP_SECRET_KEY is a default or too short (at least "
+                          f"{MIN_SECRET_KEY_LENGTH} characters) for IDP_ENV=production")
+    if not str(cfg["ISSUER"]).startswith("https://"):
+        raise ConfigError(f"IDP_ISSUER must be an https:// URL when IDP_ENV=production, "
+                          f"not {cfg['ISSUER']!r}")
+    if cfg.get("DEBUG"):
+        raise ConfigError("IDP_DEBUG must be off when IDP_ENV=production")
+
+
+def _instance_secret_key(instance: Path) -> str:
+    """A random key created once and kept in instance/ so restarts keep sessions."""
+    path = instance / "secret_key"
+    instance.mkdir(parents=True, exist_ok=True)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return path.read_text().strip()
+    with os.fdopen(fd, "w") as fh:
+        fh.write(secrets.token_hex(32))
+    return path.read_text().strip()

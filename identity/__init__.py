@@ -1,0 +1,112 @@
+"""The identity provider: create_app() wires configuration, extensions, connectors and pages."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from flask import Flask
+from sqlalchemy import event
+from sqlalchemy.engine import Engine
+
+from config import ConfigError, load
+
+ROOT = Path(__file__).resolve().parent.parent
+
+__all__ = ["ConfigError", "create_app"]
+
+
+def create_app(overrides: dict[str, Any] | None = None) -> Flask:
+    """Build the app from Config, the IDP_* environment and `overrides` (tests)."""
+    app = Flask(__name__, instance_path=str(ROOT / "instance"),
+                template_folder=str(ROOT / "templates"))
+    # Settings: class defaults, then IDP_* variables; refuses insecure production settings.
+    load(app, overrides)
+    logging.getLogger("identity").setLevel(app.config["LOG_LEVEL"])
+
+    from identity import errors, security
+    from identity.extensions import csrf, db, login_manager, migrate
+
+    # Database and migrations; importing models registers the tables.
+    from identity import models  # noqa: F401
+
+    db.init_app(app)
+    migrate.init_app(app, db, directory=str(ROOT / "identity" / "migrations"))
+    # CSRF tokens on every form, checked on every POST.
+    csrf.init_app(app)
+    # Sessions: who is signed in, and where to send those who are not.
+    _init_login(app, login_manager)
+    # Connectors, in the order the login form tries them.
+    _init_connectors(app)
+    # Pages and command-line groups.
+    from identity.admin.cli import user_cli
+    from identity.auth import bp as auth_bp
+    from identity.bootstrap import setup_command
+    from identity.certs import bp as certs_bp
+
+    app.register_blueprint(auth_bp)
+    app.register_blueprint(certs_bp)
+    app.cli.add_command(user_cli)
+    app.cli.add_command(setup_command)
+    # Security headers on every response; error pages that never show a stack trace.
+    security.install_headers(app)
+    errors.install(app)
+    return app
+
+
+def _init_login(app: Flask, login_manager) -> None:
+    from flask import redirect, request, url_for
+    from sqlalchemy import select
+
+    from identity.errors import render_error, wants_json
+    from identity.extensions import db
+    from identity.models import User
+
+    login_manager.init_app(app)
+
+    @login_manager.user_loader
+    def load_user(session_id: str) -> User | None:
+        # "id.epoch": a changed epoch (password change, admin action) ends the session.
+        user_id, _, epoch = session_id.partition(".")
+        if not user_id.isdigit() or not epoch:
+            return None
+        user = db.session.scalar(select(User).where(User.id == int(user_id)))
+        if user is None or user.session_epoch != epoch or user.disabled:
+            return None
+        return user
+
+    @login_manager.unauthorized_handler
+    def unauthorized():
+        if wants_json():
+            return render_error(401)
+        return redirect(url_for("auth.login", next=request.full_path.rstrip("?")))
+
+
+def _init_connectors(app: Flask) -> None:
+    from identity.connectors.local import LocalConnector
+
+    available = {"local": LocalConnector}
+    names = app.config["PASSWORD_CONNECTORS"]
+    if isinstance(names, str):
+        names = [n.strip() for n in names.split(",") if n.strip()]
+    unknown = [n for n in names if n not in available]
+    if unknown or not names:
+        raise ConfigError(f"IDP_PASSWORD_CONNECTORS names unknown connectors {unknown}; "
+                          f"available: {sorted(available)}")
+    app.extensions["idp.password_connectors"] = [available[n]() for n in names]
+    app.extensions["idp.redirect_connectors"] = []
+
+
+@event.listens_for(Engine, "connect")
+def _sqlite_pragmas(dbapi_connection, _record) -> None:
+    """SQLite: WAL and NORMAL sync (about twice the commit rate), and enforced foreign keys."""
+    import sqlite3
+
+    if isinstance(dbapi_connection, sqlite3.Connection):
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute("PRAGMA busy_timeout=5000")
+        cursor.close()

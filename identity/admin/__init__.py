@@ -1,0 +1,1 @@
+"""Administration: command line now; admin pages come with the admin console."""

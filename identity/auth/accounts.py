@@ -1,0 +1,56 @@
+"""Local accounts: find, create, check and change passwords."""
+
+from __future__ import annotations
+
+from sqlalchemy import or_, select
+
+from identity import audit
+from identity.extensions import db
+from identity.models import LinkedIdentity, User
+from identity.models.users import utcnow
+from identity.passwords import hash_password, policy_errors, verify_password
+
+
+def find(name: str | None, *, by_email: bool = True) -> User | None:
+    """The account with this username (or e-mail address), case-insensitively."""
+    if not name:
+        return None
+    key = name.strip().lower()
+    cond = or_(User.username == key, User.email_key == key) if by_email else User.username == key
+    return db.session.scalar(select(User).where(cond))
+
+
+def email_taken(email: str) -> bool:
+    return db.session.scalar(select(User.id).where(User.email_key == email.lower())) is not None
+
+
+def policy(password: str, username: str | None, email: str | None) -> list[str]:
+    return policy_errors(password, username, email)
+
+
+def create_local(username: str, email: str, password: str, *, admin: bool = False,
+                 name: str | None = None) -> User:
+    """A new account with a local password, linked to the local connector; committed.
+
+    Raises IntegrityError when the username or e-mail address is taken.
+    """
+    user = User(username=username.lower(), password_hash=hash_password(password),
+                is_admin=admin, name=name, password_changed_at=utcnow())
+    user.set_email(email)
+    db.session.add(user)
+    db.session.flush()
+    db.session.add(LinkedIdentity(user_id=user.id, connector="local", subject=str(user.id)))
+    audit.record("register", user, method="local", admin=admin)
+    db.session.commit()
+    return user
+
+
+def check_password(user: User, password: str) -> bool:
+    return verify_password(user.password_hash, password)
+
+
+def set_password(user: User, password: str) -> None:
+    """Store a new password and end every session of the account (the caller commits)."""
+    user.password_hash = hash_password(password)
+    user.password_changed_at = utcnow()
+    user.end_sessions()

@@ -1,0 +1,104 @@
+"""The forms of the sign-in pages; every field refuses control characters and overlong input."""
+
+from __future__ import annotations
+
+import re
+
+from flask import current_app
+from flask_wtf import FlaskForm
+from wtforms import BooleanField, HiddenField, PasswordField, StringField
+from wtforms.validators import DataRequired, Email, EqualTo, Length, Regexp, ValidationError
+
+# C0/C1 controls, and U+FFFD: what Werkzeug puts where the bytes were not UTF-8.
+BAD_CHARS = re.compile(r"[\x00-\x1f\x7f-\x9f\ufffd]")
+USERNAME_RE = r"^[a-z0-9][a-z0-9._-]*$"
+MAX_FIELD = 4096  # no field needs more; beyond this the form answers "too long" at once
+
+
+def clean(form, field) -> None:
+    if isinstance(field.data, str) and BAD_CHARS.search(field.data):
+        raise ValidationError("Contains characters that cannot be used (control characters "
+                              "or text that is not UTF-8).")
+
+
+def _strip(value):
+    return value.strip() if isinstance(value, str) else value
+
+
+def _lower(value):
+    return value.strip().lower() if isinstance(value, str) else value
+
+
+class PasswordLength:
+    """The configured policy length, checked before anything expensive."""
+
+    def __call__(self, form, field) -> None:
+        cfg = current_app.config
+        n = len(field.data or "")
+        if n < cfg["PASSWORD_MIN_LENGTH"]:
+            raise ValidationError(f"Use at least {cfg['PASSWORD_MIN_LENGTH']} characters.")
+        if n > cfg["PASSWORD_MAX_LENGTH"]:
+            raise ValidationError(f"Use at most {cfg['PASSWORD_MAX_LENGTH']} characters.")
+
+
+def username_field(label: str = "Username") -> StringField:
+    return StringField(label, filters=[_lower], validators=[
+        DataRequired("Enter a username."), clean,
+        Length(min=2, max=64, message="Use 2 to 64 characters."),
+        Regexp(USERNAME_RE, message="Use letters, digits, '.', '_' and '-' only, "
+               "starting with a letter or digit."),
+    ])
+
+
+def email_field() -> StringField:
+    return StringField("E-mail address", filters=[_strip], validators=[
+        DataRequired("Enter an e-mail address."), clean,
+        Length(max=254, message="Use at most 254 characters."),
+        Email("Enter a valid e-mail address, like name@example.com."),
+    ])
+
+
+def new_password_fields() -> tuple[PasswordField, PasswordField]:
+    password = PasswordField("New password", validators=[
+        DataRequired("Enter a password."), clean, PasswordLength()])
+    confirm = PasswordField("Repeat the password", validators=[
+        DataRequired("Repeat the password."),
+        EqualTo("password", message="The two passwords differ.")])
+    return password, confirm
+
+
+class LoginForm(FlaskForm):
+    username = StringField("Username or e-mail", filters=[_strip], validators=[
+        DataRequired("Enter your username or e-mail address."), clean,
+        Length(max=254, message="That is too long for a username or e-mail address.")])
+    password = PasswordField("Password", validators=[
+        DataRequired("Enter your password."), clean,
+        Length(max=MAX_FIELD, message="That is too long for a password.")])
+    remember = BooleanField("Keep me signed in on this device")
+    next = HiddenField()
+
+
+class RegisterForm(FlaskForm):
+    username = username_field()
+    email = email_field()
+    password, confirm = new_password_fields()
+    next = HiddenField()
+
+
+class ChangePasswordForm(FlaskForm):
+    current_password = PasswordField("Current password", validators=[
+        DataRequired("Enter your current password."), clean,
+        Length(max=MAX_FIELD, message="That is too long for a password.")])
+    password, confirm = new_password_fields()
+
+
+class ResetRequestForm(FlaskForm):
+    email = email_field()
+
+
+class ResetForm(FlaskForm):
+    password, confirm = new_password_fields()
+
+
+class PostForm(FlaskForm):
+    """A form with nothing but its CSRF token (sign out)."""

@@ -1,0 +1,209 @@
+"""Thin views: validate the form, call one function, redirect."""
+
+from __future__ import annotations
+
+import logging
+
+from flask import abort, current_app, flash, redirect, render_template, request, session, url_for
+from flask_login import current_user, login_required, login_user, logout_user
+from sqlalchemy.exc import IntegrityError
+
+from identity import audit
+from identity.auth import accounts, bp, reset
+from identity.auth.forms import (
+    ChangePasswordForm,
+    LoginForm,
+    PostForm,
+    RegisterForm,
+    ResetForm,
+    ResetRequestForm,
+)
+from identity.auth.signin import SignInRefused, sign_in
+from identity.connectors import ConnectorError
+from identity.connectors.local import identity_for
+from identity.extensions import db
+from identity.models import User
+from identity.security import safe_next
+
+log = logging.getLogger("identity.auth")
+
+BAD_CREDENTIALS = "Wrong username or password."
+BACKEND_DOWN = "Signing in is not possible right now. Please try again in a few minutes."
+
+
+def _after_sign_in(next_value: str | None):
+    return redirect(safe_next(next_value) or url_for("auth.account"))
+
+
+@bp.get("/")
+def index():
+    return redirect(url_for("auth.account" if current_user.is_authenticated else "auth.login"))
+
+
+@bp.route("/login", methods=["GET", "POST"])
+def login():
+    form = LoginForm()
+    if request.method == "GET":
+        if current_user.is_authenticated:
+            return _after_sign_in(request.args.get("next"))
+        form.next.data = safe_next(request.args.get("next")) or ""
+        return _login_page(form)
+    if not form.validate_on_submit():
+        return _login_page(form, 400)
+
+    identity, backend_down = None, False
+    for connector in current_app.extensions["idp.password_connectors"]:
+        try:
+            identity = connector.authenticate(form.username.data, form.password.data)
+        except ConnectorError as exc:
+            log.error("connector %s failed: %s", connector.name, exc)
+            backend_down = True
+            continue
+        if identity is not None:
+            break
+    if identity is None:
+        reason = "backend_down" if backend_down else "bad_credentials"
+        audit.record("signin.failure", accounts.find(form.username.data), method="password",
+                     reason=reason)
+        db.session.commit()
+        form.password.data = ""
+        if backend_down:
+            return _login_page(form, 503, BACKEND_DOWN)
+        return _login_page(form, 401, BAD_CREDENTIALS)
+    try:
+        sign_in(identity, remember=form.remember.data)
+    except SignInRefused as refused:
+        return _login_page(form, 403, refused.message)
+    return _after_sign_in(form.next.data)
+
+
+def _login_page(form: LoginForm, status: int = 200, error: str | None = None):
+    return render_template(
+        "auth/login.html", form=form, error=error,
+        registration=current_app.config["REGISTRATION_ENABLED"],
+        redirect_connectors=current_app.extensions["idp.redirect_connectors"],
+    ), status
+
+
+@bp.post("/logout")
+def logout():
+    form = PostForm()
+    if not form.validate_on_submit():
+        abort(400)
+    if current_user.is_authenticated:
+        audit.record("signout", current_user._get_current_object())
+        db.session.commit()
+    logout_user()
+    session.clear()
+    flash("You are signed out.", "info")
+    return redirect(url_for("auth.login"))
+
+
+@bp.route("/register", methods=["GET", "POST"])
+def register():
+    if not current_app.config["REGISTRATION_ENABLED"]:
+        abort(404)
+    form = RegisterForm()
+    if request.method == "GET":
+        form.next.data = safe_next(request.args.get("next")) or ""
+        return render_template("auth/register.html", form=form)
+    if not form.validate_on_submit() or not _register_checks(form):
+        return render_template("auth/register.html", form=form), 400
+    try:
+        user = accounts.create_local(form.username.data, form.email.data, form.password.data)
+    except IntegrityError:
+        # Lost a race with a registration of the same name or address.
+        db.session.rollback()
+        _register_checks(form)
+        return render_template("auth/register.html", form=form), 400
+    sign_in(identity_for(user))
+    flash(f"Welcome, {user.username}. Your account is ready.", "success")
+    return _after_sign_in(form.next.data)
+
+
+def _register_checks(form: RegisterForm) -> bool:
+    """Uniqueness and password policy; attaches messages to the fields."""
+    ok = True
+    if accounts.find(form.username.data, by_email=False):
+        form.username.errors.append("That username is taken. Choose another.")
+        ok = False
+    if accounts.email_taken(form.email.data):
+        form.email.errors.append("An account already uses this e-mail address. Sign in, or "
+                                 "reset its password.")
+        ok = False
+    for message in accounts.policy(form.password.data, form.username.data, form.email.data):
+        form.password.errors.append(message)
+        ok = False
+    return ok
+
+
+@bp.get("/account")
+@login_required
+def account():
+    return render_template("auth/account.html", password_form=ChangePasswordForm(),
+                           logout_form=PostForm())
+
+
+@bp.post("/account/password")
+@login_required
+def change_password():
+    user: User = current_user._get_current_object()
+    form = ChangePasswordForm()
+    if not user.password_hash:
+        abort(404)
+    ok = form.validate_on_submit()
+    if ok and not accounts.check_password(user, form.current_password.data):
+        form.current_password.errors.append("That is not your current password.")
+        ok = False
+    if ok:
+        for message in accounts.policy(form.password.data, user.username, user.email):
+            form.password.errors.append(message)
+            ok = False
+    if not ok:
+        audit.record("password.change_failed", user)
+        db.session.commit()
+        return render_template("auth/account.html", password_form=form,
+                               logout_form=PostForm()), 400
+    remembered = current_app.config["REMEMBER_COOKIE_NAME"] in request.cookies
+    accounts.set_password(user, form.password.data)
+    audit.record("password.change", user)
+    db.session.commit()
+    # Every other session ended with the old epoch; keep this one.
+    login_user(user, remember=remembered)
+    flash("Your password is changed. Other devices are signed out.", "success")
+    return redirect(url_for("auth.account"))
+
+
+@bp.route("/reset", methods=["GET", "POST"])
+def reset_request():
+    form = ResetRequestForm()
+    if request.method == "GET":
+        return render_template("auth/reset_request.html", form=form)
+    if not form.validate_on_submit():
+        return render_template("auth/reset_request.html", form=form), 400
+    reset.request_reset(form.email.data)
+    return render_template("auth/reset_sent.html", email=form.email.data)
+
+
+@bp.route("/reset/<token>", methods=["GET", "POST"])
+def reset_password(token: str):
+    found, problem = reset.lookup(token)
+    if problem:
+        return render_template("auth/reset_invalid.html", message=problem), 400
+    form = ResetForm()
+    if request.method == "GET":
+        return render_template("auth/reset_form.html", form=form, token=token)
+    user = found.user
+    ok = form.validate_on_submit()
+    if ok:
+        for message in accounts.policy(form.password.data, user.username, user.email):
+            form.password.errors.append(message)
+            ok = False
+    if not ok:
+        return render_template("auth/reset_form.html", form=form, token=token), 400
+    problem = reset.complete(found, form.password.data)
+    if problem:
+        return render_template("auth/reset_invalid.html", message=problem), 400
+    flash("Your password is changed. Sign in with the new one.", "success")
+    return redirect(url_for("auth.login"))
+

@@ -1,0 +1,10 @@
+"""Connectors: each way of signing in turns what the user proves into one Identity."""
+
+from identity.connectors.base import (
+    ConnectorError,
+    Identity,
+    PasswordConnector,
+    RedirectConnector,
+)
+
+__all__ = ["ConnectorError", "Identity", "PasswordConnector", "RedirectConnector"]

@@ -1,0 +1,48 @@
+"""Outgoing e-mail over SMTP, sent off the request thread; with no server, to the log."""
+
+from __future__ import annotations
+
+import logging
+import smtplib
+import ssl
+from concurrent.futures import Future, ThreadPoolExecutor
+from email.message import EmailMessage
+
+from flask import current_app
+
+log = logging.getLogger("identity.mail")
+# Sending after the response keeps "address exists" and "unknown address" equally fast.
+_executor = ThreadPoolExecutor(max_workers=2, thread_name_prefix="mail")
+
+
+def send(to: str, subject: str, body: str) -> Future:
+    """Queue one plain-text message; failures are logged, never shown to the visitor."""
+    cfg = current_app.config
+    msg = EmailMessage()
+    msg["From"] = cfg["MAIL_SENDER"]
+    msg["To"] = to
+    msg["Subject"] = subject
+    msg.set_content(body)
+    settings = {k: cfg[k] for k in cfg if k.startswith("MAIL_")}
+    return _executor.submit(_deliver, msg, settings)
+
+
+def _deliver(msg: EmailMessage, cfg: dict) -> None:
+    if not cfg.get("MAIL_SERVER"):
+        # Development without SMTP: the message, link included, goes to the log.
+        log.warning("IDP_MAIL_SERVER is not set; message to %s not sent:\n%s", msg["To"],
+                    msg.get_content())
+        return
+    try:
+        context = ssl.create_default_context()
+        cls = smtplib.SMTP_SSL if cfg["MAIL_USE_SSL"] else smtplib.SMTP
+        kwargs = {"context": context} if cfg["MAIL_USE_SSL"] else {}
+        with cls(cfg["MAIL_SERVER"], cfg["MAIL_PORT"], timeout=cfg["MAIL_TIMEOUT"], **kwargs) as smtp:
+            if cfg["MAIL_USE_STARTTLS"] and not cfg["MAIL_USE_SSL"]:
+                smtp.starttls(context=context)
+            if cfg.get("MAIL_USERNAME"):
+                smtp.login(cfg["MAIL_USERNAME"], cfg["MAIL_PASSWORD"] or "")
+            smtp.send_message(msg)
+        log.info("mail sent to %s: %s", msg["To"], msg["Subject"])
+    except (OSError, smtplib.SMTPException) as exc:
+        log.error("mail to %s failed: %s: %s", msg["To"], type(exc).__name__, exc)

@@ -1,0 +1,6 @@
+"""The database models; importing this package registers every table with the metadata."""
+
+from identity.models.audit import Event
+from identity.models.users import LinkedIdentity, PasswordReset, User
+
+__all__ = ["Event", "LinkedIdentity", "PasswordReset", "User"]

@@ -1,0 +1,98 @@
+"""Accounts, the sign-in methods linked to them, and password reset tokens."""
+
+from __future__ import annotations
+
+import secrets
+from datetime import UTC, datetime
+
+from flask_login import UserMixin
+from sqlalchemy import ForeignKey, String, UniqueConstraint
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+
+from identity.extensions import db
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC).replace(tzinfo=None)
+
+
+class User(UserMixin, db.Model):
+    __tablename__ = "users"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    # Stored lower-case: usernames are case-insensitive.
+    username: Mapped[str] = mapped_column(String(64), unique=True)
+    email: Mapped[str | None] = mapped_column(String(254))
+    # Lower-cased e-mail, unique: one account per address, whatever its case.
+    email_key: Mapped[str | None] = mapped_column(String(254), unique=True)
+    email_verified: Mapped[bool] = mapped_column(default=False)
+    name: Mapped[str | None] = mapped_column(String(200))
+    # argon2id hash; None when the account has no local password (directory, social).
+    password_hash: Mapped[str | None] = mapped_column(String(255))
+    is_admin: Mapped[bool] = mapped_column(default=False)
+    disabled: Mapped[bool] = mapped_column(default=False)
+    # Part of the session id: changing it ends every session and remember-me cookie.
+    session_epoch: Mapped[str] = mapped_column(String(32), default=lambda: secrets.token_hex(8))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    last_login_at: Mapped[datetime | None]
+    password_changed_at: Mapped[datetime | None]
+
+    links: Mapped[list[LinkedIdentity]] = relationship(
+        back_populates="user", cascade="all, delete-orphan", order_by="LinkedIdentity.id"
+    )
+
+    @property
+    def is_active(self) -> bool:  # Flask-Login refuses inactive users
+        return not self.disabled
+
+    def get_id(self) -> str:
+        return f"{self.id}.{self.session_epoch}"
+
+    def end_sessions(self) -> None:
+        """Invalidate every session and remember-me cookie of this account."""
+        self.session_epoch = secrets.token_hex(8)
+
+    def set_email(self, email: str | None) -> None:
+        self.email = email
+        self.email_key = email.lower() if email else None
+
+    def as_dict(self) -> dict:
+        return {
+            "id": self.id,
+            "username": self.username,
+            "email": self.email,
+            "name": self.name,
+            "admin": self.is_admin,
+            "disabled": self.disabled,
+            "created_at": self.created_at.isoformat(timespec="seconds") + "Z",
+            "sign_in_methods": [link.connector for link in self.links],
+        }
+
+
+class LinkedIdentity(db.Model):
+    """A way to sign in to an account: (connector, subject) belongs to one account only."""
+
+    __tablename__ = "linked_identities"
+    __table_args__ = (UniqueConstraint("connector", "subject"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    connector: Mapped[str] = mapped_column(String(32))
+    subject: Mapped[str] = mapped_column(String(255))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    last_used_at: Mapped[datetime | None]
+
+    user: Mapped[User] = relationship(back_populates="links")
+
+
+class PasswordReset(db.Model):
+    """A reset link: only the SHA-256 of its token is stored; used_at makes it single-use."""
+
+    __tablename__ = "password_resets"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    expires_at: Mapped[datetime]
+    used_at: Mapped[datetime | None]
