@@ -33,7 +33,8 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
 
     db.init_app(app)
     migrate.init_app(app, db, directory=str(ROOT / "identity" / "migrations"))
-    # CSRF tokens on every form, checked on every POST.
+    # Non-UTF-8 form bodies are refused before anything reads them; then CSRF on every POST.
+    security.install_utf8_check(app)
     csrf.init_app(app)
     # Sessions: who is signed in, and where to send those who are not.
     _init_login(app, login_manager)

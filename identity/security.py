@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from urllib.parse import unquote, urlsplit, urlunsplit
+from urllib.parse import unquote, unquote_to_bytes, urlsplit
 
 from flask import Flask, Response, request
 
@@ -26,20 +26,18 @@ def safe_next(target: str | None) -> str | None:
     """
     if not target or len(target) > 2048 or _CONTROL.search(target):
         return None
-    parts = urlsplit(target)
-    if parts.scheme or parts.netloc:
+    if urlsplit(target).scheme:
         return None
-    path = parts.path
+    # The raw path, not urlsplit's: it reads "///evil" as an empty host and path "/evil".
+    path = re.split(r"[?#]", target, maxsplit=1)[0]
     for _ in range(5):
         if not path.startswith("/") or path.startswith("//") or _UNSAFE_IN_PATH.search(path):
             return None
         decoded = unquote(path)
         if decoded == path:
-            break
+            return target
         path = decoded
-    else:  # still changing after five rounds of decoding: refuse rather than guess
-        return None
-    return urlunsplit(("", "", parts.path, parts.query, parts.fragment))
+    return None  # still changing after five rounds of decoding: refuse rather than guess
 
 
 def install_headers(app: Flask) -> None:
@@ -61,3 +59,24 @@ def install_headers(app: Flask) -> None:
             # Pages about accounts must not linger in shared caches or the back button.
             h.setdefault("Cache-Control", "no-store")
         return response
+
+
+NOT_UTF8 = "The form contained text that is not valid UTF-8. Retype it and send it again."
+
+
+def install_utf8_check(app: Flask) -> None:
+    """Refuse URL-encoded bodies that are not UTF-8: Werkzeug would otherwise keep "%FF"
+    literally or drop the field, silently changing what the person typed."""
+    from identity.errors import render_error
+
+    @app.before_request
+    def _utf8_only():
+        if request.method != "POST" or request.mimetype != "application/x-www-form-urlencoded":
+            return None
+        try:
+            for pair in request.get_data(cache=True).split(b"&"):
+                for part in pair.split(b"=", 1):
+                    unquote_to_bytes(part.replace(b"+", b" ")).decode("utf-8")
+        except UnicodeDecodeError:
+            return render_error(400, NOT_UTF8)
+        return None

@@ -102,6 +102,20 @@ def user(app, db) -> SimpleNamespace:
         return SimpleNamespace(id=u.id, username=u.username, email=u.email, password=PASSWORD)
 
 
+class HttpsClient(FlaskClient):
+    """Requests as served: over HTTPS, where __Host- cookies and Flask-WTF's Referer
+    check apply."""
+
+    def open(self, *args, **kwargs):
+        kwargs.setdefault("base_url", "https://localhost")
+        return super().open(*args, **kwargs)
+
+
+def https_client(app) -> FlaskClient:
+    app.test_client_class = HttpsClient
+    return app.test_client()
+
+
 class Browser:
     """A test client that behaves like a browser on https://localhost: it sends the
     Referer that Flask-WTF's HTTPS check needs and reads CSRF tokens from pages."""
@@ -138,9 +152,7 @@ def csrf_from(html: str) -> str:
 
 @pytest.fixture
 def client(app) -> FlaskClient:
-    c = app.test_client()
-    c.environ_base["wsgi.url_scheme"] = "https"  # as served: __Host- cookies need HTTPS
-    return c
+    return https_client(app)
 
 
 @pytest.fixture

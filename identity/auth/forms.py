@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import re
 
-from flask import current_app
+from flask import current_app, request
 from flask_wtf import FlaskForm
+from flask_wtf.form import _Auto, _is_submitted
 from wtforms import BooleanField, HiddenField, PasswordField, StringField
 from wtforms.validators import DataRequired, Email, EqualTo, Length, Regexp, ValidationError
 
@@ -67,7 +68,18 @@ def new_password_fields() -> tuple[PasswordField, PasswordField]:
     return password, confirm
 
 
-class LoginForm(FlaskForm):
+class Form(FlaskForm):
+    """Reads text fields from the form body only. Flask-WTF would also feed uploaded files and
+    JSON values (numbers, lists) to the validators, which expect strings."""
+
+    class Meta:
+        def wrap_formdata(self, form, formdata):
+            if formdata is _Auto:
+                return request.form if _is_submitted() else None
+            return formdata
+
+
+class LoginForm(Form):
     username = StringField("Username or e-mail", filters=[_strip], validators=[
         DataRequired("Enter your username or e-mail address."), clean,
         Length(max=254, message="That is too long for a username or e-mail address.")])
@@ -78,27 +90,27 @@ class LoginForm(FlaskForm):
     next = HiddenField()
 
 
-class RegisterForm(FlaskForm):
+class RegisterForm(Form):
     username = username_field()
     email = email_field()
     password, confirm = new_password_fields()
     next = HiddenField()
 
 
-class ChangePasswordForm(FlaskForm):
+class ChangePasswordForm(Form):
     current_password = PasswordField("Current password", validators=[
         DataRequired("Enter your current password."), clean,
         Length(max=MAX_FIELD, message="That is too long for a password.")])
     password, confirm = new_password_fields()
 
 
-class ResetRequestForm(FlaskForm):
+class ResetRequestForm(Form):
     email = email_field()
 
 
-class ResetForm(FlaskForm):
+class ResetForm(Form):
     password, confirm = new_password_fields()
 
 
-class PostForm(FlaskForm):
+class PostForm(Form):
     """A form with nothing but its CSRF token (sign out)."""
