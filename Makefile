@@ -36,6 +36,7 @@ test-deps: $(VENV)/.test-installed
 # The suite on SQLite, then again on PostgreSQL when IDP_TEST_POSTGRES_URL is set.
 test: test-deps
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check --quiet .
 	$(VENV)/bin/pytest
 	@if [ -n "$$IDP_TEST_POSTGRES_URL" ]; then \
 	  echo "== again on PostgreSQL: $$IDP_TEST_POSTGRES_URL"; \

@@ -99,14 +99,25 @@ def load(app: Any, overrides: dict[str, Any] | None = None) -> None:
     cfg["SQLALCHEMY_ENGINE_OPTIONS"] = {"pool_pre_ping": True}
     cfg["ISSUER"] = str(cfg["ISSUER"]).rstrip("/")
     cfg["CERTS_DIR"] = str(Path(app.root_path).parent / cfg["CERTS_DIR"])
-    for key in ("PASSWORD_MIN_LENGTH", "PASSWORD_MAX_LENGTH", "REMEMBER_COOKIE_DURATION",
-                "SESSION_LIFETIME", "PASSWORD_RESET_MAX_AGE", "PORT", "HSTS_MAX_AGE",
-                "ARGON2_MEMORY_COST", "ARGON2_TIME_COST", "ARGON2_PARALLELISM"):
+    for key in (
+        "PASSWORD_MIN_LENGTH",
+        "PASSWORD_MAX_LENGTH",
+        "REMEMBER_COOKIE_DURATION",
+        "SESSION_LIFETIME",
+        "PASSWORD_RESET_MAX_AGE",
+        "PORT",
+        "HSTS_MAX_AGE",
+        "ARGON2_MEMORY_COST",
+        "ARGON2_TIME_COST",
+        "ARGON2_PARALLELISM",
+    ):
         if not isinstance(cfg[key], int) or isinstance(cfg[key], bool) or cfg[key] < 0:
             raise ConfigError(f"IDP_{key} must be a whole number, not {cfg[key]!r}")
     if not 8 <= cfg["PASSWORD_MIN_LENGTH"] <= cfg["PASSWORD_MAX_LENGTH"] <= 4096:
-        raise ConfigError("IDP_PASSWORD_MIN_LENGTH must be at least 8 and at most "
-                          "IDP_PASSWORD_MAX_LENGTH (at most 4096)")
+        raise ConfigError(
+            "IDP_PASSWORD_MIN_LENGTH must be at least 8 and at most "
+            "IDP_PASSWORD_MAX_LENGTH (at most 4096)"
+        )
 
     # Cookies: __Host- names bind them to this exact origin over HTTPS.
     cfg.update(
@@ -128,14 +139,19 @@ def load(app: Any, overrides: dict[str, Any] | None = None) -> None:
 def _refuse_insecure_production(cfg: Any) -> None:
     key = cfg.get("SECRET_KEY")
     if not key:
-        raise ConfigError("IDP_SECRET_KEY must be set when IDP_ENV=production "
-                          "(generate one: python -c 'import secrets; print(secrets.token_hex(32))')")
+        raise ConfigError(
+            "IDP_SECRET_KEY must be set when IDP_ENV=production "
+            "(generate one: python -c 'import secrets; print(secrets.token_hex(32))')"
+        )
     if str(key).lower() in KNOWN_WEAK_SECRETS or len(str(key)) < MIN_SECRET_KEY_LENGTH:
-        raise ConfigError(f"IDP_SECRET_KEY is a default or too short (at least "
-                          f"{MIN_SECRET_KEY_LENGTH} characters) for IDP_ENV=production")
+        raise ConfigError(
+            f"IDP_SECRET_KEY is a default or too short (at least "
+            f"{MIN_SECRET_KEY_LENGTH} characters) for IDP_ENV=production"
+        )
     if not str(cfg["ISSUER"]).startswith("https://"):
-        raise ConfigError(f"IDP_ISSUER must be an https:// URL when IDP_ENV=production, "
-                          f"not {cfg['ISSUER']!r}")
+        raise ConfigError(
+            f"IDP_ISSUER must be an https:// URL when IDP_ENV=production, not {cfg['ISSUER']!r}"
+        )
     if cfg.get("DEBUG"):
         raise ConfigError("IDP_DEBUG must be off when IDP_ENV=production")
 

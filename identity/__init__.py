@@ -19,17 +19,20 @@ __all__ = ["ConfigError", "create_app"]
 
 def create_app(overrides: dict[str, Any] | None = None) -> Flask:
     """Build the app from Config, the IDP_* environment and `overrides` (tests)."""
-    app = Flask(__name__, instance_path=str(ROOT / "instance"),
-                template_folder=str(ROOT / "templates"))
+    app = Flask(
+        __name__, instance_path=str(ROOT / "instance"), template_folder=str(ROOT / "templates")
+    )
     # Settings: class defaults, then IDP_* variables; refuses insecure production settings.
     load(app, overrides)
     logging.getLogger("identity").setLevel(app.config["LOG_LEVEL"])
 
-    from identity import errors, security
-    from identity.extensions import csrf, db, login_manager, migrate
-
     # Database and migrations; importing models registers the tables.
-    from identity import models  # noqa: F401
+    from identity import (
+        errors,
+        models,  # noqa: F401
+        security,
+    )
+    from identity.extensions import csrf, db, login_manager, migrate
 
     db.init_app(app)
     migrate.init_app(app, db, directory=str(ROOT / "identity" / "migrations"))
@@ -93,8 +96,10 @@ def _init_connectors(app: Flask) -> None:
         names = [n.strip() for n in names.split(",") if n.strip()]
     unknown = [n for n in names if n not in available]
     if unknown or not names:
-        raise ConfigError(f"IDP_PASSWORD_CONNECTORS names unknown connectors {unknown}; "
-                          f"available: {sorted(available)}")
+        raise ConfigError(
+            f"IDP_PASSWORD_CONNECTORS names unknown connectors {unknown}; "
+            f"available: {sorted(available)}"
+        )
     app.extensions["idp.password_connectors"] = [available[n]() for n in names]
     app.extensions["idp.redirect_connectors"] = []
 

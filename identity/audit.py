@@ -21,6 +21,11 @@ def record(type_: str, user: User | None = None, **data: object) -> Event:
     ip = request.remote_addr if has_request_context() else None
     event = Event(type=type_, user_id=user.id if user else None, ip=ip, data=data)
     db.session.add(event)
-    log.info(json.dumps({"event": type_, "user_id": event.user_id, "ip": ip, **data},
-                        default=str, ensure_ascii=True))
+    log.info(
+        json.dumps(
+            {"event": type_, "user_id": event.user_id, "ip": ip, **data},
+            default=str,
+            ensure_ascii=True,
+        )
+    )
     return event

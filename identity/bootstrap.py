@@ -26,8 +26,9 @@ def setup_command() -> None:
     upgrade(directory=current_app.extensions["migrate"].directory)
     if db.session.scalar(select(func.count(User.id))) == 0:
         password = secrets.token_urlsafe(12)
-        accounts.create_local("admin", "admin@example.com", password, admin=True,
-                              name="Demo administrator")
+        accounts.create_local(
+            "admin", "admin@example.com", password, admin=True, name="Demo administrator"
+        )
         click.echo("")
         click.echo("  A demo administrator was created. Its password is shown only this once:")
         click.echo(f"    username: admin    password: {password}")
@@ -46,5 +47,6 @@ def serve(app: Flask) -> None:
     context.minimum_version = ssl.TLSVersion.TLSv1_2
     context.load_cert_chain(d / certs.TLS_CERT, d / certs.TLS_KEY)
     print(f" * Trust the local CA once: {d / certs.CA_CERT}")
-    app.run(host=cfg["HOST"], port=cfg["PORT"], ssl_context=context, debug=cfg["DEBUG"],
-            threaded=True)
+    app.run(
+        host=cfg["HOST"], port=cfg["PORT"], ssl_context=context, debug=cfg["DEBUG"], threaded=True
+    )

@@ -20,13 +20,17 @@ MESSAGES = {
     429: "Too many attempts. Wait a moment and try again.",
     500: "Something went wrong on our side. It has been logged; please try again.",
 }
-CSRF_MESSAGE = ("This form has expired or was not sent from this site. "
-                "Reload the page and try again.")
+CSRF_MESSAGE = (
+    "This form has expired or was not sent from this site. Reload the page and try again."
+)
 
 
 def wants_json() -> bool:
     best = request.accept_mimetypes.best_match(["text/html", "application/json"])
-    return best == "application/json" and request.accept_mimetypes[best] > request.accept_mimetypes["text/html"]
+    return (
+        best == "application/json"
+        and request.accept_mimetypes[best] > request.accept_mimetypes["text/html"]
+    )
 
 
 def render_error(code: int, message: str | None = None, headers: dict | None = None):
@@ -39,9 +43,15 @@ def render_error(code: int, message: str | None = None, headers: dict | None = N
 
 
 def _json_code(code: int) -> str:
-    return {400: "invalid_request", 401: "login_required", 403: "access_denied",
-            404: "not_found", 405: "method_not_allowed", 413: "request_too_large",
-            429: "too_many_requests"}.get(code, "server_error")
+    return {
+        400: "invalid_request",
+        401: "login_required",
+        403: "access_denied",
+        404: "not_found",
+        405: "method_not_allowed",
+        413: "request_too_large",
+        429: "too_many_requests",
+    }.get(code, "server_error")
 
 
 def install(app: Flask) -> None:

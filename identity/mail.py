@@ -30,14 +30,17 @@ def send(to: str, subject: str, body: str) -> Future:
 def _deliver(msg: EmailMessage, cfg: dict) -> None:
     if not cfg.get("MAIL_SERVER"):
         # Development without SMTP: the message, link included, goes to the log.
-        log.warning("IDP_MAIL_SERVER is not set; message to %s not sent:\n%s", msg["To"],
-                    msg.get_content())
+        log.warning(
+            "IDP_MAIL_SERVER is not set; message to %s not sent:\n%s", msg["To"], msg.get_content()
+        )
         return
     try:
         context = ssl.create_default_context()
         cls = smtplib.SMTP_SSL if cfg["MAIL_USE_SSL"] else smtplib.SMTP
         kwargs = {"context": context} if cfg["MAIL_USE_SSL"] else {}
-        with cls(cfg["MAIL_SERVER"], cfg["MAIL_PORT"], timeout=cfg["MAIL_TIMEOUT"], **kwargs) as smtp:
+        with cls(
+            cfg["MAIL_SERVER"], cfg["MAIL_PORT"], timeout=cfg["MAIL_TIMEOUT"], **kwargs
+        ) as smtp:
             if cfg["MAIL_USE_STARTTLS"] and not cfg["MAIL_USE_SSL"]:
                 smtp.starttls(context=context)
             if cfg.get("MAIL_USERNAME"):

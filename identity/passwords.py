@@ -49,7 +49,9 @@ def needs_rehash(stored_hash: str) -> bool:
     return hasher().check_needs_rehash(stored_hash)
 
 
-def policy_errors(password: str, username: str | None = None, email: str | None = None) -> list[str]:
+def policy_errors(
+    password: str, username: str | None = None, email: str | None = None
+) -> list[str]:
     """Everything wrong with a new password, as messages for the person choosing it."""
     cfg = current_app.config
     lo, hi = cfg["PASSWORD_MIN_LENGTH"], cfg["PASSWORD_MAX_LENGTH"]

@@ -26,8 +26,9 @@ def _not_ready(environ, start_response):
 
 
 @contextmanager
-def https_server(build_app: Callable[[int], Flask], certs_dir: Path,
-                 host: str = "127.0.0.1") -> Iterator[tuple[Flask, int]]:
+def https_server(
+    build_app: Callable[[int], Flask], certs_dir: Path, host: str = "127.0.0.1"
+) -> Iterator[tuple[Flask, int]]:
     """Serve build_app(port) over HTTPS on a free port of `host`, in a thread.
 
     The socket is bound (port 0) before the app is built, so the port in the app's ISSUER
@@ -38,8 +39,7 @@ def https_server(build_app: Callable[[int], Flask], certs_dir: Path,
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.minimum_version = ssl.TLSVersion.TLSv1_2
     context.load_cert_chain(certs_dir / certs.TLS_CERT, certs_dir / certs.TLS_KEY)
-    server: BaseWSGIServer = make_server(host, 0, _not_ready, threaded=True,
-                                         ssl_context=context)
+    server: BaseWSGIServer = make_server(host, 0, _not_ready, threaded=True, ssl_context=context)
     # Werkzeug's listening socket shakes hands inside accept(), in the one serving thread: a
     # client that connects and sends nothing would stall every other request. Deferred, the
     # handshake happens in the request's own thread.
@@ -51,8 +51,12 @@ def https_server(build_app: Callable[[int], Flask], certs_dir: Path,
         server.server_close()
         raise
     server.app = app
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05},
-                              name=f"https-{port}", daemon=True)
+    thread = threading.Thread(
+        target=server.serve_forever,
+        kwargs={"poll_interval": 0.05},
+        name=f"https-{port}",
+        daemon=True,
+    )
     thread.start()
     try:
         yield app, port
@@ -65,8 +69,10 @@ def https_server(build_app: Callable[[int], Flask], certs_dir: Path,
 def require_certutil() -> str:
     path = shutil.which("certutil")
     if not path:
-        raise RuntimeError("certutil not found: install libnss3-tools (apt-get install "
-                           "libnss3-tools); browser tests need it to trust the test CA")
+        raise RuntimeError(
+            "certutil not found: install libnss3-tools (apt-get install "
+            "libnss3-tools); browser tests need it to trust the test CA"
+        )
     return path
 
 
@@ -77,13 +83,19 @@ def nss_home(home: Path, ca_pem: Path | None) -> Path:
     nssdb = home / ".pki" / "nssdb"
     nssdb.mkdir(parents=True, exist_ok=True)
     db = f"sql:{nssdb}"
-    subprocess.run([certutil, "-d", db, "-N", "--empty-password"], check=True,
-                   capture_output=True, timeout=30)
+    subprocess.run(
+        [certutil, "-d", db, "-N", "--empty-password"], check=True, capture_output=True, timeout=30
+    )
     if ca_pem is not None:
-        subprocess.run([certutil, "-d", db, "-A", "-t", "C,,", "-n", NSS_NICKNAME,
-                        "-i", str(ca_pem)], check=True, capture_output=True, timeout=30)
-        listed = subprocess.run([certutil, "-d", db, "-L"], check=True, capture_output=True,
-                                text=True, timeout=30).stdout
+        subprocess.run(
+            [certutil, "-d", db, "-A", "-t", "C,,", "-n", NSS_NICKNAME, "-i", str(ca_pem)],
+            check=True,
+            capture_output=True,
+            timeout=30,
+        )
+        listed = subprocess.run(
+            [certutil, "-d", db, "-L"], check=True, capture_output=True, text=True, timeout=30
+        ).stdout
         if NSS_NICKNAME not in listed:
             raise RuntimeError(f"certutil did not add the CA to {nssdb}:\n{listed}")
     return home

@@ -21,12 +21,24 @@ def session_of(app, client) -> dict:
     return dict(SecureCookieSessionInterface().get_signing_serializer(app).loads(cookie.value))
 
 
-def register(browser: Browser, username="bob", email="bob@example.org", password=PASSWORD,
-             confirm=None, **extra):
-    return browser.post("/register", {"username": username, "email": email,
-                                      "password": password,
-                                      "confirm": password if confirm is None else confirm,
-                                      **extra})
+def register(
+    browser: Browser,
+    username="bob",
+    email="bob@example.org",
+    password=PASSWORD,
+    confirm=None,
+    **extra,
+):
+    return browser.post(
+        "/register",
+        {
+            "username": username,
+            "email": email,
+            "password": password,
+            "confirm": password if confirm is None else confirm,
+            **extra,
+        },
+    )
 
 
 def test_register_creates_account_signs_in_and_links_local_method(app, browser):
@@ -47,7 +59,6 @@ def test_register_follows_safe_next_only(browser):
     browser.logout()
     r = register(browser, username="carol", email="carol@example.org", next="https://evil.example/")
     assert r.headers["Location"] == "/account"
-
 
 
 def test_login_page_has_form_and_no_provider_buttons(browser):
@@ -79,7 +90,9 @@ def test_every_failed_sign_in_costs_one_hash_verification(browser, user, monkeyp
 
     calls = []
     real = PasswordHasher.verify
-    monkeypatch.setattr(PasswordHasher, "verify", lambda self, h, p: calls.append(h) or real(self, h, p))
+    monkeypatch.setattr(
+        PasswordHasher, "verify", lambda self, h, p: calls.append(h) or real(self, h, p)
+    )
     browser.login("nobody", "whatever password 1")
     browser.login("alice", "whatever password 2")
     assert len(calls) == 2
@@ -128,7 +141,9 @@ def test_remember_me_sets_cookie_with_configured_duration(app, browser, user):
     r = browser.login(remember="y")
     cookie = next(c for c in r.headers.getlist("Set-Cookie") if c.startswith("__Host-remember="))
     assert "; Secure" in cookie and "; HttpOnly" in cookie
-    expires = datetime.strptime(cookie.split("Expires=")[1].split(";")[0], "%a, %d %b %Y %H:%M:%S GMT")
+    expires = datetime.strptime(
+        cookie.split("Expires=")[1].split(";")[0], "%a, %d %b %Y %H:%M:%S GMT"
+    )
     days = (expires - datetime.now(UTC).replace(tzinfo=None)).total_seconds() / 86400
     assert 13.9 < days <= 14.0
     # Without the session cookie, the remember cookie alone signs the browser back in.
@@ -138,7 +153,6 @@ def test_remember_me_sets_cookie_with_configured_duration(app, browser, user):
 
 def test_disabled_account_cannot_sign_in(app, browser, user):
     with app.app_context():
-
         db.session.get(User, user.id).disabled = True
         db.session.commit()
     r = browser.login()
@@ -149,7 +163,6 @@ def test_disabled_account_cannot_sign_in(app, browser, user):
 def test_disabling_ends_existing_session(app, browser, user):
     browser.login()
     with app.app_context():
-
         u = db.session.get(User, user.id)
         u.disabled = True
         u.end_sessions()
@@ -161,8 +174,11 @@ def test_change_password_keeps_this_session_and_ends_others(app, client, browser
     other = Browser(https_client(app))
     other.login(remember="y")
     browser.login()
-    r = browser.post("/account/password", {"current_password": PASSWORD, "password": NEW_PASSWORD,
-                                           "confirm": NEW_PASSWORD}, token_from="/account")
+    r = browser.post(
+        "/account/password",
+        {"current_password": PASSWORD, "password": NEW_PASSWORD, "confirm": NEW_PASSWORD},
+        token_from="/account",
+    )
     assert r.status_code == 302
     assert browser.get("/account").status_code == 200
     assert other.get("/account").status_code == 302  # session and remember cookie both dead
@@ -178,9 +194,11 @@ def test_change_password_with_wrong_current_password_changes_nothing(app, browse
     browser.login()
     with app.app_context():
         before = db.session.get(User, user.id).password_hash
-    r = browser.post("/account/password", {"current_password": "not my password!", "password":
-                                           NEW_PASSWORD, "confirm": NEW_PASSWORD},
-                     token_from="/account")
+    r = browser.post(
+        "/account/password",
+        {"current_password": "not my password!", "password": NEW_PASSWORD, "confirm": NEW_PASSWORD},
+        token_from="/account",
+    )
     assert r.status_code == 400
     assert "That is not your current password." in r.get_data(as_text=True)
     with app.app_context():
@@ -189,11 +207,16 @@ def test_change_password_with_wrong_current_password_changes_nothing(app, browse
 
 def test_change_password_policy(browser, user):
     browser.login()
-    for new, message in [("short", "Use at least 12 characters."),
-                         ("alice@example.org", "cannot be your e-mail address"),
-                         ("x" * 1025, "Use at most 1024 characters.")]:
-        r = browser.post("/account/password", {"current_password": PASSWORD, "password": new,
-                                               "confirm": new}, token_from="/account")
+    for new, message in [
+        ("short", "Use at least 12 characters."),
+        ("alice@example.org", "cannot be your e-mail address"),
+        ("x" * 1025, "Use at most 1024 characters."),
+    ]:
+        r = browser.post(
+            "/account/password",
+            {"current_password": PASSWORD, "password": new, "confirm": new},
+            token_from="/account",
+        )
         assert r.status_code == 400
         assert message in r.get_data(as_text=True)
 
@@ -219,7 +242,6 @@ def test_audit_records_sign_in_success_and_failure_without_secrets(app, browser,
 
 def test_local_link_is_unique_per_subject(app, user):
     from sqlalchemy.exc import IntegrityError
-
 
     with app.app_context():
         db.session.add(LinkedIdentity(user_id=user.id, connector="local", subject=str(user.id)))

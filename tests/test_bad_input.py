@@ -15,14 +15,20 @@ from identity.models import PasswordReset, User
 TEN_KB = "x" * 10_240
 CONTROL = "ali\x00ce\x07"
 
-REGISTER_OK = {"username": "bob", "email": "bob@example.org", "password": PASSWORD,
-               "confirm": PASSWORD}
+REGISTER_OK = {
+    "username": "bob",
+    "email": "bob@example.org",
+    "password": PASSWORD,
+    "confirm": PASSWORD,
+}
 
 
 def snapshot(app) -> list[tuple]:
     with app.app_context():
-        return [(u.username, u.email_key, u.password_hash, u.session_epoch, u.disabled)
-                for u in db.session.scalars(select(User).order_by(User.id))]
+        return [
+            (u.username, u.email_key, u.password_hash, u.session_epoch, u.disabled)
+            for u in db.session.scalars(select(User).order_by(User.id))
+        ]
 
 
 # (field, value, expected message)
@@ -59,16 +65,26 @@ def test_register_bad_field(app, browser, user, field, value, message):
 
 
 def test_password_equal_to_username_is_refused(app, browser):
-    r = browser.post("/register", {**REGISTER_OK, "username": "longusername12",
-                                   "password": "LongUsername12", "confirm": "LongUsername12"})
+    r = browser.post(
+        "/register",
+        {
+            **REGISTER_OK,
+            "username": "longusername12",
+            "password": "LongUsername12",
+            "confirm": "LongUsername12",
+        },
+    )
     assert r.status_code == 400
     assert "cannot be your username" in r.get_data(as_text=True)
 
 
-@pytest.mark.parametrize("username,email,message", [
-    ("ALICE", "other@example.org", "That username is taken."),
-    ("someone", "ALICE@example.ORG", "An account already uses this e-mail address."),
-])
+@pytest.mark.parametrize(
+    "username,email,message",
+    [
+        ("ALICE", "other@example.org", "That username is taken."),
+        ("someone", "ALICE@example.ORG", "An account already uses this e-mail address."),
+    ],
+)
 def test_register_duplicates_are_case_insensitive(app, browser, user, username, email, message):
     before = snapshot(app)
     r = browser.post("/register", {**REGISTER_OK, "username": username, "email": email})
@@ -89,14 +105,17 @@ def test_register_race_lost_at_the_database_is_a_clear_message(app, browser, use
     assert snapshot(app) == before
 
 
-@pytest.mark.parametrize("field,value,message", [
-    ("username", "", "Enter your username or e-mail address."),
-    ("username", TEN_KB, "That is too long for a username or e-mail address."),
-    ("username", CONTROL, "Contains characters that cannot be used"),
-    ("password", "", "Enter your password."),
-    ("password", TEN_KB, "That is too long for a password."),
-    ("password", "pass\x1bword", "Contains characters that cannot be used"),
-])
+@pytest.mark.parametrize(
+    "field,value,message",
+    [
+        ("username", "", "Enter your username or e-mail address."),
+        ("username", TEN_KB, "That is too long for a username or e-mail address."),
+        ("username", CONTROL, "Contains characters that cannot be used"),
+        ("password", "", "Enter your password."),
+        ("password", TEN_KB, "That is too long for a password."),
+        ("password", "pass\x1bword", "Contains characters that cannot be used"),
+    ],
+)
 def test_login_bad_field(app, browser, user, field, value, message):
     before = snapshot(app)
     r = browser.login(**{field: value})
@@ -112,8 +131,12 @@ def test_non_utf8_form_body_is_refused(app, browser, user, path):
     for raw in (b"%FF%FE", b"\xff\xfe"):
         body = urlencode({"csrf_token": token, "email": "a@example.org", "confirm": "x"}).encode()
         body += b"&username=" + raw + b"&password=" + raw
-        r = browser.client.post(path, data=body, content_type="application/x-www-form-urlencoded",
-                                headers={"Referer": f"https://localhost{path}"})
+        r = browser.client.post(
+            path,
+            data=body,
+            content_type="application/x-www-form-urlencoded",
+            headers={"Referer": f"https://localhost{path}"},
+        )
         assert r.status_code == 400
         assert "not valid UTF-8" in r.get_data(as_text=True)
     assert snapshot(app) == before
@@ -121,18 +144,28 @@ def test_non_utf8_form_body_is_refused(app, browser, user, path):
 
 def test_non_utf8_in_multipart_is_refused_by_the_field(app, browser, user):
     token = browser.csrf("/login")
-    r = browser.client.post("/login", data={"csrf_token": token, "username": "alice",
-                                            "password": (__import__("io").BytesIO(b"x"), "x")},
-                            headers={"Referer": "https://localhost/login"},
-                            content_type="multipart/form-data")
+    r = browser.client.post(
+        "/login",
+        data={
+            "csrf_token": token,
+            "username": "alice",
+            "password": (__import__("io").BytesIO(b"x"), "x"),
+        },
+        headers={"Referer": "https://localhost/login"},
+        content_type="multipart/form-data",
+    )
     assert r.status_code == 400
 
 
 @pytest.mark.parametrize("body", ['{"username": 5, "password": ["a"]}', "[1, 2]", "{not json"])
 def test_json_bodies_are_not_form_input(app, browser, user, body):
     token = browser.csrf("/login")
-    r = browser.client.post("/login", data=body, content_type="application/json",
-                            headers={"Referer": "https://localhost/login", "X-CSRFToken": token})
+    r = browser.client.post(
+        "/login",
+        data=body,
+        content_type="application/json",
+        headers={"Referer": "https://localhost/login", "X-CSRFToken": token},
+    )
     assert r.status_code == 400
 
 
@@ -144,12 +177,15 @@ def test_oversized_body_is_413(app, browser, user):
     assert snapshot(app) == before
 
 
-@pytest.mark.parametrize("value,message", [
-    ("", "Enter an e-mail address."),
-    (TEN_KB, "Use at most 254 characters."),
-    ("a\x00@example.org", "Contains characters that cannot be used"),
-    ("nope", "Enter a valid e-mail address"),
-])
+@pytest.mark.parametrize(
+    "value,message",
+    [
+        ("", "Enter an e-mail address."),
+        (TEN_KB, "Use at most 254 characters."),
+        ("a\x00@example.org", "Contains characters that cannot be used"),
+        ("nope", "Enter a valid e-mail address"),
+    ],
+)
 def test_reset_request_bad_email(app, browser, user, value, message):
     r = browser.post("/reset", {"email": value})
     assert r.status_code == 400
@@ -158,18 +194,25 @@ def test_reset_request_bad_email(app, browser, user, value, message):
         assert db.session.query(PasswordReset).count() == 0
 
 
-@pytest.mark.parametrize("field,value,message", [
-    ("current_password", "", "Enter your current password."),
-    ("current_password", TEN_KB, "That is too long for a password."),
-    ("password", "", "Enter a password."),
-    ("password", "\x00" * 20, "Contains characters that cannot be used"),
-    ("confirm", "different but long", "The two passwords differ."),
-])
+@pytest.mark.parametrize(
+    "field,value,message",
+    [
+        ("current_password", "", "Enter your current password."),
+        ("current_password", TEN_KB, "That is too long for a password."),
+        ("password", "", "Enter a password."),
+        ("password", "\x00" * 20, "Contains characters that cannot be used"),
+        ("confirm", "different but long", "The two passwords differ."),
+    ],
+)
 def test_change_password_bad_field(app, browser, user, field, value, message):
     browser.login()
     before = snapshot(app)
-    data = {"current_password": PASSWORD, "password": "new long password 1",
-            "confirm": "new long password 1", field: value}
+    data = {
+        "current_password": PASSWORD,
+        "password": "new long password 1",
+        "confirm": "new long password 1",
+        field: value,
+    }
     r = browser.post("/account/password", data, token_from="/account")
     assert r.status_code == 400
     assert message in r.get_data(as_text=True)

@@ -11,19 +11,43 @@ from identity.models import User
 from identity.security import safe_next
 
 EVIL = [
-    "//evil.example", "///evil.example", "////evil.example/x", "/\\evil.example",
-    "\\\\evil.example", "/\\/evil.example", "https://evil.example", "http:evil.example",
-    "javascript:alert(1)", "JavaScript:alert(1)", "data:text/html,x", " /\t/evil.example",
-    "/\t/evil.example", "/\n/evil.example", "/%09/evil.example", "/%2F%2Fevil.example",
-    "/%2f/evil.example", "%2F%2Fevil.example", "/%5Cevil.example", "/%255Cevil.example",
-    "/%252F%252Fevil.example", "evil.example", "account", "", None,
-    "/%25252525252525252F%2F", "/" + "a" * 3000, "/\x00/evil", "/a\r\nSet-Cookie:x=1",
+    "//evil.example",
+    "///evil.example",
+    "////evil.example/x",
+    "/\\evil.example",
+    "\\\\evil.example",
+    "/\\/evil.example",
+    "https://evil.example",
+    "http:evil.example",
+    "javascript:alert(1)",
+    "JavaScript:alert(1)",
+    "data:text/html,x",
+    " /\t/evil.example",
+    "/\t/evil.example",
+    "/\n/evil.example",
+    "/%09/evil.example",
+    "/%2F%2Fevil.example",
+    "/%2f/evil.example",
+    "%2F%2Fevil.example",
+    "/%5Cevil.example",
+    "/%255Cevil.example",
+    "/%252F%252Fevil.example",
+    "evil.example",
+    "account",
+    "",
+    None,
+    "/%25252525252525252F%2F",
+    "/" + "a" * 3000,
+    "/\x00/evil",
+    "/a\r\nSet-Cookie:x=1",
 ]
 SAFE = [
     ("/account", "/account"),
     ("/account?tab=apps#x", "/account?tab=apps#x"),
-    ("/authorize?client_id=a&scope=openid%20profile&redirect_uri=https%3A%2F%2Fapp.example%2Fcb",
-     "/authorize?client_id=a&scope=openid%20profile&redirect_uri=https%3A%2F%2Fapp.example%2Fcb"),
+    (
+        "/authorize?client_id=a&scope=openid%20profile&redirect_uri=https%3A%2F%2Fapp.example%2Fcb",
+        "/authorize?client_id=a&scope=openid%20profile&redirect_uri=https%3A%2F%2Fapp.example%2Fcb",
+    ),
     ("/a/b/../c", "/a/b/../c"),
     ("/caf%C3%A9?q=%2F%2F", "/caf%C3%A9?q=%2F%2F"),
 ]
@@ -39,8 +63,16 @@ def test_safe_next_keeps_local_paths(target, expected):
     assert safe_next(target) == expected
 
 
-@pytest.mark.parametrize("target", ["//evil.example", "/\\evil.example", "https://evil.example/",
-                                    "/%2F%2Fevil.example", "/\t/evil.example"])
+@pytest.mark.parametrize(
+    "target",
+    [
+        "//evil.example",
+        "/\\evil.example",
+        "https://evil.example/",
+        "/%2F%2Fevil.example",
+        "/\t/evil.example",
+    ],
+)
 def test_login_never_redirects_off_site(browser, user, target):
     r = browser.login(next=target)
     assert r.status_code == 302
@@ -86,13 +118,23 @@ def test_static_assets_are_served_locally(client):
         assert css.status_code == 200 and css.mimetype == "text/css"
 
 
-@pytest.mark.parametrize("path,data", [
-    ("/login", {"username": "alice", "password": PASSWORD}),
-    ("/register", {"username": "eve", "email": "eve@example.org", "password": PASSWORD,
-                   "confirm": PASSWORD}),
-    ("/reset", {"email": "alice@example.org"}),
-    ("/logout", {}),
-])
+@pytest.mark.parametrize(
+    "path,data",
+    [
+        ("/login", {"username": "alice", "password": PASSWORD}),
+        (
+            "/register",
+            {
+                "username": "eve",
+                "email": "eve@example.org",
+                "password": PASSWORD,
+                "confirm": PASSWORD,
+            },
+        ),
+        ("/reset", {"email": "alice@example.org"}),
+        ("/logout", {}),
+    ],
+)
 def test_forms_without_csrf_token_are_refused(app, browser, user, path, data):
     r = browser.post(path, data, csrf=False)
     assert r.status_code == 400
@@ -111,16 +153,21 @@ def test_csrf_token_from_another_session_is_refused(app, browser, user):
 
 def test_csrf_refuses_cross_site_referer(browser, user):
     token = browser.csrf("/login")
-    r = browser.client.post("/login", data={"username": "alice", "password": PASSWORD,
-                                            "csrf_token": token},
-                            headers={"Referer": "https://evil.example/login"})
+    r = browser.client.post(
+        "/login",
+        data={"username": "alice", "password": PASSWORD, "csrf_token": token},
+        headers={"Referer": "https://evil.example/login"},
+    )
     assert r.status_code == 400
 
 
 def test_change_password_needs_csrf(app, browser, user):
     browser.login()
-    r = browser.post("/account/password", {"current_password": PASSWORD, "password": "x" * 20,
-                                           "confirm": "x" * 20}, csrf=False)
+    r = browser.post(
+        "/account/password",
+        {"current_password": PASSWORD, "password": "x" * 20, "confirm": "x" * 20},
+        csrf=False,
+    )
     assert r.status_code == 400
     with app.app_context():
         from identity.passwords import verify_password
@@ -128,9 +175,16 @@ def test_change_password_needs_csrf(app, browser, user):
         assert verify_password(db.session.get(User, user.id).password_hash, PASSWORD)
 
 
-@pytest.mark.parametrize("method,path", [("post", "/account"), ("put", "/login"),
-                                         ("delete", "/register"), ("get", "/logout"),
-                                         ("post", "/")])
+@pytest.mark.parametrize(
+    "method,path",
+    [
+        ("post", "/account"),
+        ("put", "/login"),
+        ("delete", "/register"),
+        ("get", "/logout"),
+        ("post", "/"),
+    ],
+)
 def test_wrong_method_gets_405_page(client, method, path):
     r = getattr(client, method)(path)
     assert r.status_code == 405
@@ -155,12 +209,15 @@ def failing_app(app):
     return app
 
 
-@pytest.mark.parametrize("path,code,text,error", [
-    ("/_test/403", 403, "You are not allowed to do that.", "access_denied"),
-    ("/nowhere", 404, "There is nothing at this address.", "not_found"),
-    ("/_test/429", 429, "Too many attempts.", "too_many_requests"),
-    ("/_test/500", 500, "Something went wrong on our side.", "server_error"),
-])
+@pytest.mark.parametrize(
+    "path,code,text,error",
+    [
+        ("/_test/403", 403, "You are not allowed to do that.", "access_denied"),
+        ("/nowhere", 404, "There is nothing at this address.", "not_found"),
+        ("/_test/429", 429, "Too many attempts.", "too_many_requests"),
+        ("/_test/500", 500, "Something went wrong on our side.", "server_error"),
+    ],
+)
 def test_error_pages_html_and_json(failing_app, path, code, text, error):
     client = failing_app.test_client()
     html = client.get(path, headers={"Accept": "text/html"})

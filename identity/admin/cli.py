@@ -7,10 +7,10 @@ import re
 import sys
 
 import click
+from email_validator import EmailNotValidError, validate_email
 from flask.cli import AppGroup
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
-from email_validator import EmailNotValidError, validate_email
 
 from identity import audit
 from identity.auth import accounts
@@ -33,16 +33,22 @@ def _read_password() -> str:
 @user_cli.command("create")
 @click.option("--username", required=True)
 @click.option("--email", required=True)
-@click.option("--password-stdin", is_flag=True, required=True,
-              help="Read the password from the first line of standard input.")
+@click.option(
+    "--password-stdin",
+    is_flag=True,
+    required=True,
+    help="Read the password from the first line of standard input.",
+)
 @click.option("--admin", is_flag=True, help="Make the account an administrator.")
 @click.option("--name", default=None, help="Display name.")
 def create(username: str, email: str, password_stdin: bool, admin: bool, name: str | None):
     """Create a local account and print it as JSON."""
     username = username.strip().lower()
     if not 2 <= len(username) <= 64 or not re.match(USERNAME_RE, username):
-        raise click.ClickException("--username: use 2 to 64 characters: letters, digits, "
-                                   "'.', '_' and '-', starting with a letter or digit")
+        raise click.ClickException(
+            "--username: use 2 to 64 characters: letters, digits, "
+            "'.', '_' and '-', starting with a letter or digit"
+        )
     if len(email) > 254 or BAD_CHARS.search(email):
         raise click.ClickException("--email: not a valid e-mail address")
     try:
@@ -81,9 +87,11 @@ def list_users(as_json: bool):
     click.echo(f"{'ID':>5}  {'USERNAME':<24} {'E-MAIL':<32} {'ADMIN':<5} {'STATUS':<8} METHODS")
     for u in users:
         d = u.as_dict()
-        click.echo(f"{u.id:>5}  {u.username:<24} {u.email or '-':<32} "
-                   f"{'yes' if u.is_admin else 'no':<5} {'disabled' if u.disabled else 'active':<8} "
-                   f"{','.join(d['sign_in_methods']) or '-'}")
+        click.echo(
+            f"{u.id:>5}  {u.username:<24} {u.email or '-':<32} "
+            f"{'yes' if u.is_admin else 'no':<5} {'disabled' if u.disabled else 'active':<8} "
+            f"{','.join(d['sign_in_methods']) or '-'}"
+        )
 
 
 @user_cli.command("disable")
@@ -101,4 +109,3 @@ def disable(username: str):
     audit.record("admin.user_disabled", user, via="cli")
     db.session.commit()
     click.echo(f"{user.username} is disabled; its sessions are ended")
-

@@ -28,14 +28,20 @@ def policy(password: str, username: str | None, email: str | None) -> list[str]:
     return policy_errors(password, username, email)
 
 
-def create_local(username: str, email: str, password: str, *, admin: bool = False,
-                 name: str | None = None) -> User:
+def create_local(
+    username: str, email: str, password: str, *, admin: bool = False, name: str | None = None
+) -> User:
     """A new account with a local password, linked to the local connector; committed.
 
     Raises IntegrityError when the username or e-mail address is taken.
     """
-    user = User(username=username.lower(), password_hash=hash_password(password),
-                is_admin=admin, name=name, password_changed_at=utcnow())
+    user = User(
+        username=username.lower(),
+        password_hash=hash_password(password),
+        is_admin=admin,
+        name=name,
+        password_changed_at=utcnow(),
+    )
     user.set_email(email)
     db.session.add(user)
     db.session.flush()

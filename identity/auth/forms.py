@@ -18,8 +18,10 @@ MAX_FIELD = 4096  # no field needs more; beyond this the form answers "too long"
 
 def clean(form, field) -> None:
     if isinstance(field.data, str) and BAD_CHARS.search(field.data):
-        raise ValidationError("Contains characters that cannot be used (control characters "
-                              "or text that is not UTF-8).")
+        raise ValidationError(
+            "Contains characters that cannot be used (control characters "
+            "or text that is not UTF-8)."
+        )
 
 
 def _strip(value):
@@ -43,28 +45,46 @@ class PasswordLength:
 
 
 def username_field(label: str = "Username") -> StringField:
-    return StringField(label, filters=[_lower], validators=[
-        DataRequired("Enter a username."), clean,
-        Length(min=2, max=64, message="Use 2 to 64 characters."),
-        Regexp(USERNAME_RE, message="Use letters, digits, '.', '_' and '-' only, "
-               "starting with a letter or digit."),
-    ])
+    return StringField(
+        label,
+        filters=[_lower],
+        validators=[
+            DataRequired("Enter a username."),
+            clean,
+            Length(min=2, max=64, message="Use 2 to 64 characters."),
+            Regexp(
+                USERNAME_RE,
+                message="Use letters, digits, '.', '_' and '-' only, "
+                "starting with a letter or digit.",
+            ),
+        ],
+    )
 
 
 def email_field() -> StringField:
-    return StringField("E-mail address", filters=[_strip], validators=[
-        DataRequired("Enter an e-mail address."), clean,
-        Length(max=254, message="Use at most 254 characters."),
-        Email("Enter a valid e-mail address, like name@example.com."),
-    ])
+    return StringField(
+        "E-mail address",
+        filters=[_strip],
+        validators=[
+            DataRequired("Enter an e-mail address."),
+            clean,
+            Length(max=254, message="Use at most 254 characters."),
+            Email("Enter a valid e-mail address, like name@example.com."),
+        ],
+    )
 
 
 def new_password_fields() -> tuple[PasswordField, PasswordField]:
-    password = PasswordField("New password", validators=[
-        DataRequired("Enter a password."), clean, PasswordLength()])
-    confirm = PasswordField("Repeat the password", validators=[
-        DataRequired("Repeat the password."),
-        EqualTo("password", message="The two passwords differ.")])
+    password = PasswordField(
+        "New password", validators=[DataRequired("Enter a password."), clean, PasswordLength()]
+    )
+    confirm = PasswordField(
+        "Repeat the password",
+        validators=[
+            DataRequired("Repeat the password."),
+            EqualTo("password", message="The two passwords differ."),
+        ],
+    )
     return password, confirm
 
 
@@ -80,12 +100,23 @@ class Form(FlaskForm):
 
 
 class LoginForm(Form):
-    username = StringField("Username or e-mail", filters=[_strip], validators=[
-        DataRequired("Enter your username or e-mail address."), clean,
-        Length(max=254, message="That is too long for a username or e-mail address.")])
-    password = PasswordField("Password", validators=[
-        DataRequired("Enter your password."), clean,
-        Length(max=MAX_FIELD, message="That is too long for a password.")])
+    username = StringField(
+        "Username or e-mail",
+        filters=[_strip],
+        validators=[
+            DataRequired("Enter your username or e-mail address."),
+            clean,
+            Length(max=254, message="That is too long for a username or e-mail address."),
+        ],
+    )
+    password = PasswordField(
+        "Password",
+        validators=[
+            DataRequired("Enter your password."),
+            clean,
+            Length(max=MAX_FIELD, message="That is too long for a password."),
+        ],
+    )
     remember = BooleanField("Keep me signed in on this device")
     next = HiddenField()
 
@@ -98,9 +129,14 @@ class RegisterForm(Form):
 
 
 class ChangePasswordForm(Form):
-    current_password = PasswordField("Current password", validators=[
-        DataRequired("Enter your current password."), clean,
-        Length(max=MAX_FIELD, message="That is too long for a password.")])
+    current_password = PasswordField(
+        "Current password",
+        validators=[
+            DataRequired("Enter your current password."),
+            clean,
+            Length(max=MAX_FIELD, message="That is too long for a password."),
+        ],
+    )
     password, confirm = new_password_fields()
 
 

@@ -36,26 +36,37 @@ def request_reset(email: str) -> None:
         return
     token = secrets.token_urlsafe(32)
     minutes = current_app.config["PASSWORD_RESET_MAX_AGE"] // 60
-    db.session.add(PasswordReset(
-        user_id=user.id, token_hash=_digest(token),
-        expires_at=utcnow() + timedelta(seconds=current_app.config["PASSWORD_RESET_MAX_AGE"])))
+    db.session.add(
+        PasswordReset(
+            user_id=user.id,
+            token_hash=_digest(token),
+            expires_at=utcnow() + timedelta(seconds=current_app.config["PASSWORD_RESET_MAX_AGE"]),
+        )
+    )
     audit.record("password.reset_requested", user, known=True)
     db.session.commit()
     # The link is built from IDP_ISSUER, never from the request's Host header.
     link = current_app.config["ISSUER"] + url_for("auth.reset_password", token=token)
-    mail.send(user.email, "Reset your password", (
-        f"Hello {user.username},\n\n"
-        f"Someone asked to reset the password of your account. To choose a new password, "
-        f"open this link within {minutes} minutes:\n\n{link}\n\n"
-        "The link works once. If you did not ask for it, ignore this message: your password "
-        "stays as it is.\n"))
+    mail.send(
+        user.email,
+        "Reset your password",
+        (
+            f"Hello {user.username},\n\n"
+            f"Someone asked to reset the password of your account. To choose a new password, "
+            f"open this link within {minutes} minutes:\n\n{link}\n\n"
+            "The link works once. If you did not ask for it, ignore this message: your password "
+            "stays as it is.\n"
+        ),
+    )
 
 
 def lookup(token: str) -> tuple[PasswordReset | None, str | None]:
     """The reset for `token`, or the message that says why it cannot be used."""
     if not token or len(token) > 128:
         return None, INVALID
-    found = db.session.scalar(select(PasswordReset).where(PasswordReset.token_hash == _digest(token)))
+    found = db.session.scalar(
+        select(PasswordReset).where(PasswordReset.token_hash == _digest(token))
+    )
     if found is None:
         return None, INVALID
     if found.used_at is not None:
@@ -73,8 +84,11 @@ def complete(reset: PasswordReset, password: str) -> str | None:
     # The conditional update is what makes a link single-use under concurrent requests.
     claimed = db.session.execute(
         update(PasswordReset)
-        .where(PasswordReset.id == reset.id, PasswordReset.used_at.is_(None),
-               PasswordReset.expires_at > now)
+        .where(
+            PasswordReset.id == reset.id,
+            PasswordReset.used_at.is_(None),
+            PasswordReset.expires_at > now,
+        )
         .values(used_at=now)
     ).rowcount
     if claimed != 1:
@@ -85,7 +99,8 @@ def complete(reset: PasswordReset, password: str) -> str | None:
     db.session.execute(
         update(PasswordReset)
         .where(PasswordReset.user_id == user.id, PasswordReset.used_at.is_(None))
-        .values(used_at=now))
+        .values(used_at=now)
+    )
     accounts.set_password(user, password)
     audit.record("password.reset", user)
     db.session.commit()

@@ -63,8 +63,9 @@ def login():
             break
     if identity is None:
         reason = "backend_down" if backend_down else "bad_credentials"
-        audit.record("signin.failure", accounts.find(form.username.data), method="password",
-                     reason=reason)
+        audit.record(
+            "signin.failure", accounts.find(form.username.data), method="password", reason=reason
+        )
         db.session.commit()
         form.password.data = ""
         if backend_down:
@@ -79,7 +80,9 @@ def login():
 
 def _login_page(form: LoginForm, status: int = 200, error: str | None = None):
     return render_template(
-        "auth/login.html", form=form, error=error,
+        "auth/login.html",
+        form=form,
+        error=error,
         registration=current_app.config["REGISTRATION_ENABLED"],
         redirect_connectors=current_app.extensions["idp.redirect_connectors"],
     ), status
@@ -128,8 +131,9 @@ def _register_checks(form: RegisterForm) -> bool:
         form.username.errors.append("That username is taken. Choose another.")
         ok = False
     if accounts.email_taken(form.email.data):
-        form.email.errors.append("An account already uses this e-mail address. Sign in, or "
-                                 "reset its password.")
+        form.email.errors.append(
+            "An account already uses this e-mail address. Sign in, or reset its password."
+        )
         ok = False
     for message in accounts.policy(form.password.data, form.username.data, form.email.data):
         form.password.errors.append(message)
@@ -140,8 +144,9 @@ def _register_checks(form: RegisterForm) -> bool:
 @bp.get("/account")
 @login_required
 def account():
-    return render_template("auth/account.html", password_form=ChangePasswordForm(),
-                           logout_form=PostForm())
+    return render_template(
+        "auth/account.html", password_form=ChangePasswordForm(), logout_form=PostForm()
+    )
 
 
 @bp.post("/account/password")
@@ -162,8 +167,7 @@ def change_password():
     if not ok:
         audit.record("password.change_failed", user)
         db.session.commit()
-        return render_template("auth/account.html", password_form=form,
-                               logout_form=PostForm()), 400
+        return render_template("auth/account.html", password_form=form, logout_form=PostForm()), 400
     remembered = current_app.config["REMEMBER_COOKIE_NAME"] in request.cookies
     accounts.set_password(user, form.password.data)
     audit.record("password.change", user)
@@ -206,4 +210,3 @@ def reset_password(token: str):
         return render_template("auth/reset_invalid.html", message=problem), 400
     flash("Your password is changed. Sign in with the new one.", "success")
     return redirect(url_for("auth.login"))
-

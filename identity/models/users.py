@@ -96,3 +96,5 @@ class PasswordReset(db.Model):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     expires_at: Mapped[datetime]
     used_at: Mapped[datetime | None]
+
+    user: Mapped[User] = relationship()

@@ -1,0 +1,258 @@
+"""Headless Chromium against the app over real HTTPS: the local CA is trusted through NSS
+(never by ignoring certificate errors), then a person registers, signs out and signs in.
+Screenshots of the pages land in test-artifacts/ for a human to look at."""
+
+from __future__ import annotations
+
+import os
+import re
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+from playwright.sync_api import BrowserContext, Page, Playwright, expect, sync_playwright
+from playwright.sync_api import Error as PlaywrightError
+
+from conftest import make_app
+from identity import certs
+from identity.extensions import db
+from servers import https_server, nss_home, require_certutil
+
+pytestmark = pytest.mark.browser
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
+DESKTOP = {"width": 1280, "height": 800}
+PHONE = {"width": 390, "height": 844}
+USERNAME, EMAIL = "grace", "grace@example.org"
+PASSWORD = "a few unrelated words here"
+TIMEOUT_MS = 15_000
+
+
+@pytest.fixture(scope="module")
+def idp(database_url, tmp_path_factory) -> Iterator[SimpleNamespace]:
+    """The app on https://localhost:<free port>, with empty tables, and its CA file."""
+    tmp = tmp_path_factory.mktemp("https-idp")
+    certs_dir = tmp / "certs"
+
+    def build(port: int):
+        app = make_app(database_url, tmp, ISSUER=f"https://localhost:{port}")
+        with app.app_context():
+            db.create_all()
+        return app
+
+    with https_server(build, certs_dir) as (app, port):
+        yield SimpleNamespace(url=f"https://localhost:{port}", ca=certs_dir / certs.CA_CERT)
+    with app.app_context():
+        db.session.remove()
+        with db.engine.begin() as conn:
+            for table in reversed(db.metadata.sorted_tables):
+                conn.execute(table.delete())
+        db.engine.dispose()
+
+
+@pytest.fixture(scope="module")
+def playwright() -> Iterator[Playwright]:
+    if not os.access(CHROMIUM, os.X_OK):
+        pytest.fail(
+            f"Chromium is not installed at {CHROMIUM}: apt-get install chromium. "
+            "Browser tests fail rather than skip without it.",
+            pytrace=False,
+        )
+    try:
+        require_certutil()
+    except RuntimeError as exc:
+        pytest.fail(str(exc), pytrace=False)
+    with sync_playwright() as p:
+        yield p
+
+
+def launch(playwright: Playwright, home: Path, profile: str, **options) -> BrowserContext:
+    """Chromium with its own HOME (hence its own NSS database) and profile directory."""
+    context = playwright.chromium.launch_persistent_context(
+        str(home / profile),
+        executable_path=CHROMIUM,
+        headless=True,
+        args=CHROMIUM_ARGS,
+        env={**os.environ, "HOME": str(home)},
+        timeout=TIMEOUT_MS,
+        **options,
+    )
+    context.set_default_timeout(TIMEOUT_MS)
+    return context
+
+
+@pytest.fixture(scope="module")
+def trusted_home(idp, tmp_path_factory) -> Path:
+    return nss_home(tmp_path_factory.mktemp("home-trusting"), idp.ca)
+
+
+@pytest.fixture
+def artifacts() -> Path:
+    ARTIFACTS.mkdir(exist_ok=True)
+    return ARTIFACTS
+
+
+def shot(page: Page, artifacts: Path, name: str) -> Path:
+    path = artifacts / f"{name}.png"
+    page.screenshot(path=str(path), full_page=True)
+    return path
+
+
+def watch_csp(page: Page) -> list[str]:
+    """Collects Content-Security-Policy violations that the page reports."""
+    violations: list[str] = []
+    page.on(
+        "console",
+        lambda m: violations.append(m.text) if "Content Security Policy" in m.text else None,
+    )
+    return violations
+
+
+def test_chromium_trusts_the_test_ca_through_nss_and_only_then(
+    playwright, idp, trusted_home, tmp_path
+):
+    # Negative control: the same browser with a fresh NSS database lacking the CA refuses.
+    untrusting = nss_home(tmp_path / "home-untrusting", None)
+    context = launch(playwright, untrusting, "profile")
+    try:
+        with pytest.raises(PlaywrightError, match="ERR_CERT_AUTHORITY_INVALID"):
+            context.new_page().goto(f"{idp.url}/login")
+    finally:
+        context.close()
+
+    context = launch(playwright, trusted_home, "profile-trust-check")
+    try:
+        page = context.new_page()
+        response = page.goto(f"{idp.url}/login")
+        assert response is not None and response.status == 200
+        tls = response.security_details()
+        assert tls is not None, "no TLS details: the page was not loaded over HTTPS"
+        assert tls["issuer"] == "Identity local CA", tls
+        assert tls["subjectName"] == "localhost", tls
+        expect(page.get_by_role("heading", name="Sign in")).to_be_visible()
+    finally:
+        context.close()
+
+
+def test_register_sign_out_sign_in_with_screenshots(playwright, idp, trusted_home, artifacts):
+    started = time.monotonic()
+    context = launch(playwright, trusted_home, "profile-desktop", viewport=DESKTOP)
+    try:
+        page = context.new_page()
+        csp = watch_csp(page)
+
+        # The login page as a first-time visitor sees it (username field autofocused).
+        page.goto(f"{idp.url}/login")
+        expect(page.get_by_label("Username or e-mail")).to_be_focused()
+        login_png = shot(page, artifacts, "login-desktop")
+        page.emulate_media(color_scheme="dark")
+        shot(page, artifacts, "login-desktop-dark")
+        page.emulate_media(color_scheme="light")
+
+        # Register, first with passwords that differ: the form says so, next to the field.
+        page.get_by_role("link", name="Create an account").click()
+        expect(page).to_have_url(f"{idp.url}/register")
+        page.get_by_label("Username", exact=True).fill(USERNAME)
+        page.get_by_label("E-mail address").fill(EMAIL)
+        page.get_by_label("New password").fill(PASSWORD)
+        page.get_by_label("Repeat the password").fill(PASSWORD + " typo")
+        page.get_by_role("button", name="Create account").click()
+        confirm = page.get_by_label("Repeat the password")
+        expect(page.get_by_text("The two passwords differ.")).to_be_visible()
+        expect(confirm).to_have_attribute("aria-invalid", "true")
+        expect(confirm).to_have_accessible_description("The two passwords differ.")
+        expect(page.get_by_label("Username", exact=True)).to_have_value(USERNAME)
+        shot(page, artifacts, "register-errors-desktop")
+
+        page.get_by_label("New password").fill(PASSWORD)
+        confirm.fill(PASSWORD)
+        page.get_by_role("button", name="Create account").click()
+        expect(page).to_have_url(f"{idp.url}/account")
+        expect(page.get_by_role("heading", name="Your account")).to_be_visible()
+        expect(page.get_by_role("status")).to_have_text(
+            f"Welcome, {USERNAME}. Your account is ready."
+        )
+        expect(page.locator("dl.facts")).to_contain_text(USERNAME)
+        expect(page.locator("dl.facts")).to_contain_text(EMAIL)
+        shot(page, artifacts, "account-desktop")
+
+        # Sign out with the button in the header.
+        nav = page.get_by_role("navigation", name="Account")
+        expect(nav.get_by_role("link", name=USERNAME)).to_be_visible()
+        nav.get_by_role("button", name="Sign out").click()
+        expect(page).to_have_url(f"{idp.url}/login")
+        expect(page.get_by_role("status")).to_have_text("You are signed out.")
+        page.goto(f"{idp.url}/account")
+        expect(page).to_have_url(re.compile(r"/login\?next=(/|%2F)account$"))
+
+        # Sign in with the keyboard only: autofocus, type, Tab through the form, Enter.
+        expect(page.get_by_label("Username or e-mail")).to_be_focused()
+        page.keyboard.type(EMAIL)
+        page.keyboard.press("Tab")
+        expect(page.get_by_label("Password", exact=True)).to_be_focused()
+        page.keyboard.type(PASSWORD)
+        page.keyboard.press("Tab")
+        expect(page.get_by_label("Keep me signed in on this device")).to_be_focused()
+        page.keyboard.press("Tab")
+        expect(page.get_by_role("button", name="Sign in")).to_be_focused()
+        page.keyboard.press("Enter")
+        expect(page).to_have_url(f"{idp.url}/account")
+        expect(page.locator("dl.facts")).to_contain_text(USERNAME)
+
+        # The remaining pages, signed out.
+        page.get_by_role("main").get_by_role("button", name="Sign out").click()
+        expect(page).to_have_url(f"{idp.url}/login")
+        page.goto(f"{idp.url}/reset")
+        expect(page.get_by_role("heading", name="Reset your password")).to_be_visible()
+        shot(page, artifacts, "reset-desktop")
+        response = page.goto(f"{idp.url}/does-not-exist")
+        assert response is not None and response.status == 404
+        expect(page.get_by_role("heading", name="Not found")).to_be_visible()
+        shot(page, artifacts, "error-404-desktop")
+        assert csp == [], f"Content-Security-Policy violations: {csp}"
+    finally:
+        context.close()
+
+    phone = launch(
+        playwright,
+        trusted_home,
+        "profile-phone",
+        viewport=PHONE,
+        device_scale_factor=2,
+        is_mobile=True,
+        has_touch=True,
+    )
+    try:
+        page = phone.new_page()
+        csp = watch_csp(page)
+        page.goto(f"{idp.url}/login")
+        expect(page.get_by_role("button", name="Sign in")).to_be_visible()
+        shot(page, artifacts, "login-phone")
+        page.goto(f"{idp.url}/register")
+        page.get_by_label("Username", exact=True).fill("x")
+        page.get_by_label("E-mail address").fill("not-an-address")
+        page.get_by_label("New password").fill("short")
+        page.get_by_label("Repeat the password").fill("shorter")
+        page.get_by_role("button", name="Create account").click()
+        expect(page.get_by_text("The two passwords differ.")).to_be_visible()
+        shot(page, artifacts, "register-errors-phone")
+        # No sideways scrolling on a phone.
+        assert page.evaluate("document.documentElement.scrollWidth") <= PHONE["width"]
+        assert csp == [], f"Content-Security-Policy violations: {csp}"
+    finally:
+        phone.close()
+
+    assert login_png.is_file() and login_png.stat().st_size > 0, login_png
+    print(f"browser flow took {time.monotonic() - started:.1f}s; screenshots in {artifacts}")

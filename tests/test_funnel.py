@@ -1,0 +1,116 @@
+"""The connector contract and the one sign-in funnel."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+from flask import session
+
+from conftest import PASSWORD
+from identity.auth.signin import SignInRefused, sign_in
+from identity.connectors import ConnectorError, Identity, PasswordConnector, RedirectConnector
+from identity.connectors.local import LocalConnector
+from identity.extensions import db
+from identity.models import Event, LinkedIdentity, User
+
+
+def test_identity_is_a_frozen_value():
+    ident = Identity(connector="ldap", subject="u-1", username="ada", groups=("staff",))
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        ident.subject = "other"  # type: ignore[misc]
+    assert ident == Identity(connector="ldap", subject="u-1", username="ada", groups=("staff",))
+    assert ident.email_verified is False and ident.amr == ("pwd",)
+
+
+def test_local_connector_implements_the_protocol(app, user):
+    conn = LocalConnector()
+    assert isinstance(conn, PasswordConnector) and not isinstance(conn, RedirectConnector)
+    with app.app_context():
+        ident = conn.authenticate("alice", PASSWORD)
+        assert ident == Identity(
+            connector="local",
+            subject=str(user.id),
+            username="alice",
+            email="Alice@Example.org",
+            email_verified=False,
+            name="Alice Liddell",
+            amr=("pwd",),
+        )
+        assert conn.authenticate("alice", "wrong password!!") is None
+        assert conn.authenticate("nobody", PASSWORD) is None
+
+
+def test_sign_in_records_time_methods_and_session_id(app, user):
+    ident = Identity(connector="local", subject=str(user.id), username="alice", amr=("pwd", "mfa"))
+    with app.test_request_context("/"):
+        session["leftover"] = "from before"
+        signed = sign_in(ident, remember=False)
+        assert signed.id == user.id
+        assert "leftover" not in session
+        assert session["amr"] == ["pwd", "mfa"] and session["connector"] == "local"
+        assert isinstance(session["auth_time"], int) and session["sid"]
+        link = db.session.query(LinkedIdentity).filter_by(user_id=user.id).one()
+        assert link.last_used_at is not None
+        assert db.session.get(User, user.id).last_login_at is not None
+
+
+def test_unlinked_identity_is_refused_and_audited(app, user):
+    ident = Identity(connector="ldap", subject="someone-else", username="alice")
+    with app.test_request_context("/"):
+        with pytest.raises(SignInRefused) as refused:
+            sign_in(ident)
+        assert refused.value.reason == "no_account"
+        assert "_user_id" not in session
+        event = db.session.query(Event).filter_by(type="signin.failure").one()
+        assert event.data == {"method": "ldap", "reason": "no_account"}
+
+
+def test_identity_from_another_connector_links_by_subject_not_by_name(app, user):
+    """An identity is matched by (connector, subject) only: the same username elsewhere
+    is not the same person."""
+    with app.test_request_context("/"):
+        with pytest.raises(SignInRefused):
+            sign_in(
+                Identity(
+                    connector="google",
+                    subject=str(user.id),
+                    username="alice",
+                    email="alice@example.org",
+                    email_verified=True,
+                )
+            )
+
+
+class DownConnector:
+    name = "down"
+
+    def authenticate(self, username, password):
+        raise ConnectorError("ldap://10.0.0.1: timed out")
+
+
+class RecordingLocal(LocalConnector):
+    calls = 0
+
+    def authenticate(self, username, password):
+        type(self).calls += 1
+        return super().authenticate(username, password)
+
+
+def test_connectors_are_tried_in_order_and_a_down_backend_is_not_a_wrong_password(
+    app, browser, user, caplog
+):
+    app.extensions["idp.password_connectors"] = [DownConnector(), RecordingLocal()]
+    assert browser.login().status_code == 302  # the next connector still signs alice in
+    assert RecordingLocal.calls == 1
+    browser.logout()
+    r = browser.login("nobody", "whatever password")
+    assert r.status_code == 503
+    assert "try again in a few minutes" in r.get_data(as_text=True)
+    assert "10.0.0.1" not in r.get_data(as_text=True)  # detail goes to the log only
+    assert "connector down failed: ldap://10.0.0.1: timed out" in caplog.text
+    with app.app_context():
+        reasons = [
+            e.data.get("reason") for e in db.session.query(Event).filter_by(type="signin.failure")
+        ]
+    assert reasons == ["backend_down"]
