@@ -170,8 +170,14 @@ def test_register_sign_out_sign_in_with_screenshots(playwright, idp, trusted_hom
         page.get_by_label("Repeat the password").fill(PASSWORD + " typo")
         page.get_by_role("button", name="Create account").click()
         confirm = page.get_by_label("Repeat the password")
-        expect(page.get_by_text("The two passwords differ.")).to_be_visible()
+        expect(page.get_by_text("The two passwords differ.", exact=True)).to_be_visible()
         expect(confirm).to_have_attribute("aria-invalid", "true")
+        # The error summary takes focus and links to the field; the title says it failed.
+        summary = page.get_by_role("alert")
+        expect(summary).to_be_focused()
+        expect(page).to_have_title(re.compile(r"^Error: Create an account"))
+        summary.get_by_role("link", name="Repeat the password: The two passwords differ.").click()
+        expect(confirm).to_be_focused()
         expect(confirm).to_have_accessible_description("The two passwords differ.")
         expect(page.get_by_label("Username", exact=True)).to_have_value(USERNAME)
         shot(page, artifacts, "register-errors-desktop")
@@ -212,7 +218,9 @@ def test_register_sign_out_sign_in_with_screenshots(playwright, idp, trusted_hom
         expect(page.locator("dl.facts")).to_contain_text(USERNAME)
 
         # The remaining pages, signed out.
-        page.get_by_role("main").get_by_role("button", name="Sign out").click()
+        page.get_by_role("navigation", name="Account").get_by_role(
+            "button", name="Sign out"
+        ).click()
         expect(page).to_have_url(f"{idp.url}/login")
         page.goto(f"{idp.url}/reset")
         expect(page.get_by_role("heading", name="Reset your password")).to_be_visible()
@@ -246,7 +254,7 @@ def test_register_sign_out_sign_in_with_screenshots(playwright, idp, trusted_hom
         page.get_by_label("New password").fill("short")
         page.get_by_label("Repeat the password").fill("shorter")
         page.get_by_role("button", name="Create account").click()
-        expect(page.get_by_text("The two passwords differ.")).to_be_visible()
+        expect(page.get_by_text("The two passwords differ.", exact=True)).to_be_visible()
         shot(page, artifacts, "register-errors-phone")
         # No sideways scrolling on a phone.
         assert page.evaluate("document.documentElement.scrollWidth") <= PHONE["width"]
