@@ -88,6 +88,7 @@ def _init_login(app: Flask, login_manager) -> None:
 
 
 def _init_connectors(app: Flask) -> None:
+    from identity import passwords
     from identity.connectors.local import LocalConnector
 
     available = {"local": LocalConnector}
@@ -101,6 +102,8 @@ def _init_connectors(app: Flask) -> None:
             f"available: {sorted(available)}"
         )
     app.extensions["idp.password_connectors"] = [available[n]() for n in names]
+    with app.app_context():
+        passwords.warm_up()
     app.extensions["idp.redirect_connectors"] = []
 
 

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import secrets
+
 from argon2 import PasswordHasher, Type
-from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
+from argon2.exceptions import InvalidHashError, VerificationError
 from flask import current_app
 
 
@@ -25,23 +27,28 @@ def hash_password(password: str) -> str:
     return hasher().hash(password)
 
 
-def verify_password(stored_hash: str | None, password: str) -> bool:
-    """True when password matches; with no stored hash a dummy hash is verified so a
-    missing account costs the same time as a wrong password."""
-    ph = hasher()
+def warm_up() -> None:
+    """Build the hasher and the dummy hash at start, so the first sign-in attempt for an
+    unknown account costs one hash like every other."""
+    _dummy_hash()
+
+
+def _dummy_hash() -> str:
     ext = current_app.extensions
-    if stored_hash is None:
-        if "idp.dummy_hash" not in ext:
-            ext["idp.dummy_hash"] = ph.hash("dummy password never matches")
-        stored_hash, password = ext["idp.dummy_hash"], password + "\0never"
-        try:
-            ph.verify(stored_hash, password)
-        except VerificationError:
-            pass
-        return False
+    if "idp.dummy_hash" not in ext:
+        ext["idp.dummy_hash"] = hasher().hash(secrets.token_urlsafe(16))
+    return ext["idp.dummy_hash"]
+
+
+def verify_password(stored_hash: str | None, password: str) -> bool:
+    """True when password matches. With no stored hash (no such account, or no local
+    password) a dummy hash of a random secret is verified: the same work, never a match."""
     try:
-        return ph.verify(stored_hash, password)
-    except (VerifyMismatchError, VerificationError, InvalidHashError):
+        if stored_hash is None:
+            hasher().verify(_dummy_hash(), password)
+            return False
+        return hasher().verify(stored_hash, password)
+    except (VerificationError, InvalidHashError):
         return False
 
 

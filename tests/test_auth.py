@@ -251,3 +251,29 @@ def test_local_link_is_unique_per_subject(app, user):
         except IntegrityError:
             db.session.rollback()
         assert len(db.session.scalars(select(LinkedIdentity)).all()) == 1
+
+
+def test_sign_out_also_ends_remember_me(browser, user):
+    browser.login(remember="y")
+    r = browser.logout()
+    cleared = [c for c in r.headers.getlist("Set-Cookie") if c.startswith("__Host-remember=")]
+    assert cleared and "Expires=Thu, 01 Jan 1970" in cleared[0]
+    assert browser.client.get_cookie("__Host-remember") is None
+    assert browser.get("/account").status_code == 302
+
+
+def test_session_without_remember_me_is_a_browser_session(browser, user):
+    r = browser.login()
+    cookie = next(c for c in r.headers.getlist("Set-Cookie") if c.startswith("__Host-session="))
+    assert "Expires=" not in cookie  # gone when the browser closes
+
+
+def test_session_ends_after_its_lifetime(app, browser, user, monkeypatch):
+    import time as _time
+
+    browser.login()
+    assert browser.get("/account").status_code == 200
+    later = _time.time() + app.config["SESSION_LIFETIME"] + 1
+    monkeypatch.setattr("identity.auth.signin.time.time", lambda: later)
+    r = browser.get("/account")
+    assert r.status_code == 302 and r.headers["Location"].startswith("/login")

@@ -5,8 +5,8 @@ from __future__ import annotations
 import secrets
 import time
 
-from flask import session
-from flask_login import login_user
+from flask import current_app, session
+from flask_login import login_user, logout_user, user_loaded_from_cookie
 from sqlalchemy import select
 
 from identity import audit
@@ -47,7 +47,8 @@ def sign_in(identity: Identity, *, remember: bool = False) -> User:
 
     # A new session at every sign-in: nothing from before survives into it.
     session.clear()
-    session.permanent = True
+    # A browser session: it ends when the browser closes, and at SESSION_LIFETIME at the latest.
+    session.permanent = False
     login_user(user, remember=remember, fresh=True)
     session["auth_time"] = int(time.time())
     session["amr"] = list(identity.amr)
@@ -60,6 +61,28 @@ def sign_in(identity: Identity, *, remember: bool = False) -> User:
     audit.record("signin.success", user, method=identity.connector)
     db.session.commit()
     return user
+
+
+def sign_out() -> None:
+    """End the session and the remember-me cookie."""
+    session.clear()
+    # After clear(): logout_user() leaves the flag that makes Flask-Login delete the cookie.
+    logout_user()
+
+
+def enforce_session_lifetime() -> None:
+    """Before each request: a session older than SESSION_LIFETIME is over. With a valid
+    remember-me cookie Flask-Login then restores the account, as a not-fresh session."""
+    started = session.get("auth_time") or session.get("restored_at")
+    if "_user_id" in session and (
+        started is None or time.time() - started > current_app.config["SESSION_LIFETIME"]
+    ):
+        session.clear()
+
+
+@user_loaded_from_cookie.connect
+def _restored(_app, user: User) -> None:
+    session["restored_at"] = int(time.time())
 
 
 _MESSAGES = {

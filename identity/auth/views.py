@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import logging
 
-from flask import abort, current_app, flash, redirect, render_template, request, session, url_for
-from flask_login import current_user, login_required, login_user, logout_user
+from flask import abort, current_app, flash, redirect, render_template, request, url_for
+from flask_login import current_user, login_required, login_user
 from sqlalchemy.exc import IntegrityError
 
 from identity import audit
@@ -18,7 +18,7 @@ from identity.auth.forms import (
     ResetForm,
     ResetRequestForm,
 )
-from identity.auth.signin import SignInRefused, sign_in
+from identity.auth.signin import SignInRefused, enforce_session_lifetime, sign_in, sign_out
 from identity.connectors import ConnectorError
 from identity.connectors.local import identity_for
 from identity.extensions import db
@@ -29,6 +29,9 @@ log = logging.getLogger("identity.auth")
 
 BAD_CREDENTIALS = "Wrong username or password."
 BACKEND_DOWN = "Signing in is not possible right now. Please try again in a few minutes."
+
+
+bp.before_app_request(enforce_session_lifetime)
 
 
 def _after_sign_in(next_value: str | None):
@@ -96,8 +99,7 @@ def logout():
     if current_user.is_authenticated:
         audit.record("signout", current_user._get_current_object())
         db.session.commit()
-    logout_user()
-    session.clear()
+    sign_out()
     flash("You are signed out.", "info")
     return redirect(url_for("auth.login"))
 
