@@ -51,8 +51,9 @@ class Config:
     ARGON2_MEMORY_COST = 19456  # KiB
     ARGON2_TIME_COST = 2
     ARGON2_PARALLELISM = 1
-    # Password connectors tried in order at /login.
-    PASSWORD_CONNECTORS = ["local"]
+    # Password connectors tried in order at /login. Unset: ["ldap", "local"] when
+    # LDAP_URL is set, else ["local"].
+    PASSWORD_CONNECTORS: list[str] | None = None
     # "Remember me" cookie lifetime, in seconds (14 days).
     REMEMBER_COOKIE_DURATION = 14 * 24 * 3600
     # Lifetime of a signed-in session without "remember me", in seconds (12 hours).
@@ -74,6 +75,48 @@ class Config:
     MAIL_TIMEOUT = 10
     # Log level of the service's own logger.
     LOG_LEVEL = "INFO"
+
+    # Company directory (LDAP). One or more URLs (ldap:// or ldaps://), tried in order.
+    LDAP_URL: str | list[str] | None = None
+    # Upgrade ldap:// connections with StartTLS.
+    LDAP_START_TLS = False
+    # CA certificates (PEM) that the directory's certificate must chain to. Unset: the
+    # system's trust store.
+    LDAP_CA_FILE: str | None = None
+    # Turns certificate verification off. Never in production: anyone on the path can read
+    # every password. Logged as an error at every start.
+    LDAP_TLS_INSECURE_SKIP_VERIFY = False
+    # Service account for searching; unset with LDAP_ANONYMOUS_SEARCH=true searches anonymously.
+    LDAP_BIND_DN: str | None = None
+    LDAP_BIND_PASSWORD: str | None = None
+    LDAP_ANONYMOUS_SEARCH = False
+    # Search-then-bind: where people live, and the filter ({username} is escaped).
+    LDAP_USER_BASE: str | None = None
+    LDAP_USER_FILTER = "(uid={username})"
+    # Direct bind instead of a search, e.g. uid={username},ou=people,dc=example,dc=org
+    # ({username} is escaped as a DN value).
+    LDAP_USER_DN_TEMPLATE: str | None = None
+    # Seconds to wait for a connection and for each answer.
+    LDAP_CONNECT_TIMEOUT = 5
+    LDAP_READ_TIMEOUT = 5
+    # Connections kept open per process for searches, and for checking passwords.
+    LDAP_POOL_SIZE = 4
+    # Attribute names: stable id (objectGUID for Active Directory), username, e-mail, name.
+    LDAP_ID_ATTRIBUTE = "entryUUID"
+    LDAP_USERNAME_ATTRIBUTE = "uid"
+    LDAP_EMAIL_ATTRIBUTE = "mail"
+    LDAP_NAME_ATTRIBUTE = "displayName"
+    # Whether the directory's e-mail addresses count as verified.
+    LDAP_EMAIL_VERIFIED = True
+    # Groups: a search under LDAP_GROUP_BASE ({dn} and {username} are escaped), nested
+    # groups followed; or, with LDAP_GROUP_BASE unset, the user's memberOf attribute.
+    LDAP_GROUP_BASE: str | None = None
+    LDAP_GROUP_FILTER = "(|(member={dn})(uniqueMember={dn})(memberUid={username}))"
+    LDAP_GROUP_NAME_ATTRIBUTE = "cn"
+    LDAP_MEMBEROF_ATTRIBUTE = "memberOf"
+    LDAP_NESTED_GROUPS = True
+    # Members of this group (its name, e.g. cn) are administrators of this service.
+    LDAP_ADMIN_GROUP: str | None = None
 
 
 def load(app: Any, overrides: dict[str, Any] | None = None) -> None:
@@ -100,6 +143,9 @@ def load(app: Any, overrides: dict[str, Any] | None = None) -> None:
     cfg["ISSUER"] = str(cfg["ISSUER"]).rstrip("/")
     cfg["CERTS_DIR"] = str(Path(app.root_path).parent / cfg["CERTS_DIR"])
     for key in (
+        "LDAP_CONNECT_TIMEOUT",
+        "LDAP_READ_TIMEOUT",
+        "LDAP_POOL_SIZE",
         "PASSWORD_MIN_LENGTH",
         "PASSWORD_MAX_LENGTH",
         "REMEMBER_COOKIE_DURATION",
@@ -113,6 +159,7 @@ def load(app: Any, overrides: dict[str, Any] | None = None) -> None:
     ):
         if not isinstance(cfg[key], int) or isinstance(cfg[key], bool) or cfg[key] < 0:
             raise ConfigError(f"IDP_{key} must be a whole number, not {cfg[key]!r}")
+    _ldap_settings(cfg)
     if not 8 <= cfg["PASSWORD_MIN_LENGTH"] <= cfg["PASSWORD_MAX_LENGTH"] <= 4096:
         raise ConfigError(
             "IDP_PASSWORD_MIN_LENGTH must be at least 8 and at most "
@@ -134,6 +181,44 @@ def load(app: Any, overrides: dict[str, Any] | None = None) -> None:
         # A login page left open for hours must still work: the token lives with the session.
         WTF_CSRF_TIME_LIMIT=None,
     )
+
+
+def _ldap_settings(cfg: Any) -> None:
+    """Normalise LDAP_URL to a list, derive PASSWORD_CONNECTORS, and refuse half a setup."""
+    urls = cfg["LDAP_URL"]
+    if isinstance(urls, str):
+        urls = [u for u in urls.replace(",", " ").split() if u]
+    urls = list(urls or [])
+    for url in urls:
+        if not isinstance(url, str) or not url.startswith(("ldap://", "ldaps://")):
+            raise ConfigError(f"IDP_LDAP_URL: {url!r} is not an ldap:// or ldaps:// URL")
+    cfg["LDAP_URL"] = [u.rstrip("/") for u in urls]  # ldap3 rejects a trailing slash
+    if cfg["PASSWORD_CONNECTORS"] is None:
+        cfg["PASSWORD_CONNECTORS"] = ["ldap", "local"] if urls else ["local"]
+    if not urls:
+        return
+    if not cfg["LDAP_USER_DN_TEMPLATE"]:
+        if not cfg["LDAP_USER_BASE"]:
+            raise ConfigError(
+                "IDP_LDAP_USER_BASE (search, then bind) or IDP_LDAP_USER_DN_TEMPLATE "
+                "(direct bind) must be set with IDP_LDAP_URL"
+            )
+        if not cfg["LDAP_BIND_DN"] and not cfg["LDAP_ANONYMOUS_SEARCH"]:
+            raise ConfigError(
+                "IDP_LDAP_BIND_DN must be set to search the directory "
+                "(or IDP_LDAP_ANONYMOUS_SEARCH=true)"
+            )
+        if "{username}" not in cfg["LDAP_USER_FILTER"]:
+            raise ConfigError("IDP_LDAP_USER_FILTER must contain {username}")
+    elif "{username}" not in cfg["LDAP_USER_DN_TEMPLATE"]:
+        raise ConfigError("IDP_LDAP_USER_DN_TEMPLATE must contain {username}")
+    if cfg["LDAP_BIND_DN"] and not cfg["LDAP_BIND_PASSWORD"]:
+        raise ConfigError(
+            "IDP_LDAP_BIND_PASSWORD must be set with IDP_LDAP_BIND_DN "
+            "(an empty password would bind anonymously)"
+        )
+    if cfg["LDAP_CA_FILE"] and not Path(cfg["LDAP_CA_FILE"]).is_file():
+        raise ConfigError(f"IDP_LDAP_CA_FILE: no such file: {cfg['LDAP_CA_FILE']}")
 
 
 def _refuse_insecure_production(cfg: Any) -> None:

@@ -44,14 +44,17 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
     # Connectors, in the order the login form tries them.
     _init_connectors(app)
     # Pages and command-line groups.
-    from identity.admin.cli import user_cli
+    from identity.admin import bp as admin_bp
+    from identity.admin.cli import ldap_cli, user_cli
     from identity.auth import bp as auth_bp
     from identity.bootstrap import setup_command
     from identity.certs import bp as certs_bp
 
     app.register_blueprint(auth_bp)
     app.register_blueprint(certs_bp)
+    app.register_blueprint(admin_bp)
     app.cli.add_command(user_cli)
+    app.cli.add_command(ldap_cli)
     app.cli.add_command(setup_command)
     # Security headers on every response; error pages that never show a stack trace.
     security.install_headers(app)
@@ -89,9 +92,10 @@ def _init_login(app: Flask, login_manager) -> None:
 
 def _init_connectors(app: Flask) -> None:
     from identity import passwords
+    from identity.connectors.ldap import LdapConnector, Settings
     from identity.connectors.local import LocalConnector
 
-    available = {"local": LocalConnector}
+    available = {"local": LocalConnector, "ldap": None}
     names = app.config["PASSWORD_CONNECTORS"]
     if isinstance(names, str):
         names = [n.strip() for n in names.split(",") if n.strip()]
@@ -101,7 +105,23 @@ def _init_connectors(app: Flask) -> None:
             f"IDP_PASSWORD_CONNECTORS names unknown connectors {unknown}; "
             f"available: {sorted(available)}"
         )
-    app.extensions["idp.password_connectors"] = [available[n]() for n in names]
+    if "ldap" in names and not app.config["LDAP_URL"]:
+        raise ConfigError("IDP_PASSWORD_CONNECTORS names ldap but IDP_LDAP_URL is not set")
+    connectors = []
+    for name in names:
+        if name == "ldap":
+            settings = Settings.from_config(app.config)
+            if settings.skip_verify:
+                logging.getLogger("identity.ldap").error(
+                    "IDP_LDAP_TLS_INSECURE_SKIP_VERIFY is on: directory certificates are NOT "
+                    "verified; anyone on the network path can read passwords"
+                )
+            connectors.append(LdapConnector(settings))
+        else:
+            connectors.append(available[name]())
+    app.extensions["idp.password_connectors"] = connectors
+    # Connectors whose first sign-in creates an account (the directory vouches for people).
+    app.extensions["idp.jit_connectors"] = {"ldap"}
     with app.app_context():
         passwords.warm_up()
     app.extensions["idp.redirect_connectors"] = []

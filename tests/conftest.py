@@ -20,6 +20,8 @@ from identity import create_app
 from identity.auth import accounts
 from identity.extensions import db as _db
 
+pytest_plugins = ["ldap_server"]  # the real slapd fixtures
+
 PASSWORD = "correct horse battery staple"
 # Cheap argon2 parameters keep the suite fast; tests of the real parameters set their own.
 FAST_ARGON2 = {"ARGON2_MEMORY_COST": 1024, "ARGON2_TIME_COST": 1, "ARGON2_PARALLELISM": 1}
@@ -80,6 +82,8 @@ def app(database_url, tmp_path, app_overrides) -> Iterator[Flask]:
     with app.app_context():
         _db.create_all()
     yield app
+    for connector in app.extensions["idp.password_connectors"]:
+        getattr(connector, "close", lambda: None)()  # LDAP connection pools
     with app.app_context():
         _db.session.remove()
         # Empty every table (children first) so the next test starts clean.

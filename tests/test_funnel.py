@@ -56,14 +56,14 @@ def test_sign_in_records_time_methods_and_session_id(app, user):
 
 
 def test_unlinked_identity_is_refused_and_audited(app, user):
-    ident = Identity(connector="ldap", subject="someone-else", username="alice")
+    ident = Identity(connector="google", subject="someone-else", username="alice")
     with app.test_request_context("/"):
         with pytest.raises(SignInRefused) as refused:
             sign_in(ident)
         assert refused.value.reason == "no_account"
         assert "_user_id" not in session
         event = db.session.query(Event).filter_by(type="signin.failure").one()
-        assert event.data == {"method": "ldap", "reason": "no_account"}
+        assert event.data == {"method": "google", "reason": "no_account"}
 
 
 def test_identity_from_another_connector_links_by_subject_not_by_name(app, user):
@@ -114,3 +114,55 @@ def test_connectors_are_tried_in_order_and_a_down_backend_is_not_a_wrong_passwor
             e.data.get("reason") for e in db.session.query(Event).filter_by(type="signin.failure")
         ]
     assert reasons == ["backend_down"]
+
+
+def directory_identity(**kw) -> Identity:
+    values = dict(
+        connector="ldap",
+        subject="5f2b-uuid",
+        username="Alice",
+        email="alice@example.org",
+        email_verified=True,
+        name="Alice from LDAP",
+        groups=("engineers",),
+    )
+    values.update(kw)
+    return Identity(**values)
+
+
+def test_directory_identity_gets_a_just_in_time_account_without_password(app, user):
+    with app.test_request_context("/"):
+        signed = sign_in(directory_identity())
+        assert signed.id != user.id  # never joined to the local alice by name or e-mail
+        assert signed.username == "alice-2"  # "alice" is taken locally
+        assert signed.password_hash is None
+        assert signed.email is None  # alice@example.org belongs to the local account
+        assert signed.groups == ["engineers"] and signed.name == "Alice from LDAP"
+        assert [(link.connector, link.subject) for link in signed.links] == [("ldap", "5f2b-uuid")]
+        again = sign_in(directory_identity(name="Alice L.", groups=("ops", "staff")))
+        assert again.id == signed.id
+        assert again.name == "Alice L." and again.groups == ["ops", "staff"]
+        assert db.session.query(User).count() == 2
+
+
+def test_directory_email_is_refreshed_when_free(app):
+    with app.test_request_context("/"):
+        first = sign_in(directory_identity(email="old@example.org"))
+        assert first.email == "old@example.org" and first.email_verified
+        second = sign_in(directory_identity(email="New@Example.org"))
+        assert second.email == "New@Example.org" and second.email_key == "new@example.org"
+
+
+@pytest.mark.parametrize(
+    "name,expected",
+    [
+        ("O'Brien, Jr. (ops)*", "o-brien-jr.-ops"),
+        ("ADA", "ada"),
+        ("***", "user"),
+        ("x" * 80, "x" * 56),
+    ],
+)
+def test_local_usernames_from_directory_names(name, expected):
+    from identity.auth.signin import local_username
+
+    assert local_username(name) == expected

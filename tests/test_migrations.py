@@ -51,3 +51,31 @@ def test_upgrade_matches_models_and_downgrade_empties(tmp_path):
             db.engine.dispose()
     finally:
         drop()
+
+
+def test_upgrade_keeps_existing_accounts(tmp_path):
+    """An account created at the first revision survives the upgrade to head, intact."""
+    url, drop = fresh_database_url(tmp_path)
+    app = make_app(url, tmp_path)
+    try:
+        with app.app_context():
+            upgrade(revision="bcf8b162e96f")
+            with db.engine.begin() as conn:
+                conn.execute(
+                    text(
+                        "INSERT INTO users (username, email, email_key, email_verified, "
+                        "password_hash, is_admin, disabled, session_epoch, created_at) VALUES "
+                        "('old', 'Old@example.org', 'old@example.org', false, 'h', true, false, "
+                        "'e', CURRENT_TIMESTAMP)"
+                    )
+                )
+            upgrade()
+            with db.engine.connect() as conn:
+                row = conn.execute(
+                    text("SELECT username, email, is_admin, groups FROM users")
+                ).one()
+            assert row[:3] == ("old", "Old@example.org", True)
+            assert row[3] in ([], "[]")
+            db.engine.dispose()
+    finally:
+        drop()

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 import sys
 
 import click
 from email_validator import EmailNotValidError, validate_email
+from flask import current_app
 from flask.cli import AppGroup
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
@@ -109,3 +111,62 @@ def disable(username: str):
     audit.record("admin.user_disabled", user, via="cli")
     db.session.commit()
     click.echo(f"{user.username} is disabled; its sessions are ended")
+
+
+ldap_cli = AppGroup("ldap", help="The company directory.")
+
+
+@ldap_cli.command("test")
+@click.option("--username", help="Also look this person up and, with --password-stdin, bind.")
+@click.option("--password-stdin", is_flag=True, help="Read the user's password from stdin.")
+@click.option(
+    "--bind-password-stdin",
+    is_flag=True,
+    help="Read the service account's password from stdin (first line when both).",
+)
+@click.option("--url", "urls", multiple=True, help="Test this URL instead (repeatable).")
+@click.option("--bind-dn", help="Service account DN instead of IDP_LDAP_BIND_DN.")
+@click.option("--base", help="User search base instead of IDP_LDAP_USER_BASE.")
+@click.option("--filter", "user_filter", help="User filter instead of IDP_LDAP_USER_FILTER.")
+@click.option("--json", "as_json", is_flag=True, help="Print the steps as JSON.")
+def ldap_test(
+    username, password_stdin, bind_password_stdin, urls, bind_dn, base, user_filter, as_json
+):
+    """Run the steps of a directory sign-in and show each one's result (exit 0: all passed)."""
+    from identity.admin import ldap_tester
+    from identity.connectors.ldap import Settings
+
+    cfg = current_app.config
+    if not urls and not cfg["LDAP_URL"]:
+        raise click.ClickException("IDP_LDAP_URL is not set; pass --url to test a server")
+    for url in urls:
+        if not url.startswith(("ldap://", "ldaps://")):
+            raise click.ClickException(f"--url: {url!r} is not an ldap:// or ldaps:// URL")
+    if password_stdin and not username:
+        raise click.ClickException("--password-stdin needs --username")
+    if user_filter is not None and "{username}" not in user_filter:
+        raise click.ClickException("--filter must contain {username}")
+    bind_password = _read_password() if bind_password_stdin else None
+    password = _read_password() if password_stdin else None
+    # A changed URL never receives the stored bind password: it may be someone else's server.
+    withheld = bool(urls) and bind_password is None
+    settings = Settings.from_config(
+        cfg,
+        urls=tuple(u.rstrip("/") for u in urls) or None,
+        bind_dn=bind_dn,
+        bind_password=bind_password if (bind_password or urls) else None,
+        user_base=base,
+        user_filter=user_filter,
+    )
+    if withheld:
+        settings = dataclasses.replace(settings, bind_password=None)
+    steps = ldap_tester.run(settings, username, password, bind_password_withheld=withheld)
+    if as_json:
+        click.echo(
+            json.dumps(
+                {"ok": all(s.ok for s in steps), "steps": [s.as_dict() for s in steps]}, indent=2
+            )
+        )
+    else:
+        click.echo(ldap_tester.as_text(steps))
+    sys.exit(0 if steps and all(s.ok for s in steps) else 1)

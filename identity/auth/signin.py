@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import re
 import secrets
 import time
 
 from flask import current_app, session
 from flask_login import login_user, logout_user, user_loaded_from_cookie
 from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
 
 from identity import audit
+from identity.auth import accounts
 from identity.connectors.base import Identity
 from identity.extensions import db
 from identity.models import LinkedIdentity, User
@@ -32,16 +35,14 @@ def sign_in(identity: Identity, *, remember: bool = False) -> User:
     id (`sid`) in the session, and an audit event. Raises SignInRefused when no account
     is linked or the account is disabled.
     """
-    link = db.session.scalar(
-        select(LinkedIdentity).where(
-            LinkedIdentity.connector == identity.connector,
-            LinkedIdentity.subject == identity.subject,
-        )
-    )
+    link = _find_link(identity)
     if link is None:
-        # Just-in-time accounts for directory and social sign-in plug in here.
-        _refuse("no_account", identity, None)
+        if identity.connector not in current_app.extensions["idp.jit_connectors"]:
+            _refuse("no_account", identity, None)
+        link = provision(identity)
     user = link.user
+    if identity.connector in current_app.extensions["idp.jit_connectors"]:
+        refresh(user, identity)
     if user.disabled:
         _refuse("disabled", identity, user)
 
@@ -83,6 +84,73 @@ def enforce_session_lifetime() -> None:
 @user_loaded_from_cookie.connect
 def _restored(_app, user: User) -> None:
     session["restored_at"] = int(time.time())
+
+
+def provision(identity: Identity) -> LinkedIdentity:
+    """A new account linked to `identity`, with no local password (committed).
+
+    The username is the identity's, made safe and unique; the e-mail address is kept only
+    when no other account uses it (accounts are never joined by e-mail).
+    """
+    base = local_username(identity.username)
+    user = User(
+        username=_unique_username(base),
+        name=identity.name,
+        password_hash=None,
+        groups=list(identity.groups),
+    )
+    if identity.email and not accounts.email_taken(identity.email):
+        user.set_email(identity.email)
+        user.email_verified = identity.email_verified
+    db.session.add(user)
+    db.session.flush()
+    link = LinkedIdentity(user_id=user.id, connector=identity.connector, subject=identity.subject)
+    db.session.add(link)
+    audit.record("register", user, method=identity.connector, jit=True)
+    try:
+        db.session.commit()
+    except IntegrityError:
+        # A concurrent first sign-in of the same person won: use its account.
+        db.session.rollback()
+        existing = _find_link(identity)
+        if existing is None:
+            raise
+        return existing
+    return link
+
+
+def refresh(user: User, identity: Identity) -> None:
+    """Bring name, e-mail and groups up to date with the directory (the caller commits)."""
+    user.name = identity.name
+    user.groups = list(identity.groups)
+    wanted = identity.email.lower() if identity.email else None
+    if wanted != user.email_key:
+        if wanted is None or not accounts.email_taken(identity.email):
+            user.set_email(identity.email)
+            user.email_verified = identity.email_verified if identity.email else False
+
+
+def local_username(name: str) -> str:
+    """A directory or provider name as a username of ours: lower case, [a-z0-9._-]."""
+    safe = re.sub(r"[^a-z0-9._-]+", "-", name.lower()).strip("-._")
+    return safe[:56] or "user"
+
+
+def _unique_username(base: str) -> str:
+    candidate, n = base, 1
+    while accounts.find(candidate, by_email=False) is not None:
+        n += 1
+        candidate = f"{base}-{n}"
+    return candidate
+
+
+def _find_link(identity: Identity) -> LinkedIdentity | None:
+    return db.session.scalar(
+        select(LinkedIdentity).where(
+            LinkedIdentity.connector == identity.connector,
+            LinkedIdentity.subject == identity.subject,
+        )
+    )
 
 
 _MESSAGES = {

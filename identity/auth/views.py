@@ -20,6 +20,7 @@ from identity.auth.forms import (
 )
 from identity.auth.signin import SignInRefused, enforce_session_lifetime, sign_in, sign_out
 from identity.connectors import ConnectorError
+from identity.connectors.ldap import AccountProblem
 from identity.connectors.local import identity_for
 from identity.extensions import db
 from identity.models import User
@@ -28,7 +29,10 @@ from identity.security import safe_next
 log = logging.getLogger("identity.auth")
 
 BAD_CREDENTIALS = "Wrong username or password."
-BACKEND_DOWN = "Signing in is not possible right now. Please try again in a few minutes."
+BACKEND_DOWN = (
+    "The company directory is unavailable, so directory accounts cannot sign in right now. "
+    "Please try again in a few minutes."
+)
 
 
 bp.before_app_request(enforce_session_lifetime)
@@ -58,6 +62,15 @@ def login():
     for connector in current_app.extensions["idp.password_connectors"]:
         try:
             identity = connector.authenticate(form.username.data, form.password.data)
+        except AccountProblem as problem:
+            audit.record(
+                "signin.failure",
+                accounts.find(form.username.data),
+                method=connector.name,
+                reason=problem.reason,
+            )
+            db.session.commit()
+            return _login_page(form, 403, problem.message)
         except ConnectorError as exc:
             log.error("connector %s failed: %s", connector.name, exc)
             backend_down = True

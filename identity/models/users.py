@@ -6,7 +6,7 @@ import secrets
 from datetime import UTC, datetime
 
 from flask_login import UserMixin
-from sqlalchemy import ForeignKey, String, UniqueConstraint
+from sqlalchemy import JSON, ForeignKey, String, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from identity.extensions import db
@@ -30,6 +30,8 @@ class User(UserMixin, db.Model):
     # argon2id hash; None when the account has no local password (directory, social).
     password_hash: Mapped[str | None] = mapped_column(String(255))
     is_admin: Mapped[bool] = mapped_column(default=False)
+    # Group names from the directory, refreshed at each directory sign-in.
+    groups: Mapped[list] = mapped_column(JSON, default=list)
     disabled: Mapped[bool] = mapped_column(default=False)
     # Part of the session id: changing it ends every session and remember-me cookie.
     session_epoch: Mapped[str] = mapped_column(String(32), default=lambda: secrets.token_hex(8))
@@ -44,6 +46,14 @@ class User(UserMixin, db.Model):
     @property
     def is_active(self) -> bool:  # Flask-Login refuses inactive users
         return not self.disabled
+
+    @property
+    def is_administrator(self) -> bool:
+        """The local admin flag, or membership of IDP_LDAP_ADMIN_GROUP."""
+        from flask import current_app
+
+        group = current_app.config.get("LDAP_ADMIN_GROUP")
+        return self.is_admin or bool(group and group in (self.groups or []))
 
     def get_id(self) -> str:
         return f"{self.id}.{self.session_epoch}"
@@ -63,6 +73,7 @@ class User(UserMixin, db.Model):
             "email": self.email,
             "name": self.name,
             "admin": self.is_admin,
+            "groups": list(self.groups or []),
             "disabled": self.disabled,
             "created_at": self.created_at.isoformat(timespec="seconds") + "Z",
             "sign_in_methods": [link.connector for link in self.links],

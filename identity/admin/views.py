@@ -1,0 +1,121 @@
+"""Admin pages. Signed-out visitors are sent to sign in; others who are not admins get 403."""
+
+from __future__ import annotations
+
+import dataclasses
+from functools import wraps
+
+from flask import abort, current_app, render_template, request
+from flask_login import current_user, login_required
+from wtforms import PasswordField, StringField
+from wtforms.validators import Length, Optional, ValidationError
+
+from identity.admin import bp, ldap_tester
+from identity.auth.forms import Form, clean
+from identity.connectors.ldap import Settings
+
+
+def admin_required(view):
+    @wraps(view)
+    @login_required
+    def wrapped(*args, **kwargs):
+        if not current_user.is_administrator:
+            abort(403)
+        return view(*args, **kwargs)
+
+    return wrapped
+
+
+def _ldap_url(form, field) -> None:
+    for url in (field.data or "").split():
+        if not url.startswith(("ldap://", "ldaps://")):
+            raise ValidationError(f"{url!r} is not an ldap:// or ldaps:// URL.")
+
+
+def _has_username(form, field) -> None:
+    if field.data and "{username}" not in field.data:
+        raise ValidationError("The filter must contain {username}.")
+
+
+class LdapTestForm(Form):
+    url = StringField(
+        "Server URLs (blank: the configured ones)",
+        validators=[Optional(), clean, Length(max=1000), _ldap_url],
+    )
+    bind_dn = StringField(
+        "Service account DN (blank: the configured one)",
+        validators=[Optional(), clean, Length(max=1000)],
+    )
+    bind_password = PasswordField(
+        "Service account password (blank: the stored one, never sent to a changed URL)",
+        validators=[Optional(), clean, Length(max=1024)],
+    )
+    base = StringField(
+        "User search base (blank: the configured one)",
+        validators=[Optional(), clean, Length(max=1000)],
+    )
+    user_filter = StringField(
+        "User filter (blank: the configured one)",
+        validators=[Optional(), clean, Length(max=1000), _has_username],
+    )
+    username = StringField(
+        "Username to look up (optional)", validators=[Optional(), clean, Length(max=256)]
+    )
+    password = PasswordField(
+        "That user's password (optional)", validators=[Optional(), clean, Length(max=1024)]
+    )
+
+
+@bp.route("/ldap/test", methods=["GET", "POST"])
+@admin_required
+def ldap_test():
+    cfg = current_app.config
+    form = LdapTestForm()
+    steps = None
+    if request.method == "POST":
+        if not form.validate_on_submit():
+            return _page(form, None), 400
+        urls = tuple(u.rstrip("/") for u in (form.url.data or "").split())
+        if not urls and not cfg["LDAP_URL"]:
+            form.url.errors.append("No directory is configured: enter a server URL.")
+            return _page(form, None), 400
+        withheld = bool(urls) and not form.bind_password.data
+        settings = Settings.from_config(
+            cfg,
+            urls=urls or None,
+            bind_dn=form.bind_dn.data or None,
+            bind_password=form.bind_password.data or None,
+            user_base=form.base.data or None,
+            user_filter=form.user_filter.data or None,
+        )
+        if withheld:
+            settings = dataclasses.replace(settings, bind_password=None)
+        steps = ldap_tester.run(
+            settings,
+            form.username.data or None,
+            form.password.data or None,
+            bind_password_withheld=withheld,
+        )
+        form.password.data = form.bind_password.data = ""
+    return _page(form, steps)
+
+
+def _page(form: LdapTestForm, steps):
+    cfg = current_app.config
+    configured = {
+        "URLs": " ".join(cfg["LDAP_URL"]) or "not configured",
+        "StartTLS": "yes" if cfg["LDAP_START_TLS"] else "no",
+        "CA file": cfg["LDAP_CA_FILE"] or "system trust store",
+        "Certificate check": "OFF (insecure)" if cfg["LDAP_TLS_INSECURE_SKIP_VERIFY"] else "on",
+        "Service account": cfg["LDAP_BIND_DN"] or "none",
+        "Service password": "set (never shown)" if cfg["LDAP_BIND_PASSWORD"] else "not set",
+        "User base": cfg["LDAP_USER_BASE"] or "-",
+        "User filter": cfg["LDAP_USER_FILTER"],
+        "DN template": cfg["LDAP_USER_DN_TEMPLATE"] or "-",
+        "Group base": cfg["LDAP_GROUP_BASE"] or f"- (using {cfg['LDAP_MEMBEROF_ATTRIBUTE']})",
+        "Admin group": cfg["LDAP_ADMIN_GROUP"] or "-",
+    }
+    passed = bool(steps) and all(s.ok for s in steps)
+    return render_template(
+        "admin/ldap_test.html", form=form, steps=steps, passed=passed, configured=configured
+    )
