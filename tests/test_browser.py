@@ -14,6 +14,7 @@ from types import SimpleNamespace
 import pytest
 from playwright.sync_api import BrowserContext, Page, Playwright, expect, sync_playwright
 from playwright.sync_api import Error as PlaywrightError
+from test_ldap import ldap_settings
 
 from conftest import make_app
 from identity import certs
@@ -41,19 +42,26 @@ TIMEOUT_MS = 15_000
 
 
 @pytest.fixture(scope="module")
-def idp(database_url, tmp_path_factory) -> Iterator[SimpleNamespace]:
-    """The app on https://localhost:<free port>, with empty tables, and its CA file."""
+def idp(database_url, tmp_path_factory, slapd_directory) -> Iterator[SimpleNamespace]:
+    """The app on https://localhost:<free port>, with empty tables, its CA file, and the
+    test directory as its LDAP server."""
     tmp = tmp_path_factory.mktemp("https-idp")
     certs_dir = tmp / "certs"
 
     def build(port: int):
-        app = make_app(database_url, tmp, ISSUER=f"https://localhost:{port}")
+        app = make_app(
+            database_url, tmp, ISSUER=f"https://localhost:{port}", **ldap_settings(slapd_directory)
+        )
         with app.app_context():
             db.create_all()
         return app
 
     with https_server(build, certs_dir) as (app, port):
-        yield SimpleNamespace(url=f"https://localhost:{port}", ca=certs_dir / certs.CA_CERT)
+        yield SimpleNamespace(
+            url=f"https://localhost:{port}", ca=certs_dir / certs.CA_CERT, directory=slapd_directory
+        )
+    for connector in app.extensions["idp.password_connectors"]:
+        getattr(connector, "close", lambda: None)()
     with app.app_context():
         db.session.remove()
         with db.engine.begin() as conn:
@@ -264,3 +272,38 @@ def test_register_sign_out_sign_in_with_screenshots(playwright, idp, trusted_hom
 
     assert login_png.is_file() and login_png.stat().st_size > 0, login_png
     print(f"browser flow took {time.monotonic() - started:.1f}s; screenshots in {artifacts}")
+
+
+def test_admin_runs_the_directory_binding_test(playwright, idp, trusted_home, artifacts):
+    """A directory administrator signs in and tests a binding from the admin page."""
+    d = idp.directory
+    context = launch(playwright, trusted_home, "profile-admin", viewport=DESKTOP)
+    try:
+        page = context.new_page()
+        csp = watch_csp(page)
+        page.goto(f"{idp.url}/admin/ldap/test")
+        expect(page).to_have_url(re.compile(r"/login\?next="))
+        page.get_by_label("Username or e-mail").fill("ada")
+        page.get_by_label("Password", exact=True).fill(d.passwords["ada"])
+        page.get_by_role("button", name="Sign in").click()
+        expect(page).to_have_url(f"{idp.url}/admin/ldap/test")
+        expect(page.get_by_text("set (never shown)")).to_be_visible()
+        page.get_by_label("Username to look up (optional)").fill("grace")
+        page.get_by_label("That user's password (optional)").fill(d.passwords["grace"])
+        page.get_by_role("button", name="Run the test").click()
+        expect(page.get_by_role("heading", name="All steps passed")).to_be_visible()
+        expect(page.get_by_role("heading", name="All steps passed")).to_be_focused()
+        assert page.locator("table.steps tbody tr").count() == 7
+        shot(page, artifacts, "admin-ldap-test-desktop")
+        page.get_by_label("That user's password (optional)").fill("wrong password")
+        page.get_by_label("Username to look up (optional)").fill("grace")
+        page.get_by_role("button", name="Run the test").click()
+        expect(page.get_by_role("heading", name="Some steps failed")).to_be_visible()
+        expect(page.get_by_text("49 invalidCredentials")).to_be_visible()
+        page.set_viewport_size(PHONE)
+        shot(page, artifacts, "admin-ldap-test-phone")
+        assert page.evaluate("document.documentElement.scrollWidth") <= PHONE["width"]
+        assert d.bind_password not in page.content()
+        assert csp == [], f"Content-Security-Policy violations: {csp}"
+    finally:
+        context.close()

@@ -302,3 +302,85 @@ def test_same_username_locally_and_in_the_directory_stay_apart(app, browser, dir
 
 def test_account_problem_is_not_a_connector_error():
     assert not issubclass(AccountProblem, ConnectorError)
+
+
+# -- Active Directory answers, at the seam where entries and results are interpreted -------
+
+AD_ERROR = "80090308: LdapErr: DSID-0C09044E, comment: AcceptSecurityContext error, data "
+
+
+@pytest.mark.parametrize(
+    "message,reason",
+    [
+        (
+            AD_ERROR + "52e, v4563",
+            "bad_credentials",
+        ),
+        (
+            AD_ERROR + "775, v4563",
+            "locked",
+        ),
+        (
+            AD_ERROR + "533, v4563",
+            "disabled",
+        ),
+        (
+            AD_ERROR + "532, v4563",
+            "password_expired",
+        ),
+        (
+            AD_ERROR + "773, v4563",
+            "password_must_change",
+        ),
+        ("invalid credentials", None),
+    ],
+)
+def test_active_directory_bind_reasons(message, reason):
+    from identity.admin.ldap_tester import hint_of
+    from identity.connectors.ldap import ad_reason
+
+    found = ad_reason(message)
+    assert (found[0] if found else None) == reason
+    hint = hint_of({"result": 49, "message": message})
+    assert hint.startswith("Active Directory says") if reason else "wrong DN or password" in hint
+
+
+def test_object_guid_and_disabled_user_account_control():
+    import uuid as _uuid
+
+    from identity.connectors.ldap import stable_id
+
+    guid = _uuid.UUID("3f2504e0-4f89-11d3-9a0c-0305e82c3301")
+    assert stable_id({"objectGUID": [guid.bytes_le]}, "objectGUID") == str(guid)
+    assert stable_id({"entryUUID": [b"abc-123"]}, "entryUUID") == "abc-123"
+    conn = LdapConnector(
+        Settings(
+            urls=("ldap://127.0.0.1:1",),
+            group_base=None,
+            id_attribute="objectGUID",
+            username_attribute="sAMAccountName",
+        )
+    )
+    entry = {
+        "dn": "CN=Bob,OU=People,DC=corp",
+        "attributes": {
+            "objectGUID": [guid.bytes_le],
+            "sAMAccountName": [b"bob"],
+            "memberOf": [b"CN=Domain Users,CN=Users,DC=corp"],
+            "userAccountControl": [b"514"],
+        },
+    }
+    assert conn._identity(entry) is None  # 514 = NORMAL_ACCOUNT | ACCOUNTDISABLE
+    entry["attributes"]["userAccountControl"] = [b"512"]
+    ident = conn._identity(entry)
+    assert ident.subject == str(guid) and ident.username == "bob"
+    assert ident.groups == ("Domain Users",)
+
+
+def test_several_matching_entries_are_refused(app, connector, directory):
+    """A filter that matches more than one entry signs no one in."""
+    connector.s = Settings.from_config(
+        {**ldap_settings(directory), "LDAP_USER_FILTER": "(|(uid={username})(uid=grace))"}
+    )
+    with app.app_context():
+        assert connector.authenticate("ada", directory.passwords["ada"]) is None

@@ -274,3 +274,36 @@ def test_page_withholds_the_bind_password_from_a_changed_url(app, browser, direc
         rec.close()
     assert "stored bind password is withheld" in r.get_data(as_text=True)
     assert directory.bind_password.encode() not in rec.received
+
+
+def test_silent_server_times_out_with_a_hint(app, directory):
+    from ldap_server import blackhole
+
+    app.config["LDAP_CONNECT_TIMEOUT"] = 1
+    app.config["LDAP_READ_TIMEOUT"] = 1
+    with blackhole() as silent:
+        r = ldap_test(
+            app,
+            "--url",
+            silent,
+            "--bind-password-stdin",
+            "--json",
+            stdin=directory.bind_password + "\n",
+        )
+    assert r.exit_code == 1
+    step = steps_of(r)[-1]
+    assert not step["ok"] and "no answer in time" in (step["hint"] or ""), step
+
+
+def test_locked_account_in_the_tester(app, directory):
+    r = ldap_test(
+        app,
+        "--username",
+        "locked",
+        "--password-stdin",
+        "--json",
+        stdin=directory.passwords["locked"] + "\n",
+    )
+    last = steps_of(r)[-1]
+    assert r.exit_code == 1 and last["answer"].startswith("49")
+    assert "accountLocked" in last["detail"]
