@@ -44,6 +44,7 @@ from ldap3 import (
 )
 from ldap3.core.exceptions import LDAPException
 from ldap3.utils.dn import escape_rdn
+from ports import listen_port
 
 from identity import certs
 
@@ -97,9 +98,8 @@ def group_dn(cn: str) -> str:
 
 
 def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    # Outside the ephemeral range: see ports.py (a self-connected probe would steal it).
+    return listen_port()
 
 
 def dead_url() -> str:

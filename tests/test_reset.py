@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import re
-import socket
 import time
 from datetime import timedelta
 
 import pytest
 from aiosmtpd.controller import Controller
 from aiosmtpd.handlers import Message
+from ports import listen_port
 
 from conftest import PASSWORD, csrf_from
 from identity.extensions import db
@@ -36,9 +36,7 @@ class Inbox(Message):
 
 
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    return listen_port()
 
 
 @pytest.fixture
