@@ -118,6 +118,33 @@ class Config:
     # Members of this group (its name, e.g. cn) are administrators of this service.
     LDAP_ADMIN_GROUP: str | None = None
 
+    # Social sign-in (Flask-Dance's own names). A provider's button appears on the login
+    # page when both its client id and secret are set.
+    FACEBOOK_OAUTH_CLIENT_ID: str | None = None
+    FACEBOOK_OAUTH_CLIENT_SECRET: str | None = None
+    GOOGLE_OAUTH_CLIENT_ID: str | None = None
+    GOOGLE_OAUTH_CLIENT_SECRET: str | None = None
+    TWITTER_OAUTH_CLIENT_ID: str | None = None
+    TWITTER_OAUTH_CLIENT_SECRET: str | None = None
+    # Provider endpoints; point them at an emulator for tests and staging.
+    FACEBOOK_AUTHORIZATION_URL = "https://www.facebook.com/dialog/oauth"
+    FACEBOOK_TOKEN_URL = "https://graph.facebook.com/oauth/access_token"
+    FACEBOOK_API_BASE_URL = "https://graph.facebook.com/"
+    GOOGLE_AUTHORIZATION_URL = "https://accounts.google.com/o/oauth2/v2/auth"
+    GOOGLE_TOKEN_URL = "https://oauth2.googleapis.com/token"
+    GOOGLE_API_BASE_URL = "https://www.googleapis.com/"
+    TWITTER_AUTHORIZATION_URL = "https://x.com/i/oauth2/authorize"
+    TWITTER_TOKEN_URL = "https://api.x.com/2/oauth2/token"
+    TWITTER_API_BASE_URL = "https://api.x.com/"
+    # Seconds to wait for any answer from a provider.
+    SOCIAL_TIMEOUT = 10
+    # Link a new social sign-in to the existing account with the same e-mail address, only
+    # when the provider asserts the address is verified. Off: people connect from /account.
+    SOCIAL_AUTO_LINK_VERIFIED_EMAIL = False
+    # CA certificates (PEM) for provider endpoints (an emulator with its own CA). Unset: the
+    # system's trust store.
+    SOCIAL_CA_FILE: str | None = None
+
 
 def load(app: Any, overrides: dict[str, Any] | None = None) -> None:
     """Fill app.config from Config, the IDP_* environment and overrides; derive the rest."""
@@ -160,6 +187,15 @@ def load(app: Any, overrides: dict[str, Any] | None = None) -> None:
         if not isinstance(cfg[key], int) or isinstance(cfg[key], bool) or cfg[key] < 0:
             raise ConfigError(f"IDP_{key} must be a whole number, not {cfg[key]!r}")
     _ldap_settings(cfg)
+    for provider in ("FACEBOOK", "GOOGLE", "TWITTER"):
+        key = f"{provider}_OAUTH_CLIENT_ID"
+        if cfg[key] is not None:  # from_prefixed_env reads a numeric app id as an int
+            cfg[key] = str(cfg[key])
+    if not isinstance(cfg["SOCIAL_TIMEOUT"], int | float) or cfg["SOCIAL_TIMEOUT"] <= 0:
+        raise ConfigError(
+            f"IDP_SOCIAL_TIMEOUT must be a positive number of seconds, "
+            f"not {cfg['SOCIAL_TIMEOUT']!r}"
+        )
     if not 8 <= cfg["PASSWORD_MIN_LENGTH"] <= cfg["PASSWORD_MAX_LENGTH"] <= 4096:
         raise ConfigError(
             "IDP_PASSWORD_MIN_LENGTH must be at least 8 and at most "

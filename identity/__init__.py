@@ -122,9 +122,15 @@ def _init_connectors(app: Flask) -> None:
     app.extensions["idp.password_connectors"] = connectors
     # Connectors whose first sign-in creates an account (the directory vouches for people).
     app.extensions["idp.jit_connectors"] = {"ldap"}
+    # Social providers: a button each on the login page; their own rules for new identities.
+    from identity.connectors import social
+
+    app.extensions["idp.redirect_connectors"] = social.init_app(app)
+    app.extensions["idp.social_connectors"] = {
+        c.name for c in app.extensions["idp.redirect_connectors"]
+    }
     with app.app_context():
         passwords.warm_up()
-    app.extensions["idp.redirect_connectors"] = []
 
 
 @event.listens_for(Engine, "connect")

@@ -28,7 +28,7 @@ class SignInRefused(Exception):
         self.message = message
 
 
-def sign_in(identity: Identity, *, remember: bool = False) -> User:
+def sign_in(identity: Identity, *, remember: bool = False, label: str | None = None) -> User:
     """Sign the account linked to `identity` in, as a fresh session.
 
     Records the time (`auth_time`), the methods (`amr`), the connector and a new session
@@ -37,9 +37,7 @@ def sign_in(identity: Identity, *, remember: bool = False) -> User:
     """
     link = _find_link(identity)
     if link is None:
-        if identity.connector not in current_app.extensions["idp.jit_connectors"]:
-            _refuse("no_account", identity, None)
-        link = provision(identity)
+        link = _first_sign_in(identity, label or identity.connector)
     user = link.user
     if identity.connector in current_app.extensions["idp.jit_connectors"]:
         refresh(user, identity)
@@ -86,7 +84,70 @@ def _restored(_app, user: User) -> None:
     session["restored_at"] = int(time.time())
 
 
-def provision(identity: Identity) -> LinkedIdentity:
+def _first_sign_in(identity: Identity, label: str) -> LinkedIdentity:
+    """An identity seen for the first time: a new account, or (social, opted in, verified
+    e-mail) the account with that address. Never joined by an unverified address."""
+    if identity.connector in current_app.extensions["idp.jit_connectors"]:
+        return provision(identity)
+    if identity.connector not in current_app.extensions["idp.social_connectors"]:
+        _refuse("no_account", identity, None)
+    owner = None
+    if identity.email:
+        owner = db.session.scalar(select(User).where(User.email_key == identity.email.lower()))
+    if owner is None:
+        # Only a verified address is kept: an unverified one could be someone else's, who
+        # would later reset "their" password into an account the provider user controls.
+        return provision(identity, keep_email=identity.email_verified)
+    if current_app.config["SOCIAL_AUTO_LINK_VERIFIED_EMAIL"] and identity.email_verified:
+        return _add_link(owner, identity, auto=True)
+    _refuse(
+        "email_in_use",
+        identity,
+        None,
+        f"An account already uses the e-mail address {identity.email}. If it is yours, "
+        f"sign in to it first, then connect {label} from your account page.",
+    )
+    raise AssertionError("unreachable")
+
+
+def link_identity(user: User, identity: Identity, label: str) -> User:
+    """Connect `identity` to the signed-in `user` (from the account page)."""
+    link = _find_link(identity)
+    if link is not None and link.user_id != user.id:
+        _refuse(
+            "linked_elsewhere",
+            identity,
+            user,
+            f"This {label} account is already connected to another account here. "
+            "Disconnect it there first.",
+        )
+    if link is None:
+        _add_link(user, identity, auto=False)
+    return user
+
+
+def _add_link(user: User, identity: Identity, *, auto: bool) -> LinkedIdentity:
+    link = LinkedIdentity(user_id=user.id, connector=identity.connector, subject=identity.subject)
+    db.session.add(link)
+    audit.record("link", user, method=identity.connector, auto=auto)
+    try:
+        db.session.commit()
+    except IntegrityError:
+        # The same (connector, subject) was linked concurrently: at most one account has it.
+        db.session.rollback()
+        existing = _find_link(identity)
+        if existing is None or existing.user_id != user.id:
+            _refuse(
+                "linked_elsewhere",
+                identity,
+                user,
+                "This account is already connected to another account here.",
+            )
+        return existing
+    return link
+
+
+def provision(identity: Identity, *, keep_email: bool = True) -> LinkedIdentity:
     """A new account linked to `identity`, with no local password (committed).
 
     The username is the identity's, made safe and unique; the e-mail address is kept only
@@ -99,7 +160,7 @@ def provision(identity: Identity) -> LinkedIdentity:
         password_hash=None,
         groups=list(identity.groups),
     )
-    if identity.email and not accounts.email_taken(identity.email):
+    if keep_email and identity.email and not accounts.email_taken(identity.email):
         user.set_email(identity.email)
         user.email_verified = identity.email_verified
     db.session.add(user)
@@ -159,7 +220,7 @@ _MESSAGES = {
 }
 
 
-def _refuse(reason: str, identity: Identity, user: User | None) -> None:
+def _refuse(reason: str, identity: Identity, user: User | None, message: str | None = None):
     audit.record("signin.failure", user, method=identity.connector, reason=reason)
     db.session.commit()
-    raise SignInRefused(reason, _MESSAGES[reason])
+    raise SignInRefused(reason, message or _MESSAGES[reason])

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import logging
 
-from flask import abort, current_app, flash, redirect, render_template, request, url_for
+from flask import abort, current_app, flash, redirect, render_template, request, session, url_for
 from flask_login import current_user, login_required, login_user
+from sqlalchemy import delete
 from sqlalchemy.exc import IntegrityError
 
 from identity import audit
@@ -22,12 +23,20 @@ from identity.auth.signin import SignInRefused, enforce_session_lifetime, sign_i
 from identity.connectors import ConnectorError
 from identity.connectors.ldap import AccountProblem
 from identity.connectors.local import identity_for
+from identity.connectors.social import LINK_KEY as SOCIAL_LINK_KEY
 from identity.extensions import db
-from identity.models import User
+from identity.models import ProviderToken, User
 from identity.security import safe_next
 
 log = logging.getLogger("identity.auth")
 
+LABELS = {
+    "local": "Password",
+    "ldap": "Company directory",
+    "facebook": "Facebook",
+    "google": "Google",
+    "twitter": "X",
+}
 BAD_CREDENTIALS = "Wrong username or password."
 BACKEND_DOWN = (
     "The company directory is unavailable, so directory accounts cannot sign in right now. "
@@ -159,8 +168,23 @@ def _register_checks(form: RegisterForm) -> bool:
 @bp.get("/account")
 @login_required
 def account():
+    return _account_page(ChangePasswordForm())
+
+
+def _account_page(password_form: ChangePasswordForm):
+    user: User = current_user._get_current_object()
+    linked = {link.connector for link in user.links}
+    connectable = [
+        c for c in current_app.extensions["idp.redirect_connectors"] if c.name not in linked
+    ]
     return render_template(
-        "auth/account.html", password_form=ChangePasswordForm(), logout_form=PostForm()
+        "auth/account.html",
+        password_form=password_form,
+        post_form=PostForm(),
+        labels=LABELS,
+        connectable=connectable,
+        social=current_app.extensions["idp.social_connectors"],
+        can_disconnect=len(user.links) > 1,
     )
 
 
@@ -182,7 +206,7 @@ def change_password():
     if not ok:
         audit.record("password.change_failed", user)
         db.session.commit()
-        return render_template("auth/account.html", password_form=form, logout_form=PostForm()), 400
+        return _account_page(form), 400
     remembered = current_app.config["REMEMBER_COOKIE_NAME"] in request.cookies
     accounts.set_password(user, form.password.data)
     audit.record("password.change", user)
@@ -225,3 +249,46 @@ def reset_password(token: str):
         return render_template("auth/reset_invalid.html", message=problem), 400
     flash("Your password is changed. Sign in with the new one.", "success")
     return redirect(url_for("auth.login"))
+
+
+@bp.post("/account/connect/<provider>")
+@login_required
+def connect(provider: str):
+    """Start linking a social account to the signed-in account (POST: CSRF-checked)."""
+    form = PostForm()
+    if not form.validate_on_submit():
+        abort(400)
+    if provider not in current_app.extensions["idp.social_connectors"]:
+        abort(404)
+    session[SOCIAL_LINK_KEY] = provider
+    return redirect(url_for(f"{provider}.login"))
+
+
+@bp.post("/account/disconnect/<connector>")
+@login_required
+def disconnect(connector: str):
+    """Remove a way to sign in, unless it is the last one."""
+    form = PostForm()
+    if not form.validate_on_submit():
+        abort(400)
+    user: User = current_user._get_current_object()
+    link = next((link for link in user.links if link.connector == connector), None)
+    if link is None or connector not in current_app.extensions["idp.social_connectors"]:
+        abort(404)
+    if len(user.links) < 2:
+        flash(
+            "This is your only way to sign in, so it cannot be disconnected. Connect "
+            "another one first.",
+            "error",
+        )
+        return redirect(url_for("auth.account")), 303
+    db.session.execute(
+        delete(ProviderToken).where(
+            ProviderToken.provider == connector, ProviderToken.provider_user_id == link.subject
+        )
+    )
+    db.session.delete(link)
+    audit.record("unlink", user, method=connector)
+    db.session.commit()
+    flash(f"{LABELS.get(connector, connector)} is disconnected.", "success")
+    return redirect(url_for("auth.account"))

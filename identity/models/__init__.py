@@ -1,6 +1,7 @@
 """The database models; importing this package registers every table with the metadata."""
 
 from identity.models.audit import Event
+from identity.models.social import ProviderToken
 from identity.models.users import LinkedIdentity, PasswordReset, User
 
-__all__ = ["Event", "LinkedIdentity", "PasswordReset", "User"]
+__all__ = ["Event", "LinkedIdentity", "PasswordReset", "ProviderToken", "User"]
