@@ -9,9 +9,20 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import requests
-from flask import Flask, current_app, redirect, render_template, request, session, url_for
+from flask import (
+    Flask,
+    current_app,
+    flash,
+    g,
+    make_response,
+    redirect,
+    render_template,
+    request,
+    session,
+    url_for,
+)
 from flask_dance.consumer import OAuth2ConsumerBlueprint, oauth_authorized, oauth_error
-from flask_dance.consumer.storage.sqla import SQLAlchemyStorage
+from flask_dance.consumer.storage import BaseStorage
 from flask_dance.contrib.facebook import make_facebook_blueprint
 from flask_dance.contrib.google import make_google_blueprint
 from flask_login import current_user
@@ -28,6 +39,24 @@ log = logging.getLogger("identity.social")
 
 NEXT_KEY = "social_next"
 LINK_KEY = "social_link"
+
+
+class RequestStorage(BaseStorage):
+    """Holds the token for the rest of the request only.
+
+    Flask-Dance's SQLAlchemyStorage writes the token the moment the exchange returns: before
+    we know whose it is, and even when the sign-in is then refused. The token is stored in
+    the OAuthConsumerMixin table by _store_token once the sign-in or link has succeeded.
+    """
+
+    def get(self, blueprint):
+        return g.get(f"_social_token_{blueprint.name}")
+
+    def set(self, blueprint, token):
+        setattr(g, f"_social_token_{blueprint.name}", token)
+
+    def delete(self, blueprint):
+        g.pop(f"_social_token_{blueprint.name}", None)
 
 
 @dataclass(frozen=True)
@@ -172,19 +201,11 @@ def _blueprint(app: Flask, provider: Provider) -> OAuth2ConsumerBlueprint:
     bp.authorization_url = cfg[f"{key}_AUTHORIZATION_URL"]
     bp.token_url = cfg[f"{key}_TOKEN_URL"]
     bp.base_url = cfg[f"{key}_API_BASE_URL"]
-    # Every call to the provider has a timeout: the token exchange here, the profile below.
-    bp.token_url_params = {"timeout": cfg["SOCIAL_TIMEOUT"]}
-    bp.storage = SQLAlchemyStorage(
-        ProviderToken, db.session, user=current_user, user_required=False
-    )
-    ca_file = cfg["SOCIAL_CA_FILE"]
-
-    def session_created(oauth_session):
-        if ca_file:
-            oauth_session.verify = ca_file
-        return oauth_session
-
-    bp.session_created = session_created
+    # Every call to the provider has a timeout: the token exchange here, the profile in
+    # finish(). The CA goes with each call: requests lets REQUESTS_CA_BUNDLE override a
+    # session's own setting.
+    bp.token_url_params = {"timeout": cfg["SOCIAL_TIMEOUT"], "verify": _verify(cfg)}
+    bp.storage = RequestStorage()
 
     @bp.before_request
     def _before():
@@ -285,6 +306,10 @@ def _blueprint(app: Flask, provider: Provider) -> OAuth2ConsumerBlueprint:
     return bp
 
 
+def _verify(cfg) -> str | bool:
+    return cfg["SOCIAL_CA_FILE"] or True
+
+
 def failure(provider: Provider, reason: str, status: int, message: str, detail: str = ""):
     """The page for a failed dance; audited and logged (detail to the log only)."""
     for key in (LINK_KEY, f"{provider.name}_oauth_state", f"{provider.name}_oauth_code_verifier"):
@@ -292,7 +317,10 @@ def failure(provider: Provider, reason: str, status: int, message: str, detail: 
     log.warning("%s sign-in failed: %s %s", provider.name, reason, detail)
     audit.record("signin.failure", None, method=provider.name, reason=reason)
     db.session.commit()
-    return render_template("auth/social_error.html", provider=provider, message=message), status
+    # A Response, not a (body, status) tuple: Flask-Dance ignores anything else.
+    return make_response(
+        render_template("auth/social_error.html", provider=provider, message=message), status
+    )
 
 
 def finish(provider: Provider, blueprint, token: dict):
@@ -301,7 +329,9 @@ def finish(provider: Provider, blueprint, token: dict):
 
     try:
         resp = blueprint.session.get(
-            provider.profile_path, timeout=current_app.config["SOCIAL_TIMEOUT"]
+            provider.profile_path,
+            timeout=current_app.config["SOCIAL_TIMEOUT"],
+            verify=_verify(current_app.config),
         )
     except requests.Timeout as exc:
         return failure(
@@ -342,13 +372,12 @@ def finish(provider: Provider, blueprint, token: dict):
             user = sign_in(identity, label=provider.label)
     except SignInRefused as refused:
         status = 409 if refused.reason in ("email_in_use", "linked_elsewhere") else 403
-        return render_template(
-            "auth/social_error.html", provider=provider, message=refused.message
-        ), status
+        return make_response(
+            render_template("auth/social_error.html", provider=provider, message=refused.message),
+            status,
+        )
     _store_token(provider, identity, user.id, token)
     if linking:
-        from flask import flash
-
         flash(f"{provider.label} is connected: you can sign in with it.", "success")
         return redirect(url_for("auth.account"))
     return redirect(next_url or url_for("auth.account"))
