@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import re
+import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,6 +16,7 @@ import pytest
 from playwright.sync_api import BrowserContext, Page, Playwright, expect, sync_playwright
 from playwright.sync_api import Error as PlaywrightError
 from test_ldap import ldap_settings
+from test_social import social_settings
 
 from conftest import make_app
 from identity import certs
@@ -42,7 +44,9 @@ TIMEOUT_MS = 15_000
 
 
 @pytest.fixture(scope="module")
-def idp(database_url, tmp_path_factory, slapd_directory) -> Iterator[SimpleNamespace]:
+def idp(
+    database_url, tmp_path_factory, slapd_directory, provider_emulator
+) -> Iterator[SimpleNamespace]:
     """The app on https://localhost:<free port>, with empty tables, its CA file, and the
     test directory as its LDAP server."""
     tmp = tmp_path_factory.mktemp("https-idp")
@@ -50,7 +54,11 @@ def idp(database_url, tmp_path_factory, slapd_directory) -> Iterator[SimpleNames
 
     def build(port: int):
         app = make_app(
-            database_url, tmp, ISSUER=f"https://localhost:{port}", **ldap_settings(slapd_directory)
+            database_url,
+            tmp,
+            ISSUER=f"https://localhost:{port}",
+            **ldap_settings(slapd_directory),
+            **social_settings(provider_emulator),
         )
         with app.app_context():
             db.create_all()
@@ -58,7 +66,10 @@ def idp(database_url, tmp_path_factory, slapd_directory) -> Iterator[SimpleNames
 
     with https_server(build, certs_dir) as (app, port):
         yield SimpleNamespace(
-            url=f"https://localhost:{port}", ca=certs_dir / certs.CA_CERT, directory=slapd_directory
+            url=f"https://localhost:{port}",
+            ca=certs_dir / certs.CA_CERT,
+            directory=slapd_directory,
+            emulator=provider_emulator,
         )
     for connector in app.extensions["idp.password_connectors"]:
         getattr(connector, "close", lambda: None)()
@@ -103,7 +114,26 @@ def launch(playwright: Playwright, home: Path, profile: str, **options) -> Brows
 
 @pytest.fixture(scope="module")
 def trusted_home(idp, tmp_path_factory) -> Path:
-    return nss_home(tmp_path_factory.mktemp("home-trusting"), idp.ca)
+    home = nss_home(tmp_path_factory.mktemp("home-trusting"), idp.ca)
+    # The provider emulator has a CA of its own: the browser visits it during the dance.
+    subprocess.run(
+        [
+            require_certutil(),
+            "-d",
+            f"sql:{home}/.pki/nssdb",
+            "-A",
+            "-t",
+            "C,,",
+            "-n",
+            "provider-emulator-ca",
+            "-i",
+            idp.emulator.ca_file,
+        ],
+        check=True,
+        capture_output=True,
+        timeout=30,
+    )
+    return home
 
 
 @pytest.fixture
@@ -304,6 +334,28 @@ def test_admin_runs_the_directory_binding_test(playwright, idp, trusted_home, ar
         shot(page, artifacts, "admin-ldap-test-phone")
         assert page.evaluate("document.documentElement.scrollWidth") <= PHONE["width"]
         assert d.bind_password not in page.content()
+        assert csp == [], f"Content-Security-Policy violations: {csp}"
+    finally:
+        context.close()
+
+
+def test_sign_in_with_google_through_the_emulator(playwright, idp, trusted_home, artifacts):
+    """The whole dance in a real browser: our button, the provider, our callback."""
+    context = launch(playwright, trusted_home, "profile-social", viewport=DESKTOP)
+    try:
+        page = context.new_page()
+        csp = watch_csp(page)
+        page.goto(f"{idp.url}/login")
+        for label in ("Google", "Facebook", "X"):
+            expect(page.get_by_role("link", name=f"Continue with {label}")).to_be_visible()
+        shot(page, artifacts, "login-with-providers-desktop")
+        page.get_by_role("link", name="Continue with Google").click()
+        expect(page).to_have_url(f"{idp.url}/account")
+        expect(page.locator("dl.facts")).to_contain_text("grace@gmail.test")
+        expect(page.get_by_role("heading", name="How you sign in")).to_be_visible()
+        expect(page.get_by_text("Google", exact=True)).to_be_visible()
+        expect(page.get_by_role("button", name="Connect Facebook")).to_be_visible()
+        shot(page, artifacts, "account-social-desktop")
         assert csp == [], f"Content-Security-Policy violations: {csp}"
     finally:
         context.close()
