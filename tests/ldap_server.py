@@ -47,6 +47,7 @@ from ldap3.utils.dn import escape_rdn
 from ports import listen_port
 
 from identity import certs
+from identity.connectors.ldap import close
 
 SLAPD_SEARCH_PATH = os.pathsep.join(
     [os.environ.get("PATH", ""), "/usr/sbin", "/usr/local/sbin", "/usr/local/libexec"]
@@ -117,19 +118,9 @@ def blackhole() -> Iterator[str]:
         yield f"ldap://127.0.0.1:{s.getsockname()[1]}"
 
 
-def unbind_and_close(conn: Connection) -> None:
-    """Unbind, and close the socket too: ldap3 2.9.1 leaves it open (a ResourceWarning,
-    an error under filterwarnings=error) when connect() is refused or the TLS handshake of
-    ldaps:// fails, because the connection never counted as open and unbind() skips it."""
-    try:
-        with contextlib.suppress(LDAPException):  # e.g. the socket died in a failed StartTLS
-            conn.unbind()
-    finally:
-        sock = getattr(conn, "socket", None)
-        if sock is not None:
-            with contextlib.suppress(OSError):
-                sock.close()
-            conn.socket = None
+# ldap3 2.9.1 leaves the socket open after a refused connect or a failed TLS handshake;
+# the connector's close() closes it too.
+unbind_and_close = close
 
 
 def _find(program: str) -> str:

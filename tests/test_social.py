@@ -327,8 +327,8 @@ def test_social_account_has_no_usable_password(app, browser, emulator):
         ({"token_delay": 3}, 504, "Google did not answer in time"),
         ({"profile_status": 500}, 502, "Google did not say who you are"),
         ({"profile_delay": 3}, 504, "Google did not answer in time"),
-    # Google answering other scopes than asked: oauthlib raises "Scope has changed".
-    ({"token_scope": "openid email"}, 502, "Google did not accept the sign-in"),
+        # Google answering other scopes than asked: oauthlib raises "Scope has changed".
+        ({"token_scope": "openid email"}, 502, "Google did not accept the sign-in"),
     ],
 )
 def test_failures_show_a_page_and_store_nothing(app, browser, emulator, knobs, status, message):

@@ -231,25 +231,9 @@ def _blueprint(app: Flask, provider: Provider) -> OAuth2ConsumerBlueprint:
             session[f"{bp.name}_oauth_state"] = expected  # Flask-Dance reads it next
         return None
 
-    @bp.errorhandler(requests.Timeout)
-    def _timeout(exc):
-        return failure(
-            provider,
-            "timeout",
-            504,
-            f"{provider.label} did not answer in time. Please try again later.",
-            detail=str(exc),
-        )
-
-    @bp.errorhandler(requests.RequestException)
+    @bp.errorhandler(requests.RequestException)  # the token exchange timed out or failed
     def _unreachable(exc):
-        return failure(
-            provider,
-            "provider_unreachable",
-            502,
-            f"{provider.label} could not be reached. Please try again later.",
-            detail=str(exc),
-        )
+        return network_failure(provider, exc)
 
     @bp.errorhandler(OAuth2Error)
     def _oauth(exc):
@@ -323,6 +307,24 @@ def failure(provider: Provider, reason: str, status: int, message: str, detail: 
     )
 
 
+def network_failure(provider: Provider, exc: requests.RequestException):
+    if isinstance(exc, requests.Timeout):
+        return failure(
+            provider,
+            "timeout",
+            504,
+            f"{provider.label} did not answer in time. Please try again later.",
+            detail=str(exc),
+        )
+    return failure(
+        provider,
+        "provider_unreachable",
+        502,
+        f"{provider.label} could not be reached. Please try again later.",
+        detail=str(exc),
+    )
+
+
 def finish(provider: Provider, blueprint, token: dict):
     """After the token exchange: read the profile, then sign in, create, or link."""
     from identity.auth.signin import SignInRefused, link_identity, sign_in
@@ -333,22 +335,8 @@ def finish(provider: Provider, blueprint, token: dict):
             timeout=current_app.config["SOCIAL_TIMEOUT"],
             verify=_verify(current_app.config),
         )
-    except requests.Timeout as exc:
-        return failure(
-            provider,
-            "timeout",
-            504,
-            f"{provider.label} did not answer in time. Please try again later.",
-            detail=str(exc),
-        )
     except requests.RequestException as exc:
-        return failure(
-            provider,
-            "provider_unreachable",
-            502,
-            f"{provider.label} could not be reached. Please try again later.",
-            detail=str(exc),
-        )
+        return network_failure(provider, exc)
     try:
         body = resp.json() if resp.ok else None
     except ValueError:
