@@ -46,8 +46,9 @@ test: test-deps
 lint: $(VENV)/.test-installed
 	$(VENV)/bin/ruff check .
 
-bench: $(VENV)/.test-installed
+bench: test-deps
 	$(PY) bench/signin.py
+	$(PY) bench/ldap_signin.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache test-artifacts
