@@ -132,6 +132,13 @@ def timed_loop(
     return lat, cpu, errors
 
 
+def _child(target: Callable[..., None], *args: object) -> None:
+    """A measuring process: the parent handles Ctrl-C and SIGTERM and ends it."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    target(*args)
+
+
 def measure_processes(
     target: Callable[..., None],
     args: tuple,
@@ -148,7 +155,9 @@ def measure_processes(
     q: multiprocessing.Queue = multiprocessing.Queue()
     start = time.perf_counter() + 0.5  # every process begins together
     workers = [
-        multiprocessing.Process(target=target, args=(start, warmup, seconds, q, *args))
+        multiprocessing.Process(
+            target=_child, args=(target, start, warmup, seconds, q, *args), daemon=True
+        )
         for _ in range(procs)
     ]
     for p in workers:
@@ -168,6 +177,10 @@ def measure_processes(
             lat += part
             cpu += part_cpu
             errors.update(part_errors)
+    except BaseException:  # Ctrl-C, SIGTERM, a timeout: no waiting for the window to end
+        for p in workers:
+            p.terminate()
+        raise
     finally:
         for p in workers:
             p.join(timeout=10)

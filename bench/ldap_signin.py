@@ -191,7 +191,7 @@ def print_report(args, ceiling: dict, context: dict, load: dict, ops, groups, d:
     rows = [
         # name, ops/s, latencies, ceiling, gen CPU %, service CPU %, slapd CPU %
         (
-            f"search+bind raw ({args.ceiling_procs}p)",
+            f"raw search+bind, {args.ceiling_procs} proc{'s' if args.ceiling_procs > 1 else ''}",
             c_rate,
             ceiling["lat"],
             c_rate,
@@ -200,7 +200,7 @@ def print_report(args, ceiling: dict, context: dict, load: dict, ops, groups, d:
             ceiling["probe_pct"]["slapd"],
         ),
         (
-            "  new conns/sign-in",
+            "  new conns per sign-in",
             context["rate"],
             context["lat"],
             c_rate,
@@ -259,6 +259,13 @@ def print_report(args, ceiling: dict, context: dict, load: dict, ops, groups, d:
         f"{svc_ms / (1000 * ceiling['cpu_per_op']):.1f}x); slapd {slapd_ms:.2f} ms "
         f"({raw_slapd_ms:.2f} ms per raw search+bind)"
     )
+    gen_ms = 10 * load["client_cpu_pct"] * args.seconds / ok if ok else float("nan")
+    bound = CORES * 1000 / (svc_ms + slapd_ms + gen_ms) if ok else float("nan")
+    print(
+        f"CPU bound: {svc_ms + slapd_ms + gen_ms:.2f} ms of CPU per sign-in (service + slapd "
+        f"+ load generator) allow at most {bound:.0f} sign-ins/s on {CORES} cores, "
+        f"{bound / c_rate:.3f} of the ceiling"
+    )
     busy = load["client_cpu_pct"] + load["service_cpu_pct"] + slapd_load + load["others_pct"]
     idle = max(0.0, CORES * 100 - busy)
     shares = {
@@ -272,12 +279,12 @@ def print_report(args, ceiling: dict, context: dict, load: dict, ops, groups, d:
         f"service {load['service_cpu_pct']:.0f}%, slapd {slapd_load:.0f}%, load generator "
         f"{load['client_cpu_pct']:.0f}%, other {load['others_pct']:.0f}%, idle {idle:.0f}%"
     )
-    if idle < 0.1 * CORES * 100:
+    if idle < 0.05 * CORES * 100:
         print(f"  the cores are saturated; {top} uses most ({shares[top]:.0f}%)")
     else:
         print(
-            f"  the cores are not saturated ({idle:.0f}% idle): the limit is waiting "
-            f"(round trips, queueing), not CPU; {top} uses most ({shares[top]:.0f}%)"
+            f"  {top} uses most ({shares[top]:.0f}%); {idle:.0f}% idle: the sync workers also "
+            "wait (LDAP round trips, each client closing its connection), not only compute"
         )
     c_busy = ceiling["cpu_pct"] + ceiling["probe_pct"]["slapd"] + ceiling["others_pct"]
     print(
