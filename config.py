@@ -76,6 +76,15 @@ class Config:
     # Log level of the service's own logger.
     LOG_LEVEL = "INFO"
 
+    # Token signing keys. Private keys are encrypted in the database with a key derived from
+    # this (32+ characters), or from SECRET_KEY when unset. Changing it makes stored keys
+    # unreadable: rotate first.
+    KEY_ENCRYPTION_KEY: str | None = None
+    # Algorithms with a key each: RS256, ES256, EdDSA.
+    SIGNING_ALGORITHMS = ["RS256", "ES256", "EdDSA"]
+    # Seconds a retired key stays in the JWKS; at least the longest lifetime of a signed token.
+    KEY_RETENTION = 24 * 3600
+
     # Company directory (LDAP). One or more URLs (ldap:// or ldaps://), tried in order.
     LDAP_URL: str | list[str] | None = None
     # Upgrade ldap:// connections with StartTLS.
@@ -173,6 +182,7 @@ def load(app: Any, overrides: dict[str, Any] | None = None) -> None:
         "LDAP_CONNECT_TIMEOUT",
         "LDAP_READ_TIMEOUT",
         "LDAP_POOL_SIZE",
+        "KEY_RETENTION",
         "PASSWORD_MIN_LENGTH",
         "PASSWORD_MAX_LENGTH",
         "REMEMBER_COOKIE_DURATION",
@@ -187,6 +197,14 @@ def load(app: Any, overrides: dict[str, Any] | None = None) -> None:
         if not isinstance(cfg[key], int) or isinstance(cfg[key], bool) or cfg[key] < 0:
             raise ConfigError(f"IDP_{key} must be a whole number, not {cfg[key]!r}")
     _ldap_settings(cfg)
+    unknown_algs = set(cfg["SIGNING_ALGORITHMS"]) - {"RS256", "ES256", "EdDSA"}
+    if unknown_algs or not cfg["SIGNING_ALGORITHMS"]:
+        raise ConfigError(
+            f"IDP_SIGNING_ALGORITHMS: use RS256, ES256 and/or EdDSA, not "
+            f"{sorted(unknown_algs) or 'nothing'}"
+        )
+    if cfg["KEY_ENCRYPTION_KEY"] is not None and len(str(cfg["KEY_ENCRYPTION_KEY"])) < 32:
+        raise ConfigError("IDP_KEY_ENCRYPTION_KEY must be at least 32 characters")
     for provider in ("FACEBOOK", "GOOGLE", "TWITTER"):
         key = f"{provider}_OAUTH_CLIENT_ID"
         if cfg[key] is not None:  # from_prefixed_env reads a numeric app id as an int

@@ -15,6 +15,7 @@ from identity import certs
 from identity.auth import accounts
 from identity.extensions import db
 from identity.models import User
+from identity.oidc import keys
 
 
 @click.command("setup")
@@ -24,6 +25,8 @@ def setup_command() -> None:
     for path in certs.ensure(cfg["CERTS_DIR"], certs.hosts_for(cfg["HOST"])):
         click.echo(f"wrote {path}")
     upgrade(directory=current_app.extensions["migrate"].directory)
+    for key in keys.ensure_keys():
+        click.echo(f"created signing key {key.alg} {key.kid} ({key.state})")
     if db.session.scalar(select(func.count(User.id))) == 0:
         password = secrets.token_urlsafe(12)
         accounts.create_local(

@@ -10,17 +10,17 @@ import sys
 import click
 from email_validator import EmailNotValidError, validate_email
 from flask import current_app
-from flask.cli import AppGroup
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
 from identity import audit
 from identity.auth import accounts
 from identity.auth.forms import BAD_CHARS, USERNAME_RE
+from identity.cli import Group
 from identity.extensions import db
 from identity.models import User
 
-user_cli = AppGroup("user", help="Manage accounts.")
+user_cli = Group("user", help="Manage accounts.")
 
 
 def _read_password() -> str:
@@ -113,7 +113,7 @@ def disable(username: str):
     click.echo(f"{user.username} is disabled; its sessions are ended")
 
 
-ldap_cli = AppGroup("ldap", help="The company directory.")
+ldap_cli = Group("ldap", help="The company directory.")
 
 
 @ldap_cli.command("test")

@@ -1,7 +1,8 @@
 """The database models; importing this package registers every table with the metadata."""
 
 from identity.models.audit import Event
+from identity.models.keys import SigningKey
 from identity.models.social import ProviderToken
 from identity.models.users import LinkedIdentity, PasswordReset, User
 
-__all__ = ["Event", "LinkedIdentity", "PasswordReset", "ProviderToken", "User"]
+__all__ = ["Event", "LinkedIdentity", "PasswordReset", "ProviderToken", "SigningKey", "User"]
