@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import subprocess
 import sys
@@ -28,6 +29,10 @@ def sign(app, alg="RS256", claims=None):
         return jwt.encode(
             {"alg": alg, "kid": key.kid}, claims or {"sub": "someone"}, key, algorithms=ALGS
         )
+
+
+def kid_of(token: str) -> str:
+    return json.loads(base64.urlsafe_b64decode(token.split(".")[0] + "=="))["kid"]
 
 
 def verify(token: str, jwks: dict):
@@ -72,7 +77,6 @@ def test_private_keys_are_encrypted_at_rest(app, client):
 def test_wrong_encryption_secret_is_a_clear_error(database_url, tmp_path, app, client):
     client.get("/jwks.json")
     other = make_app(database_url, tmp_path, SECRET_KEY="another-secret-" + "x" * 40)
-    keys._private.clear()
     with other.app_context(), pytest.raises(keys.KeyDecryptionError, match="cannot be decrypted"):
         keys.signing_key("RS256")
     with other.app_context():
@@ -87,7 +91,6 @@ def test_key_encryption_key_overrides_the_secret_key(database_url, tmp_path):
         keys.ensure_keys()
     # A new SECRET_KEY does not matter: the keys are encrypted with KEY_ENCRYPTION_KEY.
     second = make_app(database_url, tmp_path, KEY_ENCRYPTION_KEY=kek)
-    keys._private.clear()
     try:
         token = sign(second)
         with second.app_context():
@@ -144,6 +147,28 @@ def test_a_rotation_in_one_process_is_seen_by_another(database_url, tmp_path, ap
             db.engine.dispose()
 
 
+def test_current_key_follows_a_rotation(database_url, tmp_path, app, client):
+    """In the rotating process at once; in another within CURRENT_TTL, and meanwhile its
+    tokens (signed with the retired key) still verify with the published JWKS."""
+    before = sign(app)
+    other = make_app(database_url, tmp_path / "other", SECRET_KEY=app.config["SECRET_KEY"])
+    with other.app_context():
+        keys.rotate()
+    sign(app)  # caches the new current key
+    with app.app_context():
+        keys.rotate()
+    after = sign(app)
+    assert kid_of(after) != kid_of(before)
+    with app.app_context():
+        current = db.session.scalar(
+            select(SigningKey).where(SigningKey.alg == "RS256", SigningKey.state == "current")
+        )
+    assert kid_of(after) == current.kid
+    assert verify(before, client.get("/jwks.json").json)
+    with other.app_context():
+        db.engine.dispose()
+
+
 def test_private_keys_are_imported_once_per_process(app, monkeypatch):
     calls = []
     real = RSAKey.import_key.__func__
@@ -153,7 +178,6 @@ def test_private_keys_are_imported_once_per_process(app, monkeypatch):
         return real(cls, *args, **kwargs)
 
     monkeypatch.setattr(RSAKey, "import_key", classmethod(counting))
-    keys._private.clear()
     for _ in range(20):
         sign(app)
     assert len(calls) == 1

@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import logging
 import threading
+import time
 from datetime import timedelta
 
 import click
@@ -31,9 +32,17 @@ GENERATORS = {
 }
 IMPORTERS = {"RS256": RSAKey, "ES256": ECKey, "EdDSA": OKPKey}
 
-# Private keys, decrypted and imported once per process (an RSA import costs ~70 ms).
-_private: dict[str, object] = {}
-_lock = threading.Lock()
+# Which key is current, per algorithm, is remembered for a few seconds instead of a query per
+# token. Safe: after a rotation elsewhere, the key still used here is retired but published.
+CURRENT_TTL = 10.0
+
+
+def _cache() -> dict:
+    """Per app: private keys decrypted and imported once (an RSA import costs ~70 ms), and
+    the current key per algorithm with its deadline."""
+    return current_app.extensions.setdefault(
+        "idp.signing_keys", {"private": {}, "current": {}, "lock": threading.Lock()}
+    )
 
 
 class KeyDecryptionError(Exception):
@@ -108,6 +117,7 @@ def rotate() -> list[dict]:
     ).rowcount
     audit.record("keys.rotated", None, changes=changes, removed=removed)
     db.session.commit()
+    _cache()["current"].clear()  # this process signs with the new keys at once
     return changes
 
 
@@ -124,6 +134,10 @@ def jwks() -> dict:
 
 def signing_key(alg: str = "RS256"):
     """The current private key for `alg`, as a joserfc key (imported once per process)."""
+    cache = _cache()
+    cached = cache["current"].get(alg)
+    if cached and cached[0] > time.monotonic():
+        return cached[1]
     row = db.session.scalar(
         select(SigningKey)
         .where(SigningKey.alg == alg, SigningKey.state == "current")
@@ -132,8 +146,8 @@ def signing_key(alg: str = "RS256"):
     if row is None:
         ensure_keys()
         return signing_key(alg)
-    with _lock:
-        key = _private.get(row.kid)
+    with cache["lock"]:
+        key = cache["private"].get(row.kid)
         if key is None:
             try:
                 pem = _fernet().decrypt(row.private_key.encode())
@@ -143,7 +157,8 @@ def signing_key(alg: str = "RS256"):
                     "IDP_SECRET_KEY when it is unset) is not the one they were stored with"
                 ) from None
             key = IMPORTERS[alg].import_key(pem, parameters={"kid": row.kid, "alg": alg})
-            _private[row.kid] = key
+            cache["private"][row.kid] = key
+    cache["current"][alg] = (time.monotonic() + CURRENT_TTL, key)
     return key
 
 
