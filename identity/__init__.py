@@ -53,11 +53,13 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
     app.register_blueprint(auth_bp)
     app.register_blueprint(certs_bp)
     from identity.oidc import bp as oidc_bp
+    from identity.oidc.clients import client_cli
     from identity.oidc.keys import keys_cli
 
     app.register_blueprint(admin_bp)
     app.register_blueprint(oidc_bp)
     app.cli.add_command(keys_cli)
+    app.cli.add_command(client_cli)
     app.cli.add_command(user_cli)
     app.cli.add_command(ldap_cli)
     app.cli.add_command(setup_command)

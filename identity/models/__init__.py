@@ -2,7 +2,16 @@
 
 from identity.models.audit import Event
 from identity.models.keys import SigningKey
+from identity.models.oauth import Client
 from identity.models.social import ProviderToken
 from identity.models.users import LinkedIdentity, PasswordReset, User
 
-__all__ = ["Event", "LinkedIdentity", "PasswordReset", "ProviderToken", "SigningKey", "User"]
+__all__ = [
+    "Client",
+    "Event",
+    "LinkedIdentity",
+    "PasswordReset",
+    "ProviderToken",
+    "SigningKey",
+    "User",
+]

@@ -1,0 +1,294 @@
+"""Registering apps: validation (exact redirect URIs, https but on loopback) and
+`flask --app idp client …`."""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import re
+import secrets
+import time
+from urllib.parse import urlsplit
+
+import click
+from sqlalchemy import select
+
+from identity import audit
+from identity.cli import Group
+from identity.extensions import db
+from identity.models import Client
+from identity.models.oauth import secret_digest
+
+GRANT_TYPES = ("authorization_code", "refresh_token", "client_credentials")
+SCOPES = ("openid", "profile", "email", "groups", "offline_access")
+DEFAULT_GRANTS = ("authorization_code", "refresh_token")
+DEFAULT_SCOPES = ("openid", "profile", "email")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+LOOPBACK_NAMES = {"localhost"}
+
+
+class ClientError(ValueError):
+    """A registration that cannot be accepted; the message names the field."""
+
+
+def check_uri(uri: str, field: str) -> str:
+    """An absolute https URI (http only on loopback), without fragment, user info or
+    wildcards: redirect URIs are compared exactly, character for character."""
+    if not uri or len(uri) > 2000 or _CONTROL.search(uri) or " " in uri:
+        raise ClientError(
+            f"{field}: {uri!r} is empty, too long or contains spaces or control characters"
+        )
+    parts = urlsplit(uri)
+    if "*" in uri:
+        raise ClientError(f"{field}: {uri!r}: wildcards are not allowed; register each URI")
+    if parts.scheme not in ("https", "http") or not parts.hostname:
+        raise ClientError(f"{field}: {uri!r} must be an absolute https:// URI")
+    if parts.fragment or "#" in uri:
+        raise ClientError(f"{field}: {uri!r} must not contain a fragment (#…)")
+    if parts.username or parts.password:
+        raise ClientError(f"{field}: {uri!r} must not contain a user name or password")
+    if parts.scheme == "http" and not _loopback(parts.hostname):
+        raise ClientError(
+            f"{field}: {uri!r}: http:// is allowed on loopback only (127.0.0.1, "
+            "[::1], localhost); use https://"
+        )
+    return uri
+
+
+def _loopback(host: str) -> bool:
+    if host in LOOPBACK_NAMES:
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def check_name(name: str) -> str:
+    name = (name or "").strip()
+    if not 1 <= len(name) <= 100 or _CONTROL.search(name):
+        raise ClientError("--name: 1 to 100 characters, no control characters")
+    if db.session.scalar(select(Client.id).where(Client.name == name)) is not None:
+        raise ClientError(f"--name: an app named {name!r} exists already")
+    return name
+
+
+def create(
+    name: str,
+    redirect_uris: list[str],
+    *,
+    public: bool = False,
+    grant_types: list[str] | None = None,
+    scopes: list[str] | None = None,
+    post_logout_redirect_uris: list[str] | None = None,
+    backchannel_logout_uri: str | None = None,
+    skip_consent: bool = False,
+) -> tuple[Client, str | None]:
+    """Register an app; return it and its secret (None for a public app). Nothing is stored
+    when anything is wrong (ClientError says what)."""
+    name = check_name(name)
+    grants = list(dict.fromkeys(grant_types or DEFAULT_GRANTS))
+    unknown = [g for g in grants if g not in GRANT_TYPES]
+    if unknown:
+        raise ClientError(
+            f"--grant-type: {', '.join(unknown)} not supported; use {', '.join(GRANT_TYPES)}"
+        )
+    if public and "client_credentials" in grants:
+        raise ClientError(
+            "--grant-type client_credentials needs a confidential app "
+            "(without --public): a public app cannot keep a secret"
+        )
+    if "refresh_token" in grants and "authorization_code" not in grants:
+        raise ClientError("--grant-type refresh_token goes with authorization_code")
+    uris = [check_uri(u, "--redirect-uri") for u in dict.fromkeys(redirect_uris or [])]
+    if "authorization_code" in grants and not uris:
+        raise ClientError("--redirect-uri: at least one is needed for authorization_code")
+    scope_list = list(dict.fromkeys(scopes or DEFAULT_SCOPES))
+    bad_scopes = [s for s in scope_list if s not in SCOPES]
+    if bad_scopes:
+        raise ClientError(
+            f"--scope: {', '.join(bad_scopes)} not supported; use {', '.join(SCOPES)}"
+        )
+    logout_uris = [
+        check_uri(u, "--post-logout-redirect-uri")
+        for u in dict.fromkeys(post_logout_redirect_uris or [])
+    ]
+    backchannel = (
+        check_uri(backchannel_logout_uri, "--backchannel-logout-uri")
+        if backchannel_logout_uri
+        else None
+    )
+
+    secret = None if public else secrets.token_urlsafe(32)
+    client = Client(
+        name=name,
+        skip_consent=skip_consent,
+        client_id=secrets.token_urlsafe(18),
+        client_id_issued_at=int(time.time()),
+        client_secret=secret_digest(secret) if secret else None,
+    )
+    client.set_client_metadata(
+        {
+            "client_name": name,
+            "redirect_uris": uris,
+            "post_logout_redirect_uris": logout_uris,
+            "backchannel_logout_uri": backchannel,
+            "grant_types": grants,
+            "response_types": ["code"] if "authorization_code" in grants else [],
+            "scope": " ".join(scope_list),
+            "token_endpoint_auth_method": "none" if public else "client_secret_basic",
+        }
+    )
+    db.session.add(client)
+    db.session.flush()
+    audit.record("client.created", None, client_id=client.client_id, name=name)
+    db.session.commit()
+    return client, secret
+
+
+def find(client_id_or_name: str) -> Client:
+    client = db.session.scalar(
+        select(Client).where(
+            (Client.client_id == client_id_or_name) | (Client.name == client_id_or_name)
+        )
+    )
+    if client is None:
+        raise ClientError(f"no such app: {client_id_or_name}")
+    return client
+
+
+def rotate_secret(client: Client) -> str:
+    if client.public:
+        raise ClientError(f"{client.name} is a public app: it has no secret")
+    secret = secrets.token_urlsafe(32)
+    client.client_secret = secret_digest(secret)
+    audit.record("client.secret_rotated", None, client_id=client.client_id)
+    db.session.commit()
+    return secret
+
+
+client_cli = Group("client", help="Apps that sign people in with this IdP.")
+
+
+def _fail(exc: ClientError):
+    raise click.ClickException(str(exc)) from None
+
+
+def _print(client: Client, secret: str | None, as_json: bool) -> None:
+    data = client.as_dict()
+    if secret:
+        data["client_secret"] = secret
+    if as_json:
+        click.echo(json.dumps(data, indent=2))
+        return
+    for key, value in data.items():
+        shown = " ".join(value) if isinstance(value, list) else value
+        click.echo(f"{key:<27} {shown if shown not in (None, '') else '-'}")
+    if secret:
+        click.echo("\nThe client secret is shown only this once: store it now.")
+
+
+@client_cli.command("create")
+@click.option("--name", required=True, help="A unique name for the app.")
+@click.option(
+    "--redirect-uri",
+    "redirect_uris",
+    multiple=True,
+    help="Where the app receives codes; repeatable; matched exactly.",
+)
+@click.option("--post-logout-redirect-uri", "logout_uris", multiple=True)
+@click.option("--backchannel-logout-uri")
+@click.option("--public", is_flag=True, help="No secret (browser or mobile app); PKCE only.")
+@click.option(
+    "--grant-type", "grant_types", multiple=True, help=f"Repeatable: {', '.join(GRANT_TYPES)}."
+)
+@click.option("--scope", "scopes", multiple=True, help=f"Repeatable: {', '.join(SCOPES)}.")
+@click.option("--skip-consent", is_flag=True, help="First-party app: no consent screen.")
+@click.option("--json", "as_json", is_flag=True)
+def create_command(
+    name,
+    redirect_uris,
+    logout_uris,
+    backchannel_logout_uri,
+    public,
+    grant_types,
+    scopes,
+    skip_consent,
+    as_json,
+):
+    """Register an app; prints its client_id and (once) its client_secret."""
+    try:
+        client, secret = create(
+            name,
+            list(redirect_uris),
+            public=public,
+            grant_types=list(grant_types),
+            scopes=list(scopes),
+            post_logout_redirect_uris=list(logout_uris),
+            backchannel_logout_uri=backchannel_logout_uri,
+            skip_consent=skip_consent,
+        )
+    except ClientError as exc:
+        _fail(exc)
+    _print(client, secret, as_json)
+
+
+@client_cli.command("list")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
+def list_command(as_json):
+    """List registered apps."""
+    clients = db.session.scalars(select(Client).order_by(Client.id)).all()
+    if as_json:
+        for c in clients:
+            click.echo(json.dumps(c.as_dict()))
+        return
+    click.echo(f"{'CLIENT ID':<26} {'NAME':<24} {'TYPE':<13} REDIRECT URIS")
+    for c in clients:
+        click.echo(
+            f"{c.client_id:<26} {c.name:<24} "
+            f"{'public' if c.public else 'confidential':<13} {' '.join(c.redirect_uris)}"
+        )
+
+
+@client_cli.command("show")
+@click.argument("client")
+@click.option("--json", "as_json", is_flag=True)
+def show_command(client, as_json):
+    """Show one app (by client_id or name); never its secret."""
+    try:
+        _print(find(client), None, as_json)
+    except ClientError as exc:
+        _fail(exc)
+
+
+@client_cli.command("delete")
+@click.argument("client")
+def delete_command(client):
+    """Delete an app (by client_id or name)."""
+    try:
+        found = find(client)
+    except ClientError as exc:
+        _fail(exc)
+    audit.record("client.deleted", None, client_id=found.client_id, name=found.name)
+    db.session.delete(found)
+    db.session.commit()
+    click.echo(f"deleted {found.name} ({found.client_id})")
+
+
+@client_cli.command("rotate-secret")
+@click.argument("client")
+@click.option("--json", "as_json", is_flag=True)
+def rotate_secret_command(client, as_json):
+    """Give an app a new secret (the old one stops working at once); prints it once."""
+    try:
+        found = find(client)
+        secret = rotate_secret(found)
+    except ClientError as exc:
+        _fail(exc)
+    if as_json:
+        click.echo(json.dumps({"client_id": found.client_id, "client_secret": secret}))
+    else:
+        click.echo(
+            f"client_id     {found.client_id}\nclient_secret {secret}\n\n"
+            "The new secret is shown only this once: store it now."
+        )
