@@ -8,7 +8,8 @@ from sqlalchemy import select
 
 from conftest import PASSWORD, Browser, https_client, make_app
 from identity.connectors import ConnectorError
-from identity.connectors.ldap import AccountProblem, LdapConnector, Settings
+from identity.connectors.ldap import LdapConnector, Settings
+from identity.connectors.ldap_answers import AccountProblem
 from identity.extensions import db
 from identity.models import Event, LinkedIdentity, User
 
@@ -337,7 +338,7 @@ AD_ERROR = "80090308: LdapErr: DSID-0C09044E, comment: AcceptSecurityContext err
 )
 def test_active_directory_bind_reasons(message, reason):
     from identity.admin.ldap_tester import hint_of
-    from identity.connectors.ldap import ad_reason
+    from identity.connectors.ldap_answers import ad_reason
 
     found = ad_reason(message)
     assert (found[0] if found else None) == reason

@@ -15,16 +15,14 @@ from ldap3.utils.conv import escape_filter_chars
 from ldap3.utils.dn import escape_rdn
 
 from identity.connectors.ldap import (
-    PPOLICY_OID,
     LdapConnector,
     Settings,
-    ad_reason,
     close,
     first_text,
     make_server,
-    ppolicy_error,
     stable_id,
 )
+from identity.connectors.ldap_answers import PPOLICY_OID, ad_reason, ppolicy_error
 
 RESULT_HINTS = {
     13: "the server requires an encrypted connection: use ldaps:// or IDP_LDAP_START_TLS=true",

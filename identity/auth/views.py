@@ -21,7 +21,7 @@ from identity.auth.forms import (
 )
 from identity.auth.signin import SignInRefused, enforce_session_lifetime, sign_in, sign_out
 from identity.connectors import ConnectorError
-from identity.connectors.ldap import AccountProblem
+from identity.connectors.ldap_answers import AccountProblem
 from identity.connectors.local import identity_for
 from identity.connectors.social import LINK_KEY as SOCIAL_LINK_KEY
 from identity.extensions import db
