@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import string
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -262,10 +263,13 @@ def _ldap_settings(cfg: Any) -> None:
                 "IDP_LDAP_BIND_DN must be set to search the directory "
                 "(or IDP_LDAP_ANONYMOUS_SEARCH=true)"
             )
-        if "{username}" not in cfg["LDAP_USER_FILTER"]:
-            raise ConfigError("IDP_LDAP_USER_FILTER must contain {username}")
-    elif "{username}" not in cfg["LDAP_USER_DN_TEMPLATE"]:
-        raise ConfigError("IDP_LDAP_USER_DN_TEMPLATE must contain {username}")
+    for key, allowed, required in (
+        ("LDAP_USER_FILTER", ("username",), "username"),
+        ("LDAP_USER_DN_TEMPLATE", ("username",), "username"),
+        ("LDAP_GROUP_FILTER", ("dn", "username"), None),
+    ):
+        if cfg[key] and (problem := template_problem(str(cfg[key]), allowed, required)):
+            raise ConfigError(f"IDP_{key}: {problem}")
     if cfg["LDAP_BIND_DN"] and not cfg["LDAP_BIND_PASSWORD"]:
         raise ConfigError(
             "IDP_LDAP_BIND_PASSWORD must be set with IDP_LDAP_BIND_DN "
@@ -273,6 +277,28 @@ def _ldap_settings(cfg: Any) -> None:
         )
     if cfg["LDAP_CA_FILE"] and not Path(cfg["LDAP_CA_FILE"]).is_file():
         raise ConfigError(f"IDP_LDAP_CA_FILE: no such file: {cfg['LDAP_CA_FILE']}")
+
+
+def template_problem(
+    template: str, allowed: tuple[str, ...], required: str | None = "username"
+) -> str | None:
+    """Why `template` (an LDAP filter or DN with {placeholders}) cannot be used, or None.
+
+    Literal braces must be doubled ({{ }}); only the `allowed` placeholders exist."""
+    try:
+        fields = {name for _, name, _, _ in string.Formatter().parse(template) if name is not None}
+    except ValueError as exc:
+        return f"{exc} (write a literal brace as {{{{ or }}}})"
+    unknown = sorted(f for f in fields if f not in allowed)
+    if unknown:
+        return f"unknown placeholder {{{unknown[0]}}}; use " + " and ".join(
+            "{" + a + "}" for a in allowed
+        )
+    if required is not None and required not in fields:
+        return f"must contain {{{required}}}"
+    if not fields:
+        return "must contain " + " or ".join("{" + a + "}" for a in allowed)
+    return None
 
 
 def _refuse_insecure_production(cfg: Any) -> None:

@@ -102,7 +102,16 @@ def _init_connectors(app: Flask) -> None:
     from identity.connectors.ldap import LdapConnector, Settings
     from identity.connectors.local import LocalConnector
 
-    available = {"local": LocalConnector, "ldap": None}
+    def ldap() -> LdapConnector:
+        settings = Settings.from_config(app.config)
+        if settings.skip_verify:
+            logging.getLogger("identity.ldap").error(
+                "IDP_LDAP_TLS_INSECURE_SKIP_VERIFY is on: directory certificates are NOT "
+                "verified; anyone on the network path can read passwords"
+            )
+        return LdapConnector(settings)
+
+    available = {"local": LocalConnector, "ldap": ldap}
     names = app.config["PASSWORD_CONNECTORS"]
     if isinstance(names, str):
         names = [n.strip() for n in names.split(",") if n.strip()]
@@ -114,18 +123,7 @@ def _init_connectors(app: Flask) -> None:
         )
     if "ldap" in names and not app.config["LDAP_URL"]:
         raise ConfigError("IDP_PASSWORD_CONNECTORS names ldap but IDP_LDAP_URL is not set")
-    connectors = []
-    for name in names:
-        if name == "ldap":
-            settings = Settings.from_config(app.config)
-            if settings.skip_verify:
-                logging.getLogger("identity.ldap").error(
-                    "IDP_LDAP_TLS_INSECURE_SKIP_VERIFY is on: directory certificates are NOT "
-                    "verified; anyone on the network path can read passwords"
-                )
-            connectors.append(LdapConnector(settings))
-        else:
-            connectors.append(available[name]())
+    connectors = [available[name]() for name in names]
     app.extensions["idp.password_connectors"] = connectors
     # Connectors whose first sign-in creates an account (the directory vouches for people).
     app.extensions["idp.jit_connectors"] = {"ldap"}

@@ -17,6 +17,12 @@ from identity import create_app
 
 ROOT = Path(__file__).resolve().parent.parent
 GOOD_KEY = "9f" * 32
+LDAP = {
+    "LDAP_URL": "ldap://127.0.0.1:1",
+    "LDAP_BIND_DN": "cn=x",
+    "LDAP_BIND_PASSWORD": "p" * 12,
+    "LDAP_USER_BASE": "dc=x",
+}
 
 
 def build(tmp_path, monkeypatch, **env) -> Flask:
@@ -123,6 +129,19 @@ def test_production_starts_with_real_settings(tmp_path, monkeypatch):
         ({"PORT": '"abc"'}, "IDP_PORT must be a whole number"),
         ({"PASSWORD_MIN_LENGTH": "4"}, "IDP_PASSWORD_MIN_LENGTH must be at least 8"),
         ({"ARGON2_TIME_COST": "-1"}, "IDP_ARGON2_TIME_COST must be a whole number"),
+        (
+            {**LDAP, "LDAP_USER_FILTER": "(&(uid={username})(ou={dept}))"},
+            "IDP_LDAP_USER_FILTER: unknown placeholder {dept}",
+        ),
+        (
+            {"LDAP_URL": "ldap://127.0.0.1:1", "LDAP_USER_DN_TEMPLATE": "uid={user},dc=x"},
+            "IDP_LDAP_USER_DN_TEMPLATE: unknown placeholder {user}",
+        ),
+        ({**LDAP, "LDAP_GROUP_FILTER": "(member=})"}, "IDP_LDAP_GROUP_FILTER: Single '}'"),
+        (
+            {**LDAP, "LDAP_GROUP_FILTER": "(cn=staff)"},
+            "IDP_LDAP_GROUP_FILTER: must contain {dn} or {username}",
+        ),
     ],
 )
 def test_invalid_settings_name_the_setting(tmp_path, monkeypatch, env, message):

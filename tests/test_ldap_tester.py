@@ -199,7 +199,9 @@ def test_a_changed_url_never_receives_the_stored_bind_password(app, directory):
     [
         (["--url", "http://example.org"], "is not an ldap:// or ldaps:// URL"),
         (["--password-stdin"], "--password-stdin needs --username"),
-        (["--filter", "(uid=*)"], "--filter must contain {username}"),
+        (["--filter", "(uid=*)"], "--filter: must contain {username}"),
+        (["--filter", "(&(uid={username})(ou={dept}))"], "--filter: unknown placeholder {dept}"),
+        (["--filter", "(uid={username})(cn=a}b)"], "--filter: Single '}'"),
     ],
 )
 def test_bad_arguments(app, directory, args, message):
@@ -248,6 +250,8 @@ def test_admin_runs_the_test_from_the_page(app, browser, directory):
     [
         ({"url": "http://evil.example"}, "is not an ldap:// or ldaps:// URL"),
         ({"user_filter": "(uid=*)"}, "The filter must contain {username}."),
+        ({"user_filter": "(&(uid={username})(ou={dept}))"}, "unknown placeholder {dept}"),
+        ({"user_filter": "(uid={username}}"}, "Single &#39;}&#39; encountered"),
         ({"username": "x" * 300}, "Field cannot be longer than 256 characters."),
         ({"base": "ou=x\x00"}, "Contains characters that cannot be used"),
     ],
@@ -307,3 +311,17 @@ def test_locked_account_in_the_tester(app, directory):
     last = steps_of(r)[-1]
     assert r.exit_code == 1 and last["answer"].startswith("49")
     assert "accountLocked" in last["detail"]
+
+
+def test_filter_with_bad_ldap_syntax_is_a_failed_step(app, directory):
+    r = ldap_test(app, "--username", "ada", "--filter", "(uid={username}", "--json")
+    assert r.exit_code == 1 and "Traceback" not in r.output
+    search = steps_of(r)[-1]
+    assert search["name"] == "user search" and not search["ok"]
+    assert "filter" in search["detail"].lower()
+
+
+def test_page_needs_the_csrf_token_even_for_admins(app, browser, directory):
+    browser.login("ada", directory.passwords["ada"])
+    r = browser.post("/admin/ldap/test", {"username": "grace"}, csrf=False)
+    assert r.status_code == 400 and "This form has expired" in r.get_data(as_text=True)

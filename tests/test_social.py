@@ -407,3 +407,20 @@ def test_numeric_facebook_app_id_from_the_environment(monkeypatch, tmp_path):
     flask_app = Flask("t", instance_path=str(tmp_path))
     config.load(flask_app)
     assert flask_app.config["FACEBOOK_OAUTH_CLIENT_ID"] == "1234567890"
+
+
+@pytest.mark.parametrize("state", ["é", "%C3%A9", "\u202e", "x" * 5000, "%00"])
+def test_odd_state_values_are_a_mismatch_not_an_error(app, browser, emulator, state):
+    start(browser, "google")
+    r = browser.get(f"/login/google/authorized?code=abc&state={state}")
+    assert r.status_code == 400 and "could not be verified" in r.get_data(as_text=True)
+
+
+def test_disconnect_needs_post_with_csrf(app, browser, user, emulator):
+    browser.login()
+    browser.post("/account/connect/google", token_from="/account")
+    dance(browser, emulator, "google")
+    before = snapshot(app)
+    assert browser.get("/account/disconnect/google").status_code == 405
+    assert browser.post("/account/disconnect/google", csrf=False).status_code == 400
+    assert snapshot(app) == before

@@ -13,12 +13,14 @@ from flask import current_app
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
+from config import template_problem
 from identity import audit
 from identity.auth import accounts
 from identity.auth.forms import BAD_CHARS, USERNAME_RE
 from identity.cli import Group
 from identity.extensions import db
 from identity.models import User
+from identity.passwords import policy_errors
 
 user_cli = Group("user", help="Manage accounts.")
 
@@ -62,7 +64,7 @@ def create(username: str, email: str, password_stdin: bool, admin: bool, name: s
     password = _read_password()
     if BAD_CHARS.search(password):
         raise click.ClickException("the password contains control characters")
-    problems = accounts.policy(password, username, email)
+    problems = policy_errors(password, username, email)
     if problems:
         raise click.ClickException("password: " + " ".join(problems))
     if accounts.find(username, by_email=False):
@@ -144,8 +146,8 @@ def ldap_test(
             raise click.ClickException(f"--url: {url!r} is not an ldap:// or ldaps:// URL")
     if password_stdin and not username:
         raise click.ClickException("--password-stdin needs --username")
-    if user_filter is not None and "{username}" not in user_filter:
-        raise click.ClickException("--filter must contain {username}")
+    if user_filter is not None and (problem := template_problem(user_filter, ("username",))):
+        raise click.ClickException(f"--filter: {problem}")
     bind_password = _read_password() if bind_password_stdin else None
     password = _read_password() if password_stdin else None
     # A changed URL never receives the stored bind password: it may be someone else's server.

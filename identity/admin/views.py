@@ -10,6 +10,7 @@ from flask_login import current_user, login_required
 from wtforms import PasswordField, StringField
 from wtforms.validators import Length, Optional, ValidationError
 
+from config import template_problem
 from identity.admin import bp, ldap_tester
 from identity.auth.forms import Form, clean
 from identity.connectors.ldap import Settings
@@ -33,8 +34,9 @@ def _ldap_url(form, field) -> None:
 
 
 def _has_username(form, field) -> None:
-    if field.data and "{username}" not in field.data:
-        raise ValidationError("The filter must contain {username}.")
+    problem = template_problem(field.data, ("username",)) if field.data else None
+    if problem:
+        raise ValidationError(f"The filter {problem}.")
 
 
 class LdapTestForm(Form):

@@ -2,30 +2,20 @@
 
 from __future__ import annotations
 
-from sqlalchemy import or_, select
+from sqlalchemy import select
 
 from identity import audit
 from identity.extensions import db
 from identity.models import LinkedIdentity, User
 from identity.models.users import utcnow
-from identity.passwords import hash_password, policy_errors, verify_password
+from identity.passwords import hash_password, verify_password
 
-
-def find(name: str | None, *, by_email: bool = True) -> User | None:
-    """The account with this username (or e-mail address), case-insensitively."""
-    if not name:
-        return None
-    key = name.strip().lower()
-    cond = or_(User.username == key, User.email_key == key) if by_email else User.username == key
-    return db.session.scalar(select(User).where(cond))
+# Lookup by username (or e-mail address), case-insensitively.
+find = User.find
 
 
 def email_taken(email: str) -> bool:
     return db.session.scalar(select(User.id).where(User.email_key == email.lower())) is not None
-
-
-def policy(password: str, username: str | None, email: str | None) -> list[str]:
-    return policy_errors(password, username, email)
 
 
 def create_local(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import secrets
 import time
+from typing import NoReturn
 
 from flask import current_app, session
 from flask_login import login_user, logout_user, user_loaded_from_cookie
@@ -107,7 +108,6 @@ def _first_sign_in(identity: Identity, label: str) -> LinkedIdentity:
         f"An account already uses the e-mail address {identity.email}. If it is yours, "
         f"sign in to it first, then connect {label} from your account page.",
     )
-    raise AssertionError("unreachable")
 
 
 def link_identity(user: User, identity: Identity, label: str) -> User:
@@ -220,7 +220,9 @@ _MESSAGES = {
 }
 
 
-def _refuse(reason: str, identity: Identity, user: User | None, message: str | None = None):
+def _refuse(
+    reason: str, identity: Identity, user: User | None, message: str | None = None
+) -> NoReturn:
     audit.record("signin.failure", user, method=identity.connector, reason=reason)
     db.session.commit()
     raise SignInRefused(reason, message or _MESSAGES[reason])

@@ -26,6 +26,7 @@ from identity.connectors.local import identity_for
 from identity.connectors.social import LINK_KEY as SOCIAL_LINK_KEY
 from identity.extensions import db
 from identity.models import ProviderToken, User
+from identity.passwords import policy_errors
 from identity.security import safe_next
 
 log = logging.getLogger("identity.auth")
@@ -159,7 +160,7 @@ def _register_checks(form: RegisterForm) -> bool:
             "An account already uses this e-mail address. Sign in, or reset its password."
         )
         ok = False
-    for message in accounts.policy(form.password.data, form.username.data, form.email.data):
+    for message in policy_errors(form.password.data, form.username.data, form.email.data):
         form.password.errors.append(message)
         ok = False
     return ok
@@ -200,7 +201,7 @@ def change_password():
         form.current_password.errors.append("That is not your current password.")
         ok = False
     if ok:
-        for message in accounts.policy(form.password.data, user.username, user.email):
+        for message in policy_errors(form.password.data, user.username, user.email):
             form.password.errors.append(message)
             ok = False
     if not ok:
@@ -239,7 +240,7 @@ def reset_password(token: str):
     user = found.user
     ok = form.validate_on_submit()
     if ok:
-        for message in accounts.policy(form.password.data, user.username, user.email):
+        for message in policy_errors(form.password.data, user.username, user.email):
             form.password.errors.append(message)
             ok = False
     if not ok:

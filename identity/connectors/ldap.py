@@ -223,14 +223,15 @@ class LdapConnector:
     def _with_retry(self, fn, *args):
         """Run fn; when a pooled connection turns out dead (the server restarted), drop
         the pools and run it once more on new connections."""
-        for attempt in (1, 2):
-            try:
-                return fn(*args)
-            except (_Dead, LDAPException) as exc:
-                self.close()
-                if attempt == 2:
-                    raise ConnectorError(f"directory error: {type(exc).__name__}: {exc}") from exc
-        raise AssertionError("unreachable")
+        try:
+            return fn(*args)
+        except (_Dead, LDAPException):
+            self.close()
+        try:
+            return fn(*args)
+        except (_Dead, LDAPException) as exc:
+            self.close()
+            raise ConnectorError(f"directory error: {type(exc).__name__}: {exc}") from exc
 
     def _authenticate(self, username: str, password: str) -> Identity | None:
         if self.s.user_dn_template:

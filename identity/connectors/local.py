@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from sqlalchemy import or_, select
-
 from identity.connectors.base import Identity
 from identity.extensions import db
 from identity.models import User
@@ -14,10 +12,7 @@ class LocalConnector:
     name = "local"
 
     def authenticate(self, username: str, password: str) -> Identity | None:
-        key = username.strip().lower()
-        user = db.session.scalar(
-            select(User).where(or_(User.username == key, User.email_key == key))
-        )
+        user = User.find(username)
         # Always one hash verification, found or not, so timing tells nothing.
         if not verify_password(user.password_hash if user else None, password):
             return None

@@ -218,9 +218,9 @@ def _blueprint(app: Flask, provider: Provider) -> OAuth2ConsumerBlueprint:
         if request.endpoint == f"{bp.name}.authorized" and "error" not in request.args:
             # Checked here rather than left to Flask-Dance, which silently restarts the
             # dance when the state is missing.
-            expected = session.pop(f"{bp.name}_oauth_state", None)
-            if not expected or not hmac.compare_digest(expected, request.args.get("state", "")):
-                session.pop(f"{bp.name}_oauth_code_verifier", None)
+            expected = session.get(f"{bp.name}_oauth_state")
+            got = request.args.get("state", "").encode()  # bytes: str must be ASCII here
+            if not expected or not hmac.compare_digest(expected.encode(), got):
                 return failure(
                     provider,
                     "state_mismatch",
@@ -228,7 +228,6 @@ def _blueprint(app: Flask, provider: Provider) -> OAuth2ConsumerBlueprint:
                     "This sign-in could not be verified: it did not start here, or "
                     "it was started again meanwhile. Please try again.",
                 )
-            session[f"{bp.name}_oauth_state"] = expected  # Flask-Dance reads it next
         return None
 
     @bp.errorhandler(requests.RequestException)  # the token exchange timed out or failed

@@ -6,7 +6,7 @@ import secrets
 from datetime import UTC, datetime
 
 from flask_login import UserMixin
-from sqlalchemy import JSON, ForeignKey, String, UniqueConstraint
+from sqlalchemy import JSON, ForeignKey, String, UniqueConstraint, or_, select
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from identity.extensions import db
@@ -61,6 +61,15 @@ class User(UserMixin, db.Model):
     def end_sessions(self) -> None:
         """Invalidate every session and remember-me cookie of this account."""
         self.session_epoch = secrets.token_hex(8)
+
+    @classmethod
+    def find(cls, name: str | None, *, by_email: bool = True) -> User | None:
+        """The account with this username (or e-mail address), case-insensitively."""
+        if not name:
+            return None
+        key = name.strip().lower()
+        cond = or_(cls.username == key, cls.email_key == key) if by_email else cls.username == key
+        return db.session.scalar(select(cls).where(cond))
 
     def set_email(self, email: str | None) -> None:
         self.email = email
