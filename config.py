@@ -86,6 +86,16 @@ class Config:
     # Seconds a retired key stays in the JWKS; at least the longest lifetime of a signed token.
     KEY_RETENTION = 24 * 3600
 
+    # OpenID Connect provider: lifetimes in seconds. Codes are single use and short-lived;
+    # access tokens are signed JWTs that apps may verify offline until they expire.
+    CODE_LIFETIME = 60
+    ACCESS_TOKEN_LIFETIME = 10 * 60
+    ID_TOKEN_LIFETIME = 10 * 60
+    # Every refresh gives a new refresh token valid this long; each is used once.
+    REFRESH_TOKEN_LIFETIME = 30 * 24 * 3600
+    # Seconds to wait for an app's back-channel logout endpoint (sent in the background).
+    BACKCHANNEL_LOGOUT_TIMEOUT = 5
+
     # Company directory (LDAP). One or more URLs (ldap:// or ldaps://), tried in order.
     LDAP_URL: str | list[str] | None = None
     # Upgrade ldap:// connections with StartTLS.
@@ -194,6 +204,11 @@ def load(app: Any, overrides: dict[str, Any] | None = None) -> None:
         "ARGON2_MEMORY_COST",
         "ARGON2_TIME_COST",
         "ARGON2_PARALLELISM",
+        "CODE_LIFETIME",
+        "ACCESS_TOKEN_LIFETIME",
+        "ID_TOKEN_LIFETIME",
+        "REFRESH_TOKEN_LIFETIME",
+        "BACKCHANNEL_LOGOUT_TIMEOUT",
     ):
         if not isinstance(cfg[key], int) or isinstance(cfg[key], bool) or cfg[key] < 0:
             raise ConfigError(f"IDP_{key} must be a whole number, not {cfg[key]!r}")
@@ -203,6 +218,15 @@ def load(app: Any, overrides: dict[str, Any] | None = None) -> None:
         raise ConfigError(
             f"IDP_SIGNING_ALGORITHMS: use RS256, ES256 and/or EdDSA, not "
             f"{sorted(unknown_algs) or 'nothing'}"
+        )
+    for key in ("CODE_LIFETIME", "ACCESS_TOKEN_LIFETIME", "ID_TOKEN_LIFETIME"):
+        if cfg[key] == 0:
+            raise ConfigError(f"IDP_{key} must be at least 1 second")
+    longest = max(cfg["ACCESS_TOKEN_LIFETIME"], cfg["ID_TOKEN_LIFETIME"])
+    if cfg["KEY_RETENTION"] < longest:
+        raise ConfigError(
+            f"IDP_KEY_RETENTION ({cfg['KEY_RETENTION']} s) must be at least the longest token "
+            f"lifetime ({longest} s): a retired key must verify every token it signed"
         )
     if cfg["KEY_ENCRYPTION_KEY"] is not None and len(str(cfg["KEY_ENCRYPTION_KEY"])) < 32:
         raise ConfigError("IDP_KEY_ENCRYPTION_KEY must be at least 32 characters")

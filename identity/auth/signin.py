@@ -64,7 +64,11 @@ def sign_in(identity: Identity, *, remember: bool = False, label: str | None = N
 
 
 def sign_out() -> None:
-    """End the session and the remember-me cookie."""
+    """End the session and the remember-me cookie; its apps' tokens are revoked and apps with
+    a back-channel logout endpoint are told."""
+    from identity.oidc.logout import end_sso_session
+
+    end_sso_session()
     session.clear()
     # After clear(): logout_user() leaves the flag that makes Flask-Login delete the cookie.
     logout_user()

@@ -26,6 +26,7 @@ from identity.connectors.local import identity_for
 from identity.connectors.social import LINK_KEY as SOCIAL_LINK_KEY
 from identity.extensions import db
 from identity.models import ProviderToken, User
+from identity.oidc.views import apps_with_access
 from identity.passwords import policy_errors
 from identity.security import safe_next
 
@@ -61,9 +62,13 @@ def index():
 def login():
     form = LoginForm()
     if request.method == "GET":
-        if current_user.is_authenticated:
+        # reauth: an app asked for a fresh sign-in (prompt=login, max_age) or another person.
+        if current_user.is_authenticated and not request.args.get("reauth"):
             return _after_sign_in(request.args.get("next"))
         form.next.data = safe_next(request.args.get("next")) or ""
+        hint = request.args.get("login_hint", "")
+        if hint and len(hint) <= 254 and hint.isprintable():
+            form.username.data = hint  # OpenID Connect login_hint: who the app expects
         return _login_page(form)
     if not form.validate_on_submit():
         return _login_page(form, 400)
@@ -186,6 +191,7 @@ def _account_page(password_form: ChangePasswordForm):
         connectable=connectable,
         social=current_app.extensions["idp.social_connectors"],
         can_disconnect=len(user.links) > 1,
+        apps=apps_with_access(user),
     )
 
 

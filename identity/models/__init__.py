@@ -2,11 +2,14 @@
 
 from identity.models.audit import Event
 from identity.models.keys import SigningKey
-from identity.models.oauth import Client
+from identity.models.oauth import AuthorizationCode, Client, Consent, Token
 from identity.models.social import ProviderToken
 from identity.models.users import LinkedIdentity, PasswordReset, User
 
 __all__ = [
+    "AuthorizationCode",
+    "Consent",
+    "Token",
     "Client",
     "Event",
     "LinkedIdentity",

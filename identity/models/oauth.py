@@ -4,12 +4,20 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import json
+import time
+from datetime import datetime
 
-from authlib.integrations.sqla_oauth2 import OAuth2ClientMixin
-from sqlalchemy import String, UniqueConstraint
-from sqlalchemy.orm import Mapped, mapped_column
+from authlib.integrations.sqla_oauth2 import (
+    OAuth2AuthorizationCodeMixin,
+    OAuth2ClientMixin,
+    OAuth2TokenMixin,
+)
+from sqlalchemy import ForeignKey, Index, String, Text, UniqueConstraint
+from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from identity.extensions import db
+from identity.models.users import User, utcnow
 
 
 def secret_digest(secret: str) -> str:
@@ -34,6 +42,13 @@ class Client(db.Model, OAuth2ClientMixin):
             return False
         return hmac.compare_digest(self.client_secret, secret_digest(client_secret))
 
+    def check_endpoint_auth_method(self, method: str, endpoint: str) -> bool:
+        # A public app authenticates with nothing; a confidential one with its secret, in
+        # the Authorization header or the form (both are standard; neither is weaker).
+        if self.public:
+            return method == "none"
+        return method in ("client_secret_basic", "client_secret_post")
+
     @property
     def public(self) -> bool:
         return self.token_endpoint_auth_method == "none"
@@ -51,5 +66,85 @@ class Client(db.Model, OAuth2ClientMixin):
             "response_types": meta.get("response_types", []),
             "scope": meta.get("scope", ""),
             "token_endpoint_auth_method": self.token_endpoint_auth_method,
+            "id_token_signed_response_alg": meta.get("id_token_signed_response_alg", "RS256"),
             "skip_consent": self.skip_consent,
         }
+
+
+def token_digest(value: str) -> str:
+    """Codes and refresh tokens are stored as SHA-256 digests: a copy of the database
+    redeems nothing."""
+    return hashlib.sha256(value.encode()).hexdigest()
+
+
+class AuthorizationCode(db.Model, OAuth2AuthorizationCodeMixin):
+    """A code (its digest in `code`), single use: `used_at` is set by one conditional UPDATE.
+
+    `auth_time` is the session's sign-in time (Authlib puts it in the ID token), not the
+    code's; `issued_at` dates the code."""
+
+    __tablename__ = "oauth_codes"
+    # The nonce replay check filters by app and nonce.
+    __table_args__ = (Index("ix_oauth_codes_client_id_nonce", "client_id", "nonce"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    sid: Mapped[str | None] = mapped_column(String(64), index=True)
+    issued_at: Mapped[int] = mapped_column(default=lambda: int(time.time()))
+    expires_at: Mapped[int] = mapped_column(index=True)
+    used_at: Mapped[int | None]
+
+    def is_expired(self) -> bool:
+        return self.expires_at <= time.time()
+
+    def get_amr(self):
+        return json.loads(self.amr) if self.amr else None
+
+
+class Token(db.Model, OAuth2TokenMixin):
+    """One token response: the access token's `jti` (in `access_token`), the refresh token's
+    digest, and `grant_id`, shared by every token descending from one authorization (a code,
+    then each refresh): reuse of a spent code or refresh token revokes the whole grant."""
+
+    __tablename__ = "oauth_tokens"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    user_id: Mapped[int | None] = mapped_column(
+        ForeignKey("users.id", ondelete="CASCADE"), index=True
+    )
+    grant_id: Mapped[str] = mapped_column(String(64), index=True)
+    sid: Mapped[str | None] = mapped_column(String(64), index=True)
+    auth_time: Mapped[int | None]
+    refresh_token_expires_at: Mapped[int | None]
+    # Set when the refresh token is spent (rotated): presenting it again is reuse.
+    refresh_token_used_at: Mapped[int | None]
+    user: Mapped[User | None] = relationship(lazy="joined")
+
+    def is_expired(self) -> bool:
+        return self.issued_at + self.expires_in <= time.time()
+
+    def is_revoked(self) -> bool:
+        return bool(self.access_token_revoked_at)
+
+    def refresh_usable(self) -> bool:
+        return (
+            not self.refresh_token_revoked_at
+            and not self.refresh_token_used_at
+            and (self.refresh_token_expires_at or 0) > time.time()
+        )
+
+
+class Consent(db.Model):
+    """Scopes an account allowed an app; asked again only for scopes beyond these."""
+
+    __tablename__ = "oauth_consents"
+    __table_args__ = (UniqueConstraint("user_id", "client_id"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    client_id: Mapped[str] = mapped_column(String(48), index=True)
+    scope: Mapped[str] = mapped_column(Text, default="")
+    granted_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    def covers(self, scope: str) -> bool:
+        return set(scope.split()) <= set(self.scope.split())

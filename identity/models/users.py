@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import secrets
+import uuid
 from datetime import UTC, datetime
 
 from flask_login import UserMixin
@@ -35,6 +36,8 @@ class User(UserMixin, db.Model):
     disabled: Mapped[bool] = mapped_column(default=False)
     # Part of the session id: changing it ends every session and remember-me cookie.
     session_epoch: Mapped[str] = mapped_column(String(32), default=lambda: secrets.token_hex(8))
+    # The `sub` apps see: random and never reused (an id could be, after a deletion).
+    subject: Mapped[str] = mapped_column(String(36), unique=True, default=lambda: str(uuid.uuid4()))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     last_login_at: Mapped[datetime | None]
     password_changed_at: Mapped[datetime | None]
@@ -87,6 +90,10 @@ class User(UserMixin, db.Model):
             "created_at": self.created_at.isoformat(timespec="seconds") + "Z",
             "sign_in_methods": [link.connector for link in self.links],
         }
+
+    def get_user_id(self) -> str:
+        """The subject in tokens (Authlib): never the row id."""
+        return self.subject
 
 
 class LinkedIdentity(db.Model):

@@ -1,16 +1,7 @@
-"""The OpenID Connect provider. So far: the signing keys and their JWKS."""
+"""The OpenID Connect provider: Authlib's authorization server with our keys and storage."""
 
-from flask import Blueprint, jsonify
-
-from identity.oidc import keys
+from flask import Blueprint
 
 bp = Blueprint("oidc", __name__)
 
-
-@bp.get("/jwks.json")
-def jwks():
-    keys.ensure_keys()  # first start: publish keys before anything is signed with them
-    response = jsonify(keys.jwks())
-    # Apps may cache it: a key is published one rotation before it signs.
-    response.headers["Cache-Control"] = "public, max-age=300"
-    return response
+from identity.oidc import views  # noqa: E402,F401  (routes register on bp)

@@ -11,6 +11,7 @@ import time
 from urllib.parse import urlsplit
 
 import click
+from flask import current_app
 from sqlalchemy import select
 
 from identity import audit
@@ -83,6 +84,7 @@ def create(
     post_logout_redirect_uris: list[str] | None = None,
     backchannel_logout_uri: str | None = None,
     skip_consent: bool = False,
+    id_token_alg: str = "RS256",  # noqa: S107 (an algorithm name, not a secret)
 ) -> tuple[Client, str | None]:
     """Register an app; return it and its secret (None for a public app). Nothing is stored
     when anything is wrong (ClientError says what)."""
@@ -119,6 +121,12 @@ def create(
         else None
     )
 
+    if id_token_alg not in current_app.config["SIGNING_ALGORITHMS"]:
+        raise ClientError(
+            f"--id-token-alg: {id_token_alg!r} is not one of IDP_SIGNING_ALGORITHMS "
+            f"({', '.join(current_app.config['SIGNING_ALGORITHMS'])})"
+        )
+
     secret = None if public else secrets.token_urlsafe(32)
     client = Client(
         name=name,
@@ -137,6 +145,7 @@ def create(
             "response_types": ["code"] if "authorization_code" in grants else [],
             "scope": " ".join(scope_list),
             "token_endpoint_auth_method": "none" if public else "client_secret_basic",
+            "id_token_signed_response_alg": id_token_alg,
         }
     )
     db.session.add(client)
@@ -204,6 +213,7 @@ def _print(client: Client, secret: str | None, as_json: bool) -> None:
 )
 @click.option("--scope", "scopes", multiple=True, help=f"Repeatable: {', '.join(SCOPES)}.")
 @click.option("--skip-consent", is_flag=True, help="First-party app: no consent screen.")
+@click.option("--id-token-alg", default="RS256", show_default=True, help="RS256, ES256 or EdDSA.")
 @click.option("--json", "as_json", is_flag=True)
 def create_command(
     name,
@@ -214,6 +224,7 @@ def create_command(
     grant_types,
     scopes,
     skip_consent,
+    id_token_alg,
     as_json,
 ):
     """Register an app; prints its client_id and (once) its client_secret."""
@@ -227,6 +238,7 @@ def create_command(
             post_logout_redirect_uris=list(logout_uris),
             backchannel_logout_uri=backchannel_logout_uri,
             skip_consent=skip_consent,
+            id_token_alg=id_token_alg,
         )
     except ClientError as exc:
         _fail(exc)

@@ -118,6 +118,7 @@ def rotate() -> list[dict]:
     audit.record("keys.rotated", None, changes=changes, removed=removed)
     db.session.commit()
     _cache()["current"].clear()  # this process signs with the new keys at once
+    _cache().pop("public", None)
     return changes
 
 
@@ -163,7 +164,15 @@ def signing_key(alg: str = "RS256"):
 
 
 def public_keyset() -> KeySet:
-    return KeySet.import_key_set(jwks())
+    """The published keys, for verifying our own tokens; re-read every CURRENT_TTL seconds.
+    Safe across processes: a key is published one rotation before anything is signed with it."""
+    cache = _cache()
+    cached = cache.get("public")
+    if cached and cached[0] > time.monotonic():
+        return cached[1]
+    keyset = KeySet.import_key_set(jwks())
+    cache["public"] = (time.monotonic() + CURRENT_TTL, keyset)
+    return keyset
 
 
 keys_cli = Group("keys", help="Token signing keys.")

@@ -1,0 +1,531 @@
+"""The authorization server: Authlib's grants and endpoints, with our storage and keys.
+
+What is ours, because Authlib leaves it to the application: codes and refresh tokens are
+single use through one conditional UPDATE each (a second use revokes the whole grant), PKCE
+is S256 only and required for public apps, JWT access tokens carry a `kid` and are recorded
+(by `jti`) so that they can be revoked and introspected, and the claims by scope.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import secrets
+import time
+
+from authlib.integrations.flask_oauth2 import AuthorizationServer, ResourceProtector
+from authlib.oauth2.rfc6749 import grants
+from authlib.oauth2.rfc6749.errors import InvalidGrantError, InvalidRequestError
+from authlib.oauth2.rfc6750 import BearerTokenValidator
+from authlib.oauth2.rfc7009 import RevocationEndpoint
+from authlib.oauth2.rfc7636 import CodeChallenge
+from authlib.oauth2.rfc7662 import IntrospectionEndpoint
+from authlib.oauth2.rfc9068 import JWTBearerTokenGenerator
+from authlib.oauth2.rfc9207 import IssuerParameter
+from authlib.oidc.core import OpenIDCode, UserInfo
+from authlib.oidc.rpinitiated import EndSessionEndpoint
+from flask import Flask, current_app, session
+from joserfc import jwt
+from joserfc.errors import JoseError
+from joserfc.jwk import KeySet
+from sqlalchemy import select, update
+
+from identity import audit
+from identity.extensions import db
+from identity.models import AuthorizationCode, Client, Token, User
+from identity.models.oauth import token_digest
+from identity.oidc import keys
+
+CLIENT_AUTH_METHODS = ["client_secret_basic", "client_secret_post", "none"]
+CONFIDENTIAL_AUTH_METHODS = ["client_secret_basic", "client_secret_post"]
+ACCESS_TOKEN_ALG = "RS256"
+
+
+def server() -> AuthorizationServer:
+    return current_app.extensions["idp.oauth"]
+
+
+def issuer() -> str:
+    return current_app.config["ISSUER"].rstrip("/")
+
+
+# -- claims -------------------------------------------------------------------------------
+
+
+def user_claims(user: User, scope: str) -> UserInfo:
+    """The claims an app sees about a person, by the scopes it was granted."""
+    scopes = set(scope.split())
+    info = UserInfo(sub=user.subject)
+    if "profile" in scopes:
+        info["preferred_username"] = user.username
+        if user.name:
+            info["name"] = user.name
+    if "email" in scopes and user.email:
+        info["email"] = user.email
+        info["email_verified"] = bool(user.email_verified)
+    if "groups" in scopes:
+        info["groups"] = list(user.groups or [])
+    return info
+
+
+def _unverified_claims(token: str) -> dict:
+    """The payload of a JWT we just signed ourselves (for its jti and exp)."""
+    payload = token.split(".")[1]
+    return json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+
+
+def verifying_keys() -> KeySet:
+    return keys.public_keyset()
+
+
+# -- grants -------------------------------------------------------------------------------
+
+
+class S256Challenge(CodeChallenge):
+    """PKCE with S256 only (`plain` protects nothing the code does not); required for
+    public apps already at the authorization request; a challenge in the authorization
+    request requires the verifier at the token endpoint, and the reverse (Authlib)."""
+
+    SUPPORTED_CODE_CHALLENGE_METHOD = ["S256"]
+    DEFAULT_CODE_CHALLENGE_METHOD = "S256"
+
+    def validate_code_challenge(self, grant, redirect_uri):
+        data = grant.request.payload.data
+        if data.get("code_challenge") and not data.get("code_challenge_method"):
+            raise InvalidRequestError("'code_challenge_method' must be S256")
+        super().validate_code_challenge(grant, redirect_uri)
+        if grant.request.client.public and not data.get("code_challenge"):
+            raise InvalidRequestError(
+                "PKCE is required for public clients: send code_challenge with "
+                "code_challenge_method=S256"
+            )
+
+    def get_authorization_code_challenge(self, authorization_code):
+        return authorization_code.code_challenge
+
+    def get_authorization_code_challenge_method(self, authorization_code):
+        return authorization_code.code_challenge_method
+
+
+class AuthorizationCodeGrant(grants.AuthorizationCodeGrant):
+    TOKEN_ENDPOINT_AUTH_METHODS = CLIENT_AUTH_METHODS
+
+    def save_authorization_code(self, code: str, request) -> None:
+        data = request.payload.data
+        now = int(time.time())
+        row = AuthorizationCode(
+            code=token_digest(code),
+            client_id=request.client.client_id,
+            redirect_uri=request.payload.redirect_uri or "",
+            response_type=request.payload.response_type,
+            scope=request.scope,
+            nonce=data.get("nonce"),
+            auth_time=session_auth_time(),
+            amr=json.dumps(session.get("amr") or []),
+            code_challenge=data.get("code_challenge"),
+            code_challenge_method=data.get("code_challenge_method"),
+            user_id=request.user.id,
+            sid=session.get("sid"),
+            issued_at=now,
+            expires_at=now + current_app.config["CODE_LIFETIME"],
+        )
+        db.session.add(row)
+        db.session.commit()
+
+    def query_authorization_code(self, code: str, client: Client):
+        """Spend the code, atomically: of any number of concurrent redemptions one wins.
+        A code spent before is a replay: every token issued from it is revoked."""
+        digest = token_digest(code)
+        row = db.session.scalar(
+            select(AuthorizationCode).where(
+                AuthorizationCode.code == digest,
+                AuthorizationCode.client_id == client.client_id,
+            )
+        )
+        if row is None:
+            return None
+        now = int(time.time())
+        spent = db.session.execute(
+            update(AuthorizationCode)
+            .where(AuthorizationCode.id == row.id, AuthorizationCode.used_at.is_(None))
+            .values(used_at=now)
+        ).rowcount
+        db.session.commit()
+        if not spent:
+            revoked = revoke_grant(_code_grant_id(row), reason="code_reuse")
+            audit.record(
+                "token.code_reuse", None, client_id=client.client_id, revoked_tokens=revoked
+            )
+            db.session.commit()
+            return None
+        if row.is_expired():
+            return None
+        return row
+
+    def delete_authorization_code(self, authorization_code) -> None:
+        # Kept (spent) until it expires: a second redemption must be recognised as one.
+        pass
+
+    def authenticate_user(self, authorization_code):
+        user = db.session.get(User, authorization_code.user_id)
+        if user is None or user.disabled:
+            raise InvalidGrantError("The account is disabled.")
+        return user
+
+
+class OpenIDCodeExtension(OpenIDCode):
+    def exists_nonce(self, nonce: str, request) -> bool:
+        return (
+            db.session.scalar(
+                select(AuthorizationCode.id).where(
+                    AuthorizationCode.client_id == request.payload.client_id,
+                    AuthorizationCode.nonce == nonce,
+                )
+            )
+            is not None
+        )
+
+    def resolve_client_private_key(self, client: Client):
+        # A key set of one: joserfc then writes the key's `kid` into the header.
+        return KeySet([keys.signing_key(self.get_client_algorithm(client))])
+
+    def get_client_algorithm(self, client: Client) -> str:
+        return client.client_metadata.get("id_token_signed_response_alg") or "RS256"
+
+    def get_client_claims(self, client: Client) -> dict:
+        now = int(time.time())
+        return {
+            "iss": issuer(),
+            "aud": client.client_id,
+            "iat": now,
+            "exp": now + current_app.config["ID_TOKEN_LIFETIME"],
+        }
+
+    def get_authorization_code_claims(self, authorization_code) -> dict:
+        claims = super().get_authorization_code_claims(authorization_code)
+        if authorization_code.sid:
+            claims["sid"] = authorization_code.sid
+        return claims
+
+    def generate_user_info(self, user: User, scope: str) -> UserInfo:
+        return user_claims(user, scope)
+
+
+class RefreshTokenGrant(grants.RefreshTokenGrant):
+    TOKEN_ENDPOINT_AUTH_METHODS = CLIENT_AUTH_METHODS
+    INCLUDE_NEW_REFRESH_TOKEN = True  # rotation: every refresh token is used once
+
+    def authenticate_refresh_token(self, refresh_token: str):
+        """Spend the refresh token, atomically. A spent one presented again means it was
+        copied: the whole grant (every access and refresh token from the same sign-in) ends."""
+        client = self.request.client
+        row = db.session.scalar(
+            select(Token).where(Token.refresh_token == token_digest(refresh_token))
+        )
+        if row is None or row.client_id != client.client_id:
+            return None
+        now = int(time.time())
+        spent = db.session.execute(
+            update(Token)
+            .where(
+                Token.id == row.id,
+                Token.refresh_token_used_at.is_(None),
+                Token.refresh_token_revoked_at == 0,
+                Token.refresh_token_expires_at > now,
+            )
+            .values(refresh_token_used_at=now)
+        ).rowcount
+        db.session.commit()
+        if spent:
+            return row
+        if row.refresh_token_used_at:
+            revoked = revoke_grant(row.grant_id, reason="refresh_reuse")
+            audit.record(
+                "token.refresh_reuse",
+                None,
+                client_id=client.client_id,
+                user_id=row.user_id,
+                revoked_tokens=revoked,
+            )
+            db.session.commit()
+        return None
+
+    def authenticate_user(self, refresh_token: Token):
+        user = db.session.get(User, refresh_token.user_id)
+        if user is None or user.disabled:
+            raise InvalidGrantError("The account is disabled.")
+        return user
+
+    def revoke_old_credential(self, refresh_token: Token) -> None:
+        pass  # spent in authenticate_refresh_token, before the new one was issued
+
+
+class ClientCredentialsGrant(grants.ClientCredentialsGrant):
+    TOKEN_ENDPOINT_AUTH_METHODS = CONFIDENTIAL_AUTH_METHODS
+
+
+# -- tokens -------------------------------------------------------------------------------
+
+
+class AccessTokenGenerator(JWTBearerTokenGenerator):
+    """RFC 9068 access tokens (`typ: at+jwt`), signed with the current key (imported once
+    per process, see keys.signing_key)."""
+
+    def get_jwks(self):
+        return KeySet([keys.signing_key(ACCESS_TOKEN_ALG)])
+
+
+def _expires_in(client, grant_type: str) -> int:
+    return current_app.config["ACCESS_TOKEN_LIFETIME"]
+
+
+def _refresh_token(client, grant_type, user, scope) -> str:
+    return secrets.token_urlsafe(32)
+
+
+def _code_grant_id(code: AuthorizationCode) -> str:
+    return f"code-{code.id}"
+
+
+def save_token(token: dict, request) -> None:
+    """Record a token response: the access token's jti, the refresh token's digest, and the
+    grant it belongs to."""
+    now = int(time.time())
+    claims = _unverified_claims(token["access_token"])
+    code = getattr(request, "authorization_code", None)
+    previous = getattr(request, "refresh_token", None)
+    if code is not None:
+        grant_id, sid, auth_time = _code_grant_id(code), code.sid, code.auth_time
+    elif previous is not None:
+        grant_id, sid, auth_time = previous.grant_id, previous.sid, previous.auth_time
+    else:
+        grant_id, sid, auth_time = f"cc-{secrets.token_hex(8)}", None, None
+    refresh = token.get("refresh_token")
+    row = Token(
+        client_id=request.client.client_id,
+        token_type=token["token_type"],
+        access_token=claims["jti"],
+        refresh_token=token_digest(refresh) if refresh else None,
+        scope=token.get("scope", ""),
+        issued_at=now,
+        expires_in=token["expires_in"],
+        user_id=request.user.id if request.user else None,
+        grant_id=grant_id,
+        sid=sid,
+        auth_time=auth_time,
+        refresh_token_expires_at=(
+            now + current_app.config["REFRESH_TOKEN_LIFETIME"] if refresh else None
+        ),
+    )
+    db.session.add(row)
+    audit.record(
+        "token.issued",
+        request.user if request.user else None,
+        client_id=request.client.client_id,
+        grant_type=request.payload.grant_type,
+        scope=row.scope,
+        refresh=bool(refresh),
+    )
+    db.session.commit()
+
+
+def revoke_grant(grant_id: str, reason: str) -> int:
+    """Revoke every token of one grant (the caller commits)."""
+    now = int(time.time())
+    return db.session.execute(
+        update(Token)
+        .where(Token.grant_id == grant_id)
+        .values(access_token_revoked_at=now, refresh_token_revoked_at=now)
+    ).rowcount
+
+
+def revoke_tokens(*conditions) -> int:
+    now = int(time.time())
+    return db.session.execute(
+        update(Token)
+        .where(*conditions)
+        .values(access_token_revoked_at=now, refresh_token_revoked_at=now)
+    ).rowcount
+
+
+def session_auth_time() -> int:
+    """When this session's person proved who they are. A session restored from a
+    remember-me cookie counts from its restoration (the original time is not kept)."""
+    return int(session.get("auth_time") or session.get("restored_at") or time.time())
+
+
+# -- validating our own tokens ---------------------------------------------------------------
+
+
+def decode(token_string: str, *, typ: str | None = None) -> dict | None:
+    """The claims of a JWT signed by one of our published keys with one of our algorithms
+    (never `none` nor HMAC), issued by us; None for anything else. Expiry is the caller's."""
+    try:
+        decoded = jwt.decode(
+            token_string,
+            verifying_keys(),
+            algorithms=list(current_app.config["SIGNING_ALGORITHMS"]),
+        )
+    except (JoseError, ValueError, TypeError):
+        return None
+    if decoded.claims.get("iss") != issuer():
+        return None
+    if typ is not None and decoded.header.get("typ") != typ:
+        return None
+    return decoded.claims
+
+
+def access_token_row(token_string: str) -> Token | None:
+    """The recorded access token behind a JWT access token of ours."""
+    claims = decode(token_string, typ="at+jwt")
+    if claims is None or not isinstance(claims.get("jti"), str):
+        return None
+    return db.session.scalar(select(Token).where(Token.access_token == claims["jti"]))
+
+
+class AccessTokenValidator(BearerTokenValidator):
+    """Our access tokens at our own endpoints: signature, issuer, then the recorded row, so
+    that a revoked token is refused at once (Authlib checks expiry, revocation, scope)."""
+
+    def authenticate_token(self, token_string: str) -> Token | None:
+        return access_token_row(token_string)
+
+
+def _token_from_string(token_string: str, hint: str | None) -> Token | None:
+    """A token we issued, by its string: a JWT access token (verified, then found by jti) or
+    a refresh token (found by digest)."""
+    if token_string.count(".") == 2:
+        return access_token_row(token_string) if hint != "refresh_token" else None
+    if hint == "access_token":
+        return None
+    return db.session.scalar(select(Token).where(Token.refresh_token == token_digest(token_string)))
+
+
+class Introspection(IntrospectionEndpoint):
+    CLIENT_AUTH_METHODS = CONFIDENTIAL_AUTH_METHODS
+
+    def query_token(self, token_string, token_type_hint):
+        self._hint = token_type_hint
+        self._string = token_string
+        return _token_from_string(token_string, token_type_hint)
+
+    def check_permission(self, token: Token, client: Client, request) -> bool:
+        # An app learns about its own tokens only.
+        return token.client_id == client.client_id
+
+    def introspect_token(self, token: Token) -> dict:
+        is_refresh = token.refresh_token is not None and token.refresh_token == token_digest(
+            self._string
+        )
+        if is_refresh:
+            active = token.refresh_usable()
+            exp = token.refresh_token_expires_at
+        else:
+            active = not token.is_revoked() and not token.is_expired()
+            exp = token.issued_at + token.expires_in
+        if not active:
+            return {"active": False}
+        user = db.session.get(User, token.user_id) if token.user_id else None
+        if token.user_id and (user is None or user.disabled):
+            return {"active": False}
+        body = {
+            "active": True,
+            "client_id": token.client_id,
+            "token_type": "refresh_token" if is_refresh else "Bearer",
+            "scope": token.scope,
+            "iss": issuer(),
+            "exp": exp,
+            "iat": token.issued_at,
+            "sub": user.subject if user else token.client_id,
+        }
+        if not is_refresh:
+            body["jti"] = token.access_token
+        if user:
+            body["username"] = user.username
+        return body
+
+
+class Revocation(RevocationEndpoint):
+    CLIENT_AUTH_METHODS = CLIENT_AUTH_METHODS
+
+    def query_token(self, token_string, token_type_hint):
+        return _token_from_string(token_string, token_type_hint)
+
+    def revoke_token(self, token: Token, request) -> None:
+        """Revoking a refresh token ends its grant; revoking an access token ends that token
+        (RFC 7009 2.1)."""
+        if token.refresh_token and token.refresh_token == token_digest(request.form["token"]):
+            count = revoke_grant(token.grant_id, reason="revoked")
+        else:
+            now = int(time.time())
+            token.access_token_revoked_at = now
+            count = 1
+        audit.record("token.revoked", None, client_id=token.client_id, tokens=count)
+        db.session.commit()
+
+
+class EndSession(EndSessionEndpoint):
+    def get_server_jwks(self):
+        return verifying_keys()
+
+    def get_algorithms(self) -> list[str]:
+        return list(current_app.config["SIGNING_ALGORITHMS"])
+
+    def validate_request(self, request):
+        validated = super().validate_request(request)
+        claims = validated.id_token_claims
+        if claims is not None and claims.get("iss") != issuer():
+            raise InvalidRequestError("'id_token_hint' was not issued by this provider")
+        if request.payload.data.get("client_id") and validated.client is None:
+            raise InvalidRequestError("unknown 'client_id'")
+        return validated
+
+    def end_session(self, end_session_request) -> None:
+        pass  # the view then signs out (auth.signin.sign_out), which ends the SSO session
+
+
+# -- wiring -------------------------------------------------------------------------------
+
+
+class Issuer(IssuerParameter):
+    def get_issuer(self) -> str:
+        return issuer()
+
+
+def init_app(app: Flask) -> AuthorizationServer:
+    """One authorization server per app (its settings and keys are the app's)."""
+
+    def query_client(client_id: str) -> Client | None:
+        if not client_id or len(client_id) > 48:
+            return None
+        return db.session.scalar(select(Client).where(Client.client_id == client_id))
+
+    authorization = AuthorizationServer(
+        app, query_client=query_client, save_token=lambda token, request: save_token(token, request)
+    )
+    from identity.oidc.clients import SCOPES
+
+    authorization.scopes_supported = list(SCOPES)
+    generator = AccessTokenGenerator(
+        issuer=app.config["ISSUER"].rstrip("/"),
+        alg=ACCESS_TOKEN_ALG,
+        refresh_token_generator=_refresh_token,
+        expires_generator=_expires_in,
+    )
+    authorization.register_token_generator("default", generator)
+    authorization.register_grant(
+        AuthorizationCodeGrant, [S256Challenge(required=True), OpenIDCodeExtension()]
+    )
+    authorization.register_grant(RefreshTokenGrant)
+    authorization.register_grant(ClientCredentialsGrant)
+    authorization.register_endpoint(Introspection)
+    authorization.register_endpoint(Revocation)
+    authorization.register_endpoint(EndSession)
+    issuer_parameter = Issuer()
+    authorization.register_extension(issuer_parameter)
+    protector = ResourceProtector()
+    protector.register_token_validator(AccessTokenValidator())
+    app.extensions["idp.oauth"] = authorization
+    app.extensions["idp.oauth.protector"] = protector
+    app.extensions["idp.oauth.issuer_parameter"] = issuer_parameter
+    return authorization

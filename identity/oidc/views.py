@@ -1,0 +1,332 @@
+"""The provider's endpoints. Authlib validates and answers; these views add the person: the
+sign-in when needed (prompt, max_age, id_token_hint), consent, and the error page for
+requests that must not be redirected."""
+
+from __future__ import annotations
+
+import time
+from urllib.parse import urlencode
+
+from authlib.oauth2 import OAuth2Error
+from authlib.oauth2.rfc6749.errors import InvalidRequestError
+from authlib.oauth2.rfc6750.errors import InvalidTokenError
+from authlib.oidc.core.errors import ConsentRequiredError, LoginRequiredError
+from flask import current_app, jsonify, redirect, render_template, request, url_for
+from flask_login import current_user
+from flask_wtf.csrf import CSRFError, validate_csrf
+from sqlalchemy import select
+
+from identity import audit
+from identity.auth.forms import PostForm
+from identity.auth.signin import sign_out
+from identity.errors import render_error
+from identity.extensions import csrf, db
+from identity.models import Client, Consent, Token
+from identity.oidc import bp, keys
+from identity.oidc.clients import SCOPES
+from identity.oidc.server import (
+    CLIENT_AUTH_METHODS,
+    decode,
+    issuer,
+    revoke_tokens,
+    server,
+    session_auth_time,
+    user_claims,
+)
+
+SCOPE_TEXT = {
+    "openid": "Know who you are (your account's identifier)",
+    "profile": "Your name and username",
+    "email": "Your e-mail address",
+    "groups": "The groups you belong to",
+    "offline_access": "Stay connected when you are not using it",
+}
+
+
+@bp.get("/.well-known/openid-configuration")
+def discovery():
+    base = issuer()
+    algs = list(current_app.config["SIGNING_ALGORITHMS"])
+    body = {
+        "issuer": base,
+        "authorization_endpoint": f"{base}/authorize",
+        "token_endpoint": f"{base}/token",
+        "userinfo_endpoint": f"{base}/userinfo",
+        "jwks_uri": f"{base}/jwks.json",
+        "introspection_endpoint": f"{base}/introspect",
+        "revocation_endpoint": f"{base}/revoke",
+        "end_session_endpoint": f"{base}/end_session",
+        "scopes_supported": list(SCOPES),
+        "response_types_supported": ["code"],
+        "response_modes_supported": ["query"],
+        "grant_types_supported": ["authorization_code", "refresh_token", "client_credentials"],
+        "subject_types_supported": ["public"],
+        "id_token_signing_alg_values_supported": algs,
+        "token_endpoint_auth_methods_supported": CLIENT_AUTH_METHODS,
+        "introspection_endpoint_auth_methods_supported": CLIENT_AUTH_METHODS[:2],
+        "revocation_endpoint_auth_methods_supported": CLIENT_AUTH_METHODS,
+        "code_challenge_methods_supported": ["S256"],
+        "claims_supported": [
+            "iss",
+            "sub",
+            "aud",
+            "exp",
+            "iat",
+            "auth_time",
+            "nonce",
+            "amr",
+            "sid",
+            "at_hash",
+            "name",
+            "preferred_username",
+            "email",
+            "email_verified",
+            "groups",
+        ],
+        "prompt_values_supported": ["none", "login", "consent"],
+        "claims_parameter_supported": False,
+        "request_parameter_supported": False,
+        "request_uri_parameter_supported": False,
+        "authorization_response_iss_parameter_supported": True,
+        "backchannel_logout_supported": True,
+        "backchannel_logout_session_supported": True,
+    }
+    response = jsonify(body)
+    response.headers["Cache-Control"] = "public, max-age=300"
+    return response
+
+
+# -- authorization ------------------------------------------------------------------------
+
+
+def _error(error: OAuth2Error):
+    """Back to the app when its redirect URI is known to be its own; otherwise a page here:
+    never send a browser to an address the app did not register."""
+    if error.redirect_uri:
+        response = server().handle_error_response(None, error)
+        current_app.extensions["idp.oauth.issuer_parameter"].add_issuer_parameter(
+            server(), response
+        )
+        return response
+    return render_error(
+        400, f"This sign-in request is not valid: {error.description or error.error}"
+    )
+
+
+def _login_redirect(params: dict, hint: str | None):
+    """To the login page, coming back to this request without what forced the sign-in (the
+    new sign-in satisfies prompt=login and max_age; the ID token's auth_time shows it)."""
+    again = dict(params)
+    prompts = [p for p in (again.pop("prompt", "") or "").split() if p != "login"]
+    if prompts:
+        again["prompt"] = " ".join(prompts)
+    again.pop("max_age", None)
+    again.pop("id_token_hint", None)
+    query = {"next": url_for("oidc.authorize") + "?" + urlencode(again)}
+    if current_user.is_authenticated:
+        query["reauth"] = "1"
+    if hint:
+        query["login_hint"] = hint
+    return redirect(url_for("auth.login", **query))
+
+
+@bp.route("/authorize", methods=["GET", "POST"])
+def authorize():
+    user = current_user._get_current_object() if current_user.is_authenticated else None
+    try:
+        grant = server().get_consent_grant(end_user=user)
+    except OAuth2Error as error:
+        return _error(error)
+    redirect_uri = grant.redirect_uri
+    params = request.args.to_dict()
+    prompts = set((params.get("prompt") or "").split())
+    try:
+        need_login = user is None or "login" in prompts
+        if "max_age" in params:
+            max_age = params["max_age"]
+            if not max_age.isdigit() or len(max_age) > 10:
+                raise InvalidRequestError("'max_age' must be a whole number of seconds")
+            if user is not None and time.time() - session_auth_time() > int(max_age):
+                need_login = True
+        if params.get("id_token_hint"):
+            hinted = decode(params["id_token_hint"])
+            if hinted is None or hinted.get("aud") not in (grant.client.client_id, None):
+                raise InvalidRequestError("'id_token_hint' is not an ID token from this provider")
+            if user is not None and hinted.get("sub") != user.subject:
+                need_login = True
+        if need_login and "none" in prompts:
+            raise LoginRequiredError()
+        if need_login:
+            if request.method == "POST":
+                raise InvalidRequestError("sign in first")
+            return _login_redirect(params, params.get("login_hint"))
+
+        client: Client = grant.client
+        scope = grant.request.scope or ""
+        consent = db.session.scalar(
+            select(Consent).where(Consent.user_id == user.id, Consent.client_id == client.client_id)
+        )
+        ask = not client.skip_consent and (
+            "consent" in prompts or consent is None or not consent.covers(scope)
+        )
+        if ask and "none" in prompts:
+            raise ConsentRequiredError()
+    except OAuth2Error as error:
+        error.redirect_uri = redirect_uri
+        error.state = grant.request.payload.state
+        return _error(error)
+
+    if request.method == "POST":
+        form = PostForm()
+        if not form.validate_on_submit():
+            return render_error(400, "This form has expired. Go back to the app and try again.")
+        if request.form.get("decision") != "allow":
+            audit.record("consent.denied", user, client_id=client.client_id, scope=scope)
+            db.session.commit()
+            return server().create_authorization_response(grant=grant, grant_user=None)
+        _remember_consent(user, client, scope, consent)
+    elif ask:
+        return render_template(
+            "oidc/consent.html",
+            client=client,
+            scopes=[(s, SCOPE_TEXT.get(s, s)) for s in scope.split()],
+            form=PostForm(),
+            action=request.full_path,
+        )
+    return server().create_authorization_response(grant=grant, grant_user=user)
+
+
+def _remember_consent(user, client: Client, scope: str, consent: Consent | None) -> None:
+    if consent is None:
+        consent = Consent(user_id=user.id, client_id=client.client_id, scope=scope)
+        db.session.add(consent)
+    else:
+        consent.scope = " ".join(sorted(set(consent.scope.split()) | set(scope.split())))
+    audit.record("consent.given", user, client_id=client.client_id, scope=scope)
+    db.session.commit()
+
+
+# -- endpoints for apps -------------------------------------------------------------------
+
+
+@bp.post("/token")
+@csrf.exempt
+def token():
+    return server().create_token_response()
+
+
+@bp.route("/userinfo", methods=["GET", "POST"])
+@csrf.exempt
+def userinfo():
+    protector = current_app.extensions["idp.oauth.protector"]
+    try:
+        row = protector.acquire_token("openid")
+    except OAuth2Error as error:
+        return _bearer_error(error)
+    if row.user is None or row.user.disabled:
+        return _bearer_error(InvalidTokenError("The account is disabled."))
+    return jsonify(user_claims(row.user, row.scope))
+
+
+def _bearer_error(error: OAuth2Error):
+    """RFC 6750 section 3: the error in the body and in WWW-Authenticate."""
+    headers = [(k, v) for k, v in error.get_headers() if k.lower() != "content-type"]
+    return jsonify(dict(error.get_body())), error.status_code, headers
+
+
+@bp.post("/introspect")
+@csrf.exempt
+def introspect():
+    return server().create_endpoint_response("introspection")
+
+
+@bp.post("/revoke")
+@csrf.exempt
+def revoke():
+    return server().create_endpoint_response("revocation")
+
+
+# -- signing out --------------------------------------------------------------------------
+
+
+@bp.route("/end_session", methods=["GET", "POST"])
+@csrf.exempt  # apps may POST here (RP-Initiated Logout); our own confirmation form is checked
+def end_session():
+    try:
+        ending = server().validate_endpoint_request("end_session")
+    except OAuth2Error as error:
+        return render_error(400, f"This sign-out request is not valid: {error.description}")
+    confirmed = False
+    if request.method == "POST" and "csrf_token" in request.form:
+        try:
+            validate_csrf(request.form["csrf_token"])
+        except (CSRFError, Exception):
+            return render_error(400, "This form has expired. Reload the page and try again.")
+        confirmed = True
+    if ending.needs_confirmation and not confirmed and current_user.is_authenticated:
+        return render_template(
+            "oidc/end_session.html", client=ending.client, form=PostForm(), action=request.full_path
+        )
+    if current_user.is_authenticated:
+        audit.record("signout", current_user._get_current_object(), via="end_session")
+        db.session.commit()
+    response = server().create_endpoint_response("end_session", ending)
+    sign_out()
+    if response is not None and response.status_code == 302:
+        return response
+    return render_template("oidc/signed_out.html", client=ending.client)
+
+
+# -- the account page: apps with access ---------------------------------------------------
+
+
+def apps_with_access(user) -> list[dict]:
+    consents = db.session.scalars(select(Consent).where(Consent.user_id == user.id)).all()
+    clients = {
+        c.client_id: c
+        for c in db.session.scalars(
+            select(Client).where(Client.client_id.in_([c.client_id for c in consents]))
+        )
+    }
+    return [
+        {
+            "client_id": c.client_id,
+            "name": clients[c.client_id].name,
+            "scope": c.scope,
+            "granted_at": c.granted_at,
+        }
+        for c in consents
+        if c.client_id in clients
+    ]
+
+
+@bp.post("/account/apps/<client_id>/revoke")
+def revoke_app(client_id: str):
+    if not current_user.is_authenticated:
+        return current_app.login_manager.unauthorized()
+    form = PostForm()
+    if not form.validate_on_submit():
+        return render_error(400, "This form has expired. Reload the page and try again.")
+    user = current_user._get_current_object()
+    consent = db.session.scalar(
+        select(Consent).where(Consent.user_id == user.id, Consent.client_id == client_id)
+    )
+    if consent is None:
+        return render_error(404, "That app has no access to your account.")
+    db.session.delete(consent)
+    revoked = revoke_tokens(Token.user_id == user.id, Token.client_id == client_id)
+    audit.record("consent.revoked", user, client_id=client_id, revoked_tokens=revoked)
+    db.session.commit()
+    from flask import flash
+
+    flash("The app no longer has access to your account.", "info")
+    return redirect(url_for("auth.account") + "#apps")
+
+
+@bp.get("/jwks.json")
+def jwks():
+    keys.ensure_keys()  # first start: publish keys before anything is signed with them
+    response = jsonify(keys.jwks())
+    # Apps may cache it: a key is published one rotation before it signs.
+    response.headers["Cache-Control"] = "public, max-age=300"
+    return response
