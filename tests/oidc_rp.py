@@ -30,11 +30,17 @@ CALLBACK = "https://app.example/callback"
 
 
 @pytest.fixture
-def idp(database_url, tmp_path) -> Iterator[SimpleNamespace]:
+def idp_settings() -> dict:
+    """Override in a test module (or parametrize) to change the provider's settings."""
+    return {}
+
+
+@pytest.fixture
+def idp(database_url, tmp_path, idp_settings) -> Iterator[SimpleNamespace]:
     """The provider on https://localhost:<port> with one account (alice) and its CA file."""
 
     def build(port: int):
-        app = make_app(database_url, tmp_path, ISSUER=f"https://localhost:{port}")
+        app = make_app(database_url, tmp_path, ISSUER=f"https://localhost:{port}", **idp_settings)
         with app.app_context():
             db.create_all()
             accounts.create_local("alice", "alice@example.org", PASSWORD, name="Alice Liddell")
@@ -153,10 +159,11 @@ class App:
             token_endpoint_auth_method="none" if registered.public else "client_secret_basic",
         )
         self.session.verify = idp.ca
-        self.verifier = secrets.token_urlsafe(48)
-        self.nonce = secrets.token_urlsafe(16)
 
     def authorization_url(self, **extra) -> str:
+        """A new request: fresh state, nonce and PKCE verifier, as an app makes each time."""
+        self.verifier = secrets.token_urlsafe(48)
+        self.nonce = secrets.token_urlsafe(16)
         url, self.state = self.session.create_authorization_url(
             f"{self.idp.url}/authorize", code_verifier=self.verifier, nonce=self.nonce, **extra
         )

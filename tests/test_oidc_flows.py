@@ -6,9 +6,7 @@ from __future__ import annotations
 import time
 
 from authlib.integrations.requests_client import OAuth2Session
-from oidc_rp import CALLBACK, App, Person, idp, logout_receiver, register, sign_in_and_allow
-
-__all__ = ["idp"]  # the fixture
+from oidc_rp import CALLBACK, App, Person, logout_receiver, register, sign_in_and_allow
 
 
 def test_code_flow_with_pkce_gives_verified_id_and_access_tokens(idp):

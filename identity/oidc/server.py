@@ -12,6 +12,7 @@ import base64
 import json
 import secrets
 import time
+import warnings
 
 from authlib.integrations.flask_oauth2 import AuthorizationServer, ResourceProtector
 from authlib.oauth2.rfc6749 import grants
@@ -26,7 +27,7 @@ from authlib.oidc.core import OpenIDCode, UserInfo
 from authlib.oidc.rpinitiated import EndSessionEndpoint
 from flask import Flask, current_app, session
 from joserfc import jwt
-from joserfc.errors import JoseError
+from joserfc.errors import JoseError, SecurityWarning
 from joserfc.jwk import KeySet
 from sqlalchemy import select, update
 
@@ -35,6 +36,10 @@ from identity.extensions import db
 from identity.models import AuthorizationCode, Client, Token, User
 from identity.models.oauth import token_digest
 from identity.oidc import keys
+
+# RFC 9864 renames "EdDSA" to "Ed25519"; relying parties know the old name, and an admin
+# chooses it per app (--id-token-alg), so the warning at every token is noise.
+warnings.filterwarnings("ignore", "EdDSA is deprecated via RFC 9864", SecurityWarning)
 
 CLIENT_AUTH_METHODS = ["client_secret_basic", "client_secret_post", "none"]
 CONFIDENTIAL_AUTH_METHODS = ["client_secret_basic", "client_secret_post"]

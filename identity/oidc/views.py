@@ -8,7 +8,7 @@ import time
 from urllib.parse import urlencode
 
 from authlib.oauth2 import OAuth2Error
-from authlib.oauth2.rfc6749.errors import InvalidRequestError
+from authlib.oauth2.rfc6749.errors import InvalidRequestError, MissingAuthorizationError
 from authlib.oauth2.rfc6750.errors import InvalidTokenError
 from authlib.oidc.core.errors import ConsentRequiredError, LoginRequiredError
 from flask import current_app, jsonify, redirect, render_template, request, url_for
@@ -230,6 +230,13 @@ def userinfo():
 
 def _bearer_error(error: OAuth2Error):
     """RFC 6750 section 3: the error in the body and in WWW-Authenticate."""
+    if isinstance(error, MissingAuthorizationError):
+        # No credentials at all: a bare challenge, no error code (RFC 6750 3.1).
+        body = {
+            "error": "invalid_request",
+            "error_description": "Send an access token: Authorization: Bearer <token>",
+        }
+        return jsonify(body), 401, {"WWW-Authenticate": "Bearer"}
     headers = [(k, v) for k, v in error.get_headers() if k.lower() != "content-type"]
     return jsonify(dict(error.get_body())), error.status_code, headers
 
