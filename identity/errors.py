@@ -25,7 +25,22 @@ CSRF_MESSAGE = (
 )
 
 
+# Endpoints for apps, not people: their errors are always JSON.
+API_PATHS = frozenset(
+    (
+        "/token",
+        "/introspect",
+        "/revoke",
+        "/userinfo",
+        "/jwks.json",
+        "/.well-known/openid-configuration",
+    )
+)
+
+
 def wants_json() -> bool:
+    if request.path in API_PATHS:
+        return True
     best = request.accept_mimetypes.best_match(["text/html", "application/json"])
     return (
         best == "application/json"

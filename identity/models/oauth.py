@@ -49,6 +49,12 @@ class Client(db.Model, OAuth2ClientMixin):
             return method == "none"
         return method in ("client_secret_basic", "client_secret_post")
 
+    def get_default_redirect_uri(self) -> str | None:
+        # Without redirect_uri in the request: only an app with exactly one registered URI
+        # has an unambiguous default (OpenID Connect requires the parameter anyway).
+        uris = self.redirect_uris
+        return uris[0] if len(uris) == 1 else None
+
     @property
     def public(self) -> bool:
         return self.token_endpoint_auth_method == "none"

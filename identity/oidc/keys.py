@@ -170,7 +170,11 @@ def public_keyset() -> KeySet:
     cached = cache.get("public")
     if cached and cached[0] > time.monotonic():
         return cached[1]
-    keyset = KeySet.import_key_set(jwks())
+    published_keys = jwks()
+    if not published_keys["keys"]:
+        ensure_keys()  # first start: nothing signed yet, but verifying must not fail
+        published_keys = jwks()
+    keyset = KeySet.import_key_set(published_keys)
     cache["public"] = (time.monotonic() + CURRENT_TTL, keyset)
     return keyset
 
