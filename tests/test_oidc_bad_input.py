@@ -156,6 +156,24 @@ def test_authorize_duplicate_parameters_are_refused(client, app_client):
     assert response.status_code == 400 and b"Multiple" in response.data
 
 
+@pytest.mark.parametrize("nonce", ["a\x00b", "n" * 300, "line\nbreak"])
+def test_authorize_bad_nonce_goes_back_to_the_app(client, app_client, nonce):
+    response = client.get(
+        "/authorize",
+        query_string={
+            "response_type": "code",
+            "client_id": app_client["id"],
+            "redirect_uri": CALLBACK,
+            "scope": "openid",
+            "nonce": nonce,
+            "code_challenge": "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM",
+            "code_challenge_method": "S256",
+        },
+    )
+    assert response.status_code == 302
+    assert response.headers["Location"].startswith(CALLBACK + "?error=invalid_request")
+
+
 @pytest.mark.parametrize(
     "path, data",
     [

@@ -180,6 +180,8 @@ class AuthorizationCodeGrant(grants.AuthorizationCodeGrant):
 
 class OpenIDCodeExtension(OpenIDCode):
     def exists_nonce(self, nonce: str, request) -> bool:
+        if len(nonce) > 255 or not nonce.isprintable():
+            raise InvalidRequestError("'nonce' must be at most 255 printable characters")
         return (
             db.session.scalar(
                 select(AuthorizationCode.id).where(
@@ -501,8 +503,8 @@ def init_app(app: Flask) -> AuthorizationServer:
     """One authorization server per app (its settings and keys are the app's)."""
 
     def query_client(client_id: str) -> Client | None:
-        if not client_id or len(client_id) > 48:
-            return None
+        if not client_id or len(client_id) > 48 or not client_id.isprintable():
+            return None  # PostgreSQL refuses NUL in a string: never ask it
         return db.session.scalar(select(Client).where(Client.client_id == client_id))
 
     authorization = AuthorizationServer(

@@ -315,8 +315,12 @@ def revoke_app(client_id: str):
     if not form.validate_on_submit():
         return render_error(400, "This form has expired. Reload the page and try again.")
     user = current_user._get_current_object()
-    consent = db.session.scalar(
-        select(Consent).where(Consent.user_id == user.id, Consent.client_id == client_id)
+    consent = (
+        db.session.scalar(
+            select(Consent).where(Consent.user_id == user.id, Consent.client_id == client_id)
+        )
+        if client_id.isprintable() and len(client_id) <= 48
+        else None
     )
     if consent is None:
         return render_error(404, "That app has no access to your account.")
