@@ -4,15 +4,18 @@ Screenshots of the pages land in test-artifacts/ for a human to look at."""
 
 from __future__ import annotations
 
+import http.server
 import os
 import re
 import subprocess
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+from authlib.integrations.requests_client import OAuth2Session
 from playwright.sync_api import BrowserContext, Page, Playwright, expect, sync_playwright
 from playwright.sync_api import Error as PlaywrightError
 from test_ldap import ldap_settings
@@ -21,6 +24,7 @@ from test_social import social_settings
 from conftest import make_app
 from identity import certs
 from identity.extensions import db
+from identity.oidc import clients
 from servers import https_server, nss_home, require_certutil
 
 pytestmark = pytest.mark.browser
@@ -66,6 +70,7 @@ def idp(
 
     with https_server(build, certs_dir) as (app, port):
         yield SimpleNamespace(
+            app=app,
             url=f"https://localhost:{port}",
             ca=certs_dir / certs.CA_CERT,
             directory=slapd_directory,
@@ -359,3 +364,70 @@ def test_sign_in_with_google_through_the_emulator(playwright, idp, trusted_home,
         assert csp == [], f"Content-Security-Policy violations: {csp}"
     finally:
         context.close()
+
+
+class _Callback(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        self.send_response(200)
+        self.send_header("Content-Type", "text/html; charset=utf-8")
+        self.end_headers()
+        self.wfile.write(b"<!doctype html><title>App</title><h1>Back at the app</h1>")
+
+    def log_message(self, *args):
+        pass
+
+
+def test_an_app_asks_for_consent_and_the_person_takes_it_back(
+    playwright, idp, trusted_home, artifacts
+):
+    """SSO as a person sees it: an app sends them here, they sign in, see what the app asks
+    for, allow it, land back at the app; later they remove its access from their account."""
+    d = idp.directory
+    callback = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Callback)
+    threading.Thread(target=callback.serve_forever, daemon=True).start()
+    redirect_uri = f"http://127.0.0.1:{callback.server_address[1]}/callback"
+    with idp.app.app_context():
+        registered, _ = clients.create(
+            "Team Wiki", [redirect_uri], scopes=["openid", "profile", "email", "groups"]
+        )
+        client_id = registered.client_id
+    session = OAuth2Session(
+        client_id,
+        scope="openid profile email groups",
+        redirect_uri=redirect_uri,
+        code_challenge_method="S256",
+    )
+    url, state = session.create_authorization_url(f"{idp.url}/authorize", code_verifier="v" * 64)
+    context = launch(playwright, trusted_home, "profile-consent", viewport=DESKTOP)
+    try:
+        page = context.new_page()
+        csp = watch_csp(page)
+        page.goto(url)
+        expect(page).to_have_url(re.compile(r"/login\?next="))
+        page.get_by_label("Username or e-mail").fill("ada")
+        page.get_by_label("Password", exact=True).fill(d.passwords["ada"])
+        page.get_by_role("button", name="Sign in").click()
+        expect(page.get_by_role("heading", name="Allow Team Wiki to sign you in?")).to_be_visible()
+        expect(page.get_by_text("The groups you belong to")).to_be_visible()
+        expect(page.get_by_role("button", name="Allow")).to_be_focused()
+        shot(page, artifacts, "consent-desktop")
+        page.set_viewport_size(PHONE)
+        shot(page, artifacts, "consent-phone")
+        assert page.evaluate("document.documentElement.scrollWidth") <= PHONE["width"]
+        page.get_by_role("button", name="Allow").click()
+        expect(page.get_by_role("heading", name="Back at the app")).to_be_visible()
+        assert f"state={state}" in page.url and "code=" in page.url
+
+        page.set_viewport_size(DESKTOP)
+        page.goto(f"{idp.url}/account")
+        apps = page.locator("#apps + ul")
+        expect(apps.get_by_text("Team Wiki")).to_be_visible()
+        shot(page, artifacts, "account-apps")
+        page.get_by_role("button", name="Remove access for Team Wiki").click()
+        expect(page.get_by_text("The app no longer has access to your account.")).to_be_visible()
+        expect(page.get_by_text("No app has asked for access yet.")).to_be_visible()
+        assert csp == [], f"Content-Security-Policy violations: {csp}"
+    finally:
+        context.close()
+        callback.shutdown()
+        callback.server_close()

@@ -42,6 +42,13 @@ SCOPE_TEXT = {
     "offline_access": "Stay connected when you are not using it",
 }
 
+SCOPE_SHORT = {
+    "profile": "name",
+    "email": "e-mail",
+    "groups": "groups",
+    "offline_access": "offline access",
+}
+
 
 @bp.get("/.well-known/openid-configuration")
 def discovery():
