@@ -13,8 +13,9 @@ from authlib.oauth2.rfc6750.errors import InvalidTokenError
 from authlib.oidc.core.errors import ConsentRequiredError, LoginRequiredError
 from flask import current_app, jsonify, redirect, render_template, request, url_for
 from flask_login import current_user
-from flask_wtf.csrf import CSRFError, validate_csrf
+from flask_wtf.csrf import validate_csrf
 from sqlalchemy import select
+from wtforms.validators import ValidationError
 
 from identity import audit
 from identity.auth.forms import PostForm
@@ -274,7 +275,7 @@ def end_session():
     if request.method == "POST" and "csrf_token" in request.form:
         try:
             validate_csrf(request.form["csrf_token"])
-        except (CSRFError, Exception):
+        except ValidationError:
             return render_error(400, "This form has expired. Reload the page and try again.")
         confirmed = True
     if ending.needs_confirmation and not confirmed and current_user.is_authenticated:

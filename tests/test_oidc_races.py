@@ -1,0 +1,44 @@
+"""Concurrent redemptions of one code and concurrent uses of one refresh token: exactly one
+wins, and nobody sees a server error."""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+
+from oidc_rp import CALLBACK, App, Person, register, sign_in_and_allow
+
+N = 50
+
+
+def race(app: App, form: dict) -> list:
+    with ThreadPoolExecutor(max_workers=N) as pool:
+        return list(pool.map(lambda _: app.post("/token", form), range(N)))
+
+
+def test_fifty_concurrent_redemptions_of_one_code(idp):
+    app = App(idp, register(idp))
+    response = sign_in_and_allow(Person(idp), app)
+    form = {
+        "grant_type": "authorization_code",
+        "code": app.callback_params(response)["code"],
+        "redirect_uri": CALLBACK,
+        "code_verifier": app.verifier,
+    }
+    results = race(app, form)
+    statuses = sorted(r.status_code for r in results)
+    assert statuses == [200] + [400] * (N - 1), statuses
+    assert {r.json()["error"] for r in results if r.status_code == 400} == {"invalid_grant"}
+
+
+def test_fifty_concurrent_uses_of_one_refresh_token(idp):
+    app = App(idp, register(idp))
+    token = app.redeem(sign_in_and_allow(Person(idp), app))
+    results = race(app, {"grant_type": "refresh_token", "refresh_token": token["refresh_token"]})
+    statuses = sorted(r.status_code for r in results)
+    assert statuses == [200] + [400] * (N - 1), statuses
+    # The losers presented a spent token: reuse, so the whole grant ended, winner included.
+    (winner,) = [r.json() for r in results if r.status_code == 200]
+    again = app.post(
+        "/token", {"grant_type": "refresh_token", "refresh_token": winner["refresh_token"]}
+    )
+    assert again.status_code == 400
