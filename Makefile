@@ -5,14 +5,21 @@ PY := $(VENV)/bin/python
 FLASK := $(VENV)/bin/flask --app idp
 PYTHON ?= python3
 # System packages the tests need: Chromium for the browser test, certutil to make it trust
-# the generated CA, and OpenLDAP for the directory tests.
-TEST_DEBS := chromium libnss3-tools slapd ldap-utils
+# the generated CA, OpenLDAP for the directory tests, and Node.js with npm for the relying
+# party written with openid-client (tests/rp-node). A package counts as there when an
+# installed package provides it (NodeSource's nodejs provides npm).
+TEST_DEBS := chromium libnss3-tools slapd ldap-utils nodejs npm
 
-.PHONY: run install test test-deps lint bench bench-ldap clean
+.PHONY: run demo install test test-deps lint bench bench-ldap bench-oidc clean
 
 run: install
 	$(FLASK) setup
 	$(PY) idp.py
+
+# The IdP and an app that signs in with it (examples/flask_app) side by side; Ctrl-C stops both.
+demo: install
+	$(FLASK) setup
+	$(PY) examples/run_demo.py
 
 install: $(VENV)/.installed
 
@@ -26,11 +33,17 @@ $(VENV)/.test-installed: requirements.txt requirements-test.txt $(VENV)/.install
 	touch $@
 
 test-deps: $(VENV)/.test-installed
-	@missing=""; for p in $(TEST_DEBS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	@missing=""; for p in $(TEST_DEBS); do dpkg -s $$p >/dev/null 2>&1 || \
+	  dpkg-query -W -f='$${db:Status-Status} $${Provides}\n' 2>/dev/null | grep -qE "^installed (.*[ ,])?$$p( |,|$$)" || \
+	  missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing Debian packages:$$missing"; \
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
+	fi
+	@if [ ! -d tests/rp-node/node_modules ] || [ tests/rp-node/package-lock.json -nt tests/rp-node/node_modules ]; then \
+	  echo "installing openid-client for tests/rp-node (npm ci)"; \
+	  (cd tests/rp-node && npm ci --no-audit --no-fund --silent) && touch tests/rp-node/node_modules; \
 	fi
 
 # The suite on SQLite, then again on PostgreSQL when IDP_TEST_POSTGRES_URL is set.
@@ -49,9 +62,13 @@ lint: $(VENV)/.test-installed
 bench: test-deps
 	$(PY) bench/signin.py
 	$(PY) bench/ldap_signin.py
+	$(PY) bench/oidc.py
 
 bench-ldap: test-deps
 	$(PY) bench/ldap_signin.py
+
+bench-oidc: install
+	$(PY) bench/oidc.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache test-artifacts

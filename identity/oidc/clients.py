@@ -192,7 +192,7 @@ def _print(client: Client, secret: str | None, as_json: bool) -> None:
         return
     for key, value in data.items():
         shown = " ".join(value) if isinstance(value, list) else value
-        click.echo(f"{key:<27} {shown if shown not in (None, '') else '-'}")
+        click.echo(f"{key:<29} {shown if shown not in (None, '') else '-'}")
     if secret:
         click.echo("\nThe client secret is shown only this once: store it now.")
 
