@@ -554,3 +554,30 @@ def test_rotation_does_not_break_an_app_that_cached_the_jwks(idp):
         verify=idp.ca,
     )
     assert ok.status_code == 200
+
+
+def test_a_first_party_app_is_listed_and_can_be_cut_off(idp):
+    app = App(idp, register(idp, "Portal", skip_consent=True))
+    person = Person(idp)
+    token = app.redeem(sign_in_and_allow(person, app))
+    account = person.open(f"{idp.url}/account")
+    assert "Portal" in account.text and "e-mail, name" in account.text
+    person.submit(account, {}, action="/revoke")
+    assert app.post("/introspect", {"token": token["access_token"]}).json() == {"active": False}
+    refreshed = app.post(
+        "/token", {"grant_type": "refresh_token", "refresh_token": token["refresh_token"]}
+    )
+    assert refreshed.status_code == 400
+    assert "Portal" not in person.open(f"{idp.url}/account").text
+
+
+def test_disabling_an_account_revokes_its_tokens(idp):
+    app = App(idp, register(idp))
+    token = app.redeem(sign_in_and_allow(Person(idp), app))
+    result = idp.app.test_cli_runner().invoke(args=["user", "disable", "alice"])
+    assert result.exit_code == 0 and "token responses revoked: 1" in result.output
+    assert app.post("/introspect", {"token": token["access_token"]}).json() == {"active": False}
+    refreshed = app.post(
+        "/token", {"grant_type": "refresh_token", "refresh_token": token["refresh_token"]}
+    )
+    assert refreshed.status_code == 400 and refreshed.json()["error"] == "invalid_grant"

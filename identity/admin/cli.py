@@ -108,11 +108,17 @@ def disable(username: str):
     if user.disabled:
         click.echo(f"{user.username} was already disabled")
         return
+    from identity.models import Token
+    from identity.oidc.server import revoke_tokens
+
     user.disabled = True
     user.end_sessions()
-    audit.record("admin.user_disabled", user, via="cli")
+    revoked = revoke_tokens(Token.user_id == user.id)
+    audit.record("admin.user_disabled", user, via="cli", revoked_tokens=revoked)
     db.session.commit()
-    click.echo(f"{user.username} is disabled; its sessions are ended")
+    click.echo(
+        f"{user.username} is disabled; its sessions are ended (token responses revoked: {revoked})"
+    )
 
 
 ldap_cli = Group("ldap", help="The company directory.")
