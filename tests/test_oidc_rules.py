@@ -24,6 +24,7 @@ from oidc_rp import (
 )
 from sqlalchemy import select
 
+from conftest import PASSWORD
 from identity.extensions import db
 from identity.models import Consent
 from identity.oidc import keys
@@ -581,3 +582,22 @@ def test_disabling_an_account_revokes_its_tokens(idp):
         "/token", {"grant_type": "refresh_token", "refresh_token": token["refresh_token"]}
     )
     assert refreshed.status_code == 400 and refreshed.json()["error"] == "invalid_grant"
+
+
+def test_a_session_restored_by_remember_me_is_an_sso_session_with_its_own_sid(idp):
+    app = App(idp, register(idp, skip_consent=True))
+    person = Person(idp)
+    page = person.open(app.authorization_url())
+    first = app.redeem(
+        person.submit(page, {"username": "alice", "password": PASSWORD, "remember": "y"})
+    )
+    first_sid = app.verify(first["id_token"]).claims["sid"]
+    # The browser restarts: the session cookie is gone, the remember-me cookie stays.
+    for cookie in list(person.http.cookies):
+        if cookie.name == "__Host-session":
+            person.http.cookies.clear(cookie.domain, cookie.path, cookie.name)
+    assert "__Host-remember" in {c.name for c in person.http.cookies}
+    again = app.redeem(person.open(app.authorization_url()))
+    claims = app.verify(again["id_token"]).claims
+    assert claims["sid"] and claims["sid"] != first_sid
+    assert claims["sub"] == app.verify(first["id_token"]).claims["sub"]

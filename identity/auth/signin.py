@@ -86,7 +86,9 @@ def enforce_session_lifetime() -> None:
 
 @user_loaded_from_cookie.connect
 def _restored(_app, user: User) -> None:
+    # A new SSO session (its own sid for ID and logout tokens); auth_time is not known.
     session["restored_at"] = int(time.time())
+    session["sid"] = secrets.token_urlsafe(16)
 
 
 def _first_sign_in(identity: Identity, label: str) -> LinkedIdentity:
