@@ -8,6 +8,8 @@ import time
 from authlib.integrations.requests_client import OAuth2Session
 from oidc_rp import CALLBACK, App, Person, logout_receiver, register, sign_in_and_allow
 
+from conftest import PASSWORD
+
 
 def test_code_flow_with_pkce_gives_verified_id_and_access_tokens(idp):
     app = App(idp, register(idp))
@@ -261,3 +263,30 @@ def test_back_channel_logout_reaches_every_app_of_the_session(idp):
         assert claims["iss"] == idp.url and LOGOUT_EVENT in claims["events"]
         assert "nonce" not in claims and claims["jti"]
         assert claims["sub"] == a.verify(tokens["a"]["id_token"]).claims["sub"]
+
+
+def test_a_password_change_ends_the_other_sessions_and_tells_their_apps(idp):
+    from identity.oidc.logout import wait_for_deliveries
+
+    with logout_receiver() as receiver:
+        app = App(idp, register(idp, skip_consent=True, backchannel_logout_uri=receiver.url))
+        laptop, phone = Person(idp), Person(idp)
+        on_laptop = app.redeem(sign_in_and_allow(laptop, app))
+        on_phone = app.redeem(sign_in_and_allow(phone, app))
+        account = laptop.open(f"{idp.url}/account")
+        new = "a brand new long passphrase"
+        laptop.submit(
+            account,
+            {"current_password": PASSWORD, "password": new, "confirm": new},
+            action="/account/password",
+        )
+        assert receiver.arrived.wait(10)
+        wait_for_deliveries()
+    (body,) = receiver.received
+    logout_sid = app.verify(body["logout_token"]).claims["sid"]
+    assert logout_sid == app.verify(on_phone["id_token"]).claims["sid"]
+    assert app.post("/introspect", {"token": on_phone["access_token"]}).json() == {"active": False}
+    # The laptop, where the password was changed, keeps its session and its app's tokens.
+    assert app.post("/introspect", {"token": on_laptop["access_token"]}).json()["active"]
+    assert "code" in app.callback_params(laptop.open(app.authorization_url()))
+    assert "/login" in phone.open(app.authorization_url()).final

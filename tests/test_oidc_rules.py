@@ -576,7 +576,7 @@ def test_disabling_an_account_revokes_its_tokens(idp):
     app = App(idp, register(idp))
     token = app.redeem(sign_in_and_allow(Person(idp), app))
     result = idp.app.test_cli_runner().invoke(args=["user", "disable", "alice"])
-    assert result.exit_code == 0 and "token responses revoked: 1" in result.output
+    assert result.exit_code == 0 and "its tokens revoked" in result.output
     assert app.post("/introspect", {"token": token["access_token"]}).json() == {"active": False}
     refreshed = app.post(
         "/token", {"grant_type": "refresh_token", "refresh_token": token["refresh_token"]}

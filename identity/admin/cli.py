@@ -108,16 +108,16 @@ def disable(username: str):
     if user.disabled:
         click.echo(f"{user.username} was already disabled")
         return
-    from identity.models import Token
-    from identity.oidc.server import revoke_tokens
+    from identity.oidc.logout import end_other_sessions
 
     user.disabled = True
     user.end_sessions()
-    revoked = revoke_tokens(Token.user_id == user.id)
-    audit.record("admin.user_disabled", user, via="cli", revoked_tokens=revoked)
+    audit.record("admin.user_disabled", user, via="cli")
     db.session.commit()
+    notified = end_other_sessions(user, reason="disabled")
     click.echo(
-        f"{user.username} is disabled; its sessions are ended (token responses revoked: {revoked})"
+        f"{user.username} is disabled; its sessions are ended, its tokens revoked "
+        f"({notified} back-channel logouts sent)"
     )
 
 

@@ -104,4 +104,8 @@ def complete(reset: PasswordReset, password: str) -> str | None:
     accounts.set_password(user, password)
     audit.record("password.reset", user)
     db.session.commit()
+    # Whoever knew the old password may hold tokens: every session ends, apps are told.
+    from identity.oidc.logout import end_other_sessions
+
+    end_other_sessions(user, reason="password_reset")
     return None

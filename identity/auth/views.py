@@ -26,6 +26,7 @@ from identity.connectors.local import identity_for
 from identity.connectors.social import LINK_KEY as SOCIAL_LINK_KEY
 from identity.extensions import db
 from identity.models import ProviderToken, User
+from identity.oidc.logout import end_other_sessions
 from identity.oidc.views import apps_with_access
 from identity.passwords import policy_errors
 from identity.security import safe_next
@@ -218,7 +219,8 @@ def change_password():
     accounts.set_password(user, form.password.data)
     audit.record("password.change", user)
     db.session.commit()
-    # Every other session ended with the old epoch; keep this one.
+    # Every other session ended with the old epoch, and their apps' tokens; keep this one.
+    end_other_sessions(user, session.get("sid"), reason="password_change")
     login_user(user, remember=remembered)
     flash("Your password is changed. Other devices are signed out.", "success")
     return redirect(url_for("auth.account"))

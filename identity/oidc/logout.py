@@ -18,7 +18,7 @@ from sqlalchemy import select
 
 from identity import audit
 from identity.extensions import db
-from identity.models import AuthorizationCode, Client, Token
+from identity.models import Client, Token
 from identity.oidc import keys
 
 log = logging.getLogger("identity.oidc")
@@ -34,28 +34,50 @@ def end_sso_session() -> int:
     sid = session.get("sid")
     if not sid or not current_user.is_authenticated:
         return 0
-    user = current_user._get_current_object()
+    return _end(current_user._get_current_object(), Token.sid == sid, reason="signout")
+
+
+def end_other_sessions(user, keep_sid: str | None = None, *, reason: str) -> int:
+    """Every SSO session of `user` except `keep_sid` (password change: the current one;
+    reset or disabled account: none): tokens revoked, apps told."""
+    condition = Token.user_id == user.id
+    if keep_sid:
+        condition = condition & ((Token.sid != keep_sid) | Token.sid.is_(None))
+    return _end(user, condition, reason=reason)
+
+
+def _end(user, condition, *, reason: str) -> int:
+    """Revoke the tokens matching `condition`; POST a logout token, per session, to each app
+    that took part and has a back-channel logout endpoint (in the background)."""
     from identity.oidc.server import revoke_tokens
 
-    revoked = revoke_tokens(Token.sid == sid)
-    client_ids = set(
-        db.session.scalars(select(AuthorizationCode.client_id).where(AuthorizationCode.sid == sid))
+    participants = set(
+        db.session.execute(
+            select(Token.sid, Token.client_id).where(condition, Token.sid.is_not(None))
+        ).all()
     )
+    revoked = revoke_tokens(condition)
+    client_ids = {client_id for _, client_id in participants}
     clients = (
-        db.session.scalars(select(Client).where(Client.client_id.in_(client_ids))).all()
+        {
+            c.client_id: c
+            for c in db.session.scalars(select(Client).where(Client.client_id.in_(client_ids)))
+        }
         if client_ids
-        else []
+        else {}
     )
     deliveries = []
-    for client in clients:
-        uri = client.client_metadata.get("backchannel_logout_uri")
+    for sid, client_id in sorted(participants):
+        client = clients.get(client_id)
+        uri = client.client_metadata.get("backchannel_logout_uri") if client else None
         if uri:
-            deliveries.append((client.client_id, uri, logout_token(client, user.subject, sid)))
+            deliveries.append((client_id, uri, logout_token(client, user.subject, sid)))
     audit.record(
         "session.ended",
         user,
+        reason=reason,
         apps=sorted(client_ids),
-        notified=[c for c, _, _ in deliveries],
+        notified=sorted({c for c, _, _ in deliveries}),
         revoked_tokens=revoked,
     )
     db.session.commit()
