@@ -601,3 +601,19 @@ def test_a_session_restored_by_remember_me_is_an_sso_session_with_its_own_sid(id
     claims = app.verify(again["id_token"]).claims
     assert claims["sid"] and claims["sid"] != first_sid
     assert claims["sub"] == app.verify(first["id_token"]).claims["sub"]
+
+
+def test_codes_expired_for_an_hour_are_deleted(idp):
+    from identity.models import AuthorizationCode
+
+    app = App(idp, register(idp, skip_consent=True))
+    person = Person(idp)
+    sign_in_and_allow(person, app)
+    with idp.app.app_context():
+        (old,) = db.session.scalars(select(AuthorizationCode)).all()
+        old.expires_at = int(time.time()) - 3601
+        db.session.commit()
+    person.open(app.authorization_url())
+    with idp.app.app_context():
+        rows = db.session.scalars(select(AuthorizationCode)).all()
+        assert len(rows) == 1 and rows[0].expires_at > time.time()

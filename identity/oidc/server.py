@@ -29,7 +29,7 @@ from flask import Flask, current_app, session
 from joserfc import jwt
 from joserfc.errors import JoseError, SecurityWarning
 from joserfc.jwk import KeySet
-from sqlalchemy import select, update
+from sqlalchemy import delete, select, update
 
 from identity import audit
 from identity.extensions import db
@@ -44,6 +44,7 @@ warnings.filterwarnings("ignore", "EdDSA is deprecated via RFC 9864", SecurityWa
 CLIENT_AUTH_METHODS = ["client_secret_basic", "client_secret_post", "none"]
 CONFIDENTIAL_AUTH_METHODS = ["client_secret_basic", "client_secret_post"]
 ACCESS_TOKEN_ALG = "RS256"
+CODE_KEPT = 3600  # seconds a spent or expired code is remembered after it expires
 
 
 def server() -> AuthorizationServer:
@@ -135,6 +136,11 @@ class AuthorizationCodeGrant(grants.AuthorizationCodeGrant):
             expires_at=now + current_app.config["CODE_LIFETIME"],
         )
         db.session.add(row)
+        # Spent and expired codes are kept an hour, so that a replay is recognised (and its
+        # grant revoked) while it matters; older ones go (indexed on expires_at).
+        db.session.execute(
+            delete(AuthorizationCode).where(AuthorizationCode.expires_at < now - CODE_KEPT)
+        )
         db.session.commit()
 
     def query_authorization_code(self, code: str, client: Client):
