@@ -617,3 +617,21 @@ def test_codes_expired_for_an_hour_are_deleted(idp):
     with idp.app.app_context():
         rows = db.session.scalars(select(AuthorizationCode)).all()
         assert len(rows) == 1 and rows[0].expires_at > time.time()
+
+
+@pytest.mark.parametrize("idp_settings", [{"SIGNING_ALGORITHMS": ["ES256"]}])
+def test_without_rs256_everything_is_signed_with_the_first_algorithm(idp):
+    with idp.app.app_context():
+        from identity.models import Client
+
+        app = App(idp, register(idp, id_token_alg="ES256"))
+        # An app registered for an algorithm the provider no longer signs with.
+        legacy = register(idp, "legacy", id_token_alg="ES256")
+        row = db.session.scalar(select(Client).where(Client.client_id == legacy.client_id))
+        row.set_client_metadata({**row.client_metadata, "id_token_signed_response_alg": "RS256"})
+        db.session.commit()
+    token = app.redeem(sign_in_and_allow(Person(idp), app))
+    assert app.verify(token["access_token"], algorithms=["ES256"]).header["alg"] == "ES256"
+    old = App(idp, legacy)
+    token = old.redeem(sign_in_and_allow(Person(idp), old))
+    assert old.verify(token["id_token"], algorithms=["ES256"]).header["alg"] == "ES256"

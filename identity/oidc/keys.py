@@ -135,6 +135,8 @@ def jwks() -> dict:
 
 def signing_key(alg: str = "RS256"):
     """The current private key for `alg`, as a joserfc key (imported once per process)."""
+    if alg not in current_app.config["SIGNING_ALGORITHMS"]:
+        raise ValueError(f"{alg} is not one of IDP_SIGNING_ALGORITHMS")
     cache = _cache()
     cached = cache["current"].get(alg)
     if cached and cached[0] > time.monotonic():

@@ -91,7 +91,9 @@ def _end(user, condition, *, reason: str) -> int:
 
 def logout_token(client: Client, subject: str, sid: str) -> str:
     """A logout token (Back-Channel Logout 1.0, section 2.4) for one app."""
-    alg = client.client_metadata.get("id_token_signed_response_alg") or "RS256"
+    from identity.oidc.server import client_algorithm
+
+    alg = client_algorithm(client)
     now = int(time.time())
     claims = {
         "iss": current_app.config["ISSUER"],

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import json
+import logging
 import secrets
 import time
 import warnings
@@ -41,9 +42,10 @@ from identity.oidc import keys
 # chooses it per app (--id-token-alg), so the warning at every token is noise.
 warnings.filterwarnings("ignore", "EdDSA is deprecated via RFC 9864", SecurityWarning)
 
+log = logging.getLogger("identity.oidc")
+
 CLIENT_AUTH_METHODS = ["client_secret_basic", "client_secret_post", "none"]
 CONFIDENTIAL_AUTH_METHODS = ["client_secret_basic", "client_secret_post"]
-ACCESS_TOKEN_ALG = "RS256"
 CODE_KEPT = 3600  # seconds a spent or expired code is remembered after it expires
 
 
@@ -72,6 +74,23 @@ def user_claims(user: User, scope: str) -> UserInfo:
     if "groups" in scopes:
         info["groups"] = list(user.groups or [])
     return info
+
+
+def client_algorithm(client: Client) -> str:
+    """The algorithm of the app's ID and logout tokens: its registered one while this
+    provider still signs with it, else the first of IDP_SIGNING_ALGORITHMS (logged)."""
+    configured = current_app.config["SIGNING_ALGORITHMS"]
+    alg = client.client_metadata.get("id_token_signed_response_alg") or configured[0]
+    if alg not in configured:
+        log.warning(
+            "app %s is registered for %s ID tokens, which IDP_SIGNING_ALGORITHMS no longer "
+            "lists: signing with %s",
+            client.client_id,
+            alg,
+            configured[0],
+        )
+        alg = configured[0]
+    return alg
 
 
 def _unverified_claims(token: str) -> dict:
@@ -203,7 +222,7 @@ class OpenIDCodeExtension(OpenIDCode):
         return KeySet([keys.signing_key(self.get_client_algorithm(client))])
 
     def get_client_algorithm(self, client: Client) -> str:
-        return client.client_metadata.get("id_token_signed_response_alg") or "RS256"
+        return client_algorithm(client)
 
     def get_client_claims(self, client: Client) -> dict:
         now = int(time.time())
@@ -285,7 +304,7 @@ class AccessTokenGenerator(JWTBearerTokenGenerator):
     per process, see keys.signing_key)."""
 
     def get_jwks(self):
-        return KeySet([keys.signing_key(ACCESS_TOKEN_ALG)])
+        return KeySet([keys.signing_key(self.alg)])
 
 
 def _expires_in(client, grant_type: str) -> int:
@@ -521,7 +540,7 @@ def init_app(app: Flask) -> AuthorizationServer:
     authorization.scopes_supported = list(SCOPES)
     generator = AccessTokenGenerator(
         issuer=app.config["ISSUER"].rstrip("/"),
-        alg=ACCESS_TOKEN_ALG,
+        alg=app.config["SIGNING_ALGORITHMS"][0],
         refresh_token_generator=_refresh_token,
         expires_generator=_expires_in,
     )
