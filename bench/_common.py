@@ -1,7 +1,8 @@
-"""Shared pieces of the sign-in benchmarks (signin.py, ldap_signin.py).
+"""Shared pieces of the benchmarks (signin.py, ldap_signin.py, oidc.py).
 
-gunicorn in its own process group, the GET+POST /login client, CPU accounting from /proc,
-a timed loop in N processes for the raw ceilings, percentiles. Linux only (/proc).
+gunicorn in its own process group, the GET+POST /login client, client threads repeating an
+operation over a common window, CPU accounting from /proc, a timed loop in N processes for
+the raw ceilings, percentiles. Linux only (/proc).
 """
 
 from __future__ import annotations
@@ -315,23 +316,32 @@ def request(
         conn.close()
 
 
-def sign_in_once(port: int, username: str, password: str) -> tuple[str | None, float, float]:
-    """GET /login then POST /login. (error or None, GET seconds, POST seconds)."""
-    status, page, msg, t_get = request(port, "GET", "/login")
-    if status != 200:
-        return f"GET /login -> {status}", t_get, 0.0
-    m = CSRF_RE.search(page)
-    v = VALUE_RE.search(m.group(0)) if m else None
-    if not v:
-        return "GET /login: no csrf_token input", t_get, 0.0
-    token = html.unescape(v.group(1))
+def session_cookie(msg: http.client.HTTPMessage) -> str | None:
+    """The `__Host-session=...` pair a response sets, if any."""
     cookie = None
     for header in msg.get_all("Set-Cookie") or []:
         pair = header.split(";", 1)[0].strip()
         if pair.startswith("__Host-session="):
             cookie = pair
+    return cookie
+
+
+def sign_in_session(
+    port: int, username: str, password: str
+) -> tuple[str | None, str | None, float, float]:
+    """GET /login then POST /login. (error or None, the signed-in session cookie, GET
+    seconds, POST seconds)."""
+    status, page, msg, t_get = request(port, "GET", "/login")
+    if status != 200:
+        return f"GET /login -> {status}", None, t_get, 0.0
+    m = CSRF_RE.search(page)
+    v = VALUE_RE.search(m.group(0)) if m else None
+    if not v:
+        return "GET /login: no csrf_token input", None, t_get, 0.0
+    token = html.unescape(v.group(1))
+    cookie = session_cookie(msg)
     if cookie is None:
-        return "GET /login: no __Host-session cookie", t_get, 0.0
+        return "GET /login: no __Host-session cookie", None, t_get, 0.0
     body = urllib.parse.urlencode(
         {"username": username, "password": password, "csrf_token": token, "next": ""}
     )
@@ -348,42 +358,67 @@ def sign_in_once(port: int, username: str, password: str) -> tuple[str | None, f
     )
     location = msg.get("Location", "")
     if status != 302 or urllib.parse.urlsplit(location).path != "/account":
-        return f"POST /login -> {status} {location}".rstrip(), t_get, t_post
-    return None, t_get, t_post
+        return f"POST /login -> {status} {location}".rstrip(), None, t_get, t_post
+    return None, session_cookie(msg) or cookie, t_get, t_post
 
 
-def drive(
-    port: int,
+def sign_in_once(port: int, username: str, password: str) -> tuple[str | None, float, float]:
+    """GET /login then POST /login. (error or None, GET seconds, POST seconds)."""
+    err, _, t_get, t_post = sign_in_session(port, username, password)
+    return err, t_get, t_post
+
+
+# One client operation: (error or None, {part name: seconds}) for sub-latencies.
+Op = Callable[[], tuple[str | None, dict[str, float]]]
+
+
+def drive_ops(
     concurrency: int,
     seconds: float,
     warmup: float,
     service: Service,
-    username: str,
-    password: str,
+    make_op: Callable[[int], Op],
     probes: Probes | None = None,
 ) -> dict:
-    """C client threads repeat sign_in_once for warmup+seconds; only sign-ins completing
-    inside the measured window count. CPU of this process, the service, each probe, and
-    the rest of the machine over that window."""
+    """C client threads; thread i first calls make_op(i) (untimed: its own session, token
+    chain...), then all start together and repeat their op for warmup+seconds. Only ops
+    completing inside the measured window count. Latencies (whole op and per part), errors
+    (setup failures included), CPU of this process, the service, each probe, and the rest
+    of the machine over that window."""
     probes = probes or {}
-    start = time.perf_counter()
-    begin, end = start + warmup, start + warmup + seconds
     lock = threading.Lock()
     full: list[float] = []
-    gets: list[float] = []
-    posts: list[float] = []
+    parts: dict[str, list[float]] = collections.defaultdict(list)
     errors: collections.Counter[str] = collections.Counter()
     stop = threading.Event()
+    window: dict[str, float] = {}
 
-    def client() -> None:
-        while not stop.is_set():
+    def set_window() -> None:  # run by the last thread to finish its setup
+        start = time.perf_counter()
+        window["begin"], window["end"] = start + warmup, start + warmup + seconds
+
+    ready = threading.Barrier(concurrency, action=set_window)
+
+    def client(i: int) -> None:
+        op: Op | None = None
+        try:
+            op = make_op(i)
+        except Exception as exc:  # noqa: BLE001 - a failure is a figure, not a crash
+            with lock:
+                errors[f"setup: {type(exc).__name__}: {exc}"] += 1
+        try:
+            ready.wait(timeout=300)
+        except threading.BrokenBarrierError:
+            return
+        begin, end = window["begin"], window["end"]
+        while op is not None and not stop.is_set():
             t0 = time.perf_counter()
             if t0 >= end:
                 return
             try:
-                err, t_get, t_post = sign_in_once(port, username, password)
+                err, part = op()
             except Exception as exc:  # noqa: BLE001 - every failure is a figure, not a crash
-                err, t_get, t_post = f"{type(exc).__name__}: {exc}", 0.0, 0.0
+                err, part = f"{type(exc).__name__}: {exc}", {}
             t1 = time.perf_counter()
             if begin <= t1 <= end:  # completed inside the measured window
                 with lock:
@@ -391,13 +426,18 @@ def drive(
                         errors[err] += 1
                     else:
                         full.append(t1 - t0)
-                        gets.append(t_get)
-                        posts.append(t_post)
+                        for name, t in part.items():
+                            parts[name].append(t)
 
-    threads = [threading.Thread(target=client, daemon=True) for _ in range(concurrency)]
+    threads = [threading.Thread(target=client, args=(i,), daemon=True) for i in range(concurrency)]
     for t in threads:
         t.start()
     try:
+        while "end" not in window:
+            if ready.broken:
+                raise BenchError("client setup did not finish in 300 s")
+            time.sleep(0.01)
+        begin, end = window["begin"], window["end"]
         time.sleep(max(0.0, begin - time.perf_counter()))
         ru0, cpu0, probe0, (busy0, w0) = (
             resource.getrusage(resource.RUSAGE_SELF),
@@ -414,6 +454,7 @@ def drive(
         )
     finally:
         stop.set()
+        ready.abort()  # releases threads still setting up (never after set_window ran)
         for t in threads:
             t.join(timeout=35)
     wall = w1 - w0
@@ -421,11 +462,11 @@ def drive(
     probe_s = {name: probe1[name] - probe0[name] for name in probes}
     return {
         "full": full,
-        "get": gets,
-        "post": posts,
+        "parts": dict(parts),
         "errors": errors,
         "rate": len(full) / seconds,
         "client_cpu_pct": 100 * client_cpu / wall,
+        "client_cpu_s": client_cpu,
         "service_cpu_pct": 100 * (cpu1 - cpu0) / wall,
         "service_cpu_s": cpu1 - cpu0,
         "probe_s": probe_s,
@@ -434,6 +475,32 @@ def drive(
         * ((busy1 - busy0) - client_cpu - (cpu1 - cpu0) - sum(probe_s.values()))
         / wall,
     }
+
+
+def drive(
+    port: int,
+    concurrency: int,
+    seconds: float,
+    warmup: float,
+    service: Service,
+    username: str,
+    password: str,
+    probes: Probes | None = None,
+) -> dict:
+    """C client threads repeat sign_in_once for warmup+seconds (drive_ops); the result has
+    the GET and POST latencies as "get" and "post"."""
+
+    def make_op(_: int) -> Op:
+        def op() -> tuple[str | None, dict[str, float]]:
+            err, t_get, t_post = sign_in_once(port, username, password)
+            return err, {"get": t_get, "post": t_post}
+
+        return op
+
+    load = drive_ops(concurrency, seconds, warmup, service, make_op, probes)
+    load["get"] = load["parts"].get("get", [])
+    load["post"] = load["parts"].get("post", [])
+    return load
 
 
 # ---------------------------------------------------------------------------- report
