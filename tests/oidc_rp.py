@@ -218,26 +218,32 @@ class Receiver(http.server.BaseHTTPRequestHandler):
         body = self.rfile.read(length).decode()
         self.server.received.append({k: v[0] for k, v in parse_qs(body).items()})
         self.server.arrived.set()
-        if getattr(self.server, "delay", 0):
-            threading.Event().wait(self.server.delay)
+        if self.server.hold is not None:
+            self.server.hold.wait(20)  # a slow app: answers only when the test lets it
         self.send_response(200)
         self.send_header("Cache-Control", "no-store")
         self.end_headers()
+        self.server.answered.set()
 
     def log_message(self, *args):
         pass
 
 
 @contextmanager
-def logout_receiver(delay: float = 0) -> Iterator[http.server.HTTPServer]:
+def logout_receiver(
+    hold: threading.Event | None = None,
+) -> Iterator[http.server.HTTPServer]:
     """An app's back-channel logout endpoint on http://127.0.0.1:<port>/logout."""
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Receiver)
-    server.received, server.arrived, server.delay = [], threading.Event(), delay
+    server.received, server.hold = [], hold
+    server.arrived, server.answered = threading.Event(), threading.Event()
     server.url = f"http://127.0.0.1:{server.server_address[1]}/logout"
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
         yield server
     finally:
+        if hold is not None:
+            hold.set()
         server.shutdown()
         server.server_close()
