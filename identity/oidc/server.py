@@ -363,19 +363,29 @@ def save_token(token: dict, request) -> None:
 
 def revoke_grant(grant_id: str, reason: str) -> int:
     """Revoke every token of one grant (the caller commits)."""
-    now = int(time.time())
-    return db.session.execute(
-        update(Token)
-        .where(Token.grant_id == grant_id)
-        .values(access_token_revoked_at=now, refresh_token_revoked_at=now)
-    ).rowcount
+    return revoke_tokens(Token.grant_id == grant_id)
 
 
 def revoke_tokens(*conditions) -> int:
+    """Revoke the tokens matching `conditions` that are not revoked yet (the caller commits).
+
+    The rows are locked in id order first: concurrent revocations of one grant (the losers
+    of a refresh-token race all revoke it) otherwise deadlock on PostgreSQL."""
     now = int(time.time())
+    ids = db.session.scalars(
+        select(Token.id)
+        .where(
+            *conditions,
+            (Token.access_token_revoked_at == 0) | (Token.refresh_token_revoked_at == 0),
+        )
+        .order_by(Token.id)
+        .with_for_update()
+    ).all()
+    if not ids:
+        return 0
     return db.session.execute(
         update(Token)
-        .where(*conditions)
+        .where(Token.id.in_(ids))
         .values(access_token_revoked_at=now, refresh_token_revoked_at=now)
     ).rowcount
 
