@@ -1,30 +1,18 @@
-"""Admin pages. Signed-out visitors are sent to sign in; others who are not admins get 403."""
+"""Admin pages: the console's home and the directory binding tester."""
 
 from __future__ import annotations
 
 import dataclasses
-from functools import wraps
 
-from flask import abort, current_app, render_template, request
-from flask_login import current_user, login_required
+from flask import current_app, render_template, request
 from wtforms import PasswordField, StringField
 from wtforms.validators import Length, Optional, ValidationError
 
 from config import template_problem
 from identity.admin import bp, ldap_tester
+from identity.admin.guard import admin_required
 from identity.auth.forms import Form, clean
 from identity.connectors.ldap import Settings
-
-
-def admin_required(view):
-    @wraps(view)
-    @login_required
-    def wrapped(*args, **kwargs):
-        if not current_user.is_administrator:
-            abort(403)
-        return view(*args, **kwargs)
-
-    return wrapped
 
 
 def _ldap_url(form, field) -> None:
@@ -66,6 +54,12 @@ class LdapTestForm(Form):
     password = PasswordField(
         "That user's password (optional)", validators=[Optional(), clean, Length(max=1024)]
     )
+
+
+@bp.get("/")
+@admin_required
+def home():
+    return render_template("admin/home.html")
 
 
 @bp.route("/ldap/test", methods=["GET", "POST"])
