@@ -69,13 +69,29 @@ def test_upgrade_keeps_existing_accounts(tmp_path):
                         "'e', CURRENT_TIMESTAMP)"
                     )
                 )
+                conn.execute(
+                    text(
+                        "INSERT INTO linked_identities (user_id, connector, subject, created_at) "
+                        "SELECT id, 'ldap', 'uuid-1', CURRENT_TIMESTAMP FROM users"
+                    )
+                )
+                conn.execute(
+                    text(
+                        "INSERT INTO audit_events (created_at, type, user_id, data) "
+                        "SELECT CURRENT_TIMESTAMP, 'register', id, '{}' FROM users"
+                    )
+                )
             upgrade()
             with db.engine.connect() as conn:
                 row = conn.execute(
-                    text("SELECT username, email, is_admin, groups FROM users")
+                    text("SELECT username, email, is_admin, groups, subject FROM users")
                 ).one()
+                link = conn.execute(text("SELECT connector, subject FROM linked_identities")).one()
+                events = conn.execute(text("SELECT type FROM audit_events")).scalars().all()
             assert row[:3] == ("old", "Old@example.org", True)
             assert row[3] in ([], "[]")
+            assert str(uuid.UUID(row[4])) == row[4]  # the OIDC subject, given by the migration
+            assert tuple(link) == ("ldap", "uuid-1") and events == ["register"]
             db.engine.dispose()
     finally:
         drop()
