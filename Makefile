@@ -5,10 +5,11 @@ PY := $(VENV)/bin/python
 FLASK := $(VENV)/bin/flask --app idp
 PYTHON ?= python3
 # System packages the tests need: Chromium for the browser test, certutil to make it trust
-# the generated CA, OpenLDAP for the directory tests, and Node.js with npm for the relying
-# party written with openid-client (tests/rp-node). A package counts as there when an
-# installed package provides it (NodeSource's nodejs provides npm).
-TEST_DEBS := chromium libnss3-tools slapd ldap-utils nodejs npm
+# the generated CA, OpenLDAP for the directory tests, Node.js with npm for the relying
+# party written with openid-client (tests/rp-node), and Redis for the lockout counters (the
+# tests use the one on 127.0.0.1:6379). A package counts as there when an installed package
+# provides it (NodeSource's nodejs provides npm).
+TEST_DEBS := chromium libnss3-tools slapd ldap-utils nodejs npm redis-server
 
 .PHONY: run demo install test test-deps lint bench bench-ldap bench-oidc clean
 

@@ -76,6 +76,11 @@ class Config:
     MAIL_TIMEOUT = 10
     # Log level of the service's own logger.
     LOG_LEVEL = "INFO"
+    # "text" for people, "json" for log collectors: one JSON object per line with the
+    # request id (also returned as the X-Request-ID header).
+    LOG_FORMAT = "text"
+    # Bearer token a Prometheus scraper sends to /metrics. Unset: /metrics answers 404.
+    METRICS_TOKEN: str | None = None
 
     # Token signing keys. Private keys are encrypted in the database with a key derived from
     # this (32+ characters), or from SECRET_KEY when unset. Changing it makes stored keys
@@ -95,6 +100,32 @@ class Config:
     REFRESH_TOKEN_LIFETIME = 30 * 24 * 3600
     # Seconds to wait for an app's back-channel logout endpoint (sent in the background).
     BACKCHANNEL_LOGOUT_TIMEOUT = 5
+
+    # Brute-force protection. This many failed sign-ins for one username or e-mail address
+    # (as typed, whether or not an account has it) within LOCKOUT_WINDOW seconds lock it for
+    # LOCKOUT_DURATION seconds...
+    LOCKOUT_ACCOUNT_FAILURES = 5
+    # ...and this many from one client address lock that address, whatever the username.
+    # Generous: an office behind one NAT address shares it.
+    LOCKOUT_IP_FAILURES = 50
+    LOCKOUT_WINDOW = 15 * 60
+    LOCKOUT_DURATION = 15 * 60
+    # Token endpoint: requests per client (Flask-Limiter notation, "100/second;2000/minute");
+    # a public app's users all share its client's budget.
+    TOKEN_RATE_LIMIT = "100/second"
+    # Token endpoint: failed client authentications per client address; beyond, the address
+    # gets 429 until the window frees.
+    TOKEN_FAILURE_RATE_LIMIT = "30/minute"
+    # Where the counters live: redis://[:password@]host:port/db, shared by every process and
+    # node. Unset: each process counts in its own memory (development, one process).
+    REDIS_URL: str | None = None
+    # Prefix of every key in Redis (several services may share one server).
+    REDIS_KEY_PREFIX = "idp"
+    # Seconds to wait for Redis; when it does not answer, counting goes on in memory.
+    REDIS_TIMEOUT = 0.5
+    # Reverse proxies in front that append to X-Forwarded-For/-Proto (nginx: 1). 0: the
+    # client address is the TCP peer and the headers are ignored.
+    TRUSTED_PROXIES = 0
 
     # Company directory (LDAP). One or more URLs (ldap:// or ldaps://), tried in order.
     LDAP_URL: str | list[str] | None = None
@@ -209,10 +240,20 @@ def load(app: Any, overrides: dict[str, Any] | None = None) -> None:
         "ID_TOKEN_LIFETIME",
         "REFRESH_TOKEN_LIFETIME",
         "BACKCHANNEL_LOGOUT_TIMEOUT",
+        "LOCKOUT_ACCOUNT_FAILURES",
+        "LOCKOUT_IP_FAILURES",
+        "LOCKOUT_WINDOW",
+        "LOCKOUT_DURATION",
+        "TRUSTED_PROXIES",
     ):
         if not isinstance(cfg[key], int) or isinstance(cfg[key], bool) or cfg[key] < 0:
             raise ConfigError(f"IDP_{key} must be a whole number, not {cfg[key]!r}")
+    if cfg["LOG_FORMAT"] not in ("text", "json"):
+        raise ConfigError(f"IDP_LOG_FORMAT must be text or json, not {cfg['LOG_FORMAT']!r}")
+    if cfg["METRICS_TOKEN"] is not None and len(str(cfg["METRICS_TOKEN"])) < 32:
+        raise ConfigError("IDP_METRICS_TOKEN must be at least 32 characters")
     _ldap_settings(cfg)
+    _throttle_settings(cfg)
     unknown_algs = set(cfg["SIGNING_ALGORITHMS"]) - {"RS256", "ES256", "EdDSA"}
     if unknown_algs or not cfg["SIGNING_ALGORITHMS"]:
         raise ConfigError(
@@ -301,6 +342,45 @@ def _ldap_settings(cfg: Any) -> None:
         )
     if cfg["LDAP_CA_FILE"] and not Path(cfg["LDAP_CA_FILE"]).is_file():
         raise ConfigError(f"IDP_LDAP_CA_FILE: no such file: {cfg['LDAP_CA_FILE']}")
+
+
+def _throttle_settings(cfg: Any) -> None:
+    """Refuse lockout settings that would switch the protection off or cannot be parsed."""
+    from limits import parse_many
+
+    for key in (
+        "LOCKOUT_ACCOUNT_FAILURES",
+        "LOCKOUT_IP_FAILURES",
+        "LOCKOUT_WINDOW",
+        "LOCKOUT_DURATION",
+    ):
+        if cfg[key] < 1:
+            raise ConfigError(f"IDP_{key} must be at least 1")
+    for key in ("TOKEN_RATE_LIMIT", "TOKEN_FAILURE_RATE_LIMIT"):
+        try:
+            items = parse_many(cfg[key])
+        except ValueError:
+            items = []
+        if not items or any(item.amount < 1 for item in items):
+            raise ConfigError(
+                f"IDP_{key}: {cfg[key]!r} is not a rate limit; write it like "
+                f"'100/second' or '100/second;2000/minute'"
+            )
+    url = cfg["REDIS_URL"]
+    if url is not None and (
+        not isinstance(url, str) or not url.startswith(("redis://", "rediss://", "redis+unix://"))
+    ):
+        raise ConfigError(
+            f"IDP_REDIS_URL must be a redis://, rediss:// or redis+unix:// URL, not {url!r}"
+        )
+    cfg["REDIS_KEY_PREFIX"] = str(cfg["REDIS_KEY_PREFIX"])
+    if not cfg["REDIS_KEY_PREFIX"] or not cfg["REDIS_KEY_PREFIX"].isprintable():
+        raise ConfigError("IDP_REDIS_KEY_PREFIX must be a non-empty printable string")
+    timeout = cfg["REDIS_TIMEOUT"]
+    if not isinstance(timeout, int | float) or isinstance(timeout, bool) or timeout <= 0:
+        raise ConfigError(
+            f"IDP_REDIS_TIMEOUT must be a positive number of seconds, not {timeout!r}"
+        )
 
 
 def template_problem(

@@ -399,6 +399,8 @@ def prepare(tmp: str) -> tuple[dict[str, str], int, App, App]:
         IDP_SECRET_KEY=secrets.token_hex(32),
         IDP_ENV="production",
         IDP_ISSUER=f"https://localhost:{port}",
+        # One app carries the whole load: the per-client limit would measure itself.
+        IDP_TOKEN_RATE_LIMIT="100000/second",
         PYTHONUNBUFFERED="1",
     )
     run_flask(env, ["db", "upgrade"])

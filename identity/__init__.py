@@ -9,6 +9,7 @@ from typing import Any
 from flask import Flask
 from sqlalchemy import event
 from sqlalchemy.engine import Engine
+from werkzeug.middleware.proxy_fix import ProxyFix
 
 from config import ConfigError, load
 
@@ -24,13 +25,24 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
     )
     # Settings: class defaults, then IDP_* variables; refuses insecure production settings.
     load(app, overrides)
-    logging.getLogger("identity").setLevel(app.config["LOG_LEVEL"])
+    # Request ids (first, so every later log line has one), JSON logs, /healthz, /readyz,
+    # /metrics.
+    from identity import ops
+
+    ops.install(app)
+    # Behind N reverse proxies: the client's address and scheme from the last N entries of
+    # X-Forwarded-For/-Proto, which those proxies wrote; entries further left are the
+    # client's own and are ignored. With none, no header is believed.
+    if app.config["TRUSTED_PROXIES"]:
+        n = app.config["TRUSTED_PROXIES"]
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=n, x_proto=n)
 
     # Database and migrations; importing models registers the tables.
     from identity import (
         errors,
         models,  # noqa: F401
         security,
+        throttle,
     )
     from identity.extensions import csrf, db, login_manager, migrate
 
@@ -39,13 +51,15 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
     # Non-UTF-8 form bodies are refused before anything reads them; then CSRF on every POST.
     security.install_utf8_check(app)
     csrf.init_app(app)
+    # Brute-force protection: sign-in lockouts and token limits, counted by Flask-Limiter.
+    throttle.install(app)
     # Sessions: who is signed in, and where to send those who are not.
     _init_login(app, login_manager)
     # Connectors, in the order the login form tries them.
     _init_connectors(app)
     # Pages and command-line groups.
     from identity.admin import bp as admin_bp
-    from identity.admin.cli import ldap_cli, user_cli
+    from identity.admin.cli import audit_cli, ldap_cli, user_cli
     from identity.auth import bp as auth_bp
     from identity.bootstrap import setup_command
     from identity.certs import bp as certs_bp
@@ -64,6 +78,7 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
     app.cli.add_command(keys_cli)
     app.cli.add_command(client_cli)
     app.cli.add_command(user_cli)
+    app.cli.add_command(audit_cli)
     app.cli.add_command(ldap_cli)
     app.cli.add_command(setup_command)
     # Security headers on every response; error pages that never show a stack trace.

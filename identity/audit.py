@@ -7,6 +7,7 @@ import logging
 
 from flask import has_request_context, request
 
+from identity import ops
 from identity.extensions import db
 from identity.models import Event, User
 
@@ -21,6 +22,7 @@ def record(type_: str, user: User | None = None, **data: object) -> Event:
     ip = request.remote_addr if has_request_context() else None
     event = Event(type=type_, user_id=user.id if user else None, ip=ip, data=data)
     db.session.add(event)
+    ops.count_event(type_, data)
     log.info(
         json.dumps(
             {"event": type_, "user_id": event.user_id, "ip": ip, **data},

@@ -34,6 +34,9 @@ API_PATHS = frozenset(
         "/userinfo",
         "/jwks.json",
         "/.well-known/openid-configuration",
+        "/healthz",
+        "/readyz",
+        "/metrics",
     )
 )
 

@@ -431,3 +431,240 @@ def test_an_app_asks_for_consent_and_the_person_takes_it_back(
         context.close()
         callback.shutdown()
         callback.server_close()
+
+
+def test_admin_registers_an_app_and_rotates_the_signing_keys(
+    playwright, idp, trusted_home, artifacts
+):
+    """The apps and signing keys pages with a keyboard and at phone width: a refused form
+    focuses its error summary, the secret is shown once and works, nothing scrolls sideways."""
+    import requests
+
+    d = idp.directory
+    context = launch(playwright, trusted_home, "profile-admin-apps", viewport=DESKTOP)
+    try:
+        page = context.new_page()
+        csp = watch_csp(page)
+
+        def no_sideways_scroll(name: str) -> None:
+            page.set_viewport_size(PHONE)
+            shot(page, artifacts, f"{name}-phone")
+            width = page.evaluate("document.documentElement.scrollWidth")
+            assert width <= PHONE["width"], f"{name}: {width}px wide at {PHONE['width']}px"
+            page.set_viewport_size(DESKTOP)
+
+        page.goto(f"{idp.url}/admin/apps")
+        page.get_by_label("Username or e-mail").fill("ada")
+        page.get_by_label("Password", exact=True).fill(d.passwords["ada"])
+        page.get_by_role("button", name="Sign in").click()
+        expect(page).to_have_url(f"{idp.url}/admin/apps")
+        with idp.app.app_context():
+            clients.create(
+                "Intranet portal",
+                ["https://intranet.example.org/oidc/callback", "http://localhost:8080/callback"],
+            )
+        page.reload()
+        expect(page.get_by_role("heading", name="Apps", exact=True)).to_be_visible()
+        expect(page.get_by_role("link", name="Intranet portal")).to_be_visible()
+        shot(page, artifacts, "admin-apps-desktop")
+        no_sideways_scroll("admin-apps")
+
+        # Register, keyboard only, with a redirect URI that is refused.
+        page.get_by_role("link", name="Register an app").click()
+        expect(page).to_have_url(f"{idp.url}/admin/apps/new")
+        expect(page.get_by_label("Name", exact=True)).to_be_focused()
+        page.keyboard.type("Reports")
+        page.keyboard.press("Tab")
+        expect(page.get_by_label("Redirect URIs, one per line", exact=True)).to_be_focused()
+        page.keyboard.type("http://reports.example.org/callback")
+        page.keyboard.press("Tab")
+        expect(page.get_by_role("checkbox", name=re.compile("^authorization_code"))).to_be_focused()
+        page.get_by_role("checkbox", name=re.compile("^client_credentials")).check()
+        page.get_by_role("button", name="Register the app").click()
+        summary = page.get_by_role("alert")
+        expect(summary).to_be_focused()
+        expect(page).to_have_title(re.compile(r"^Error: Register an app"))
+        uris = page.get_by_label("Redirect URIs, one per line", exact=True)
+        expect(uris).to_have_attribute("aria-invalid", "true")
+        expect(uris).to_have_value("http://reports.example.org/callback")
+        expect(page.get_by_role("checkbox", name=re.compile("^client_credentials"))).to_be_checked()
+        shot(page, artifacts, "admin-app-new-error-desktop")
+        no_sideways_scroll("admin-app-new-error")
+        summary.get_by_role("link", name=re.compile("^Redirect URIs")).click()
+        expect(uris).to_be_focused()
+        page.keyboard.press("Control+A")
+        page.keyboard.type("https://reports.example.org/callback")
+        page.get_by_role("button", name="Register the app").click()
+
+        # The secret, once; the heading takes focus; the secret gets a token.
+        heading = page.get_by_role("heading", name="Registered Reports")
+        expect(heading).to_be_focused()
+        secret = page.locator("code.secret").inner_text()
+        client_id = page.locator("dl.facts dd code").first.inner_text()
+        shot(page, artifacts, "admin-app-secret-desktop")
+        no_sideways_scroll("admin-app-secret")
+        token = requests.post(
+            f"{idp.url}/token",
+            data={"grant_type": "client_credentials"},
+            auth=(client_id, secret),
+            verify=str(idp.ca),
+            timeout=10,
+        )
+        assert token.status_code == 200, token.text
+        page.get_by_role("link", name="Go to Reports").click()
+        expect(page.get_by_role("heading", name="Reports", exact=True)).to_be_visible()
+        assert secret not in page.content()
+        shot(page, artifacts, "admin-app-detail-desktop")
+        no_sideways_scroll("admin-app-detail")
+
+        # Signing keys: a wrong password is refused with the summary focused, then rotate.
+        page.get_by_role("navigation", name="Administration").get_by_role(
+            "link", name="Signing keys"
+        ).click()
+        expect(page.get_by_role("heading", name="Signing keys", exact=True)).to_be_visible()
+        shot(page, artifacts, "admin-keys-desktop")
+        password = page.get_by_label("Your password (to confirm)")
+        password.fill("not the password")
+        password.press("Enter")
+        expect(page.get_by_role("alert")).to_be_focused()
+        expect(page.get_by_text("That is not your password.", exact=True)).to_be_visible()
+        page.get_by_label("Your password (to confirm)").fill(d.passwords["ada"])
+        page.get_by_role("button", name="Rotate the signing keys").click()
+        expect(page.get_by_role("status")).to_contain_text("Signing keys rotated:")
+        expect(page.locator("table.keys").get_by_text("retired", exact=True).first).to_be_visible()
+        shot(page, artifacts, "admin-keys-rotated-desktop")
+        no_sideways_scroll("admin-keys")
+        assert csp == [], f"Content-Security-Policy violations: {csp}"
+    finally:
+        context.close()
+
+
+def test_admin_finds_a_user_ends_their_sessions_and_reads_the_audit_log(
+    playwright, idp, trusted_home, artifacts
+):
+    """The users list, a user's page and the audit log with a keyboard and at phone width:
+    labelled fields, a refused password focuses the error summary, nothing scrolls sideways."""
+    from identity.auth import accounts
+    from identity.models import User
+
+    d = idp.directory
+    with idp.app.app_context():
+        people = [
+            ("margaret", "margaret.hamilton@apollo-guidance.example.org", "Margaret Hamilton"),
+            ("linus", "linus@example.org", None),
+            ("barbara-liskov-with-a-rather-long-username", "barbara@example.org", "B. Liskov"),
+        ]
+        for username, email, name in people:
+            if User.find(username, by_email=False) is None:
+                accounts.create_local(username, email, "a long enough password", name=name)
+        linus = User.find("linus", by_email=False)
+        linus.disabled = True
+        db.session.commit()
+
+    context = launch(playwright, trusted_home, "profile-admin-users", viewport=DESKTOP)
+    try:
+        page = context.new_page()
+        csp = watch_csp(page)
+
+        def no_sideways_scroll(name: str) -> None:
+            page.set_viewport_size(PHONE)
+            shot(page, artifacts, f"{name}-phone")
+            width = page.evaluate("document.documentElement.scrollWidth")
+            assert width <= PHONE["width"], f"{name}: {width}px wide at {PHONE['width']}px"
+            page.set_viewport_size(DESKTOP)
+
+        page.goto(f"{idp.url}/admin/users")
+        expect(page).to_have_url(re.compile(r"/login\?next="))
+        page.get_by_label("Username or e-mail").fill("ada")
+        page.get_by_label("Password", exact=True).fill(d.passwords["ada"])
+        page.get_by_role("button", name="Sign in").click()
+        expect(page).to_have_url(f"{idp.url}/admin/users")
+        expect(page.get_by_role("heading", name="Users", exact=True)).to_be_visible()
+        table = page.locator("table.users")
+        expect(table.get_by_role("link", name="margaret")).to_be_visible()
+        expect(table.get_by_text("Disabled", exact=True)).to_be_visible()
+        shot(page, artifacts, "admin-users-desktop")
+        no_sideways_scroll("admin-users")
+
+        # Create a user: a refused form focuses its summary; the choice is a labelled group.
+        page.get_by_role("link", name="Create a user").click()
+        expect(page.get_by_label("Username", exact=True)).to_be_focused()
+        page.keyboard.type("margaret")
+        page.get_by_label("Set a password now, and tell them").check()
+        page.get_by_label("Password", exact=True).fill("short")
+        page.get_by_role("button", name="Create the user").click()
+        expect(page.get_by_role("alert")).to_be_focused()
+        expect(page).to_have_title(re.compile(r"^Error: Create a user"))
+        expect(page.get_by_text("That username is taken. Choose another.").first).to_be_visible()
+        expect(page.get_by_role("group", name="How the person gets a password")).to_be_visible()
+        shot(page, artifacts, "admin-user-new-error-desktop")
+        no_sideways_scroll("admin-user-new-error")
+        page.get_by_role("link", name="All users").click()
+
+        # Search with the keyboard: the field is labelled, Enter submits.
+        search = page.get_by_label("Search by username, e-mail or name")
+        search.focus()
+        page.keyboard.type("HAMILTON")
+        page.keyboard.press("Enter")
+        expect(page).to_have_url(re.compile(r"/admin/users\?q=HAMILTON$"))
+        expect(table.locator("tbody tr")).to_have_count(1)
+        expect(page.get_by_text("1 account matching “HAMILTON”")).to_be_visible()
+
+        # Tab from the search field to the button: the focus ring shows.
+        page.get_by_label("Search by username, e-mail or name").focus()
+        page.keyboard.press("Tab")
+        expect(page.get_by_role("button", name="Search")).to_be_focused()
+        page.keyboard.press("Tab")
+        expect(page.get_by_role("link", name="Show everyone")).to_be_focused()
+        page.keyboard.press("Tab")
+        expect(table.get_by_role("link", name="margaret")).to_be_focused()
+        page.keyboard.press("Enter")
+        expect(page.get_by_role("heading", name="margaret")).to_be_visible()
+        expect(page.locator("dl.facts")).to_contain_text("Margaret Hamilton")
+        shot(page, artifacts, "admin-user-desktop")
+        no_sideways_scroll("admin-user")
+
+        # A dangerous action: the password field has the focus; a wrong one is refused with
+        # the error summary focused; the right one ends the sessions.
+        page.get_by_role("link", name="End sessions and revoke tokens…").click()
+        password = page.get_by_label("Your password (to confirm)")
+        expect(password).to_be_focused()
+        page.keyboard.type("not my password")
+        page.keyboard.press("Enter")
+        summary = page.get_by_role("alert")
+        expect(summary).to_be_focused()
+        expect(page).to_have_title(re.compile(r"^Error: End margaret’s sessions"))
+        expect(password).to_have_attribute("aria-invalid", "true")
+        shot(page, artifacts, "admin-user-confirm-error-desktop")
+        no_sideways_scroll("admin-user-confirm-error")
+        summary.get_by_role("link", name=re.compile("^Your password")).click()
+        expect(password).to_be_focused()
+        page.keyboard.type(d.passwords["ada"])
+        page.keyboard.press("Enter")
+        expect(page.get_by_role("status")).to_contain_text("margaret is signed out everywhere")
+
+        # The audit log: the action is there, with who did it; filters in the query string.
+        page.get_by_role("navigation", name="Administration").get_by_role(
+            "link", name="Audit log"
+        ).click()
+        expect(page.get_by_role("heading", name="Audit log")).to_be_visible()
+        events = page.locator("table.events")
+        expect(events.get_by_text("admin.user_sessions_ended")).to_be_visible()
+        expect(events.get_by_text("by=ada via=console")).to_be_visible()
+        shot(page, artifacts, "admin-audit-desktop")
+        no_sideways_scroll("admin-audit")
+        page.get_by_label("Type", exact=True).fill("admin.")
+        page.get_by_label("User", exact=True).fill("margaret")
+        page.get_by_label("User", exact=True).press("Enter")
+        expect(page).to_have_url(re.compile(r"user=margaret"))
+        expect(events.locator("tbody tr")).to_have_count(1)
+        page.get_by_label("From (UTC)").fill("yesterday")
+        page.get_by_label("From (UTC)").press("Enter")
+        expect(page.get_by_role("alert")).to_be_focused()
+        expect(page.get_by_role("alert")).to_contain_text("'yesterday' is not a date or time")
+        expect(page.get_by_label("From (UTC)")).to_have_attribute("aria-invalid", "true")
+        shot(page, artifacts, "admin-audit-error-desktop")
+        no_sideways_scroll("admin-audit-error")
+        assert csp == [], f"Content-Security-Policy violations: {csp}"
+    finally:
+        context.close()

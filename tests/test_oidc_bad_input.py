@@ -214,3 +214,17 @@ def test_end_session_bad_input(client, query):
 
 def test_userinfo_rejects_other_methods(client):
     assert client.put("/userinfo").status_code == 405
+
+
+@pytest.mark.parametrize(
+    "header", ["Basic ", "Basic", "basic  ", "Basic " + base64.b64encode(b"\xff\xfe:x").decode()]
+)
+@pytest.mark.parametrize("path", ["/token", "/introspect", "/revoke"])
+def test_malformed_basic_credentials_are_invalid_client(client, path, header):
+    response = client.post(
+        path,
+        data={"grant_type": "client_credentials", "token": "x"},
+        headers={"Authorization": header},
+    )
+    assert response.status_code == 401 and response.json["error"] == "invalid_client"
+    assert response.headers["WWW-Authenticate"].startswith("Basic")

@@ -635,3 +635,20 @@ def test_without_rs256_everything_is_signed_with_the_first_algorithm(idp):
     old = App(idp, legacy)
     token = old.redeem(sign_in_and_allow(Person(idp), old))
     assert old.verify(token["id_token"], algorithms=["ES256"]).header["alg"] == "ES256"
+
+
+def test_a_scope_taken_from_the_app_is_not_refreshed(idp):
+    from identity.oidc import clients as registry
+
+    registered = register(idp, scopes=["openid", "profile", "email", "groups"])
+    app = App(idp, registered, scope="openid profile groups")
+    token = app.redeem(sign_in_and_allow(Person(idp), app))
+    assert "groups" in token["scope"].split()
+    with idp.app.app_context():
+        registry.update(registry.find(registered.client_id), scopes=["openid", "profile"])
+    refreshed = app.post(
+        "/token", {"grant_type": "refresh_token", "refresh_token": token["refresh_token"]}
+    )
+    assert refreshed.status_code == 200
+    assert refreshed.json()["scope"].split() == ["openid", "profile"]
+    assert app.verify(refreshed.json()["access_token"]).claims["scope"] == "openid profile"

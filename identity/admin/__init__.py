@@ -19,4 +19,5 @@ def _admin_endpoints() -> dict:
     }
 
 
-from identity.admin import views  # noqa: E402,F401  (routes register on bp)
+# Routes register on bp: home and directory, users, apps, keys, audit log.
+from identity.admin import apps, audit_log, keys_page, users, views  # noqa: E402,F401

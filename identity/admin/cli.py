@@ -1,4 +1,5 @@
-"""`flask --app idp user …`: create, list and disable accounts from the command line."""
+"""`flask --app idp user …` (everything the admin console does to accounts), `audit list`
+and `ldap test`, from the command line."""
 
 from __future__ import annotations
 
@@ -10,11 +11,10 @@ import sys
 import click
 from email_validator import EmailNotValidError, validate_email
 from flask import current_app
-from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
 from config import template_problem
-from identity import audit
+from identity.admin import users
 from identity.auth import accounts
 from identity.auth.forms import BAD_CHARS, USERNAME_RE
 from identity.cli import Group
@@ -34,19 +34,42 @@ def _read_password() -> str:
     return text.rstrip("\r\n")
 
 
+def _find(username: str) -> User:
+    # PostgreSQL refuses NUL in a string: never ask it about one.
+    if len(username) > 254 or BAD_CHARS.search(username):
+        raise click.ClickException(f"no such user: {username!r}")
+    user = accounts.find(username, by_email=False)
+    if user is None:
+        raise click.ClickException(f"no such user: {username}")
+    return user
+
+
 @user_cli.command("create")
 @click.option("--username", required=True)
 @click.option("--email", required=True)
 @click.option(
     "--password-stdin",
     is_flag=True,
-    required=True,
     help="Read the password from the first line of standard input.",
+)
+@click.option(
+    "--send-reset-link",
+    is_flag=True,
+    help="No password: e-mail the person a link to choose one (instead of --password-stdin).",
 )
 @click.option("--admin", is_flag=True, help="Make the account an administrator.")
 @click.option("--name", default=None, help="Display name.")
-def create(username: str, email: str, password_stdin: bool, admin: bool, name: str | None):
+def create(
+    username: str,
+    email: str,
+    password_stdin: bool,
+    send_reset_link: bool,
+    admin: bool,
+    name: str | None,
+):
     """Create a local account and print it as JSON."""
+    if password_stdin == send_reset_link:
+        raise click.UsageError("give either --password-stdin or --send-reset-link")
     username = username.strip().lower()
     if not 2 <= len(username) <= 64 or not re.match(USERNAME_RE, username):
         raise click.ClickException(
@@ -61,35 +84,33 @@ def create(username: str, email: str, password_stdin: bool, admin: bool, name: s
         raise click.ClickException(f"--email: {exc}") from None
     if name is not None and (len(name) > 200 or BAD_CHARS.search(name)):
         raise click.ClickException("--name: at most 200 characters, no control characters")
-    password = _read_password()
-    if BAD_CHARS.search(password):
-        raise click.ClickException("the password contains control characters")
-    problems = policy_errors(password, username, email)
-    if problems:
-        raise click.ClickException("password: " + " ".join(problems))
+    password = None
+    if password_stdin:
+        password = _read_password()
+        if BAD_CHARS.search(password):
+            raise click.ClickException("the password contains control characters")
+        problems = policy_errors(password, username, email)
+        if problems:
+            raise click.ClickException("password: " + " ".join(problems))
     if accounts.find(username, by_email=False):
         raise click.ClickException(f"the username {username!r} is taken")
     if accounts.email_taken(email):
         raise click.ClickException(f"an account already uses {email}")
     try:
-        user = accounts.create_local(username, email, password, admin=admin, name=name)
+        user, sent = users.create(
+            username, email, name=name, admin=admin, password=password, via="cli"
+        )
     except IntegrityError:
         db.session.rollback()
         raise click.ClickException("the username or e-mail address was taken meanwhile") from None
+    if sent is not None:
+        sent.result(timeout=current_app.config["MAIL_TIMEOUT"] + 5)
     click.echo(json.dumps(user.as_dict()))
 
 
-@user_cli.command("list")
-@click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
-def list_users(as_json: bool):
-    """List accounts."""
-    users = db.session.scalars(select(User).order_by(User.id)).all()
-    if as_json:
-        for user in users:
-            click.echo(json.dumps(user.as_dict()))
-        return
+def _table(found) -> None:
     click.echo(f"{'ID':>5}  {'USERNAME':<24} {'E-MAIL':<32} {'ADMIN':<5} {'STATUS':<8} METHODS")
-    for u in users:
+    for u in found:
         d = u.as_dict()
         click.echo(
             f"{u.id:>5}  {u.username:<24} {u.email or '-':<32} "
@@ -98,27 +119,211 @@ def list_users(as_json: bool):
         )
 
 
+def _search_text(text: str | None) -> str | None:
+    if text is not None and (len(text) > users.MAX_SEARCH or BAD_CHARS.search(text)):
+        raise click.ClickException(
+            f"--search: at most {users.MAX_SEARCH} characters, no control characters"
+        )
+    return text
+
+
+@user_cli.command("list")
+@click.option("--search", "text", help="Only accounts whose username, e-mail or name has this.")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
+def list_users(text: str | None, as_json: bool):
+    """List accounts (by id)."""
+    query = users.search_query(_search_text(text)).order_by(None).order_by(User.id)
+    found = db.session.scalars(query).all()
+    if as_json:
+        for user in found:
+            click.echo(json.dumps(user.as_dict()))
+        return
+    _table(found)
+
+
+@user_cli.command("search")
+@click.argument("text")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
+@click.pass_context
+def search_users(ctx: click.Context, text: str, as_json: bool):
+    """Accounts whose username, e-mail address or name contains TEXT (any case)."""
+    if not text.strip():
+        raise click.ClickException("TEXT: give something to look for")
+    ctx.invoke(list_users, text=text, as_json=as_json)
+
+
+@user_cli.command("show")
+@click.argument("username")
+@click.option("--json", "as_json", is_flag=True, help="Print the account as JSON.")
+def show(username: str, as_json: bool):
+    """Show one account: status, roles, sign-in methods, last sign-in."""
+    d = users.details(_find(username))
+    if as_json:
+        click.echo(json.dumps(d, indent=2))
+        return
+    rows = [
+        ("id", d["id"]),
+        ("username", d["username"]),
+        ("e-mail", f"{d['email'] or '-'}{' (verified)' if d['email_verified'] else ''}"),
+        ("name", d["name"] or "-"),
+        ("status", "disabled" if d["disabled"] else "active"),
+        ("admin", "yes" if d["admin"] else ("via directory group" if d["administrator"] else "no")),
+        ("groups", ", ".join(d["groups"]) or "-"),
+        ("created", d["created_at"]),
+        ("last sign-in", d["last_login_at"] or "never"),
+        ("password set", d["password_changed_at"] or ("yes" if d["has_password"] else "no")),
+    ]
+    for key, value in rows:
+        click.echo(f"{key + ':':<14}{value}")
+    click.echo("sign-in methods:")
+    for link in d["links"] or []:
+        click.echo(
+            f"  {link['connector']:<10} {link['label']:<20} "
+            f"last used {link['last_used_at'] or 'never'}"
+        )
+    if not d["links"]:
+        click.echo("  none")
+
+
 @user_cli.command("disable")
 @click.argument("username")
 def disable(username: str):
     """Disable an account and end its sessions."""
-    user = accounts.find(username, by_email=False)
-    if user is None:
-        raise click.ClickException(f"no such user: {username}")
+    user = _find(username)
     if user.disabled:
         click.echo(f"{user.username} was already disabled")
         return
-    from identity.oidc.logout import end_other_sessions
-
-    user.disabled = True
-    user.end_sessions()
-    audit.record("admin.user_disabled", user, via="cli")
-    db.session.commit()
-    notified = end_other_sessions(user, reason="disabled")
+    notified = users.disable(user, via="cli")
     click.echo(
         f"{user.username} is disabled; its sessions are ended, its tokens revoked "
         f"({notified} back-channel logouts sent)"
     )
+
+
+@user_cli.command("enable")
+@click.argument("username")
+def enable(username: str):
+    """Let a disabled account sign in again."""
+    user = _find(username)
+    if not user.disabled:
+        click.echo(f"{user.username} was already active")
+        return
+    users.enable(user, via="cli")
+    click.echo(f"{user.username} is enabled")
+
+
+@user_cli.command("set-password")
+@click.argument("username")
+@click.option(
+    "--password-stdin",
+    is_flag=True,
+    required=True,
+    help="Read the new password from the first line of standard input.",
+)
+def set_password(username: str, password_stdin: bool):
+    """Set a new password (policy-checked); every session ends and tokens are revoked."""
+    user = _find(username)
+    password = _read_password()
+    problems = users.password_problems(user, password)
+    if problems:
+        raise click.ClickException("password: " + " ".join(problems))
+    notified = users.set_password(user, password, via="cli")
+    click.echo(
+        f"{user.username}'s password is set; its sessions are ended, its tokens revoked "
+        f"({notified} back-channel logouts sent)"
+    )
+
+
+@user_cli.command("send-reset-link")
+@click.argument("username")
+def send_reset_link(username: str):
+    """E-mail the person a single-use link to choose a new password."""
+    user = _find(username)
+    try:
+        sent = users.send_reset_link(user, via="cli")
+    except users.Refused as refused:
+        raise click.ClickException(refused.message) from None
+    sent.result(timeout=current_app.config["MAIL_TIMEOUT"] + 5)
+    click.echo(f"a link to choose a new password was sent to {user.email}")
+
+
+@user_cli.command("unlink")
+@click.argument("username")
+@click.argument("connector")
+def unlink(username: str, connector: str):
+    """Remove a way to sign in (local, ldap, google, …); an active account keeps one."""
+    user = _find(username)
+    link = next((link for link in user.links if link.connector == connector.lower()), None)
+    if link is None:
+        have = ", ".join(link.connector for link in user.links) or "none"
+        raise click.ClickException(
+            f"{user.username} has no {connector!r} sign-in method (it has: {have})"
+        )
+    try:
+        users.unlink(user, link, via="cli")
+    except users.Refused as refused:
+        raise click.ClickException(refused.message) from None
+    click.echo(f"{user.username} no longer signs in with {link.connector}")
+
+
+@user_cli.command("end-sessions")
+@click.argument("username")
+def end_sessions(username: str):
+    """Sign an account out everywhere and revoke its tokens (apps are told)."""
+    user = _find(username)
+    notified = users.end_sessions(user, via="cli")
+    click.echo(
+        f"{user.username}'s sessions are ended, its tokens revoked "
+        f"({notified} back-channel logouts sent)"
+    )
+
+
+@user_cli.command("set-admin")
+@click.argument("username")
+@click.option("--admin/--no-admin", default=True, help="Grant (default) or remove the role.")
+def set_admin(username: str, admin: bool):
+    """Make an account an administrator, or with --no-admin no longer one."""
+    user = _find(username)
+    if user.is_admin == admin:
+        click.echo(f"{user.username} {'was already' if admin else 'was not'} an administrator")
+        return
+    users.set_admin(user, admin, via="cli")
+    click.echo(f"{user.username} is {'now' if admin else 'no longer'} an administrator")
+
+
+audit_cli = Group("audit", help="The audit log.")
+
+
+@audit_cli.command("list")
+@click.option("--user", help="Events about this account (username or e-mail).")
+@click.option("--app", help="Events about this app (client_id).")
+@click.option("--type", "type_", help="Events whose type starts with this (e.g. signin.).")
+@click.option("--since", help="From this ISO date or time (UTC unless it says), inclusive.")
+@click.option("--until", help="Up to this ISO date (the whole day) or time, inclusive.")
+@click.option("--limit", default="50", show_default=True, help="At most this many (1-10000).")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
+def audit_list(user, app, type_, since, until, limit, as_json):
+    """The newest events first."""
+    from identity.admin import audit_log
+
+    if not re.fullmatch(r"[0-9]{1,5}", limit) or not 1 <= int(limit) <= 10_000:
+        raise click.ClickException("--limit: a whole number from 1 to 10000")
+    try:
+        filters = audit_log.parse_filters(user, app, type_, since, until)
+    except audit_log.FilterError as problem:
+        raise click.ClickException(f"--{problem.field}: {problem.message}") from None
+    events = audit_log.newest(filters, int(limit))
+    names = audit_log.usernames(events)
+    for event in events:
+        d = audit_log.as_dict(event, names)
+        if as_json:
+            click.echo(json.dumps(d))
+        else:
+            who = d["user"] or (f"#{d['user_id']}" if d["user_id"] else "-")
+            click.echo(
+                f"{d['time']}  {d['type']:<28} {who:<20} {d['ip'] or '-':<15} "
+                f"{audit_log.compact(d['data'])}"
+            )
 
 
 ldap_cli = Group("ldap", help="The company directory.")

@@ -24,12 +24,14 @@ from identity.connectors import ConnectorError
 from identity.connectors.ldap_answers import AccountProblem
 from identity.connectors.local import identity_for
 from identity.connectors.social import LINK_KEY as SOCIAL_LINK_KEY
+from identity.errors import render_error, wants_json
 from identity.extensions import db
 from identity.models import ProviderToken, User
 from identity.oidc.logout import end_other_sessions
 from identity.oidc.views import apps_with_access
 from identity.passwords import policy_errors
 from identity.security import safe_next
+from identity.throttle import locked_message, throttle
 
 log = logging.getLogger("identity.auth")
 
@@ -73,6 +75,10 @@ def login():
         return _login_page(form)
     if not form.validate_on_submit():
         return _login_page(form, 400)
+    # Locked: refused before any password check, known and unknown usernames alike.
+    wait = throttle().signin_wait(form.username.data)
+    if wait:
+        return _locked(form, wait)
 
     identity, backend_down = None, False
     for connector in current_app.extensions["idp.password_connectors"]:
@@ -95,9 +101,12 @@ def login():
             break
     if identity is None:
         reason = "backend_down" if backend_down else "bad_credentials"
-        audit.record(
-            "signin.failure", accounts.find(form.username.data), method="password", reason=reason
-        )
+        user = accounts.find(form.username.data)
+        audit.record("signin.failure", user, method="password", reason=reason)
+        # A directory outage is nobody's failure: only refused passwords count.
+        locked = [] if backend_down else throttle().signin_failed(form.username.data)
+        for scope in locked:
+            audit.record("signin.locked", user, **_lock_facts(scope, form.username.data))
         db.session.commit()
         form.password.data = ""
         if backend_down:
@@ -108,6 +117,29 @@ def login():
     except SignInRefused as refused:
         return _login_page(form, 403, refused.message)
     return _after_sign_in(form.next.data)
+
+
+def _locked(form: LoginForm, wait: int):
+    """429 with Retry-After: the login page for people, the JSON error for programs."""
+    headers = {"Retry-After": str(wait)}
+    if wants_json():
+        return render_error(429, locked_message(wait), headers)
+    form.password.data = ""
+    page, status = _login_page(form, 429, locked_message(wait))
+    return page, status, headers
+
+
+def _lock_facts(scope: str, username: str) -> dict:
+    cfg = current_app.config
+    facts = {
+        "reason": f"{scope}_failures",
+        "failures": cfg[f"LOCKOUT_{scope.upper()}_FAILURES"],
+        "window": cfg["LOCKOUT_WINDOW"],
+        "duration": cfg["LOCKOUT_DURATION"],
+    }
+    if scope == "account":
+        facts["username"] = username.strip().lower()  # as typed: it need not be an account
+    return facts
 
 
 def _login_page(form: LoginForm, status: int = 200, error: str | None = None):

@@ -12,6 +12,7 @@ from urllib.parse import urlsplit
 
 import click
 from flask import current_app
+from sqlalchemy import delete as sa_delete
 from sqlalchemy import select
 
 from identity import audit
@@ -74,6 +75,21 @@ def check_name(name: str) -> str:
     return name
 
 
+def check_uris(uris: list[str] | None, field: str) -> list[str]:
+    """Each URI checked, duplicates dropped, order kept."""
+    return [check_uri(u, field) for u in dict.fromkeys(uris or [])]
+
+
+def check_scopes(scopes: list[str]) -> list[str]:
+    scope_list = list(dict.fromkeys(scopes))
+    bad_scopes = [s for s in scope_list if s not in SCOPES]
+    if bad_scopes:
+        raise ClientError(
+            f"--scope: {', '.join(bad_scopes)} not supported; use {', '.join(SCOPES)}"
+        )
+    return scope_list
+
+
 def create(
     name: str,
     redirect_uris: list[str],
@@ -85,6 +101,7 @@ def create(
     backchannel_logout_uri: str | None = None,
     skip_consent: bool = False,
     id_token_alg: str = "RS256",  # noqa: S107 (an algorithm name, not a secret)
+    by: str | None = None,
 ) -> tuple[Client, str | None]:
     """Register an app; return it and its secret (None for a public app). Nothing is stored
     when anything is wrong (ClientError says what)."""
@@ -102,19 +119,11 @@ def create(
         )
     if "refresh_token" in grants and "authorization_code" not in grants:
         raise ClientError("--grant-type refresh_token goes with authorization_code")
-    uris = [check_uri(u, "--redirect-uri") for u in dict.fromkeys(redirect_uris or [])]
+    uris = check_uris(redirect_uris, "--redirect-uri")
     if "authorization_code" in grants and not uris:
         raise ClientError("--redirect-uri: at least one is needed for authorization_code")
-    scope_list = list(dict.fromkeys(scopes or DEFAULT_SCOPES))
-    bad_scopes = [s for s in scope_list if s not in SCOPES]
-    if bad_scopes:
-        raise ClientError(
-            f"--scope: {', '.join(bad_scopes)} not supported; use {', '.join(SCOPES)}"
-        )
-    logout_uris = [
-        check_uri(u, "--post-logout-redirect-uri")
-        for u in dict.fromkeys(post_logout_redirect_uris or [])
-    ]
+    scope_list = check_scopes(scopes or DEFAULT_SCOPES)
+    logout_uris = check_uris(post_logout_redirect_uris, "--post-logout-redirect-uri")
     backchannel = (
         check_uri(backchannel_logout_uri, "--backchannel-logout-uri")
         if backchannel_logout_uri
@@ -150,7 +159,7 @@ def create(
     )
     db.session.add(client)
     db.session.flush()
-    audit.record("client.created", None, client_id=client.client_id, name=name)
+    audit.record("client.created", None, client_id=client.client_id, name=name, **_by(by))
     db.session.commit()
     return client, secret
 
@@ -166,14 +175,109 @@ def find(client_id_or_name: str) -> Client:
     return client
 
 
-def rotate_secret(client: Client) -> str:
+def rotate_secret(client: Client, *, by: str | None = None) -> str:
+    """A new secret for a confidential app (returned once; only its digest is stored): the
+    old one stops working at once. Tokens already issued stay valid until they expire."""
     if client.public:
         raise ClientError(f"{client.name} is a public app: it has no secret")
     secret = secrets.token_urlsafe(32)
     client.client_secret = secret_digest(secret)
-    audit.record("client.secret_rotated", None, client_id=client.client_id)
+    audit.record("client.secret_rotated", None, client_id=client.client_id, **_by(by))
     db.session.commit()
     return secret
+
+
+_UNCHANGED = object()
+
+
+def update(
+    client: Client,
+    *,
+    name: str | None = None,
+    redirect_uris: list[str] | None = None,
+    post_logout_redirect_uris: list[str] | None = None,
+    backchannel_logout_uri: str | None | object = _UNCHANGED,
+    scopes: list[str] | None = None,
+    skip_consent: bool | None = None,
+    by: str | None = None,
+) -> dict[str, dict]:
+    """Change what is given (None: keep; a list replaces the stored one; backchannel
+    None removes it), validated as at registration. Returns {field: {"old", "new"}} for what
+    actually changed; nothing is stored when anything is wrong (ClientError says what).
+
+    Redirect URIs are read from the database on every request: a removed one stops working
+    at once."""
+    meta = client.as_dict()
+    wanted: dict[str, object] = {}
+    if name is not None:
+        stripped = name.strip()
+        wanted["name"] = stripped if stripped == client.name else check_name(stripped)
+    if redirect_uris is not None:
+        uris = check_uris(redirect_uris, "--redirect-uri")
+        if "authorization_code" in meta["grant_types"] and not uris:
+            raise ClientError("--redirect-uri: at least one is needed for authorization_code")
+        wanted["redirect_uris"] = uris
+    if post_logout_redirect_uris is not None:
+        wanted["post_logout_redirect_uris"] = check_uris(
+            post_logout_redirect_uris, "--post-logout-redirect-uri"
+        )
+    if backchannel_logout_uri is not _UNCHANGED:
+        wanted["backchannel_logout_uri"] = (
+            check_uri(backchannel_logout_uri, "--backchannel-logout-uri")
+            if backchannel_logout_uri
+            else None
+        )
+    if scopes is not None:
+        if not scopes:
+            raise ClientError("--scope: at least one is needed")
+        wanted["scope"] = " ".join(check_scopes(scopes))
+    if skip_consent is not None:
+        wanted["skip_consent"] = bool(skip_consent)
+
+    changes = {k: {"old": meta[k], "new": v} for k, v in wanted.items() if meta[k] != v}
+    if not changes:
+        return {}
+    stored = dict(client.client_metadata)
+    for key, change in changes.items():
+        if key == "name":
+            client.name = stored["client_name"] = change["new"]
+        elif key == "skip_consent":
+            client.skip_consent = change["new"]
+        else:
+            stored[key] = change["new"]
+    client.set_client_metadata(stored)
+    audit.record("client.updated", None, client_id=client.client_id, changes=changes, **_by(by))
+    db.session.commit()
+    return changes
+
+
+def delete(client: Client, *, by: str | None = None) -> dict[str, int]:
+    """Remove an app: its tokens are revoked (an access token it holds stops working at
+    once), its consents and pending codes removed, then the registration itself."""
+    from identity.models import AuthorizationCode, Consent, Token
+    from identity.oidc.server import revoke_tokens
+
+    client_id = client.client_id
+    revoked = revoke_tokens(Token.client_id == client_id)
+    consents = db.session.execute(sa_delete(Consent).where(Consent.client_id == client_id)).rowcount
+    db.session.execute(sa_delete(AuthorizationCode).where(AuthorizationCode.client_id == client_id))
+    audit.record(
+        "client.deleted",
+        None,
+        client_id=client_id,
+        name=client.name,
+        revoked_tokens=revoked,
+        removed_consents=consents,
+        **_by(by),
+    )
+    db.session.delete(client)
+    db.session.commit()
+    return {"revoked_tokens": revoked, "removed_consents": consents}
+
+
+def _by(by: str | None) -> dict:
+    """Who did it, when a person at the admin pages did (the command line says nothing)."""
+    return {"by": by} if by else {}
 
 
 client_cli = Group("client", help="Apps that sign people in with this IdP.")
@@ -276,15 +380,90 @@ def show_command(client, as_json):
 @client_cli.command("delete")
 @click.argument("client")
 def delete_command(client):
-    """Delete an app (by client_id or name)."""
+    """Delete an app (by client_id or name): its tokens are revoked, its consents removed."""
     try:
         found = find(client)
     except ClientError as exc:
         _fail(exc)
-    audit.record("client.deleted", None, client_id=found.client_id, name=found.name)
-    db.session.delete(found)
-    db.session.commit()
-    click.echo(f"deleted {found.name} ({found.client_id})")
+    name, client_id = found.name, found.client_id
+    done = delete(found)
+    click.echo(
+        f"deleted {name} ({client_id}): {done['revoked_tokens']} tokens revoked, "
+        f"{done['removed_consents']} consents removed"
+    )
+
+
+def _replacement(values: tuple[str, ...]) -> list[str] | None:
+    """A repeated option's values: not given keeps the stored list; one empty value ('')
+    empties it."""
+    if not values:
+        return None
+    return [] if list(values) == [""] else list(values)
+
+
+@client_cli.command("update")
+@click.argument("client")
+@click.option("--name", help="A new unique name.")
+@click.option(
+    "--redirect-uri",
+    "redirect_uris",
+    multiple=True,
+    help="Repeatable; the URIs given replace the stored ones (a removed one stops at once).",
+)
+@click.option(
+    "--post-logout-redirect-uri",
+    "logout_uris",
+    multiple=True,
+    help="Repeatable; replaces the stored ones ('' once removes them all).",
+)
+@click.option("--backchannel-logout-uri", help="Replaces the stored one.")
+@click.option("--no-backchannel-logout-uri", "no_backchannel", is_flag=True, help="Remove it.")
+@click.option(
+    "--scope", "scopes", multiple=True, help=f"Repeatable, replaces: {', '.join(SCOPES)}."
+)
+@click.option("--skip-consent/--no-skip-consent", default=None, help="First-party app or not.")
+@click.option("--json", "as_json", is_flag=True)
+def update_command(
+    client,
+    name,
+    redirect_uris,
+    logout_uris,
+    backchannel_logout_uri,
+    no_backchannel,
+    scopes,
+    skip_consent,
+    as_json,
+):
+    """Change an app (by client_id or name); prints it, never its secret."""
+    try:
+        if no_backchannel and backchannel_logout_uri is not None:
+            raise ClientError(
+                "--backchannel-logout-uri and --no-backchannel-logout-uri: use one of them"
+            )
+        found = find(client)
+        backchannel = (
+            None
+            if no_backchannel
+            else _UNCHANGED
+            if backchannel_logout_uri is None
+            else backchannel_logout_uri
+        )
+        changes = update(
+            found,
+            name=name,
+            redirect_uris=_replacement(redirect_uris),
+            post_logout_redirect_uris=_replacement(logout_uris),
+            backchannel_logout_uri=backchannel,
+            scopes=_replacement(scopes),
+            skip_consent=skip_consent,
+        )
+    except ClientError as exc:
+        _fail(exc)
+    if as_json:
+        click.echo(json.dumps({**found.as_dict(), "changed": sorted(changes)}, indent=2))
+        return
+    click.echo(f"changed: {', '.join(sorted(changes))}" if changes else "nothing changed")
+    _print(found, None, False)
 
 
 @client_cli.command("rotate-secret")

@@ -91,7 +91,7 @@ def ensure_keys() -> list[SigningKey]:
     return made
 
 
-def rotate() -> list[dict]:
+def rotate(by: str | None = None) -> list[dict]:
     """Per algorithm: next becomes current (apps have seen it in the JWKS already), current
     is retired but stays published for KEY_RETENTION, and a new next key is published.
     Retired keys past their time are removed."""
@@ -115,7 +115,7 @@ def rotate() -> list[dict]:
     removed = db.session.execute(
         delete(SigningKey).where(SigningKey.state == "retired", SigningKey.expires_at <= now)
     ).rowcount
-    audit.record("keys.rotated", None, changes=changes, removed=removed)
+    audit.record("keys.rotated", None, changes=changes, removed=removed, by=by or "cli")
     db.session.commit()
     _cache()["current"].clear()  # this process signs with the new keys at once
     _cache().pop("public", None)

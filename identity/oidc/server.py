@@ -184,7 +184,10 @@ class AuthorizationCodeGrant(grants.AuthorizationCodeGrant):
         if not spent:
             revoked = revoke_grant(_code_grant_id(row), reason="code_reuse")
             audit.record(
-                "token.code_reuse", None, client_id=client.client_id, revoked_tokens=revoked
+                "token.code_reuse",
+                db.session.get(User, row.user_id),
+                client_id=client.client_id,
+                revoked_tokens=revoked,
             )
             db.session.commit()
             return None
@@ -247,6 +250,16 @@ class RefreshTokenGrant(grants.RefreshTokenGrant):
     TOKEN_ENDPOINT_AUTH_METHODS = CLIENT_AUTH_METHODS
     INCLUDE_NEW_REFRESH_TOKEN = True  # rotation: every refresh token is used once
 
+    def issue_token(self, user, refresh_token):
+        # The app's scopes may have been narrowed since the sign-in: a refresh gives at most
+        # what the app may ask for today.
+        scope = self.request.payload.scope or refresh_token.get_scope()
+        return self.generate_token(
+            user=user,
+            scope=self.request.client.get_allowed_scope(scope),
+            include_refresh_token=True,
+        )
+
     def authenticate_refresh_token(self, refresh_token: str):
         """Spend the refresh token, atomically. A spent one presented again means it was
         copied: the whole grant (every access and refresh token from the same sign-in) ends."""
@@ -273,11 +286,7 @@ class RefreshTokenGrant(grants.RefreshTokenGrant):
         if row.refresh_token_used_at:
             revoked = revoke_grant(row.grant_id, reason="refresh_reuse")
             audit.record(
-                "token.refresh_reuse",
-                None,
-                client_id=client.client_id,
-                user_id=row.user_id,
-                revoked_tokens=revoked,
+                "token.refresh_reuse", row.user, client_id=client.client_id, revoked_tokens=revoked
             )
             db.session.commit()
         return None
@@ -351,7 +360,8 @@ def save_token(token: dict, request) -> None:
     )
     db.session.add(row)
     audit.record(
-        "token.issued",
+        # A refresh is its own event: the grant goes on, no one signed in again.
+        "token.refreshed" if previous is not None else "token.issued",
         request.user if request.user else None,
         client_id=request.client.client_id,
         grant_type=request.payload.grant_type,
@@ -502,7 +512,7 @@ class Revocation(RevocationEndpoint):
             now = int(time.time())
             token.access_token_revoked_at = now
             count = 1
-        audit.record("token.revoked", None, client_id=token.client_id, tokens=count)
+        audit.record("token.revoked", token.user, client_id=token.client_id, tokens=count)
         db.session.commit()
 
 

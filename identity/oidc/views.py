@@ -4,6 +4,7 @@ requests that must not be redirected."""
 
 from __future__ import annotations
 
+import base64
 import time
 from urllib.parse import urlencode
 
@@ -34,6 +35,7 @@ from identity.oidc.server import (
     session_auth_time,
     user_claims,
 )
+from identity.throttle import SLOW_DOWN, throttle
 
 SCOPE_TEXT = {
     "openid": "Know who you are (your account's identifier)",
@@ -217,10 +219,42 @@ def _remember_consent(user, client: Client, scope: str, consent: Consent | None)
 # -- endpoints for apps -------------------------------------------------------------------
 
 
+@bp.before_request
+def _malformed_basic_credentials():
+    """Authlib's Basic parser raises on "Basic " with nothing after it, or credentials that are
+    not UTF-8 (a 500): such a header is answered as the invalid_client it is."""
+    header = request.headers.get("Authorization", "")
+    if request.endpoint not in ("oidc.token", "oidc.introspect", "oidc.revoke"):
+        return None
+    if header[:6].lower() != "basic " and header.lower() != "basic":
+        return None
+    try:
+        decoded = base64.b64decode(header[6:].strip(), validate=True).decode("utf-8")
+    except (ValueError, UnicodeDecodeError):
+        decoded = ""
+    if decoded:
+        return None
+    body = {"error": "invalid_client", "error_description": "Malformed Basic credentials."}
+    return jsonify(body), 401, {"WWW-Authenticate": 'Basic error="invalid_client"'}
+
+
 @bp.post("/token")
 @csrf.exempt
 def token():
-    return server().create_token_response()
+    limits = throttle()
+    wait = limits.token_wait()
+    if wait:
+        body = {"error": "slow_down", "error_description": SLOW_DOWN.format(seconds=wait)}
+        return jsonify(body), 429, {"Retry-After": str(wait)}
+    response = server().create_token_response()
+    if response.status_code in (400, 401) and _error_code(response) == "invalid_client":
+        limits.token_failed()
+    return response
+
+
+def _error_code(response) -> str | None:
+    body = response.get_json(silent=True)
+    return body.get("error") if isinstance(body, dict) else None
 
 
 @bp.route("/userinfo", methods=["GET", "POST"])

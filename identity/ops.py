@@ -1,0 +1,206 @@
+"""Running the service: /healthz (alive), /readyz (each dependency reported), Prometheus
+metrics at /metrics (behind a bearer token), a request id on every request and response,
+and JSON log lines that carry it."""
+
+from __future__ import annotations
+
+import hmac
+import json
+import logging
+import os
+import re
+import secrets
+import time
+
+from flask import Blueprint, Flask, current_app, g, has_request_context, jsonify, request
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest, multiprocess
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from sqlalchemy import text
+
+from identity.extensions import db
+
+bp = Blueprint("ops", __name__)
+log = logging.getLogger("identity.ops")
+
+# An incoming X-Request-ID is kept when it looks like an id (a proxy's), else replaced.
+_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{8,128}$")
+
+SIGNINS = Counter(
+    "idp_signins_total", "Sign-in attempts by method and outcome.", ["method", "outcome"]
+)
+GRANTS = Counter("idp_token_grants_total", "Tokens issued by grant type.", ["grant_type"])
+LATENCY = Histogram(
+    "idp_request_seconds",
+    "Request latency by endpoint.",
+    ["endpoint", "method"],
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+)
+
+
+def count_event(type_: str, data: dict) -> None:
+    """Audit events feed the counters (identity.audit.record calls this)."""
+    if type_ in ("signin.success", "signin.failure", "signin.locked"):
+        outcome = type_.split(".", 1)[1]
+        SIGNINS.labels(str(data.get("method", "unknown"))[:32], outcome).inc()
+    elif type_ in ("token.issued", "token.refreshed"):
+        GRANTS.labels(str(data.get("grant_type", "unknown"))[:40]).inc()
+
+
+# -- health -----------------------------------------------------------------------------
+
+
+@bp.get("/healthz")
+def healthz():
+    """Alive: the process answers. Nothing else is checked (that is /readyz)."""
+    return jsonify(status="ok")
+
+
+@bp.get("/readyz")
+def readyz():
+    """Ready to serve: the database, Redis (when configured) and the directory (when
+    configured) each answer. 503 when one does not, saying which."""
+    checks = {"database": _check(_database)}
+    if current_app.config.get("REDIS_URL"):
+        checks["redis"] = _check(_redis)
+    if current_app.config["LDAP_URL"]:
+        checks["directory"] = _check(_directory)
+    ready = all(c["ok"] for c in checks.values())
+    return jsonify(status="ready" if ready else "not ready", checks=checks), 200 if ready else 503
+
+
+def _check(probe) -> dict:
+    started = time.perf_counter()
+    try:
+        probe()
+    except Exception as exc:  # any failure is the answer, reported by type only
+        log.warning("readiness: %s failed: %s", probe.__name__.strip("_"), type(exc).__name__)
+        return {"ok": False, "error": type(exc).__name__, "ms": _ms(started)}
+    return {"ok": True, "ms": _ms(started)}
+
+
+def _ms(started: float) -> float:
+    return round((time.perf_counter() - started) * 1000, 1)
+
+
+def _database() -> None:
+    db.session.execute(text("SELECT 1"))
+    db.session.rollback()
+
+
+def _redis() -> None:
+    import redis
+
+    client = redis.Redis.from_url(
+        current_app.config["REDIS_URL"], socket_connect_timeout=2, socket_timeout=2
+    )
+    try:
+        client.ping()
+    finally:
+        client.close()
+
+
+def _directory() -> None:
+    """A directory server answers (with StartTLS when configured) and, when configured, the
+    service account binds."""
+    from identity.connectors.ldap import Settings, close, open_connection
+
+    settings = Settings.from_config(current_app.config)
+    close(open_connection(settings, settings.bind_dn, settings.bind_password))
+
+
+# -- metrics ------------------------------------------------------------------------------
+
+
+@bp.get("/metrics")
+def metrics():
+    """Prometheus text format, for a scraper holding IDP_METRICS_TOKEN; 404 when unset."""
+    token = current_app.config["METRICS_TOKEN"]
+    if not token:
+        return jsonify(error="not_found", error_description="Metrics are off."), 404
+    sent = request.headers.get("Authorization", "")
+    if not hmac.compare_digest(sent.encode(), f"Bearer {token}".encode()):
+        return (
+            jsonify(error="invalid_token", error_description="Send the metrics token."),
+            401,
+            {"WWW-Authenticate": 'Bearer realm="metrics"'},
+        )
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        # gunicorn: every worker writes its own files; this adds them up.
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)
+        body = generate_latest(registry)
+    else:
+        from prometheus_client import REGISTRY
+
+        body = generate_latest(REGISTRY)
+    return body, 200, {"Content-Type": CONTENT_TYPE_LATEST}
+
+
+# -- request ids and logs -------------------------------------------------------------------
+
+
+class RequestIdFilter(logging.Filter):
+    """Every log record gets the request id (or "-" outside a request)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.request_id = g.get("request_id", "-") if has_request_context() else "-"
+        return True
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line: time, level, logger, request id, message; an audit event's
+    message is itself JSON and is embedded as an object."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        message = record.getMessage()
+        entry = {
+            "time": self.formatTime(record, "%Y-%m-%dT%H:%M:%S") + f".{int(record.msecs):03d}Z",
+            "level": record.levelname,
+            "logger": record.name,
+            "request_id": getattr(record, "request_id", "-"),
+        }
+        if record.name == "identity.audit" and message.startswith("{"):
+            entry["audit"] = json.loads(message)
+        else:
+            entry["message"] = message
+        if record.exc_info:
+            entry["exception"] = self.formatException(record.exc_info)
+        return json.dumps(entry, ensure_ascii=True, default=str)
+
+
+def install_logging(app: Flask) -> None:
+    """The service's logger writes to stderr, as JSON lines (IDP_LOG_FORMAT=json) or text."""
+    logger = logging.getLogger("identity")
+    logger.setLevel(app.config["LOG_LEVEL"])
+    if app.config["LOG_FORMAT"] == "json":
+        handler = next((h for h in logger.handlers if getattr(h, "_idp", False)), None)
+        if handler is None:
+            handler = logging.StreamHandler()
+            handler._idp = True
+            logger.addHandler(handler)
+            logger.propagate = False
+        handler.setFormatter(JsonFormatter())
+        handler.addFilter(RequestIdFilter())
+
+
+def install(app: Flask) -> None:
+    """Request ids and latency on every request; the ops endpoints."""
+
+    @app.before_request
+    def _start() -> None:
+        incoming = request.headers.get("X-Request-ID", "")
+        g.request_id = incoming if _REQUEST_ID.match(incoming) else secrets.token_hex(8)
+        g.started = time.perf_counter()
+
+    @app.after_request
+    def _finish(response):
+        response.headers["X-Request-ID"] = g.get("request_id", "-")
+        started = g.get("started")
+        if started is not None:
+            LATENCY.labels(request.endpoint or "none", request.method).observe(
+                time.perf_counter() - started
+            )
+        return response
+
+    install_logging(app)
+    app.register_blueprint(bp)
