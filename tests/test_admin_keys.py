@@ -142,3 +142,16 @@ def test_rotation_without_csrf_token_changes_nothing(app, admin):
 
 def test_rotation_answers_post_only(admin):
     assert admin.get("/admin/keys/rotate").status_code == 405
+
+
+def test_guessing_the_admin_password_locks_like_a_sign_in(app, admin):
+    """An open admin session is no way around the sign-in lockout: wrong confirmations count,
+    and once locked even the right password is refused."""
+    limit = app.config["LOCKOUT_ACCOUNT_FAILURES"]
+    for _ in range(limit):
+        response = admin.post("/admin/keys/rotate", {"admin_password": "a wrong guess"})
+        assert "That is not your password." in response.get_data(as_text=True)
+    locked = admin.post("/admin/keys/rotate", {"admin_password": PASSWORD})
+    assert locked.status_code == 400
+    assert "Too many failed sign-in attempts" in locked.get_data(as_text=True)
+    assert events(app, "keys.rotated") == []

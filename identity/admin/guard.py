@@ -14,6 +14,7 @@ from identity.auth.signin import _find_link
 from identity.connectors import ConnectorError
 from identity.connectors.ldap_answers import AccountProblem
 from identity.extensions import db
+from identity.throttle import locked_message, throttle
 
 
 def admin_required(view):
@@ -52,6 +53,8 @@ def reauthenticated(password: str) -> bool:
         if link is not None and link.user_id == user.id:
             return True
     audit.record("admin.reauth_failure", user)
+    # Counted like a failed sign-in: an open admin session is no way to guess the password.
+    throttle().signin_failed(user.username)
     db.session.commit()
     return False
 
@@ -59,6 +62,11 @@ def reauthenticated(password: str) -> bool:
 def confirm(form) -> bool:
     """Validate a dangerous action's form and the admin's password; errors go on the form."""
     if not form.validate_on_submit():
+        return False
+    wait = throttle().signin_wait(current_user.username)
+    if wait:
+        form.admin_password.errors.append(locked_message(wait))
+        form.admin_password.data = ""
         return False
     if not reauthenticated(form.admin_password.data):
         form.admin_password.errors.append("That is not your password.")
