@@ -277,3 +277,27 @@ def test_session_ends_after_its_lifetime(app, browser, user, monkeypatch):
     monkeypatch.setattr("identity.auth.signin.time.time", lambda: later)
     r = browser.get("/account")
     assert r.status_code == 302 and r.headers["Location"].startswith("/login")
+
+
+def test_a_copy_of_the_session_cookie_is_dead_after_sign_out(browser, user):
+    """ASVS 3.3.1: sign-out invalidates the session server-side, not only in this browser."""
+    browser.login()
+    copied = browser.client.get_cookie("__Host-session").value
+    assert browser.get("/account").status_code == 200
+    browser.logout()
+    browser.client.set_cookie("__Host-session", copied, secure=True, path="/")
+    r = browser.get("/account")
+    assert r.status_code == 302 and r.headers["Location"].startswith("/login")
+
+
+def test_signing_in_again_ends_the_previous_session_cookie(browser, user):
+    browser.login()
+    before = browser.client.get_cookie("__Host-session").value
+    # A new sign-in over the old session (the form shown again, as for prompt=login).
+    r = browser.post(
+        "/login", {"username": "alice", "password": user.password}, token_from="/login?reauth=1"
+    )
+    assert r.status_code == 302
+    assert browser.client.get_cookie("__Host-session").value != before
+    browser.client.set_cookie("__Host-session", before, secure=True, path="/")
+    assert browser.get("/account").status_code == 302

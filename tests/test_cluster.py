@@ -193,6 +193,14 @@ def test_signing_out_at_a_ends_the_session_at_b(cluster):
     at_b = Person(cluster.b)
     at_b.http = person.http
     assert at_b.open(f"{cluster.b.url}/account").final.endswith("/account")
+    # Someone copies the session cookie: it works at B...
+    thief = Person(cluster.b)
+    for cookie in person.http.cookies:
+        if cookie.name == "__Host-session":
+            thief.http.cookies.set_cookie(cookie)
+    assert thief.open(f"{cluster.b.url}/account").final.endswith("/account")
     account = person.open(f"{cluster.a.url}/account")
     person.submit(account, {}, action="/logout")
     assert "/login" in at_b.open(f"{cluster.b.url}/account").final
+    # ...until its owner signs out at A: then B refuses the copy too.
+    assert "/login" in thief.open(f"{cluster.b.url}/account").final

@@ -9,14 +9,14 @@ from typing import NoReturn
 
 from flask import current_app, session
 from flask_login import login_user, logout_user, user_loaded_from_cookie
-from sqlalchemy import select
+from sqlalchemy import delete, select
 from sqlalchemy.exc import IntegrityError
 
 from identity import audit
 from identity.auth import accounts
 from identity.connectors.base import Identity
 from identity.extensions import db
-from identity.models import LinkedIdentity, User
+from identity.models import EndedSession, LinkedIdentity, User
 from identity.models.users import utcnow
 
 
@@ -45,7 +45,9 @@ def sign_in(identity: Identity, *, remember: bool = False, label: str | None = N
     if user.disabled:
         _refuse("disabled", identity, user)
 
-    # A new session at every sign-in: nothing from before survives into it.
+    # A new session at every sign-in: nothing from before survives into it, and the old
+    # cookie, should a copy exist, is dead everywhere.
+    _end_session_id(session.get("sid"))
     session.clear()
     # A browser session: it ends when the browser closes, and at SESSION_LIFETIME at the latest.
     session.permanent = False
@@ -69,19 +71,40 @@ def sign_out() -> None:
     from identity.oidc.logout import end_sso_session
 
     end_sso_session()
+    _end_session_id(session.get("sid"))
+    db.session.commit()
     session.clear()
     # After clear(): logout_user() leaves the flag that makes Flask-Login delete the cookie.
     logout_user()
 
 
 def enforce_session_lifetime() -> None:
-    """Before each request: a session older than SESSION_LIFETIME is over. With a valid
-    remember-me cookie Flask-Login then restores the account, as a not-fresh session."""
+    """Before each request: a session older than SESSION_LIFETIME, or signed out of (on any
+    node), is over. With a valid remember-me cookie Flask-Login then restores the account,
+    as a not-fresh session."""
+    if "_user_id" not in session:
+        return
     started = session.get("auth_time") or session.get("restored_at")
-    if "_user_id" in session and (
-        started is None or time.time() - started > current_app.config["SESSION_LIFETIME"]
+    sid = session.get("sid")
+    if (
+        started is None
+        or time.time() - started > current_app.config["SESSION_LIFETIME"]
+        or (sid and db.session.get(EndedSession, sid) is not None)
     ):
         session.clear()
+
+
+def _end_session_id(sid: str | None) -> None:
+    """Remember `sid` as signed out until it would have expired anyway (the caller commits);
+    forget those past that."""
+    if not sid:
+        return
+    now = int(time.time())
+    db.session.execute(delete(EndedSession).where(EndedSession.expires_at < now))
+    if db.session.get(EndedSession, sid) is None:
+        db.session.add(
+            EndedSession(sid=sid, expires_at=now + current_app.config["SESSION_LIFETIME"])
+        )
 
 
 @user_loaded_from_cookie.connect

@@ -4,11 +4,12 @@ from identity.models.audit import Event
 from identity.models.keys import SigningKey
 from identity.models.oauth import AuthorizationCode, Client, Consent, Token
 from identity.models.social import ProviderToken
-from identity.models.users import LinkedIdentity, PasswordReset, User
+from identity.models.users import EndedSession, LinkedIdentity, PasswordReset, User
 
 __all__ = [
     "AuthorizationCode",
     "Consent",
+    "EndedSession",
     "Token",
     "Client",
     "Event",

@@ -125,3 +125,13 @@ class PasswordReset(db.Model):
     used_at: Mapped[datetime | None]
 
     user: Mapped[User] = relationship()
+
+
+class EndedSession(db.Model):
+    """Sessions signed out of, by sid, until they would have expired anyway: sessions are
+    signed cookies, so a copy of one taken before sign-out is refused by every node."""
+
+    __tablename__ = "ended_sessions"
+
+    sid: Mapped[str] = mapped_column(String(64), primary_key=True)
+    expires_at: Mapped[int] = mapped_column(index=True)
