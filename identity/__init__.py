@@ -47,6 +47,7 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
     from identity.extensions import csrf, db, login_manager, migrate
 
     db.init_app(app)
+    _close_sessions_safely(app, db)
     migrate.init_app(app, db, directory=str(ROOT / "identity" / "migrations"))
     # Non-UTF-8 form bodies are refused before anything reads them; then CSRF on every POST.
     security.install_utf8_check(app)
@@ -154,6 +155,29 @@ def _init_connectors(app: Flask) -> None:
     }
     with app.app_context():
         passwords.warm_up()
+
+
+def _close_sessions_safely(app: Flask, db) -> None:
+    """Runs before Flask-SQLAlchemy's own teardown (teardowns run in reverse order): closing a
+    session whose connection the database killed (restart, failover) raises, and the request
+    that already had its answer would turn into a bare 500. The dead connection is dropped
+    instead; the pool opens a new one for the next request (pool_pre_ping)."""
+    import contextlib
+
+    from sqlalchemy.exc import DBAPIError
+
+    @app.teardown_appcontext
+    def _close(_exc) -> None:
+        session = db.session()
+        try:
+            session.close()
+        except DBAPIError as error:
+            logging.getLogger("identity.errors").warning(
+                "database connection lost at the end of a request: %s", error.orig
+            )
+            with contextlib.suppress(Exception):
+                session.invalidate()
+        db.session.remove()
 
 
 @event.listens_for(Engine, "connect")

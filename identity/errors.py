@@ -6,6 +6,7 @@ import logging
 
 from flask import Flask, jsonify, render_template, request
 from flask_wtf.csrf import CSRFError
+from sqlalchemy.exc import OperationalError
 from werkzeug.exceptions import HTTPException, InternalServerError
 
 log = logging.getLogger("identity.errors")
@@ -20,6 +21,7 @@ MESSAGES = {
     429: "Too many attempts. Wait a moment and try again.",
     500: "Something went wrong on our side. It has been logged; please try again.",
 }
+DATABASE_DOWN = "The service is briefly unavailable. Please try again in a few seconds."
 CSRF_MESSAGE = (
     "This form has expired or was not sent from this site. Reload the page and try again."
 )
@@ -69,6 +71,7 @@ def _json_code(code: int) -> str:
         405: "method_not_allowed",
         413: "request_too_large",
         429: "too_many_requests",
+        503: "temporarily_unavailable",
     }.get(code, "server_error")
 
 
@@ -84,6 +87,16 @@ def install(app: Flask) -> None:
         headers.pop("Content-Type", None)
         message = MESSAGES.get(exc.code or 500)
         return render_error(exc.code or 500, message, headers)
+
+    @app.errorhandler(OperationalError)
+    def _database_down(exc: OperationalError):
+        # The database went away (restart, failover, network): nothing was stored by this
+        # request; the pool reconnects (pool_pre_ping) for the next one.
+        log.error("database unavailable on %s %s: %s", request.method, request.path, exc.orig)
+        from identity.extensions import db
+
+        db.session.rollback()
+        return render_error(503, DATABASE_DOWN, {"Retry-After": "5"})
 
     @app.errorhandler(Exception)
     def _unexpected(exc: Exception):

@@ -42,3 +42,33 @@ def test_fifty_concurrent_uses_of_one_refresh_token(idp):
         "/token", {"grant_type": "refresh_token", "refresh_token": winner["refresh_token"]}
     )
     assert again.status_code == 400
+
+
+def test_fifty_concurrent_registrations_of_one_username(idp):
+    """Fifty browsers submit the registration form for the same name at once: one account,
+    the others told the name is taken, nobody sees a server error."""
+    from sqlalchemy import func, select
+
+    from identity.extensions import db
+    from identity.models import User
+
+    people = [Person(idp) for _ in range(N)]
+    pages = [p.open(f"{idp.url}/register") for p in people]
+
+    def register_as(index: int):
+        form = {
+            "username": "grace",
+            "email": f"grace{index}@example.org",
+            "password": "a long enough passphrase",
+            "confirm": "a long enough passphrase",
+        }
+        return people[index].submit(pages[index], form, action="/register")
+
+    with ThreadPoolExecutor(max_workers=N) as pool:
+        results = list(pool.map(register_as, range(N)))
+    statuses = sorted(r.status_code for r in results)
+    assert statuses == [200] + [400] * (N - 1), statuses  # 200: the account page, signed in
+    assert all("That username is taken" in r.text for r in results if r.status_code == 400)
+    with idp.app.app_context():
+        count = db.session.scalar(select(func.count()).where(User.username == "grace"))
+        assert count == 1
