@@ -54,6 +54,7 @@ def test_the_entry_command_migrates_and_serves(tmp_path):
         "IDP_ISSUER": "https://id.example.org",
         "IDP_DATABASE_URL": f"sqlite:///{tmp_path / 'idp.sqlite3'}",
         "PROMETHEUS_MULTIPROC_DIR": str(tmp_path),
+        "IDP_METRICS_TOKEN": "m" * 40,
     }
     assert env["IDP_ENV"] == "production" and env["IDP_LOG_FORMAT"] == "json"
     proc = subprocess.Popen(
@@ -89,6 +90,14 @@ def test_the_entry_command_migrates_and_serves(tmp_path):
             timeout=5,
         ).json()
         assert discovery["issuer"] == "https://id.example.org"
+        # Metrics are summed over gunicorn's workers (prometheus_client's multiprocess mode).
+        metrics = requests.get(
+            f"http://127.0.0.1:{port}/metrics",
+            headers={"Authorization": "Bearer " + "m" * 40, "X-Forwarded-Proto": "https"},
+            timeout=5,
+        )
+        assert metrics.status_code == 200
+        assert 'idp_request_seconds_count{endpoint="ops.readyz",method="GET"}' in metrics.text
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
         output, _ = proc.communicate(timeout=30)
