@@ -38,6 +38,7 @@ from identity.auth.forms import (
     new_password_fields,
     username_field,
 )
+from identity.auth.views import LABELS
 from identity.errors import render_error
 from identity.extensions import db
 from identity.models import Event, LinkedIdentity, PasswordReset, ProviderToken, User
@@ -46,14 +47,6 @@ from identity.passwords import policy_errors
 
 PER_PAGE = 50
 MAX_SEARCH = 200
-
-LABELS = {
-    "local": "Password",
-    "ldap": "Company directory",
-    "facebook": "Facebook",
-    "google": "Google",
-    "twitter": "X",
-}
 
 
 class Refused(Exception):
@@ -140,16 +133,7 @@ def create(
     """A new local account, with `password`, or (None) with none yet and a link e-mailed to
     choose one. The caller has checked the input. Raises IntegrityError when the username or
     e-mail address was taken meanwhile."""
-    if password is not None:
-        user = accounts.create_local(username, email, password, admin=admin, name=name)
-    else:
-        user = User(username=username.lower(), password_hash=None, is_admin=admin, name=name)
-        user.set_email(email)
-        db.session.add(user)
-        db.session.flush()
-        db.session.add(LinkedIdentity(user_id=user.id, connector="local", subject=str(user.id)))
-        audit.record("register", user, method="local", admin=admin)
-        db.session.commit()
+    user = accounts.create_local(username, email, password, admin=admin, name=name)
     audit.record(
         "admin.user_created",
         user,

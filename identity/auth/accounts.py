@@ -19,18 +19,22 @@ def email_taken(email: str) -> bool:
 
 
 def create_local(
-    username: str, email: str, password: str, *, admin: bool = False, name: str | None = None
+    username: str,
+    email: str,
+    password: str | None,
+    *,
+    admin: bool = False,
+    name: str | None = None,
 ) -> User:
-    """A new account with a local password, linked to the local connector; committed.
-
-    Raises IntegrityError when the username or e-mail address is taken.
+    """A new account linked to the local connector, with `password` or (None) none yet;
+    committed. Raises IntegrityError when the username or e-mail address is taken.
     """
     user = User(
         username=username.lower(),
-        password_hash=hash_password(password),
+        password_hash=hash_password(password) if password is not None else None,
         is_admin=admin,
         name=name,
-        password_changed_at=utcnow(),
+        password_changed_at=utcnow() if password is not None else None,
     )
     user.set_email(email)
     db.session.add(user)
