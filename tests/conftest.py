@@ -83,11 +83,16 @@ def app(database_url, tmp_path, app_overrides) -> Iterator[Flask]:
     with app.app_context():
         _db.create_all()
     yield app
+    dispose(app)
+
+
+def dispose(app: Flask) -> None:
+    """After a test: close LDAP pools, empty every table (children first) so the next test
+    starts clean, and close the database connections."""
     for connector in app.extensions["idp.password_connectors"]:
-        getattr(connector, "close", lambda: None)()  # LDAP connection pools
+        getattr(connector, "close", lambda: None)()
     with app.app_context():
         _db.session.remove()
-        # Empty every table (children first) so the next test starts clean.
         with _db.engine.begin() as conn:
             for table in reversed(_db.metadata.sorted_tables):
                 conn.execute(table.delete())

@@ -19,7 +19,7 @@ from authlib.integrations.requests_client import OAuth2Session
 from joserfc import jwt
 from joserfc.jwk import KeySet
 
-from conftest import PASSWORD, make_app
+from conftest import PASSWORD, dispose, make_app
 from identity import certs
 from identity.auth import accounts
 from identity.extensions import db
@@ -50,12 +50,7 @@ def idp(database_url, tmp_path, idp_settings) -> Iterator[SimpleNamespace]:
         yield SimpleNamespace(
             app=app, url=f"https://localhost:{port}", ca=str(tmp_path / "certs" / certs.CA_CERT)
         )
-    with app.app_context():
-        db.session.remove()
-        with db.engine.begin() as conn:
-            for table in reversed(db.metadata.sorted_tables):
-                conn.execute(table.delete())
-        db.engine.dispose()
+    dispose(app)
 
 
 def register(idp, name: str = "notes", **options) -> SimpleNamespace:

@@ -21,7 +21,7 @@ from playwright.sync_api import Error as PlaywrightError
 from test_ldap import ldap_settings
 from test_social import social_settings
 
-from conftest import make_app
+from conftest import dispose, make_app
 from identity import certs
 from identity.extensions import db
 from identity.oidc import clients
@@ -76,14 +76,7 @@ def idp(
             directory=slapd_directory,
             emulator=provider_emulator,
         )
-    for connector in app.extensions["idp.password_connectors"]:
-        getattr(connector, "close", lambda: None)()
-    with app.app_context():
-        db.session.remove()
-        with db.engine.begin() as conn:
-            for table in reversed(db.metadata.sorted_tables):
-                conn.execute(table.delete())
-        db.engine.dispose()
+    dispose(app)
 
 
 @pytest.fixture(scope="module")
