@@ -652,3 +652,31 @@ def test_a_scope_taken_from_the_app_is_not_refreshed(idp):
     assert refreshed.status_code == 200
     assert refreshed.json()["scope"].split() == ["openid", "profile"]
     assert app.verify(refreshed.json()["access_token"]).claims["scope"] == "openid profile"
+
+
+def test_logout_with_someone_else_s_id_token_hint_asks_first(idp):
+    from identity.auth import accounts
+
+    with idp.app.app_context():
+        accounts.create_local("bob", "bob@example.org", "another long password here", name="Bob")
+    registered = register(
+        idp, skip_consent=True, post_logout_redirect_uris=["https://app.example/bye"]
+    )
+    app = App(idp, registered)
+    bob = Person(idp)
+    page = bob.open(app.authorization_url())
+    bobs = app.redeem(
+        bob.submit(page, {"username": "bob", "password": "another long password here"})
+    )
+    alice = Person(idp)
+    sign_in_and_allow(alice, app)
+    url = (
+        f"{idp.url}/end_session?id_token_hint={bobs['id_token']}"
+        "&post_logout_redirect_uri=https://app.example/bye&state=s"
+    )
+    page = alice.open(url)
+    assert page.status_code == 200 and "Sign out?" in page.text
+    assert "code" in app.callback_params(alice.open(app.authorization_url()))  # still signed in
+    done = alice.submit(alice.open(url), {}, action="/end_session")
+    assert done.final == "https://app.example/bye?state=s"
+    assert "/login" in alice.open(app.authorization_url()).final

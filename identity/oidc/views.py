@@ -312,7 +312,18 @@ def end_session():
         except ValidationError:
             return render_error(400, "This form has expired. Reload the page and try again.")
         confirmed = True
-    if ending.needs_confirmation and not confirmed and current_user.is_authenticated:
+    # Without a hint, or with a hint about someone else than who is signed in here, the
+    # person decides (a link from anywhere must not sign them out unasked).
+    someone_else = (
+        ending.id_token_claims is not None
+        and current_user.is_authenticated
+        and ending.id_token_claims.get("sub") != current_user.subject
+    )
+    if (
+        (ending.needs_confirmation or someone_else)
+        and not confirmed
+        and current_user.is_authenticated
+    ):
         return render_template(
             "oidc/end_session.html", client=ending.client, form=PostForm(), action=request.full_path
         )
