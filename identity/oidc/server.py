@@ -26,7 +26,7 @@ from authlib.oauth2.rfc9068 import JWTBearerTokenGenerator
 from authlib.oauth2.rfc9207 import IssuerParameter
 from authlib.oidc.core import OpenIDCode, UserInfo
 from authlib.oidc.rpinitiated import EndSessionEndpoint
-from flask import Flask, current_app, session
+from flask import Flask, current_app, g, session
 from joserfc import jwt
 from joserfc.errors import JoseError, SecurityWarning
 from joserfc.jwk import KeySet
@@ -550,7 +550,14 @@ def init_app(app: Flask) -> AuthorizationServer:
     def query_client(client_id: str) -> Client | None:
         if not client_id or len(client_id) > 48 or not client_id.isprintable():
             return None  # PostgreSQL refuses NUL in a string: never ask it
-        return db.session.scalar(select(Client).where(Client.client_id == client_id))
+        # Authlib asks for the client several times per request (5 in a code flow): once
+        # from the database per request is enough; nothing is kept across requests.
+        known = g.setdefault("idp_clients", {})
+        if client_id not in known:
+            known[client_id] = db.session.scalar(
+                select(Client).where(Client.client_id == client_id)
+            )
+        return known[client_id]
 
     authorization = AuthorizationServer(
         app, query_client=query_client, save_token=lambda token, request: save_token(token, request)
