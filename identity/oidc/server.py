@@ -182,7 +182,7 @@ class AuthorizationCodeGrant(grants.AuthorizationCodeGrant):
         ).rowcount
         db.session.commit()
         if not spent:
-            revoked = revoke_grant(_code_grant_id(row), reason="code_reuse")
+            revoked = revoke_grant(_code_grant_id(row))
             audit.record(
                 "token.code_reuse",
                 db.session.get(User, row.user_id),
@@ -284,7 +284,7 @@ class RefreshTokenGrant(grants.RefreshTokenGrant):
         if spent:
             return row
         if row.refresh_token_used_at:
-            revoked = revoke_grant(row.grant_id, reason="refresh_reuse")
+            revoked = revoke_grant(row.grant_id)
             audit.record(
                 "token.refresh_reuse", row.user, client_id=client.client_id, revoked_tokens=revoked
             )
@@ -371,7 +371,7 @@ def save_token(token: dict, request) -> None:
     db.session.commit()
 
 
-def revoke_grant(grant_id: str, reason: str) -> int:
+def revoke_grant(grant_id: str) -> int:
     """Revoke every token of one grant (the caller commits)."""
     return revoke_tokens(Token.grant_id == grant_id)
 
@@ -507,7 +507,7 @@ class Revocation(RevocationEndpoint):
         """Revoking a refresh token ends its grant; revoking an access token ends that token
         (RFC 7009 2.1)."""
         if token.refresh_token and token.refresh_token == token_digest(request.form["token"]):
-            count = revoke_grant(token.grant_id, reason="revoked")
+            count = revoke_grant(token.grant_id)
         else:
             now = int(time.time())
             token.access_token_revoked_at = now
