@@ -197,3 +197,12 @@ def test_public_app_has_no_secret_to_rotate(app):
     create(app, "--name", "SPA", "--public", "--redirect-uri", "http://localhost/cb")
     r = cli(app, "rotate-secret", "SPA")
     assert r.exit_code == 1 and "is a public app" in r.output
+
+
+def test_client_ids_never_start_with_a_dash(app):
+    # One in 64 random ids did, and the CLI then read it as an option.
+    from identity.oidc.clients import new_client_id
+
+    ids = [new_client_id() for _ in range(2000)]
+    assert not [i for i in ids if i.startswith("-")]
+    assert len(set(ids)) == len(ids) and {len(i) for i in ids} == {24}
