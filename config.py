@@ -100,6 +100,10 @@ class Config:
     REFRESH_TOKEN_LIFETIME = 30 * 24 * 3600
     # Seconds to wait for an app's back-channel logout endpoint (sent in the background).
     BACKCHANNEL_LOGOUT_TIMEOUT = 5
+    # Seconds each worker keeps a registered app in memory instead of reading it for every
+    # token request. A change made in one process (rotated secret, deleted app) applies
+    # there at once and in the other workers and nodes within this time; 0 reads every time.
+    CLIENT_CACHE_SECONDS = 5
 
     # Brute-force protection. This many failed sign-ins for one username or e-mail address
     # (as typed, whether or not an account has it) within LOCKOUT_WINDOW seconds lock it for
@@ -110,7 +114,7 @@ class Config:
     LOCKOUT_IP_FAILURES = 50
     LOCKOUT_WINDOW = 15 * 60
     LOCKOUT_DURATION = 15 * 60
-    # Token endpoint: requests per client (Flask-Limiter notation, "100/second;2000/minute");
+    # Token endpoint: requests per client (`limits` notation, "100/second;2000/minute");
     # a public app's users all share its client's budget.
     TOKEN_RATE_LIMIT = "100/second"
     # Token endpoint: failed client authentications per client address; beyond, the address
@@ -240,6 +244,7 @@ def load(app: Any, overrides: dict[str, Any] | None = None) -> None:
         "ID_TOKEN_LIFETIME",
         "REFRESH_TOKEN_LIFETIME",
         "BACKCHANNEL_LOGOUT_TIMEOUT",
+        "CLIENT_CACHE_SECONDS",
         "LOCKOUT_ACCOUNT_FAILURES",
         "LOCKOUT_IP_FAILURES",
         "LOCKOUT_WINDOW",

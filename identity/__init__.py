@@ -52,7 +52,7 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
     # Non-UTF-8 form bodies are refused before anything reads them; then CSRF on every POST.
     security.install_utf8_check(app)
     csrf.init_app(app)
-    # Brute-force protection: sign-in lockouts and token limits, counted by Flask-Limiter.
+    # Brute-force protection: sign-in lockouts and token limits, counted with `limits`.
     throttle.install(app)
     # Sessions: who is signed in, and where to send those who are not.
     _init_login(app, login_manager)
@@ -84,19 +84,22 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
     app.cli.add_command(setup_command)
     # Security headers on every response; error pages that never show a stack trace.
     security.install_headers(app)
+    app.session_interface = security.SessionCookies()
     errors.install(app)
     return app
 
 
 def _init_login(app: Flask, login_manager) -> None:
     from flask import redirect, request, url_for
-    from sqlalchemy import select
+    from sqlalchemy import bindparam, select
 
     from identity.errors import render_error, wants_json
     from identity.extensions import db
     from identity.models import User
 
     login_manager.init_app(app)
+    # Asked at every signed-in request: built once.
+    user_by_id = select(User).where(User.id == bindparam("id"))
 
     @login_manager.user_loader
     def load_user(session_id: str) -> User | None:
@@ -104,7 +107,7 @@ def _init_login(app: Flask, login_manager) -> None:
         user_id, _, epoch = session_id.partition(".")
         if not user_id.isdigit() or not epoch:
             return None
-        user = db.session.scalar(select(User).where(User.id == int(user_id)))
+        user = db.session.scalar(user_by_id, {"id": int(user_id)})
         if user is None or user.session_epoch != epoch or user.disabled:
             return None
         return user
@@ -168,6 +171,8 @@ def _close_sessions_safely(app: Flask, db) -> None:
 
     @app.teardown_appcontext
     def _close(_exc) -> None:
+        if not db.session.registry.has():
+            return  # this request never used the database
         session = db.session()
         try:
             session.close()

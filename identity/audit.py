@@ -12,22 +12,33 @@ from identity.extensions import db
 from identity.models import Event, User
 
 log = logging.getLogger("identity.audit")
+# One statement, compiled once; each event is a set of parameters.
+EVENT_INSERT = Event.__table__.insert()
 
 
-def record(type_: str, user: User | None = None, **data: object) -> Event:
+def record(type_: str, user: User | None = None, **data: object) -> None:
     """Add an event to the current transaction (the caller commits) and log it.
 
     Callers pass only non-secret facts: method, reason code, username as typed.
     """
+    db.session.add(Event(**_entry(type_, user, data)))
+
+
+def insert(type_: str, user: User | None = None, **data: object) -> None:
+    """record(), written at once with one INSERT instead of at the next flush: for the token
+    endpoint, where the ORM's bookkeeping of a new object cost more than the write."""
+    db.session.connection().execute(EVENT_INSERT, _entry(type_, user, data))
+
+
+def _entry(type_: str, user: User | None, data: dict) -> dict:
     ip = request.remote_addr if has_request_context() else None
-    event = Event(type=type_, user_id=user.id if user else None, ip=ip, data=data)
-    db.session.add(event)
+    user_id = user.id if user else None
     ops.count_event(type_, data)
     log.info(
         json.dumps(
-            {"event": type_, "user_id": event.user_id, "ip": ip, **data},
+            {"event": type_, "user_id": user_id, "ip": ip, **data},
             default=str,
             ensure_ascii=True,
         )
     )
-    return event
+    return {"type": type_, "user_id": user_id, "ip": ip, "data": data}

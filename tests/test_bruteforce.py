@@ -7,6 +7,7 @@ from __future__ import annotations
 import base64
 import logging
 import os
+import subprocess
 import time
 import uuid
 
@@ -285,6 +286,71 @@ def test_redis_down_still_locks_in_memory_and_says_so(browser, user, caplog):
     warnings = [r.getMessage() for r in caplog.records if r.name == "identity.throttle"]
     assert len(warnings) == 1 and "unreachable" in warnings[0], warnings
     assert "s3cret" not in caplog.text
+
+
+class OwnRedis:
+    """A redis-server of this test's own on a free port, to stop and start again."""
+
+    def __init__(self) -> None:
+        self.port = listen_port()
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.proc = None
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen(
+            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", ""],
+            stdout=subprocess.DEVNULL,
+        )
+        client = redis.Redis.from_url(self.url)
+        for _ in range(100):
+            try:
+                client.ping()
+                return
+            except redis.ConnectionError:
+                time.sleep(0.05)
+        raise RuntimeError("redis-server did not start")
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.proc.terminate()
+            self.proc.wait(timeout=10)
+            self.proc = None
+
+    def keys(self) -> list[bytes]:
+        return redis.Redis.from_url(self.url).keys("*")
+
+
+@pytest.fixture
+def own_redis():
+    server = OwnRedis()
+    server.start()
+    yield server
+    server.stop()
+
+
+def test_counting_goes_back_to_redis_when_it_answers_again(
+    own_redis, database_url, tmp_path, user, caplog
+):
+    caplog.set_level(logging.INFO, logger="identity.throttle")
+    node = make_app(database_url, tmp_path, REDIS_URL=own_redis.url, LOCKOUT_ACCOUNT_FAILURES=50)
+    browser = Browser(https_client(node))
+    try:
+        assert attempt(browser, "alice").status_code == 401
+        assert own_redis.keys(), "nothing counted in Redis"
+        own_redis.stop()
+        assert attempt(browser, "alice").status_code == 401  # counted in memory
+        assert "unreachable" in caplog.text
+        own_redis.start()  # empty: it keeps nothing on disk
+        assert attempt(browser, "alice").status_code == 401  # not asked again yet (backoff)
+        assert not own_redis.keys()
+        node.extensions["idp.throttle"]._next_check = 0.0  # the backoff is over
+        assert attempt(browser, "alice").status_code == 401
+        assert "answers again" in caplog.text
+        assert own_redis.keys(), "not counted in Redis again"
+    finally:
+        with node.app_context():
+            _db.session.remove()
+            _db.engine.dispose()
 
 
 @settings(ENV="production")

@@ -9,7 +9,7 @@ from typing import NoReturn
 
 from flask import current_app, session
 from flask_login import login_user, logout_user, user_loaded_from_cookie
-from sqlalchemy import delete, select
+from sqlalchemy import bindparam, delete, select
 from sqlalchemy.exc import IntegrityError
 
 from identity import audit
@@ -78,6 +78,10 @@ def sign_out() -> None:
     logout_user()
 
 
+# Asked before every signed-in request: built once, run as Core (no object is needed).
+IS_ENDED = select(EndedSession.sid).where(EndedSession.sid == bindparam("sid"))
+
+
 def enforce_session_lifetime() -> None:
     """Before each request: a session older than SESSION_LIFETIME, or signed out of (on any
     node), is over. With a valid remember-me cookie Flask-Login then restores the account,
@@ -89,7 +93,7 @@ def enforce_session_lifetime() -> None:
     if (
         started is None
         or time.time() - started > current_app.config["SESSION_LIFETIME"]
-        or (sid and db.session.get(EndedSession, sid) is not None)
+        or (sid and db.session.connection().execute(IS_ENDED, {"sid": sid}).first())
     ):
         session.clear()
 

@@ -30,13 +30,13 @@ from flask import Flask, current_app, g, session
 from joserfc import jwt
 from joserfc.errors import JoseError, SecurityWarning
 from joserfc.jwk import KeySet
-from sqlalchemy import delete, select, update
+from sqlalchemy import bindparam, delete, select, update
 
 from identity import audit
 from identity.extensions import db
 from identity.models import AuthorizationCode, Client, Token, User
 from identity.models.oauth import token_digest
-from identity.oidc import keys
+from identity.oidc import client_cache, keys
 
 # RFC 9864 renames "EdDSA" to "Ed25519"; relying parties know the old name, and an admin
 # chooses it per app (--id-token-alg), so the warning at every token is noise.
@@ -47,6 +47,7 @@ log = logging.getLogger("identity.oidc")
 CLIENT_AUTH_METHODS = ["client_secret_basic", "client_secret_post", "none"]
 CONFIDENTIAL_AUTH_METHODS = ["client_secret_basic", "client_secret_post"]
 CODE_KEPT = 3600  # seconds a spent or expired code is remembered after it expires
+CODE_SWEEP_INTERVAL = 60  # seconds between two deletions of codes past CODE_KEPT
 
 
 def server() -> AuthorizationServer:
@@ -106,6 +107,34 @@ def verifying_keys() -> KeySet:
 # -- grants -------------------------------------------------------------------------------
 
 
+# Spending a code or a refresh token: one conditional UPDATE each, built once, that answers
+# the row it spent (RETURNING) or nothing when another request spent it first.
+_codes = AuthorizationCode.__table__
+SPEND_CODE = (
+    update(_codes)
+    .where(
+        _codes.c.code == bindparam("digest"),
+        _codes.c.client_id == bindparam("app"),
+        _codes.c.used_at.is_(None),
+    )
+    .values(used_at=bindparam("now"))
+    .returning(*_codes.c)
+)
+_tokens = Token.__table__
+SPEND_REFRESH = (
+    update(_tokens)
+    .where(
+        _tokens.c.refresh_token == bindparam("digest"),
+        _tokens.c.client_id == bindparam("app"),
+        _tokens.c.refresh_token_used_at.is_(None),
+        _tokens.c.refresh_token_revoked_at == 0,
+        _tokens.c.refresh_token_expires_at > bindparam("now"),
+    )
+    .values(refresh_token_used_at=bindparam("now"))
+    .returning(*_tokens.c)
+)
+
+
 class S256Challenge(CodeChallenge):
     """PKCE with S256 only (`plain` protects nothing the code does not); required for
     public apps already at the authorization request; a challenge in the authorization
@@ -156,32 +185,38 @@ class AuthorizationCodeGrant(grants.AuthorizationCodeGrant):
         )
         db.session.add(row)
         # Spent and expired codes are kept an hour, so that a replay is recognised (and its
-        # grant revoked) while it matters; older ones go (indexed on expires_at).
-        db.session.execute(
-            delete(AuthorizationCode).where(AuthorizationCode.expires_at < now - CODE_KEPT)
-        )
+        # grant revoked) while it matters; older ones go (indexed on expires_at), looked for
+        # once a minute per process rather than at every authorization.
+        sweeps = current_app.extensions.setdefault("idp.code_sweep", {"next": 0.0})
+        if time.monotonic() >= sweeps["next"]:
+            sweeps["next"] = time.monotonic() + CODE_SWEEP_INTERVAL
+            db.session.execute(
+                delete(AuthorizationCode).where(AuthorizationCode.expires_at < now - CODE_KEPT)
+            )
         db.session.commit()
 
     def query_authorization_code(self, code: str, client: Client):
         """Spend the code, atomically: of any number of concurrent redemptions one wins.
         A code spent before is a replay: every token issued from it is revoked."""
         digest = token_digest(code)
-        row = db.session.scalar(
-            select(AuthorizationCode).where(
-                AuthorizationCode.code == digest,
-                AuthorizationCode.client_id == client.client_id,
+        spent = (
+            db.session.connection()
+            .execute(
+                SPEND_CODE,
+                {"digest": digest, "app": client.client_id, "now": int(time.time())},
             )
+            .first()
         )
-        if row is None:
-            return None
-        now = int(time.time())
-        spent = db.session.execute(
-            update(AuthorizationCode)
-            .where(AuthorizationCode.id == row.id, AuthorizationCode.used_at.is_(None))
-            .values(used_at=now)
-        ).rowcount
         db.session.commit()
-        if not spent:
+        if spent is None:
+            row = db.session.scalar(
+                select(AuthorizationCode).where(
+                    AuthorizationCode.code == digest,
+                    AuthorizationCode.client_id == client.client_id,
+                )
+            )
+            if row is None:
+                return None
             revoked = revoke_grant(_code_grant_id(row))
             audit.record(
                 "token.code_reuse",
@@ -191,6 +226,7 @@ class AuthorizationCodeGrant(grants.AuthorizationCodeGrant):
             )
             db.session.commit()
             return None
+        row = AuthorizationCode(**spent._asdict())  # as it is now; read, never written
         if row.is_expired():
             return None
         return row
@@ -210,15 +246,21 @@ class OpenIDCodeExtension(OpenIDCode):
     def exists_nonce(self, nonce: str, request) -> bool:
         if len(nonce) > 255 or not nonce.isprintable():
             raise InvalidRequestError("'nonce' must be at most 255 printable characters")
-        return (
-            db.session.scalar(
-                select(AuthorizationCode.id).where(
-                    AuthorizationCode.client_id == request.payload.client_id,
-                    AuthorizationCode.nonce == nonce,
+        # Authlib validates an authorization request twice (for the consent, then for the
+        # response): one query per request is enough.
+        known = g.setdefault("idp_nonces", {})
+        key = (request.payload.client_id, nonce)
+        if key not in known:
+            known[key] = (
+                db.session.scalar(
+                    select(AuthorizationCode.id).where(
+                        AuthorizationCode.client_id == request.payload.client_id,
+                        AuthorizationCode.nonce == nonce,
+                    )
                 )
+                is not None
             )
-            is not None
-        )
+        return known[key]
 
     def resolve_client_private_key(self, client: Client):
         # A key set of one: joserfc then writes the key's `kid` into the header.
@@ -264,25 +306,21 @@ class RefreshTokenGrant(grants.RefreshTokenGrant):
         """Spend the refresh token, atomically. A spent one presented again means it was
         copied: the whole grant (every access and refresh token from the same sign-in) ends."""
         client = self.request.client
-        row = db.session.scalar(
-            select(Token).where(Token.refresh_token == token_digest(refresh_token))
+        digest = token_digest(refresh_token)
+        spent = (
+            db.session.connection()
+            .execute(
+                SPEND_REFRESH,
+                {"digest": digest, "app": client.client_id, "now": int(time.time())},
+            )
+            .first()
         )
+        db.session.commit()
+        if spent is not None:
+            return Token(**spent._asdict())  # as it is now; read, never written
+        row = db.session.scalar(select(Token).where(Token.refresh_token == digest))
         if row is None or row.client_id != client.client_id:
             return None
-        now = int(time.time())
-        spent = db.session.execute(
-            update(Token)
-            .where(
-                Token.id == row.id,
-                Token.refresh_token_used_at.is_(None),
-                Token.refresh_token_revoked_at == 0,
-                Token.refresh_token_expires_at > now,
-            )
-            .values(refresh_token_used_at=now)
-        ).rowcount
-        db.session.commit()
-        if spent:
-            return row
         if row.refresh_token_used_at:
             revoked = revoke_grant(row.grant_id)
             audit.record(
@@ -328,6 +366,10 @@ def _code_grant_id(code: AuthorizationCode) -> str:
     return f"code-{code.id}"
 
 
+# One statement, compiled once; the values are parameters of each execution.
+TOKEN_INSERT = Token.__table__.insert()
+
+
 def save_token(token: dict, request) -> None:
     """Record a token response: the access token's jti, the refresh token's digest, and the
     grant it belongs to."""
@@ -342,30 +384,35 @@ def save_token(token: dict, request) -> None:
     else:
         grant_id, sid, auth_time = f"cc-{secrets.token_hex(8)}", None, None
     refresh = token.get("refresh_token")
-    row = Token(
-        client_id=request.client.client_id,
-        token_type=token["token_type"],
-        access_token=claims["jti"],
-        refresh_token=token_digest(refresh) if refresh else None,
-        scope=token.get("scope", ""),
-        issued_at=now,
-        expires_in=token["expires_in"],
-        user_id=request.user.id if request.user else None,
-        grant_id=grant_id,
-        sid=sid,
-        auth_time=auth_time,
-        refresh_token_expires_at=(
-            now + current_app.config["REFRESH_TOKEN_LIFETIME"] if refresh else None
-        ),
+    scope = token.get("scope", "")
+    # Core INSERTs: nothing reads these rows back in this request, and the ORM's unit of work
+    # for two new objects cost more than the writes themselves.
+    db.session.connection().execute(
+        TOKEN_INSERT,
+        {
+            "client_id": request.client.client_id,
+            "token_type": token["token_type"],
+            "access_token": claims["jti"],
+            "refresh_token": token_digest(refresh) if refresh else None,
+            "scope": scope,
+            "issued_at": now,
+            "expires_in": token["expires_in"],
+            "user_id": request.user.id if request.user else None,
+            "grant_id": grant_id,
+            "sid": sid,
+            "auth_time": auth_time,
+            "refresh_token_expires_at": (
+                now + current_app.config["REFRESH_TOKEN_LIFETIME"] if refresh else None
+            ),
+        },
     )
-    db.session.add(row)
-    audit.record(
+    audit.insert(
         # A refresh is its own event: the grant goes on, no one signed in again.
         "token.refreshed" if previous is not None else "token.issued",
         request.user if request.user else None,
         client_id=request.client.client_id,
         grant_type=request.payload.grant_type,
-        scope=row.scope,
+        scope=scope,
         refresh=bool(refresh),
     )
     db.session.commit()
@@ -427,12 +474,16 @@ def decode(token_string: str, *, typ: str | None = None) -> dict | None:
     return decoded.claims
 
 
+# Asked at every userinfo call: built once (with its account, joined).
+TOKEN_BY_JTI = select(Token).where(Token.access_token == bindparam("jti"))
+
+
 def access_token_row(token_string: str) -> Token | None:
     """The recorded access token behind a JWT access token of ours."""
     claims = decode(token_string, typ="at+jwt")
     if claims is None or not isinstance(claims.get("jti"), str):
         return None
-    return db.session.scalar(select(Token).where(Token.access_token == claims["jti"]))
+    return db.session.scalar(TOKEN_BY_JTI, {"jti": claims["jti"]})
 
 
 class AccessTokenValidator(BearerTokenValidator):
@@ -550,15 +601,9 @@ def init_app(app: Flask) -> AuthorizationServer:
     def query_client(client_id: str) -> Client | None:
         if not client_id or len(client_id) > 48 or not client_id.isprintable():
             return None  # PostgreSQL refuses NUL in a string: never ask it
-        # Authlib asks for the client several times per request (5 in a code flow): once
-        # from the database per request is enough; nothing is kept across requests.
-        known = g.setdefault("idp_clients", {})
-        if client_id not in known:
-            known[client_id] = db.session.scalar(
-                select(Client).where(Client.client_id == client_id)
-            )
-        return known[client_id]
+        return client_cache.lookup(client_id)
 
+    client_cache.init_app(app)
     authorization = AuthorizationServer(
         app, query_client=query_client, save_token=lambda token, request: save_token(token, request)
     )
