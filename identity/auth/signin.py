@@ -11,6 +11,7 @@ from flask import current_app, session
 from flask_login import login_user, logout_user, user_loaded_from_cookie
 from sqlalchemy import bindparam, delete, select
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import joinedload
 
 from identity import audit
 from identity.auth import accounts
@@ -60,7 +61,7 @@ def sign_in(identity: Identity, *, remember: bool = False, label: str | None = N
     now = utcnow()
     user.last_login_at = now
     link.last_used_at = now
-    audit.record("signin.success", user, method=identity.connector)
+    audit.insert("signin.success", user, method=identity.connector)
     db.session.commit()
     return user
 
@@ -238,12 +239,20 @@ def _unique_username(base: str) -> str:
     return candidate
 
 
+# Every sign-in looks its link up: built once, with the account in the same query.
+LINK_BY_SUBJECT = (
+    select(LinkedIdentity)
+    .where(
+        LinkedIdentity.connector == bindparam("connector"),
+        LinkedIdentity.subject == bindparam("subject"),
+    )
+    .options(joinedload(LinkedIdentity.user))
+)
+
+
 def _find_link(identity: Identity) -> LinkedIdentity | None:
     return db.session.scalar(
-        select(LinkedIdentity).where(
-            LinkedIdentity.connector == identity.connector,
-            LinkedIdentity.subject == identity.subject,
-        )
+        LINK_BY_SUBJECT, {"connector": identity.connector, "subject": identity.subject}
     )
 
 

@@ -173,8 +173,14 @@ def authorize():
 
         client: Client = grant.client
         scope = grant.request.scope or ""
-        consent = db.session.scalar(
-            select(Consent).where(Consent.user_id == user.id, Consent.client_id == client.client_id)
+        consent = (
+            None  # a first-party app is never asked: its consent is only read to be updated
+            if client.skip_consent and request.method == "GET"
+            else db.session.scalar(
+                select(Consent).where(
+                    Consent.user_id == user.id, Consent.client_id == client.client_id
+                )
+            )
         )
         ask = not client.skip_consent and (
             "consent" in prompts or consent is None or not consent.covers(scope)
