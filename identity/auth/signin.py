@@ -188,30 +188,36 @@ def provision(identity: Identity, *, keep_email: bool = True) -> LinkedIdentity:
     when no other account uses it (accounts are never joined by e-mail).
     """
     base = local_username(identity.username)
-    user = User(
-        username=_unique_username(base),
-        name=identity.name,
-        password_hash=None,
-        groups=list(identity.groups),
-    )
-    if keep_email and identity.email and not accounts.email_taken(identity.email):
-        user.set_email(identity.email)
-        user.email_verified = identity.email_verified
-    db.session.add(user)
-    db.session.flush()
-    link = LinkedIdentity(user_id=user.id, connector=identity.connector, subject=identity.subject)
-    db.session.add(link)
-    audit.record("register", user, method=identity.connector, jit=True)
-    try:
-        db.session.commit()
-    except IntegrityError:
-        # A concurrent first sign-in of the same person won: use its account.
-        db.session.rollback()
-        existing = _find_link(identity)
-        if existing is None:
-            raise
-        return existing
-    return link
+    for attempt in range(3):
+        user = User(
+            username=_unique_username(base),
+            name=identity.name,
+            password_hash=None,
+            groups=list(identity.groups),
+        )
+        if keep_email and identity.email and not accounts.email_taken(identity.email):
+            user.set_email(identity.email)
+            user.email_verified = identity.email_verified
+        try:
+            db.session.add(user)
+            db.session.flush()
+            link = LinkedIdentity(
+                user_id=user.id, connector=identity.connector, subject=identity.subject
+            )
+            db.session.add(link)
+            audit.record("register", user, method=identity.connector, jit=True)
+            db.session.commit()
+            return link
+        except IntegrityError:
+            # A concurrent first sign-in of the same person won: use its account. Or another
+            # account took the username or address meanwhile: try again, now seeing it.
+            db.session.rollback()
+            existing = _find_link(identity)
+            if existing is not None:
+                return existing
+            if attempt == 2:
+                raise
+    raise AssertionError("unreachable")
 
 
 def refresh(user: User, identity: Identity) -> None:
