@@ -3,6 +3,7 @@ directory. Every value can be overridden on the command line or with GUNICORN_CM
 
 import multiprocessing
 import os
+import shutil
 import tempfile
 
 # Sync workers, one per core: password hashing is CPU-bound, and gthread with keep-alive sent
@@ -19,8 +20,17 @@ accesslog = None
 errorlog = "-"
 
 # Prometheus: each worker writes its metrics to files in this directory and /metrics adds them
-# up; set before the workers import prometheus_client.
-os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", tempfile.mkdtemp(prefix="idp-metrics-"))
+# up; set before the workers import prometheus_client. A directory made here is removed when
+# gunicorn stops (one was left in /tmp at every start).
+_own_metrics_dir = None
+if "PROMETHEUS_MULTIPROC_DIR" not in os.environ:
+    _own_metrics_dir = tempfile.mkdtemp(prefix="idp-metrics-")
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = _own_metrics_dir
+
+
+def on_exit(server):
+    if _own_metrics_dir:
+        shutil.rmtree(_own_metrics_dir, ignore_errors=True)
 
 
 def child_exit(server, worker):
