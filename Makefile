@@ -11,7 +11,7 @@ PYTHON ?= python3
 # provides it (NodeSource's nodejs provides npm).
 TEST_DEBS := chromium libnss3-tools slapd ldap-utils nodejs npm redis-server
 
-.PHONY: run demo install test test-deps lint bench bench-ldap bench-oidc clean
+.PHONY: run demo install test test-deps lint bench bench-quick bench-signin bench-ldap bench-oidc clean
 
 run: install
 	$(FLASK) setup
@@ -60,10 +60,18 @@ test: test-deps
 lint: $(VENV)/.test-installed
 	$(VENV)/bin/ruff check .
 
+# Every benchmark in one run and one table (bench/README.md): SQLite, then PostgreSQL + Redis
+# on 127.0.0.1 (`make bench BENCH_ARGS="--backends sqlite"` without them). test-deps: slapd.
 bench: test-deps
+	$(PY) bench/all.py $(BENCH_ARGS)
+
+# The same in about 3 minutes: short windows, figures only good for a smoke test.
+bench-quick: test-deps
+	$(PY) bench/all.py --seconds 2 --warmup 1 $(BENCH_ARGS)
+
+# The detailed tools, one area each.
+bench-signin: install
 	$(PY) bench/signin.py
-	$(PY) bench/ldap_signin.py
-	$(PY) bench/oidc.py
 
 bench-ldap: test-deps
 	$(PY) bench/ldap_signin.py

@@ -10,10 +10,12 @@ from __future__ import annotations
 import collections
 import html
 import http.client
+import math
 import multiprocessing
 import os
 import re
 import resource
+import secrets
 import signal
 import socket
 import subprocess
@@ -67,15 +69,44 @@ def run_flask(env: dict[str, str], args: list[str], stdin: str | None = None) ->
     return proc.stdout
 
 
+def service_env(port: int, database_url: str, **extra: str) -> dict[str, str]:
+    """The service's environment: this one without any IDP_* setting, then production
+    settings with a random secret key, the issuer on `port`, `database_url`, and `extra`."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("IDP_")}
+    env.update(
+        IDP_DATABASE_URL=database_url,
+        IDP_SECRET_KEY=secrets.token_hex(32),
+        IDP_ENV="production",
+        IDP_ISSUER=f"https://localhost:{port}",
+        PYTHONUNBUFFERED="1",
+    )
+    env.update(extra)
+    return env
+
+
 # ---------------------------------------------------------------------------- CPU
 
 
 def system_cpu() -> tuple[float, float]:
-    """(busy CPU seconds of the whole machine, wall seconds), from /proc/stat (Linux)."""
-    fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    """(CPU seconds that processes used on the whole machine, wall seconds), from /proc/stat
+    (Linux): user, nice, system, irq. Not idle nor iowait, and not softirq (the kernel's
+    loopback TCP work for every connection, charged to no process) nor steal (time the
+    hypervisor gave to other machines): kernel_cpu() has those two."""
+    fields = _stat_fields()
     tick = os.sysconf("SC_CLK_TCK")
-    busy = (sum(fields[:8]) - fields[3] - fields[4]) / tick  # all but idle and iowait
-    return busy, time.perf_counter()
+    return (fields[0] + fields[1] + fields[2] + fields[5]) / tick, time.perf_counter()
+
+
+def kernel_cpu() -> tuple[float, float]:
+    """(softirq, steal) CPU seconds of the whole machine, from /proc/stat."""
+    fields = _stat_fields()
+    tick = os.sysconf("SC_CLK_TCK")
+    return fields[6] / tick, fields[7] / tick
+
+
+def _stat_fields() -> list[int]:
+    fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    return fields + [0] * (8 - len(fields))
 
 
 def proc_cpu_seconds(pid: int) -> float:
@@ -86,6 +117,28 @@ def proc_cpu_seconds(pid: int) -> float:
     except OSError:
         return 0.0
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime
+
+
+def processes_cpu_seconds(match: Callable[[str, str], bool]) -> Callable[[], float]:
+    """A probe: user+sys CPU seconds of every process for which match(comm, cmdline) holds,
+    e.g. the PostgreSQL backends serving one database. A process that exits inside a window
+    takes its CPU with it (the window then shows less)."""
+
+    def probe() -> float:
+        total = 0.0
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit():
+                continue
+            try:
+                comm = (entry / "comm").read_text().strip()
+                cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+            except OSError:
+                continue
+            if match(comm, cmdline):
+                total += proc_cpu_seconds(int(entry.name))
+        return total
+
+    return probe
 
 
 def timewait_sockets() -> int:
@@ -169,9 +222,11 @@ def measure_processes(
     try:
         time.sleep(max(0.0, start + warmup - time.perf_counter()))
         sys0, own0 = system_cpu(), sum(proc_cpu_seconds(p.pid) for p in workers)
+        steal0 = kernel_cpu()[1]
         probe0 = {name: f() for name, f in probes.items()}
         time.sleep(max(0.0, start + warmup + seconds - time.perf_counter()))
         sys1, own1 = system_cpu(), sum(proc_cpu_seconds(p.pid) for p in workers)
+        steal1 = kernel_cpu()[1]
         probe1 = {name: f() for name, f in probes.items()}
         for _ in workers:
             part, part_cpu, part_errors = q.get(timeout=seconds + warmup + 60)
@@ -200,6 +255,7 @@ def measure_processes(
         "probe_pct": {name: 100 * s / wall for name, s in probe_s.items()},
         # CPU used by everything else on the machine during the measured window.
         "others_pct": 100 * (sys1[0] - sys0[0] - (own1 - own0) - sum(probe_s.values())) / wall,
+        "steal_pct": 100 * (steal1 - steal0) / wall,
     }
 
 
@@ -213,6 +269,11 @@ class Service:
         self.port = port
         self.workers = workers
         self.log_path = log_path
+        if "PROMETHEUS_MULTIPROC_DIR" not in env:
+            # gunicorn.conf.py would make one in /tmp for every start and leave it behind.
+            metrics = log_path.parent / f"metrics-{port}"
+            metrics.mkdir(exist_ok=True)
+            env = {**env, "PROMETHEUS_MULTIPROC_DIR": str(metrics)}
         self._log = open(log_path, "wb")  # noqa: SIM115 - closed in stop()
         cmd = [
             str(VENV_BIN / "gunicorn"),
@@ -270,6 +331,55 @@ class Service:
     def cpu_seconds(self) -> float:
         """user+sys CPU of the master and its workers, from /proc (Linux)."""
         return sum(proc_cpu_seconds(pid) for pid in [self.proc.pid, *self.worker_pids()])
+
+    def worker_rss(self) -> dict[int, int]:
+        """Resident memory (VmRSS, bytes) of each worker, from /proc/<pid>/status."""
+        rss = {}
+        for pid in self.worker_pids():
+            try:
+                status = Path(f"/proc/{pid}/status").read_text()
+            except OSError:
+                continue
+            m = re.search(r"^VmRSS:\s+(\d+) kB", status, re.M)
+            if m:
+                rss[pid] = 1024 * int(m.group(1))
+        return rss
+
+    def log_summary(self) -> dict:
+        """What gunicorn and the app logged: tracebacks (the exception line of each) and the
+        other lines, each distinct line with its count."""
+        try:
+            self._log.flush()
+            lines = self.log_path.read_text(errors="replace").splitlines()
+        except (OSError, ValueError):
+            return {"tracebacks": {}, "lines": {}}
+        tracebacks: collections.Counter[str] = collections.Counter()
+        other: collections.Counter[str] = collections.Counter()
+        chained = ("The above exception", "During handling of the above exception")
+        more = ("[SQL:", "[parameters:", "(Background on this error", "DETAIL:", "HINT:")
+        i, n = 0, len(lines)
+        while i < n:
+            line = lines[i]
+            i += 1
+            if not line.startswith("Traceback (most recent call last)"):
+                if line.strip() and not line.startswith(" "):
+                    other[line.strip()] += 1
+                continue
+            last = "(truncated)"
+            while True:  # one chain of tracebacks: counted once, by its last exception
+                while i < n and (lines[i].startswith(" ") or not lines[i].strip()):
+                    i += 1
+                if i < n:
+                    last = lines[i].strip()
+                    i += 1
+                while i < n and (not lines[i].strip() or lines[i].startswith(more + chained)):
+                    i += 1
+                if i < n and lines[i].startswith("Traceback (most recent call last)"):
+                    i += 1
+                    continue
+                break
+            tracebacks[last] += 1
+        return {"tracebacks": dict(tracebacks), "lines": dict(other)}
 
     def log_tail(self, lines: int = 30) -> str:
         try:
@@ -368,6 +478,55 @@ def sign_in_once(port: int, username: str, password: str) -> tuple[str | None, f
     return err, t_get, t_post
 
 
+def own_cpu_seconds() -> float:
+    """user+sys CPU seconds of this process, all its threads."""
+    ru = resource.getrusage(resource.RUSAGE_SELF)
+    return ru.ru_utime + ru.ru_stime
+
+
+class CpuWindow:
+    """CPU (user+sys) of the load generator (this process, or `generator()`), the service,
+    each probe, and the rest of the machine, from creation to stop()."""
+
+    def __init__(
+        self,
+        service: Service,
+        probes: Probes | None = None,
+        generator: Callable[[], float] = own_cpu_seconds,
+    ):
+        self.service, self.probes, self.generator = service, probes or {}, generator
+        self.before = self._sample()
+
+    def _sample(
+        self,
+    ) -> tuple[float, float, dict[str, float], tuple[float, float], tuple[float, float]]:
+        return (
+            self.generator(),
+            self.service.cpu_seconds(),
+            {name: f() for name, f in self.probes.items()},
+            system_cpu(),
+            kernel_cpu(),
+        )
+
+    def stop(self) -> dict:
+        gen0, svc0, probe0, (busy0, w0), (soft0, steal0) = self.before
+        gen1, svc1, probe1, (busy1, w1), (soft1, steal1) = self._sample()
+        wall = w1 - w0
+        client_cpu, svc = gen1 - gen0, svc1 - svc0
+        probe_s = {name: probe1[name] - probe0[name] for name in self.probes}
+        return {
+            "client_cpu_pct": 100 * client_cpu / wall,
+            "client_cpu_s": client_cpu,
+            "service_cpu_pct": 100 * svc / wall,
+            "service_cpu_s": svc,
+            "probe_s": probe_s,
+            "probe_pct": {name: 100 * s / wall for name, s in probe_s.items()},
+            "others_pct": 100 * ((busy1 - busy0) - client_cpu - svc - sum(probe_s.values())) / wall,
+            "softirq_pct": 100 * (soft1 - soft0) / wall,
+            "steal_pct": 100 * (steal1 - steal0) / wall,
+        }
+
+
 # One client operation: (error or None, {part name: seconds}) for sub-latencies.
 Op = Callable[[], tuple[str | None, dict[str, float]]]
 
@@ -439,41 +598,257 @@ def drive_ops(
             time.sleep(0.01)
         begin, end = window["begin"], window["end"]
         time.sleep(max(0.0, begin - time.perf_counter()))
-        ru0, cpu0, probe0, (busy0, w0) = (
-            resource.getrusage(resource.RUSAGE_SELF),
-            service.cpu_seconds(),
-            {name: f() for name, f in probes.items()},
-            system_cpu(),
-        )
+        cpu = CpuWindow(service, probes)
         time.sleep(max(0.0, end - time.perf_counter()))
-        ru1, cpu1, probe1, (busy1, w1) = (
-            resource.getrusage(resource.RUSAGE_SELF),
-            service.cpu_seconds(),
-            {name: f() for name, f in probes.items()},
-            system_cpu(),
-        )
+        usage = cpu.stop()
     finally:
         stop.set()
         ready.abort()  # releases threads still setting up (never after set_window ran)
         for t in threads:
             t.join(timeout=35)
-    wall = w1 - w0
-    client_cpu = (ru1.ru_utime - ru0.ru_utime) + (ru1.ru_stime - ru0.ru_stime)
-    probe_s = {name: probe1[name] - probe0[name] for name in probes}
     return {
         "full": full,
         "parts": dict(parts),
         "errors": errors,
         "rate": len(full) / seconds,
-        "client_cpu_pct": 100 * client_cpu / wall,
-        "client_cpu_s": client_cpu,
-        "service_cpu_pct": 100 * (cpu1 - cpu0) / wall,
-        "service_cpu_s": cpu1 - cpu0,
-        "probe_s": probe_s,
-        "probe_pct": {name: 100 * s / wall for name, s in probe_s.items()},
-        "others_pct": 100
-        * ((busy1 - busy0) - client_cpu - (cpu1 - cpu0) - sum(probe_s.values()))
-        / wall,
+        **usage,
+    }
+
+
+def paced_threads(rate: float, minimum: int, budget: float = 0.1, cap: int = 128) -> int:
+    """Client threads for an open-loop run at `rate`: enough that every request of up to
+    `budget` seconds finds a free thread (rate x budget in flight), plus a few."""
+    return max(minimum, min(cap, math.ceil(rate * budget) + 4))
+
+
+def drive_paced(
+    rate: float,
+    threads: int,
+    seconds: float,
+    warmup: float,
+    service: Service,
+    make_op: Callable[[int], Op],
+    probes: Probes | None = None,
+    grace: float | None = None,
+) -> dict:
+    """Open loop: operation k is due at start + k/rate, whatever happened to the others.
+    `threads` client threads (each after its untimed make_op(i), as in drive_ops) take the
+    next due operation, wait for its time and run it. Latency is measured from the time it
+    was due, not from when it started, so a slow service that delays later starts is
+    charged for it (no coordinated omission). Operations due inside the measured window
+    count; when they run late, the run goes on past the window until they are done (at most
+    `grace` seconds, default max(5, seconds); the rest are counted as errors)."""
+    probes = probes or {}
+    grace = max(5.0, seconds) if grace is None else grace
+    lock = threading.Lock()
+    due_lat: list[float] = []  # ok ops due in the window: done - due
+    lags: list[float] = []  # start - due, same ops
+    done_in_window = 0  # ok ops (any due time) completed inside the window
+    errors: collections.Counter[str] = collections.Counter()
+    stop = threading.Event()
+    window: dict[str, float] = {}
+    counter = [0]
+
+    def set_window() -> None:
+        start = time.perf_counter() + 0.05
+        window["start"], window["begin"] = start, start + warmup
+        window["end"] = start + warmup + seconds
+
+    ready = threading.Barrier(threads, action=set_window)
+
+    def client(i: int) -> None:
+        nonlocal done_in_window
+        op: Op | None = None
+        try:
+            op = make_op(i)
+        except Exception as exc:  # noqa: BLE001 - a failure is a figure, not a crash
+            with lock:
+                errors[f"setup: {type(exc).__name__}: {exc}"] += 1
+        try:
+            ready.wait(timeout=300)
+        except threading.BrokenBarrierError:
+            return
+        start, begin, end = window["start"], window["begin"], window["end"]
+        while op is not None and not stop.is_set():
+            with lock:
+                k = counter[0]
+                counter[0] += 1
+            due = start + k / rate
+            if due >= end:
+                return
+            now = time.perf_counter()
+            if now > end + grace:
+                if due >= begin:
+                    with lock:
+                        errors[f"not started within {grace:g} s after the window"] += 1
+                continue
+            if due > now:
+                time.sleep(due - now)
+            t0 = time.perf_counter()
+            try:
+                err, _ = op()
+            except Exception as exc:  # noqa: BLE001 - every failure is a figure, not a crash
+                err = f"{type(exc).__name__}: {exc}"
+            t1 = time.perf_counter()
+            with lock:
+                if not err and begin <= t1 <= end:
+                    done_in_window += 1
+                if due >= begin:
+                    if err:
+                        errors[err] += 1
+                    else:
+                        due_lat.append(t1 - due)
+                        lags.append(t0 - due)
+
+    pool = [threading.Thread(target=client, args=(i,), daemon=True) for i in range(threads)]
+    for t in pool:
+        t.start()
+    try:
+        while "end" not in window:
+            if ready.broken:
+                raise BenchError("client setup did not finish in 300 s")
+            time.sleep(0.01)
+        begin, end = window["begin"], window["end"]
+        time.sleep(max(0.0, begin - time.perf_counter()))
+        cpu = CpuWindow(service, probes)
+        time.sleep(max(0.0, end - time.perf_counter()))
+        usage = cpu.stop()
+        deadline = end + grace + 35
+        for t in pool:
+            t.join(timeout=max(0.0, deadline - time.perf_counter()))
+    finally:
+        stop.set()
+        ready.abort()
+        for t in pool:
+            t.join(timeout=35)
+    return {
+        "rate_target": rate,
+        "threads": threads,
+        "full": due_lat,
+        "lag": lags,
+        "errors": errors,
+        "rate": done_in_window / seconds,  # achieved: ok completions inside the window
+        "due": len(due_lat) + sum(errors.values()),
+        **usage,
+    }
+
+
+def _split_child(
+    make_op: Callable[[int], Op],
+    first: int,
+    threads: int,
+    ready,
+    go,
+    start_at,
+    warmup: float,
+    seconds: float,
+    out,
+) -> None:
+    """One load-generator process of drive_split: `threads` closed-loop client threads."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    lat: list[float] = []
+    errors: collections.Counter[str] = collections.Counter()
+    lock = threading.Lock()
+    ops: list[Op] = []
+    for i in range(threads):
+        try:
+            ops.append(make_op(first + i))
+        except Exception as exc:  # noqa: BLE001 - a failure is a figure, not a crash
+            errors[f"setup: {type(exc).__name__}: {exc}"] += 1
+    ready.wait(timeout=300)
+    go.wait(timeout=300)
+    begin = start_at.value + warmup
+    end = begin + seconds
+
+    def client(op: Op) -> None:
+        while True:
+            t0 = time.perf_counter()
+            if t0 >= end:
+                return
+            try:
+                err, _ = op()
+            except Exception as exc:  # noqa: BLE001
+                err = f"{type(exc).__name__}: {exc}"
+            t1 = time.perf_counter()
+            if begin <= t1 <= end:
+                with lock:
+                    if err:
+                        errors[err] += 1
+                    else:
+                        lat.append(t1 - t0)
+
+    pool = [threading.Thread(target=client, args=(op,)) for op in ops]
+    for t in pool:
+        t.start()
+    for t in pool:
+        t.join()
+    out.put((lat, errors))
+
+
+def drive_split(
+    procs: int,
+    concurrency: int,
+    seconds: float,
+    warmup: float,
+    service: Service,
+    make_op: Callable[[int], Op],
+    probes: Probes | None = None,
+) -> dict:
+    """drive_ops with the load generator split over `procs` forked processes (concurrency
+    threads in all), to check that one generator process does not hold the service back.
+    perf_counter is CLOCK_MONOTONIC, one clock for all processes: they share the window.
+    The generator's CPU is that of the child processes."""
+    ctx = multiprocessing.get_context("fork")  # make_op is a closure: no pickling
+    per = [concurrency // procs + (1 if i < concurrency % procs else 0) for i in range(procs)]
+    per = [n for n in per if n]
+    ready, go = ctx.Barrier(len(per) + 1), ctx.Event()
+    start_at = ctx.Value("d", 0.0)
+    q: multiprocessing.Queue = ctx.Queue()
+    children = []
+    first = 0
+    for n in per:
+        children.append(
+            ctx.Process(
+                target=_split_child,
+                args=(make_op, first, n, ready, go, start_at, warmup, seconds, q),
+                daemon=True,
+            )
+        )
+        first += n
+    for c in children:
+        c.start()
+    lat: list[float] = []
+    errors: collections.Counter[str] = collections.Counter()
+    try:
+        ready.wait(timeout=300)
+        start_at.value = time.perf_counter() + 0.1
+        go.set()
+        begin = start_at.value + warmup
+        time.sleep(max(0.0, begin - time.perf_counter()))
+        pids = [c.pid for c in children]
+        cpu = CpuWindow(service, probes, generator=lambda: sum(proc_cpu_seconds(p) for p in pids))
+        time.sleep(max(0.0, begin + seconds - time.perf_counter()))
+        usage = cpu.stop()
+        for _ in children:
+            part, part_errors = q.get(timeout=60)
+            lat += part
+            errors.update(part_errors)
+    except BaseException:
+        for c in children:
+            c.terminate()
+        raise
+    finally:
+        for c in children:
+            c.join(timeout=10)
+            if c.is_alive():
+                c.terminate()
+    return {
+        "procs": len(per),
+        "full": lat,
+        "errors": errors,
+        "rate": len(lat) / seconds,
+        **usage,
     }
 
 

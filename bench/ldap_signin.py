@@ -29,8 +29,6 @@ from __future__ import annotations
 import argparse
 import collections
 import contextlib
-import os
-import secrets
 import signal
 import sys
 import tempfile
@@ -49,6 +47,7 @@ from _common import (
     pct,
     proc_cpu_seconds,
     run_flask,
+    service_env,
     timed_loop,
     timewait_sockets,
 )
@@ -60,6 +59,64 @@ for _path in (ROOT, ROOT / "tests"):
 
 USERNAME = "ada"
 FILTER = "(uid={username})"  # the connector's default IDP_LDAP_USER_FILTER
+
+
+# ---------------------------------------------------------------------------- setup
+
+
+def start_directory(workdir: Path):
+    """(directory, d, slapd pid): slapd started by tests/ldap_server.py in workdir, and what
+    the raw loop and the service need to know of it (d). Stop it with directory.stop()."""
+    from ldap_server import SlapdError, launch
+
+    try:
+        directory = launch(workdir)
+    except SlapdError as exc:
+        raise BenchError(f"cannot start slapd: {exc}") from exc
+    try:
+        slapd_pid = int((workdir / "slapd.pid").read_text().split()[0])
+    except (OSError, ValueError, IndexError) as exc:
+        directory.stop()
+        raise BenchError(f"slapd wrote no pid file: {exc}") from exc
+    d = dict(
+        url=directory.url,
+        bind_dn=directory.bind_dn,
+        bind_password=directory.bind_password,
+        people_dn=directory.people_dn,
+        groups_dn=directory.groups_dn,
+        password=directory.passwords[USERNAME],
+    )
+    return directory, d, slapd_pid
+
+
+def ldap_env(d: dict) -> dict[str, str]:
+    """IDP_LDAP_* for the service: slapd over plain ldap:// (no StartTLS, like the raw loop),
+    group search on (IDP_LDAP_GROUP_BASE, nested groups followed)."""
+    return dict(
+        IDP_LDAP_URL=d["url"],
+        IDP_LDAP_START_TLS="false",
+        IDP_LDAP_BIND_DN=d["bind_dn"],
+        IDP_LDAP_BIND_PASSWORD=d["bind_password"],
+        IDP_LDAP_USER_BASE=d["people_dn"],
+        IDP_LDAP_GROUP_BASE=d["groups_dn"],
+    )
+
+
+def check_raw(d: dict) -> None:
+    """One raw search+bind on reused and on new connections; BenchError with the reason."""
+    for reuse in (True, False):
+        op, done = _ldap_op(d, reuse)
+        try:
+            err = op()
+        finally:
+            done()
+        if err:
+            raise BenchError(f"raw search+bind as {USERNAME} failed: {err}")
+
+
+def measure_ceiling(d: dict, procs: int, seconds: float, warmup: float, probes) -> dict:
+    """Raw ldap3 search+bind on reused connections, `procs` processes."""
+    return measure_processes(_ldap_worker, (d, True), procs, seconds, warmup, probes)
 
 
 # ---------------------------------------------------------------------------- ceiling
@@ -357,8 +414,6 @@ def main() -> int:
     # SIGTERM takes the same path as Ctrl-C: the finally blocks stop gunicorn and slapd.
     signal.signal(signal.SIGTERM, interrupt)
 
-    from ldap_server import SlapdError, launch
-
     service: Service | None = None
     directory = None
     with tempfile.TemporaryDirectory(prefix="idp-bench-ldap-") as tmp:
@@ -370,50 +425,17 @@ def main() -> int:
                     "are slower until they expire (tcp_fin_timeout, usually 60 s)",
                     flush=True,
                 )
-            try:
-                directory = launch(Path(tmp) / "slapd")
-            except SlapdError as exc:
-                raise BenchError(f"cannot start slapd: {exc}") from exc
-            pidfile = Path(tmp) / "slapd" / "slapd.pid"
-            slapd_pid = int(pidfile.read_text().split()[0])
+            directory, d, slapd_pid = start_directory(Path(tmp) / "slapd")
             probes = {"slapd": lambda: proc_cpu_seconds(slapd_pid)}
-            d = dict(
-                url=directory.url,
-                bind_dn=directory.bind_dn,
-                bind_password=directory.bind_password,
-                people_dn=directory.people_dn,
-                groups_dn=directory.groups_dn,
-                password=directory.passwords[USERNAME],
-            )
 
             port = free_port()
-            env = {k: v for k, v in os.environ.items() if not k.startswith("IDP_")}
-            env.update(
-                IDP_DATABASE_URL=f"sqlite:///{tmp}/bench.sqlite3",
-                IDP_SECRET_KEY=secrets.token_hex(32),
-                IDP_ENV="production",
-                IDP_ISSUER=f"https://localhost:{port}",
-                IDP_LDAP_URL=directory.url,
-                IDP_LDAP_START_TLS="false",
-                IDP_LDAP_BIND_DN=directory.bind_dn,
-                IDP_LDAP_BIND_PASSWORD=directory.bind_password,
-                IDP_LDAP_USER_BASE=directory.people_dn,
-                IDP_LDAP_GROUP_BASE=directory.groups_dn,
-                PYTHONUNBUFFERED="1",
-            )
+            env = service_env(port, f"sqlite:///{tmp}/bench.sqlite3", **ldap_env(d))
             print(
                 f"setup: slapd {directory.url} (pid {slapd_pid}), database in {tmp}; {CORES} cores",
                 flush=True,
             )
             run_flask(env, ["db", "upgrade"])
-            for reuse in (True, False):  # fail fast, with the reason, before measuring
-                op, done = _ldap_op(d, reuse)
-                try:
-                    err = op()
-                finally:
-                    done()
-                if err:
-                    raise BenchError(f"raw search+bind as {USERNAME} failed: {err}")
+            check_raw(d)  # fail fast, with the reason, before measuring
             ops, groups = ldap_ops_per_sign_in(d)
 
             print(
@@ -422,9 +444,7 @@ def main() -> int:
                 "(service not running) ...",
                 flush=True,
             )
-            ceiling = measure_processes(
-                _ldap_worker, (d, True), args.ceiling_procs, args.seconds, args.warmup, probes
-            )
+            ceiling = measure_ceiling(d, args.ceiling_procs, args.seconds, args.warmup, probes)
 
             service = Service(env, port, Path(tmp) / "gunicorn.log")
             service.wait_ready()

@@ -33,7 +33,6 @@ import argparse
 import base64
 import hashlib
 import json
-import os
 import secrets
 import signal
 import sys
@@ -56,6 +55,7 @@ from _common import (
     pct,
     request,
     run_flask,
+    service_env,
     sign_in_session,
     timed_loop,
     timewait_sockets,
@@ -389,19 +389,19 @@ def print_report(args, ceiling: dict, results: dict, signin: dict | None) -> int
     return 1 if failed else 0
 
 
-def prepare(tmp: str) -> tuple[dict[str, str], int, App, App]:
-    """The service's environment (a fresh database in tmp, production settings), its port,
-    the signing keys, the account, and the two apps (web, service)."""
+def prepare(
+    tmp: str, database_url: str | None = None, **extra: str
+) -> tuple[dict[str, str], int, App, App]:
+    """The service's environment (a fresh database: SQLite in tmp unless database_url is
+    given, production settings, `extra` settings), its port, the signing keys, the account,
+    and the two apps (web, service)."""
     port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("IDP_")}
-    env.update(
-        IDP_DATABASE_URL=f"sqlite:///{tmp}/bench.sqlite3",
-        IDP_SECRET_KEY=secrets.token_hex(32),
-        IDP_ENV="production",
-        IDP_ISSUER=f"https://localhost:{port}",
+    env = service_env(
+        port,
+        database_url or f"sqlite:///{tmp}/bench.sqlite3",
         # One app carries the whole load: the per-client limit would measure itself.
         IDP_TOKEN_RATE_LIMIT="100000/second",
-        PYTHONUNBUFFERED="1",
+        **extra,
     )
     run_flask(env, ["db", "upgrade"])
     run_flask(env, ["keys", "list"])  # makes the signing keys, as `setup` does

@@ -18,8 +18,6 @@ did not start, setup failed, or every sign-in failed.
 from __future__ import annotations
 
 import argparse
-import os
-import secrets
 import signal
 import sys
 import tempfile
@@ -36,6 +34,7 @@ from _common import (
     measure_processes,
     pct,
     run_flask,
+    service_env,
     timed_loop,
 )
 
@@ -50,10 +49,12 @@ HASH_PROCS = 2
 # ---------------------------------------------------------------------------- ceiling
 
 
-def _hash_worker(start: float, warmup: float, seconds: float, out, encoded: str) -> None:
+def _hash_worker(
+    start: float, warmup: float, seconds: float, out, encoded: str, params: dict
+) -> None:
     from argon2 import PasswordHasher, Type
 
-    ph = PasswordHasher(**ARGON2, type=Type.ID)
+    ph = PasswordHasher(**params, type=Type.ID)
 
     def verify() -> None:
         ph.verify(encoded, PASSWORD)  # raises on a mismatch (never here)
@@ -61,12 +62,14 @@ def _hash_worker(start: float, warmup: float, seconds: float, out, encoded: str)
     out.put(timed_loop(verify, start, warmup, seconds))
 
 
-def measure_ceiling(seconds: float, warmup: float) -> dict:
-    """Raw argon2id verifications/s with one process per core, for the same window."""
+def measure_ceiling(seconds: float, warmup: float, params: dict | None = None) -> dict:
+    """Raw argon2id verifications/s with one process per core, for the same window, at
+    `params` (time_cost, memory_cost, parallelism; default ARGON2)."""
     from argon2 import PasswordHasher, Type
 
-    encoded = PasswordHasher(**ARGON2, type=Type.ID).hash(PASSWORD)
-    return measure_processes(_hash_worker, (encoded,), HASH_PROCS, seconds, warmup)
+    params = params or ARGON2
+    encoded = PasswordHasher(**params, type=Type.ID).hash(PASSWORD)
+    return measure_processes(_hash_worker, (encoded, params), HASH_PROCS, seconds, warmup)
 
 
 # ---------------------------------------------------------------------------- report
@@ -88,14 +91,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="idp-bench-") as tmp:
         try:
             port = free_port()
-            env = {k: v for k, v in os.environ.items() if not k.startswith("IDP_")}
-            env.update(
-                IDP_DATABASE_URL=f"sqlite:///{tmp}/bench.sqlite3",
-                IDP_SECRET_KEY=secrets.token_hex(32),
-                IDP_ENV="production",
-                IDP_ISSUER=f"https://localhost:{port}",
-                PYTHONUNBUFFERED="1",
-            )
+            env = service_env(port, f"sqlite:///{tmp}/bench.sqlite3")
             print(
                 f"setup: database in {tmp}; argon2id m={ARGON2['memory_cost']} KiB "
                 f"t={ARGON2['time_cost']} p={ARGON2['parallelism']}; {CORES} cores",
