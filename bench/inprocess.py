@@ -1,0 +1,234 @@
+"""CPU per operation inside one process, without gunicorn, sockets or a load generator: the
+service's own cost, steadier than rates on a shared machine, and the place to profile.
+
+    .venv/bin/python bench/inprocess.py [-n 600] [--ops healthz,cc,...] [--profile OP]
+        [--sort cumulative|tottime] [--root DIR]
+
+A fresh SQLite database in a temporary directory (production settings), one account, two
+apps (as bench/oidc.py registers them); each operation runs through Flask's test client
+(the same WSGI call gunicorn makes) n/3 times in 3 rounds after 50 untimed calls, and the
+cheapest round is printed as user+sys CPU milliseconds per operation. `--profile OP` then
+runs cProfile over n calls of OP. `--root` measures another checkout of the service (a
+`git worktree` of an older commit, say) with this virtualenv.
+
+Operations: healthz (a route that does nothing: Flask's floor), cc (client credentials),
+refresh (rotating), userinfo, code (authorize with a live session + token), getlogin (the
+login page), signin (GET + POST /login, argon2id included), verify (argon2id alone, at the
+app's parameters). A benchmark: it prints figures, it never asserts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import cProfile
+import hashlib
+import io
+import json
+import os
+import pstats
+import re
+import secrets
+import subprocess
+import sys
+import tempfile
+import urllib.parse
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+FLASK = HERE.parent / ".venv" / "bin" / "flask"
+PASSWORD = "correct horse battery staple"
+CALLBACK = "https://app.example/callback"
+HEADERS = {"X-Forwarded-Proto": "https"}
+BASE = "https://localhost"
+DEFAULT_OPS = ("healthz", "cc", "refresh", "userinfo", "code")
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("-n", type=int, default=600, help="calls per operation (default 600)")
+    ap.add_argument("--ops", default=",".join(DEFAULT_OPS))
+    ap.add_argument("--profile", help="cProfile this operation afterwards")
+    ap.add_argument("--sort", default="cumulative", help="cProfile order (default cumulative)")
+    ap.add_argument("--root", default=str(HERE.parent), help="the checkout to measure")
+    args = ap.parse_args()
+    root = Path(args.root).resolve()
+    tmp = tempfile.mkdtemp(prefix="idp-inprocess-")
+    os.environ.update(
+        IDP_ENV="production",
+        IDP_SECRET_KEY=secrets.token_urlsafe(32),
+        IDP_DATABASE_URL=f"sqlite:///{tmp}/bench.sqlite3",
+        IDP_ISSUER=BASE,
+        IDP_TOKEN_RATE_LIMIT="100000/second",  # one app carries the whole load
+        PROMETHEUS_MULTIPROC_DIR=tmp,
+    )
+
+    def flask(*cmd: str, stdin: str | None = None) -> str:
+        return subprocess.run(
+            [str(FLASK), "--app", "idp", *cmd],
+            cwd=root,
+            capture_output=True,
+            check=True,
+            text=True,
+            input=stdin,
+        ).stdout
+
+    flask("db", "upgrade")
+    flask("keys", "list")
+    flask(
+        "user",
+        "create",
+        "--username",
+        "bench",
+        "--email",
+        "bench@example.com",
+        "--password-stdin",
+        stdin=PASSWORD + "\n",
+    )
+    web = json.loads(
+        flask(
+            "client",
+            "create",
+            "--name",
+            "web",
+            "--redirect-uri",
+            CALLBACK,
+            "--skip-consent",
+            "--json",
+        )
+    )
+    service = json.loads(
+        flask("client", "create", "--name", "svc", "--grant-type", "client_credentials", "--json")
+    )
+    sys.path.insert(0, str(root))
+    from idp import app  # noqa: E402 - after the environment is set
+
+    ops = Operations(app, web, service)
+    names = [n.strip() for n in args.ops.split(",") if n.strip()]
+    unknown = [n for n in names + ([args.profile] if args.profile else []) if not hasattr(ops, n)]
+    if unknown:
+        ap.error(f"unknown operations: {unknown}")
+    print(f"{root}: user+sys CPU ms per operation, cheapest of 3 rounds of {args.n // 3}")
+    for name in names:
+        op = getattr(ops, name)
+        for _ in range(50):
+            op()
+        rounds = []
+        for _ in range(3):
+            t0 = os.times()
+            for _ in range(args.n // 3):
+                op()
+            t1 = os.times()
+            rounds.append(1000 * ((t1.user - t0.user) + (t1.system - t0.system)) / (args.n // 3))
+        print(f"{name:10s} {min(rounds):7.3f}   (rounds: {' '.join(f'{r:.2f}' for r in rounds)})")
+    if args.profile:
+        op = getattr(ops, args.profile)
+        profile = cProfile.Profile()
+        profile.enable()
+        for _ in range(args.n):
+            op()
+        profile.disable()
+        out = io.StringIO()
+        pstats.Stats(profile, stream=out).sort_stats(args.sort).print_stats(60)
+        print(out.getvalue())
+    return 0
+
+
+class Operations:
+    """Each method is one operation; a failure raises (a benchmark of errors is no benchmark)."""
+
+    def __init__(self, app, web: dict, service: dict):
+        from argon2 import PasswordHasher, Type
+
+        self.app, self.web, self.service = app, web, service
+        self.browser = app.test_client()
+        self.api = app.test_client()
+        cfg = app.config
+        self.hasher = PasswordHasher(
+            time_cost=cfg["ARGON2_TIME_COST"],
+            memory_cost=cfg["ARGON2_MEMORY_COST"],
+            parallelism=cfg["ARGON2_PARALLELISM"],
+            type=Type.ID,
+        )
+        self.hash = self.hasher.hash(PASSWORD)
+        self._sign_in(self.browser)
+        self.refresh_token = self._code_flow()["refresh_token"]
+        self.access_token = self._code_flow()["access_token"]
+
+    @staticmethod
+    def _basic(client: dict) -> str:
+        raw = f"{client['client_id']}:{client['client_secret']}".encode()
+        return "Basic " + base64.b64encode(raw).decode()
+
+    def _sign_in(self, browser) -> None:
+        page = browser.get("/login", headers=HEADERS, base_url=BASE)
+        token = re.search(r'name="csrf_token"[^>]*value="([^"]+)"', page.text).group(1)
+        form = {"csrf_token": token, "username": "bench", "password": PASSWORD}
+        headers = {**HEADERS, "Referer": f"{BASE}/login"}
+        response = browser.post("/login", data=form, headers=headers, base_url=BASE)
+        assert response.status_code == 302, response.status_code
+
+    def _token(self, client: dict, form: dict) -> dict:
+        headers = {**HEADERS, "Authorization": self._basic(client)}
+        response = self.api.post("/token", data=form, headers=headers, base_url=BASE)
+        assert response.status_code == 200, response.text
+        return response.json
+
+    def _code_flow(self) -> dict:
+        verifier = secrets.token_urlsafe(48)
+        digest = hashlib.sha256(verifier.encode()).digest()
+        query = urllib.parse.urlencode(
+            {
+                "response_type": "code",
+                "client_id": self.web["client_id"],
+                "redirect_uri": CALLBACK,
+                "scope": "openid profile email",
+                "state": "s",
+                "nonce": secrets.token_urlsafe(8),
+                "code_challenge": base64.urlsafe_b64encode(digest).rstrip(b"=").decode(),
+                "code_challenge_method": "S256",
+            }
+        )
+        response = self.browser.get(f"/authorize?{query}", headers=HEADERS, base_url=BASE)
+        assert response.status_code == 302, response.status_code
+        location = urllib.parse.urlsplit(response.headers["Location"])
+        code = urllib.parse.parse_qs(location.query)["code"][0]
+        form = {
+            "grant_type": "authorization_code",
+            "code": code,
+            "redirect_uri": CALLBACK,
+            "code_verifier": verifier,
+        }
+        return self._token(self.web, form)
+
+    def healthz(self) -> None:
+        assert self.api.get("/healthz", headers=HEADERS, base_url=BASE).status_code == 200
+
+    def cc(self) -> None:
+        self._token(self.service, {"grant_type": "client_credentials"})
+
+    def refresh(self) -> None:
+        form = {"grant_type": "refresh_token", "refresh_token": self.refresh_token}
+        self.refresh_token = self._token(self.web, form)["refresh_token"]
+
+    def userinfo(self) -> None:
+        headers = {**HEADERS, "Authorization": f"Bearer {self.access_token}"}
+        response = self.api.get("/userinfo", headers=headers, base_url=BASE)
+        assert response.status_code == 200, response.text
+
+    def code(self) -> None:
+        self._code_flow()
+
+    def getlogin(self) -> None:
+        page = self.app.test_client().get("/login", headers=HEADERS, base_url=BASE)
+        assert page.status_code == 200
+
+    def signin(self) -> None:
+        self._sign_in(self.app.test_client())
+
+    def verify(self) -> None:
+        self.hasher.verify(self.hash, PASSWORD)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
