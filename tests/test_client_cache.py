@@ -7,8 +7,8 @@ import base64
 
 import pytest
 
-from identity.oidc import clients
 from conftest import dispose, https_client, make_app
+from identity.oidc import clients
 
 
 def register(app) -> tuple[str, str]:
