@@ -25,8 +25,9 @@ def record(type_: str, user: User | None = None, **data: object) -> None:
 
 
 def insert(type_: str, user: User | None = None, **data: object) -> None:
-    """record(), written at once with one INSERT instead of at the next flush: for the token
-    endpoint, where the ORM's bookkeeping of a new object cost more than the write."""
+    """record(), written at once with one INSERT instead of at the next flush: for the hot
+    paths (token responses, sign-in), where the ORM's bookkeeping of a new object cost more
+    than the write. Executed in the current transaction: the caller commits right after."""
     db.session.connection().execute(EVENT_INSERT, _entry(type_, user, data))
 
 
