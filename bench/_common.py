@@ -531,6 +531,21 @@ class CpuWindow:
 Op = Callable[[], tuple[str | None, dict[str, float]]]
 
 
+def _measure_window(
+    window: dict[str, float], ready: threading.Barrier, service: Service, probes: Probes
+) -> dict:
+    """Wait until the client threads have set the window up (set_window ran), then measure
+    CPU over it (CpuWindow) and return when it ends."""
+    while "end" not in window:
+        if ready.broken:
+            raise BenchError("client setup did not finish in 300 s")
+        time.sleep(0.01)
+    time.sleep(max(0.0, window["begin"] - time.perf_counter()))
+    cpu = CpuWindow(service, probes)
+    time.sleep(max(0.0, window["end"] - time.perf_counter()))
+    return cpu.stop()
+
+
 def drive_ops(
     concurrency: int,
     seconds: float,
@@ -592,15 +607,7 @@ def drive_ops(
     for t in threads:
         t.start()
     try:
-        while "end" not in window:
-            if ready.broken:
-                raise BenchError("client setup did not finish in 300 s")
-            time.sleep(0.01)
-        begin, end = window["begin"], window["end"]
-        time.sleep(max(0.0, begin - time.perf_counter()))
-        cpu = CpuWindow(service, probes)
-        time.sleep(max(0.0, end - time.perf_counter()))
-        usage = cpu.stop()
+        usage = _measure_window(window, ready, service, probes)
     finally:
         stop.set()
         ready.abort()  # releases threads still setting up (never after set_window ran)
@@ -704,16 +711,8 @@ def drive_paced(
     for t in pool:
         t.start()
     try:
-        while "end" not in window:
-            if ready.broken:
-                raise BenchError("client setup did not finish in 300 s")
-            time.sleep(0.01)
-        begin, end = window["begin"], window["end"]
-        time.sleep(max(0.0, begin - time.perf_counter()))
-        cpu = CpuWindow(service, probes)
-        time.sleep(max(0.0, end - time.perf_counter()))
-        usage = cpu.stop()
-        deadline = end + grace + 35
+        usage = _measure_window(window, ready, service, probes)
+        deadline = window["end"] + grace + 35
         for t in pool:
             t.join(timeout=max(0.0, deadline - time.perf_counter()))
     finally:

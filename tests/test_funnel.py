@@ -166,3 +166,25 @@ def test_local_usernames_from_directory_names(name, expected):
     from identity.auth.signin import local_username
 
     assert local_username(name) == expected
+
+
+def test_an_address_taken_between_the_check_and_the_insert_is_not_a_server_error(
+    app, user, monkeypatch
+):
+    # Another account took the address after provision() looked (a concurrent sign-up): the
+    # INSERT collides, and the next attempt sees the address taken and leaves it out.
+    from identity.auth import accounts, signin
+
+    looked, real = [], accounts.email_taken
+
+    def stale_once(email: str) -> bool:
+        looked.append(email)
+        return False if len(looked) == 1 else real(email)
+
+    monkeypatch.setattr(signin.accounts, "email_taken", stale_once)
+    ident = Identity(connector="ldap", subject="u-9", username="alice2", email="alice@example.org")
+    with app.app_context():
+        link = signin.provision(ident)
+        assert link.user.email is None and link.user.username == "alice2"
+        assert len(looked) == 2
+        assert db.session.query(User).filter(User.email_key == "alice@example.org").count() == 1

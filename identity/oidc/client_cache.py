@@ -40,22 +40,18 @@ def lookup(client_id: str) -> Client | None:
     return client
 
 
-def forget(client_id: str | None = None) -> None:
-    """Drop one app (or all) from this process's cache: it changed here."""
+def forget(client_id: str) -> None:
+    """Drop an app from this process's cache (and this request's): it changed here."""
     if not has_app_context():
         return
-    cache = _cache()
-    if client_id is None:
-        cache.clear()
-    else:
-        cache.pop(client_id, None)
+    _cache().pop(client_id, None)
     known = g.get("idp_clients")
     if known is not None:
-        known.clear()
+        known.pop(client_id, None)
 
 
 def _cache() -> dict[str, tuple[float, Client]]:
-    return current_app.extensions.setdefault("idp.client_cache", {})
+    return current_app.extensions["idp.client_cache"]
 
 
 def init_app(app: Flask) -> None:
