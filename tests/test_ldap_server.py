@@ -9,19 +9,16 @@ import time
 
 import ldap_server
 import pytest
-from ldap3 import BASE, NONE, SUBTREE, Connection, Server, Tls
+from ldap3 import BASE, NONE, SUBTREE, Connection, Server
 from ldap3.core.exceptions import LDAPException, LDAPSocketOpenError
 from ldap3.utils.conv import escape_filter_chars
 from ldap_server import OBRIEN, Directory, SlapdError, blackhole, dead_url, unbind_and_close
 
+from identity.connectors.ldap_tls import CheckedTls
+
 pytest_plugins = ["ldap_server"]  # the fixtures slapd_directory and directory
 
 PPOLICY = "1.3.6.1.4.1.42.2.27.8.5.1"
-# ldap3 2.9.1 checks the host name with ssl.match_hostname(), deprecated since Python 3.7 (a
-# DeprecationWarning, an error here); it still checks, so the TLS tests let that one pass.
-ldap3_match_hostname = pytest.mark.filterwarnings(
-    "ignore:ssl.match_hostname\\(\\) is deprecated:DeprecationWarning"
-)
 UUID_RE = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 
 
@@ -147,9 +144,8 @@ def test_mustchange_binds_but_may_only_change_its_password(directory: Directory)
     assert plain["result"] == 0 and ppolicy_value(plain) is None
 
 
-@ldap3_match_hostname
 def test_starttls_with_the_right_ca(directory: Directory):
-    tls = Tls(validate=ssl.CERT_REQUIRED, ca_certs_file=directory.ca_file)
+    tls = CheckedTls(validate=ssl.CERT_REQUIRED, ca_certs_file=directory.ca_file)
     conn = connection(directory.url, directory.bind_dn, directory.bind_password, tls=tls)
     try:
         conn.open()
@@ -160,9 +156,8 @@ def test_starttls_with_the_right_ca(directory: Directory):
         unbind_and_close(conn)
 
 
-@ldap3_match_hostname
 def test_starttls_with_the_wrong_ca_fails(directory: Directory):
-    tls = Tls(validate=ssl.CERT_REQUIRED, ca_certs_file=directory.wrong_ca_file)
+    tls = CheckedTls(validate=ssl.CERT_REQUIRED, ca_certs_file=directory.wrong_ca_file)
     conn = connection(directory.url, directory.bind_dn, directory.bind_password, tls=tls)
     try:
         conn.open()
@@ -172,10 +167,9 @@ def test_starttls_with_the_wrong_ca_fails(directory: Directory):
         unbind_and_close(conn)
 
 
-@ldap3_match_hostname
 @pytest.mark.parametrize("localhost", ["127.0.0.1", "localhost"])
 def test_ldaps_with_the_right_ca(directory: Directory, localhost: str):
-    tls = Tls(validate=ssl.CERT_REQUIRED, ca_certs_file=directory.ca_file)
+    tls = CheckedTls(validate=ssl.CERT_REQUIRED, ca_certs_file=directory.ca_file)
     url = directory.ldaps_url.replace("127.0.0.1", localhost)
     conn = connection(url, directory.bind_dn, directory.bind_password, tls=tls)
     try:
@@ -185,9 +179,8 @@ def test_ldaps_with_the_right_ca(directory: Directory, localhost: str):
         unbind_and_close(conn)
 
 
-@ldap3_match_hostname
 def test_ldaps_with_the_wrong_ca_fails(directory: Directory):
-    tls = Tls(validate=ssl.CERT_REQUIRED, ca_certs_file=directory.wrong_ca_file)
+    tls = CheckedTls(validate=ssl.CERT_REQUIRED, ca_certs_file=directory.wrong_ca_file)
     conn = connection(directory.ldaps_url, directory.bind_dn, directory.bind_password, tls=tls)
     try:
         with pytest.raises(LDAPSocketOpenError, match="CERTIFICATE_VERIFY_FAILED"):

@@ -10,8 +10,10 @@ import time
 import pytest
 from ldap_server import OBRIEN, dead_url
 from test_ldap import ldap_settings
+from test_ldap_tls import tls_listener
 
 from conftest import PASSWORD, csrf_from
+from identity import certs
 
 
 @pytest.fixture
@@ -139,6 +141,24 @@ def test_wrong_ca_and_dead_server(app, directory, tmp_path):
     steps = steps_of(r)
     assert not steps[0]["ok"] and "does not chain to IDP_LDAP_CA_FILE" in steps[0]["hint"]
     assert not steps[1]["ok"] and "nothing listens" in steps[1]["hint"]
+
+
+def test_a_certificate_for_another_host_has_a_hint(app, tmp_path):
+    certs.ensure(tmp_path, ["ldap.example.org"])
+    app.config["LDAP_CA_FILE"] = str(tmp_path / certs.CA_CERT)
+    with tls_listener(tmp_path) as port:
+        r = ldap_test(
+            app,
+            "--url",
+            f"ldaps://127.0.0.1:{port}",
+            "--json",
+            "--bind-password-stdin",
+            stdin="x\n",
+        )
+    assert r.exit_code == 1
+    step = steps_of(r)[0]
+    assert not step["ok"] and "not issued for this host name" in step["hint"], step
+    assert "subjectAltName" not in r.output  # a message, not the certificate's dict
 
 
 class Recorder:

@@ -65,10 +65,10 @@ def answer_of(result: dict | None) -> str | None:
 def hint_of(result: dict | None, error: str | None = None) -> str | None:
     if error:
         low = error.lower()
+        if "mismatch" in low or ("hostname" in low and "match" in low):
+            return "the certificate is not issued for this host name or IP address"
         if "certificate verify failed" in low or "certificate_verify_failed" in low:
             return "the server's certificate does not chain to IDP_LDAP_CA_FILE (wrong CA?)"
-        if "hostname" in low and "match" in low:
-            return "the certificate is not issued for this host name"
         if "refused" in low:
             return "nothing listens at that host and port"
         if "timed out" in low or "timeout" in low:

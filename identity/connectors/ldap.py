@@ -13,7 +13,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
-from ldap3 import BASE, NONE, SIMPLE, SUBTREE, Connection, Server, Tls
+from ldap3 import BASE, NONE, SIMPLE, SUBTREE, Connection, Server
 from ldap3.core.exceptions import LDAPException, LDAPSocketOpenError, LDAPStartTLSError
 from ldap3.utils.conv import escape_filter_chars
 from ldap3.utils.dn import escape_rdn
@@ -28,6 +28,7 @@ from identity.connectors.ldap_answers import (
     must_change,
     ppolicy_error,
 )
+from identity.connectors.ldap_tls import CheckedTls
 
 log = logging.getLogger("identity.ldap")
 
@@ -100,10 +101,9 @@ def close(conn: Connection) -> None:
 
 
 def make_server(url: str, s: Settings) -> Server:
-    tls = Tls(
+    tls = CheckedTls(
         validate=ssl.CERT_NONE if s.skip_verify else ssl.CERT_REQUIRED,
         ca_certs_file=s.ca_file,
-        version=ssl.PROTOCOL_TLS_CLIENT,
     )
     return Server(
         url,
