@@ -1,9 +1,11 @@
 # Two commands: `make run` serves the IdP over HTTPS; `make test` runs the whole suite.
 SHELL := /bin/bash
-VENV := .venv
+# PYTHON: the interpreter to build the virtualenv with (3.11 or newer), e.g.
+# `make test PYTHON=python3.13`; the virtualenv is rebuilt when it changes.
+PYTHON ?= python3
+VENV ?= .venv
 PY := $(VENV)/bin/python
 FLASK := $(VENV)/bin/flask --app idp
-PYTHON ?= python3
 # System packages the tests need: Chromium for the browser test, certutil to make it trust
 # the generated CA, OpenLDAP for the directory tests, Node.js with npm for the relying
 # party written with openid-client (tests/rp-node), and Redis for the lockout counters (the
@@ -11,7 +13,7 @@ PYTHON ?= python3
 # provides it (NodeSource's nodejs provides npm).
 TEST_DEBS := chromium libnss3-tools slapd ldap-utils nodejs npm redis-server
 
-.PHONY: run demo install test test-deps lint bench bench-quick bench-signin bench-ldap bench-oidc clean
+.PHONY: run demo install python test test-deps lint bench bench-quick bench-signin bench-ldap bench-oidc clean
 
 run: install
 	$(FLASK) setup
@@ -22,7 +24,21 @@ demo: install
 	$(FLASK) setup
 	$(PY) examples/run_demo.py
 
-install: $(VENV)/.installed
+install: python $(VENV)/.installed
+
+# A supported PYTHON, said in one line; a virtualenv made by another interpreter (or broken)
+# is removed, so that the next step builds it again with this one.
+python:
+	@command -v $(PYTHON) >/dev/null || { echo "$(PYTHON) not found: this project needs Python 3.11 or newer; run make with PYTHON=python3.12, for example." >&2; exit 1; }
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "$(PYTHON) is Python " + sys.version.split()[0] + ": this project needs 3.11 or newer (3.11, 3.12, 3.13); run make with PYTHON=python3.12, for example.")'
+	@if [ -e $(VENV) ]; then \
+	  want=$$($(PYTHON) -c 'import sys; print(sys.version)'); \
+	  have=$$($(PY) -c 'import sys; print(sys.version)' 2>/dev/null || echo none); \
+	  if [ "$$want" != "$$have" ]; then \
+	    echo "$(VENV) was made with another Python ($${have%% *}); rebuilding it with $(PYTHON) ($${want%% *})"; \
+	    rm -rf $(VENV); \
+	  fi; \
+	fi
 
 $(VENV)/.installed: requirements.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -33,7 +49,7 @@ $(VENV)/.test-installed: requirements.txt requirements-test.txt $(VENV)/.install
 	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-test.txt
 	touch $@
 
-test-deps: $(VENV)/.test-installed
+test-deps: python $(VENV)/.test-installed
 	@missing=""; for p in $(TEST_DEBS); do dpkg -s $$p >/dev/null 2>&1 || \
 	  dpkg-query -W -f='$${db:Status-Status} $${Provides}\n' 2>/dev/null | grep -qE "^installed (.*[ ,])?$$p( |,|$$)" || \
 	  missing="$$missing $$p"; done; \
@@ -57,7 +73,7 @@ test: test-deps
 	  IDP_TEST_DATABASE_URL="$$IDP_TEST_POSTGRES_URL" $(VENV)/bin/pytest; \
 	fi
 
-lint: $(VENV)/.test-installed
+lint: python $(VENV)/.test-installed
 	$(VENV)/bin/ruff check .
 
 # Every benchmark in one run and one table (bench/README.md): SQLite, then PostgreSQL + Redis
@@ -80,4 +96,4 @@ bench-oidc: install
 	$(PY) bench/oidc.py
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache test-artifacts
+	rm -rf $(VENV) .venv-* .pytest_cache .ruff_cache test-artifacts
