@@ -61,6 +61,11 @@ class Config:
     SESSION_LIFETIME = 12 * 3600
     # Password reset links expire after this many seconds.
     PASSWORD_RESET_MAX_AGE = 30 * 60
+    # Registration mails a link that verifies the address; until it is opened the address
+    # is unverified (apps see email_verified=false, no social sign-in joins the account).
+    REGISTRATION_EMAIL_VERIFICATION = True
+    # E-mail verification links expire after this many seconds (24 hours).
+    EMAIL_VERIFICATION_MAX_AGE = 24 * 3600
     # Strict-Transport-Security max-age in seconds (0 sends no header).
     HSTS_MAX_AGE = 365 * 24 * 3600
     # Largest accepted request body, in bytes.
@@ -194,7 +199,8 @@ class Config:
     # Seconds to wait for any answer from a provider.
     SOCIAL_TIMEOUT = 10
     # Link a new social sign-in to the existing account with the same e-mail address, only
-    # when the provider asserts the address is verified. Off: people connect from /account.
+    # when the provider asserts the address is verified and the account's own address was
+    # verified here. Off: people connect from /account.
     SOCIAL_AUTO_LINK_VERIFIED_EMAIL = False
     # CA certificates (PEM) for provider endpoints (an emulator with its own CA). Unset: the
     # system's trust store.
@@ -234,6 +240,7 @@ def load(app: Any, overrides: dict[str, Any] | None = None) -> None:
         "REMEMBER_COOKIE_DURATION",
         "SESSION_LIFETIME",
         "PASSWORD_RESET_MAX_AGE",
+        "EMAIL_VERIFICATION_MAX_AGE",
         "PORT",
         "HSTS_MAX_AGE",
         "ARGON2_MEMORY_COST",
@@ -265,6 +272,13 @@ def load(app: Any, overrides: dict[str, Any] | None = None) -> None:
             f"IDP_SIGNING_ALGORITHMS: use RS256, ES256 and/or EdDSA, not "
             f"{sorted(unknown_algs) or 'nothing'}"
         )
+    if not isinstance(cfg["REGISTRATION_EMAIL_VERIFICATION"], bool):
+        raise ConfigError(
+            "IDP_REGISTRATION_EMAIL_VERIFICATION must be true or false, "
+            f"not {cfg['REGISTRATION_EMAIL_VERIFICATION']!r}"
+        )
+    if cfg["EMAIL_VERIFICATION_MAX_AGE"] < 60:
+        raise ConfigError("IDP_EMAIL_VERIFICATION_MAX_AGE must be at least 60 seconds")
     for key in ("CODE_LIFETIME", "ACCESS_TOKEN_LIFETIME", "ID_TOKEN_LIFETIME"):
         if cfg[key] == 0:
             raise ConfigError(f"IDP_{key} must be at least 1 second")

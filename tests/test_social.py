@@ -9,7 +9,7 @@ from urllib.parse import parse_qs, urlencode, urlsplit, urlunsplit
 import pytest
 from sqlalchemy import select
 
-from conftest import PASSWORD, Browser, https_client, make_app
+from conftest import PASSWORD, Browser, dispose, https_client, make_app
 from identity.auth import accounts
 from identity.extensions import db
 from identity.models import LinkedIdentity, ProviderToken, User
@@ -211,7 +211,9 @@ def test_takeover_with_an_unverified_email_fails_even_with_auto_link(
     )
     with app.app_context():
         db.create_all()
-        accounts.create_local("victim", "victim@example.org", PASSWORD)
+        victim = accounts.create_local("victim", "victim@example.org", PASSWORD)
+        victim.email_verified = True  # the victim has used the verification link
+        db.session.commit()
     b = Browser(https_client(app))
     try:
         emulator.profiles["facebook"]["email"] = "victim@example.org"
@@ -230,6 +232,47 @@ def test_takeover_with_an_unverified_email_fails_even_with_auto_link(
             db.session.commit()
             db.session.remove()
             db.engine.dispose()
+
+
+@pytest.fixture
+def auto_link_app(database_url, tmp_path, emulator):
+    app = make_app(
+        database_url, tmp_path, **social_settings(emulator, SOCIAL_AUTO_LINK_VERIFIED_EMAIL=True)
+    )
+    with app.app_context():
+        db.create_all()
+    yield app
+    dispose(app)
+
+
+@pytest.mark.parametrize("provider,field", [("google", "email"), ("twitter", "confirmed_email")])
+def test_an_account_registered_with_someone_elses_address_does_not_receive_their_sign_in(
+    auto_link_app, emulator, provider, field
+):
+    """Pre-account hijacking: the attacker registers with the victim's address and never
+    verifies it; the victim's later sign-in with that verified address is not joined to the
+    attacker's account, even with auto-linking on."""
+    app = auto_link_app
+    email = "victim@example.org"
+    emulator.profiles[provider][field] = email  # verified at the provider
+    attacker = Browser(https_client(app))
+    r = attacker.post(
+        "/register",
+        {"username": "mallory", "email": email, "password": PASSWORD, "confirm": PASSWORD},
+    )
+    assert r.status_code == 302
+    attacker.logout()
+    before = snapshot(app)
+
+    victim = Browser(https_client(app))
+    r = dance(victim, emulator, provider)
+    assert r.status_code == 409
+    assert f"already uses the e-mail address {email}" in r.get_data(as_text=True)
+    assert snapshot(app) == before and signed_in_as(victim) is None
+    # The attacker's account gained no way in for the victim's identity.
+    attacker.login("mallory")
+    assert signed_in_as(attacker) == "mallory"
+    assert [link[1] for link in snapshot(app)["links"]] == ["local"]
 
 
 def test_connect_from_the_account_page(app, browser, user, emulator):

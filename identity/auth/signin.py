@@ -121,7 +121,8 @@ def _restored(_app, user: User) -> None:
 
 def _first_sign_in(identity: Identity, label: str) -> LinkedIdentity:
     """An identity seen for the first time: a new account, or (social, opted in, verified
-    e-mail) the account with that address. Never joined by an unverified address."""
+    e-mail) the account with that address. Never joined by an unverified address, on
+    either side."""
     if identity.connector in current_app.extensions["idp.jit_connectors"]:
         return provision(identity)
     if identity.connector not in current_app.extensions["idp.social_connectors"]:
@@ -133,7 +134,13 @@ def _first_sign_in(identity: Identity, label: str) -> LinkedIdentity:
         # Only a verified address is kept: an unverified one could be someone else's, who
         # would later reset "their" password into an account the provider user controls.
         return provision(identity, keep_email=identity.email_verified)
-    if current_app.config["SOCIAL_AUTO_LINK_VERIFIED_EMAIL"] and identity.email_verified:
+    # The account's own address must have been verified too: anyone can register with
+    # someone else's address, and would then receive that person's sign-ins.
+    if (
+        current_app.config["SOCIAL_AUTO_LINK_VERIFIED_EMAIL"]
+        and identity.email_verified
+        and owner.email_verified
+    ):
         return _add_link(owner, identity, auto=True)
     _refuse(
         "email_in_use",

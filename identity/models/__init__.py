@@ -5,10 +5,12 @@ from identity.models.keys import SigningKey
 from identity.models.oauth import AuthorizationCode, Client, Consent, Token
 from identity.models.social import ProviderToken
 from identity.models.users import EndedSession, LinkedIdentity, PasswordReset, User
+from identity.models.verification import EmailVerification
 
 __all__ = [
     "AuthorizationCode",
     "Consent",
+    "EmailVerification",
     "EndedSession",
     "Token",
     "Client",
