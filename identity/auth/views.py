@@ -6,7 +6,6 @@ import logging
 
 from flask import abort, current_app, flash, redirect, render_template, request, session, url_for
 from flask_login import current_user, login_required, login_user
-from sqlalchemy import delete
 from sqlalchemy.exc import IntegrityError
 
 from identity import audit
@@ -26,7 +25,7 @@ from identity.connectors.local import identity_for
 from identity.connectors.social import LINK_KEY as SOCIAL_LINK_KEY
 from identity.errors import render_error, wants_json
 from identity.extensions import db
-from identity.models import ProviderToken, User
+from identity.models import User
 from identity.oidc.logout import end_other_sessions
 from identity.oidc.views import apps_with_access
 from identity.passwords import policy_errors
@@ -380,11 +379,6 @@ def disconnect(connector: str):
             "error",
         )
         return redirect(url_for("auth.account")), 303
-    db.session.execute(
-        delete(ProviderToken).where(
-            ProviderToken.provider == connector, ProviderToken.provider_user_id == link.subject
-        )
-    )
     db.session.delete(link)
     audit.record("unlink", user, method=connector)
     db.session.commit()

@@ -3,7 +3,6 @@
 from identity.models.audit import Event
 from identity.models.keys import SigningKey
 from identity.models.oauth import AuthorizationCode, Client, Consent, Token
-from identity.models.social import ProviderToken
 from identity.models.users import EndedSession, LinkedIdentity, PasswordReset, User
 from identity.models.verification import EmailVerification
 
@@ -17,7 +16,6 @@ __all__ = [
     "Event",
     "LinkedIdentity",
     "PasswordReset",
-    "ProviderToken",
     "SigningKey",
     "User",
 ]
