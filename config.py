@@ -224,8 +224,12 @@ def load(app: Any, overrides: dict[str, Any] | None = None) -> None:
         cfg["SECRET_KEY"] = _instance_secret_key(instance)
 
     if not cfg.get("DATABASE_URL"):
-        instance.mkdir(parents=True, exist_ok=True)
+        private_dir(instance)
         cfg["DATABASE_URL"] = f"sqlite:///{instance / 'idp.sqlite3'}"
+    if (database := sqlite_file(cfg["DATABASE_URL"])) and database.parent.is_dir():
+        # Created here, before SQLite would create it world-readable (its -wal and -shm
+        # files take the database file's mode).
+        private_file(database)
     cfg["SQLALCHEMY_DATABASE_URI"] = cfg["DATABASE_URL"]
     cfg["SQLALCHEMY_ENGINE_OPTIONS"] = {"pool_pre_ping": True}
     cfg["ISSUER"] = str(cfg["ISSUER"]).rstrip("/")
@@ -444,10 +448,41 @@ def _refuse_insecure_production(cfg: Any) -> None:
         raise ConfigError("IDP_DEBUG must be off when IDP_ENV=production")
 
 
+def private_dir(path: Path) -> None:
+    """Create the folder `path` (and missing parents) open to its owner only (0700); an
+    existing folder is left as it is."""
+    path.mkdir(parents=True, exist_ok=True, mode=0o700)
+
+
+def private_file(path: Path) -> None:
+    """Create `path` empty and readable by its owner only (0600), unless it exists."""
+    try:
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+    except FileExistsError:
+        pass
+
+
+def sqlite_file(url: str) -> Path | None:
+    """The file of a SQLite database URL; None for other databases and in-memory ones."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        return None
+    name = parsed.database
+    if parsed.get_backend_name() != "sqlite" or not name or name == ":memory:":
+        return None
+    if name.startswith("file:"):  # a URI filename: SQLite parses it, not us
+        return None
+    return Path(name)
+
+
 def _instance_secret_key(instance: Path) -> str:
     """A random key created once and kept in instance/ so restarts keep sessions."""
     path = instance / "secret_key"
-    instance.mkdir(parents=True, exist_ok=True)
+    private_dir(instance)
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     except FileExistsError:
