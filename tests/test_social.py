@@ -42,6 +42,15 @@ def app_overrides(emulator):
     return social_settings(emulator)
 
 
+@pytest.fixture
+def user(app, user):
+    """alice, who has verified her address: connecting a provider needs it."""
+    with app.app_context():
+        db.session.get(User, user.id).email_verified = True
+        db.session.commit()
+    return user
+
+
 def start(browser: Browser, provider: str, next_url: str | None = None) -> str:
     """Press the provider's button: the URL the service sends the browser to."""
     path = f"/login/{provider}" + (f"?{urlencode({'next': next_url})}" if next_url else "")
@@ -300,6 +309,46 @@ def test_connect_from_the_account_page(app, browser, user, emulator):
     browser.logout()
     dance(browser, emulator, "google")
     assert signed_in_as(browser) == "alice"  # the connected Google account signs in to alice
+
+
+def test_an_unverified_account_gains_no_sign_in_method(auto_link_app, emulator):
+    """The "trojan identifier": someone registers with another person's address and connects
+    their own Google account to it. When the real owner later takes the account over by a
+    password reset, that Google account would still sign in to it. Until the address is
+    verified, nothing can be connected; checked again when the provider answers."""
+    app = auto_link_app
+    squatter = Browser(https_client(app))
+    squatter.post(
+        "/register",
+        {
+            "username": "mallory",
+            "email": "victim@example.org",
+            "password": PASSWORD,
+            "confirm": PASSWORD,
+        },
+    )
+    before = snapshot(app)
+    r = squatter.post("/account/connect/google", token_from="/account")
+    assert r.status_code == 303 and r.headers["Location"] == "/account"
+    page = squatter.get("/account").get_data(as_text=True)
+    assert "Verify your e-mail address victim@example.org first" in page
+    assert snapshot(app) == before
+
+    # Allowed once verified; but an address changed (unverified) during the dance is caught
+    # when the provider answers.
+    with app.app_context():
+        db.session.scalar(select(User).where(User.username == "mallory")).email_verified = True
+        db.session.commit()
+    assert squatter.post("/account/connect/google", token_from="/account").status_code == 302
+    callback = emulator.approve(start(squatter, "google"))
+    with app.app_context():
+        mallory = db.session.scalar(select(User).where(User.username == "mallory"))
+        mallory.set_email("someone@example.org")
+        db.session.commit()
+    r = squatter.get(callback_path(callback))
+    assert r.status_code == 403
+    assert "Verify your e-mail address someone@example.org first" in r.get_data(as_text=True)
+    assert snapshot(app)["links"] == before["links"]
 
 
 def test_connect_needs_post_with_csrf(app, browser, user, emulator):

@@ -153,6 +153,8 @@ def _first_sign_in(identity: Identity, label: str) -> LinkedIdentity:
 
 def link_identity(user: User, identity: Identity, label: str) -> User:
     """Connect `identity` to the signed-in `user` (from the account page)."""
+    if address_unproven(user):
+        _refuse("email_unverified", identity, user, unproven_message(user, label))
     link = _find_link(identity)
     if link is not None and link.user_id != user.id:
         _refuse(
@@ -165,6 +167,24 @@ def link_identity(user: User, identity: Identity, label: str) -> User:
     if link is None:
         _add_link(user, identity, auto=False)
     return user
+
+
+def address_unproven(user: User) -> bool:
+    """Whether the account's address awaits verification. Such an account gains no new way to
+    sign in: whoever registered it may not own the address, and a sign-in method they added
+    would survive the real owner's password reset (a "trojan identifier")."""
+    return bool(
+        current_app.config["REGISTRATION_EMAIL_VERIFICATION"]
+        and user.email
+        and not user.email_verified
+    )
+
+
+def unproven_message(user: User, label: str) -> str:
+    return (
+        f"Verify your e-mail address {user.email} first (with the link we sent, or a new one "
+        f"from your account page), then connect {label}."
+    )
 
 
 def _add_link(user: User, identity: Identity, *, auto: bool) -> LinkedIdentity:

@@ -9,7 +9,7 @@ from flask_login import current_user, login_required, login_user
 from sqlalchemy.exc import IntegrityError
 
 from identity import audit
-from identity.auth import accounts, bp, reset, verification
+from identity.auth import accounts, bp, reset, signin, verification
 from identity.auth.forms import (
     ChangePasswordForm,
     LoginForm,
@@ -357,6 +357,10 @@ def connect(provider: str):
         abort(400)
     if provider not in current_app.extensions["idp.social_connectors"]:
         abort(404)
+    user: User = current_user._get_current_object()
+    if signin.address_unproven(user):
+        flash(signin.unproven_message(user, LABELS.get(provider, provider)), "error")
+        return redirect(url_for("auth.account")), 303
     session[SOCIAL_LINK_KEY] = provider
     return redirect(url_for(f"{provider}.login"))
 
