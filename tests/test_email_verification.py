@@ -283,3 +283,20 @@ def test_settings_default_on_and_refuse_nonsense(tmp_path, monkeypatch):
     ):
         with pytest.raises(config.ConfigError, match=f"IDP_[A-Z_]+ {message}"):
             load(**env)
+
+
+def test_short_lived_links_still_count_towards_the_resend_limit(app, browser, user, smtp):
+    """Links that expired within the hour are still counted: with a 60-second lifetime,
+    waiting a minute between requests gives no more mails."""
+    _, inbox = smtp
+    app.config["EMAIL_VERIFICATION_MAX_AGE"] = 60
+    browser.login()
+    for n in range(1, verification.RESEND_LIMIT + 1):
+        assert browser.post("/account/verify-email", token_from="/account").status_code == 302
+        with app.app_context():  # every link sent so far has expired
+            for row in db.session.scalars(select(EmailVerification)):
+                row.expires_at = row.created_at = utcnow() - timedelta(minutes=n)
+            db.session.commit()
+    r = browser.post("/account/verify-email", token_from="/account")
+    assert r.status_code == 429
+    assert len(inbox.wait(verification.RESEND_LIMIT + 1, timeout=0.5)) == verification.RESEND_LIMIT

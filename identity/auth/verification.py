@@ -60,10 +60,13 @@ def send(user: User) -> Future:
     cfg = current_app.config
     now = utcnow()
     token, digest = links.new_token()
-    # Expired links are of no use any more; the recent ones count towards the limit.
+    # Links that expired are of no use any more; those sent within the window are kept, as
+    # they count towards the limit even when IDP_EMAIL_VERIFICATION_MAX_AGE is shorter.
     db.session.execute(
         delete(EmailVerification).where(
-            EmailVerification.user_id == user.id, EmailVerification.expires_at <= now
+            EmailVerification.user_id == user.id,
+            EmailVerification.expires_at <= now,
+            EmailVerification.created_at <= now - RESEND_WINDOW,
         )
     )
     db.session.add(
