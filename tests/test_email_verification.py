@@ -300,3 +300,20 @@ def test_short_lived_links_still_count_towards_the_resend_limit(app, browser, us
     r = browser.post("/account/verify-email", token_from="/account")
     assert r.status_code == 429
     assert len(inbox.wait(verification.RESEND_LIMIT + 1, timeout=0.5)) == verification.RESEND_LIMIT
+
+
+def test_an_address_changed_between_lookup_and_use_is_not_verified(app, browser, smtp):
+    """The link is checked against the address again in the UPDATE that verifies it."""
+    _, inbox = smtp
+    register(browser)
+    (path,) = links_in(inbox)
+    with app.test_request_context():
+        found, problem = verification.lookup(path.rsplit("/", 1)[1])
+        assert problem is None
+        db.session.execute(
+            User.__table__.update()
+            .where(User.username == "bob")
+            .values(email="bob@elsewhere.example", email_key="bob@elsewhere.example")
+        )
+        assert verification.complete(found) == verification.CHANGED
+    assert not verified(app)
