@@ -61,6 +61,11 @@ class Config:
     SESSION_LIFETIME = 12 * 3600
     # Password reset links expire after this many seconds.
     PASSWORD_RESET_MAX_AGE = 30 * 60
+    # Registration mails a link that verifies the address; until it is opened the address
+    # is unverified (apps see email_verified=false, no social sign-in joins the account).
+    REGISTRATION_EMAIL_VERIFICATION = True
+    # E-mail verification links expire after this many seconds (24 hours).
+    EMAIL_VERIFICATION_MAX_AGE = 24 * 3600
     # Strict-Transport-Security max-age in seconds (0 sends no header).
     HSTS_MAX_AGE = 365 * 24 * 3600
     # Largest accepted request body, in bytes.
@@ -194,7 +199,8 @@ class Config:
     # Seconds to wait for any answer from a provider.
     SOCIAL_TIMEOUT = 10
     # Link a new social sign-in to the existing account with the same e-mail address, only
-    # when the provider asserts the address is verified. Off: people connect from /account.
+    # when the provider asserts the address is verified and the account's own address was
+    # verified here. Off: people connect from /account.
     SOCIAL_AUTO_LINK_VERIFIED_EMAIL = False
     # CA certificates (PEM) for provider endpoints (an emulator with its own CA). Unset: the
     # system's trust store.
@@ -218,8 +224,12 @@ def load(app: Any, overrides: dict[str, Any] | None = None) -> None:
         cfg["SECRET_KEY"] = _instance_secret_key(instance)
 
     if not cfg.get("DATABASE_URL"):
-        instance.mkdir(parents=True, exist_ok=True)
+        private_dir(instance)
         cfg["DATABASE_URL"] = f"sqlite:///{instance / 'idp.sqlite3'}"
+    if (database := sqlite_file(cfg["DATABASE_URL"])) and database.parent.is_dir():
+        # Created here, before SQLite would create it world-readable (its -wal and -shm
+        # files take the database file's mode).
+        private_file(database)
     cfg["SQLALCHEMY_DATABASE_URI"] = cfg["DATABASE_URL"]
     cfg["SQLALCHEMY_ENGINE_OPTIONS"] = {"pool_pre_ping": True}
     cfg["ISSUER"] = str(cfg["ISSUER"]).rstrip("/")
@@ -234,6 +244,7 @@ def load(app: Any, overrides: dict[str, Any] | None = None) -> None:
         "REMEMBER_COOKIE_DURATION",
         "SESSION_LIFETIME",
         "PASSWORD_RESET_MAX_AGE",
+        "EMAIL_VERIFICATION_MAX_AGE",
         "PORT",
         "HSTS_MAX_AGE",
         "ARGON2_MEMORY_COST",
@@ -265,6 +276,13 @@ def load(app: Any, overrides: dict[str, Any] | None = None) -> None:
             f"IDP_SIGNING_ALGORITHMS: use RS256, ES256 and/or EdDSA, not "
             f"{sorted(unknown_algs) or 'nothing'}"
         )
+    if not isinstance(cfg["REGISTRATION_EMAIL_VERIFICATION"], bool):
+        raise ConfigError(
+            "IDP_REGISTRATION_EMAIL_VERIFICATION must be true or false, "
+            f"not {cfg['REGISTRATION_EMAIL_VERIFICATION']!r}"
+        )
+    if cfg["EMAIL_VERIFICATION_MAX_AGE"] < 60:
+        raise ConfigError("IDP_EMAIL_VERIFICATION_MAX_AGE must be at least 60 seconds")
     for key in ("CODE_LIFETIME", "ACCESS_TOKEN_LIFETIME", "ID_TOKEN_LIFETIME"):
         if cfg[key] == 0:
             raise ConfigError(f"IDP_{key} must be at least 1 second")
@@ -430,10 +448,41 @@ def _refuse_insecure_production(cfg: Any) -> None:
         raise ConfigError("IDP_DEBUG must be off when IDP_ENV=production")
 
 
+def private_dir(path: Path) -> None:
+    """Create the folder `path` (and missing parents) open to its owner only (0700); an
+    existing folder is left as it is."""
+    path.mkdir(parents=True, exist_ok=True, mode=0o700)
+
+
+def private_file(path: Path) -> None:
+    """Create `path` empty and readable by its owner only (0600), unless it exists."""
+    try:
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+    except FileExistsError:
+        pass
+
+
+def sqlite_file(url: str) -> Path | None:
+    """The file of a SQLite database URL; None for other databases and in-memory ones."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        return None
+    name = parsed.database
+    if parsed.get_backend_name() != "sqlite" or not name or name == ":memory:":
+        return None
+    if name.startswith("file:"):  # a URI filename: SQLite parses it, not us
+        return None
+    return Path(name)
+
+
 def _instance_secret_key(instance: Path) -> str:
     """A random key created once and kept in instance/ so restarts keep sessions."""
     path = instance / "secret_key"
-    instance.mkdir(parents=True, exist_ok=True)
+    private_dir(instance)
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     except FileExistsError:

@@ -11,6 +11,7 @@ from flask import Flask, current_app
 from flask_migrate import upgrade
 from sqlalchemy import func, select
 
+from config import sqlite_file
 from identity import certs
 from identity.auth import accounts
 from identity.extensions import db
@@ -22,6 +23,8 @@ from identity.oidc import keys
 def setup_command() -> None:
     """Create certificates, create or upgrade the database, and a demo admin if it is new."""
     cfg = current_app.config
+    for path in _owner_only(cfg["DATABASE_URL"], Path(current_app.instance_path)):
+        click.echo(f"made {path} readable by its owner only")
     for path in certs.ensure(cfg["CERTS_DIR"], certs.hosts_for(cfg["HOST"])):
         click.echo(f"wrote {path}")
     upgrade(directory=current_app.extensions["migrate"].directory)
@@ -37,6 +40,20 @@ def setup_command() -> None:
         click.echo(f"    username: admin    password: {password}")
         click.echo("  Change it on the account page after signing in.")
         click.echo("")
+
+
+def _owner_only(database_url: str, instance: Path) -> list[Path]:
+    """The instance folder and SQLite database files that others could read (an install
+    from before they were created private), made private; the paths changed."""
+    candidates = [(instance, 0o700)]
+    if database := sqlite_file(database_url):
+        candidates += [(Path(f"{database}{end}"), 0o600) for end in ("", "-wal", "-shm")]
+    changed = []
+    for path, mode in candidates:
+        if path.exists() and path.stat().st_mode & 0o077:
+            path.chmod(mode)
+            changed.append(path)
+    return changed
 
 
 def serve(app: Flask) -> None:

@@ -224,8 +224,10 @@ def test_register_sign_out_sign_in_with_screenshots(playwright, idp, trusted_hom
         expect(page).to_have_url(f"{idp.url}/account")
         expect(page.get_by_role("heading", name="Your account")).to_be_visible()
         expect(page.get_by_role("status")).to_have_text(
-            f"Welcome, {USERNAME}. Your account is ready."
+            f"Welcome, {USERNAME}. Your account is ready. To verify your e-mail address, "
+            f"open the link we sent to {EMAIL}."
         )
+        expect(page.locator("#email-status")).to_have_text("(not verified)")
         expect(page.locator("dl.facts")).to_contain_text(USERNAME)
         expect(page.locator("dl.facts")).to_contain_text(EMAIL)
         shot(page, artifacts, "account-desktop")

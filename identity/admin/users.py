@@ -17,7 +17,7 @@ from datetime import timedelta
 
 from flask import current_app, flash, redirect, render_template, request, url_for
 from flask_login import current_user
-from sqlalchemy import delete, func, or_, select, update
+from sqlalchemy import func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from wtforms import BooleanField, HiddenField, PasswordField, RadioField, StringField
 from wtforms.fields.choices import SelectChoice
@@ -41,7 +41,7 @@ from identity.auth.forms import (
 from identity.auth.views import LABELS
 from identity.errors import render_error
 from identity.extensions import db
-from identity.models import Event, LinkedIdentity, PasswordReset, ProviderToken, User
+from identity.models import Event, LinkedIdentity, PasswordReset, User
 from identity.models.users import utcnow
 from identity.passwords import policy_errors
 
@@ -273,8 +273,7 @@ def unlink_problem(user: User, link: LinkedIdentity) -> str | None:
 def unlink(
     user: User, link: LinkedIdentity, *, by: str | None = None, via: str = "console"
 ) -> None:
-    """Remove one way to sign in. A password removed is gone (hash and pending reset links);
-    a provider's stored token goes with its link."""
+    """Remove one way to sign in. A password removed is gone (hash and pending reset links)."""
     problem = unlink_problem(user, link)
     if problem:
         raise Refused(problem)
@@ -282,11 +281,6 @@ def unlink(
     if connector == "local":
         user.password_hash = None
         _expire_reset_links(user)
-    db.session.execute(
-        delete(ProviderToken).where(
-            ProviderToken.provider == connector, ProviderToken.provider_user_id == link.subject
-        )
-    )
     user.links.remove(link)
     audit.record("admin.user_unlinked", user, method=connector, **_who(by, via))
     db.session.commit()

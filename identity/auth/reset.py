@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import hashlib
 import secrets
 from datetime import timedelta
 
 from flask import current_app, url_for
-from sqlalchemy import select, update
+from sqlalchemy import select
 
 from identity import audit, mail
-from identity.auth import accounts
+from identity.auth import accounts, links
 from identity.extensions import db
 from identity.models import PasswordReset, User
 from identity.models.users import utcnow
@@ -18,10 +17,9 @@ from identity.models.users import utcnow
 INVALID = "This reset link is not valid. Copy the whole link from the e-mail, or ask for a new one."
 USED = "This reset link has already been used. Ask for a new one if you still need it."
 EXPIRED = "This reset link has expired. Ask for a new one."
+MESSAGES = {links.INVALID: INVALID, links.USED: USED, links.EXPIRED: EXPIRED}
 
-
-def _digest(token: str) -> str:
-    return hashlib.sha256(token.encode("utf-8", "replace")).hexdigest()
+_digest = links.digest
 
 
 def request_reset(email: str) -> None:
@@ -62,17 +60,9 @@ def request_reset(email: str) -> None:
 
 def lookup(token: str) -> tuple[PasswordReset | None, str | None]:
     """The reset for `token`, or the message that says why it cannot be used."""
-    if not token or len(token) > 128:
-        return None, INVALID
-    found = db.session.scalar(
-        select(PasswordReset).where(PasswordReset.token_hash == _digest(token))
-    )
-    if found is None:
-        return None, INVALID
-    if found.used_at is not None:
-        return None, USED
-    if found.expires_at <= utcnow():
-        return None, EXPIRED
+    found, problem = links.find(PasswordReset, token)
+    if problem:
+        return None, MESSAGES[problem]
     if found.user.disabled:
         return None, INVALID
     return found, None
@@ -81,26 +71,12 @@ def lookup(token: str) -> tuple[PasswordReset | None, str | None]:
 def complete(reset: PasswordReset, password: str) -> str | None:
     """Use the link once and set the password; None on success, else the message."""
     now = utcnow()
-    # The conditional update is what makes a link single-use under concurrent requests.
-    claimed = db.session.execute(
-        update(PasswordReset)
-        .where(
-            PasswordReset.id == reset.id,
-            PasswordReset.used_at.is_(None),
-            PasswordReset.expires_at > now,
-        )
-        .values(used_at=now)
-    ).rowcount
-    if claimed != 1:
+    if not links.claim(PasswordReset, reset, now):
         db.session.rollback()
         return USED
     user = reset.user
     # Any other outstanding link of this account dies with this one.
-    db.session.execute(
-        update(PasswordReset)
-        .where(PasswordReset.user_id == user.id, PasswordReset.used_at.is_(None))
-        .values(used_at=now)
-    )
+    links.spend_all(PasswordReset, user.id, now)
     accounts.set_password(user, password)
     audit.record("password.reset", user)
     db.session.commit()

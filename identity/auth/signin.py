@@ -121,7 +121,8 @@ def _restored(_app, user: User) -> None:
 
 def _first_sign_in(identity: Identity, label: str) -> LinkedIdentity:
     """An identity seen for the first time: a new account, or (social, opted in, verified
-    e-mail) the account with that address. Never joined by an unverified address."""
+    e-mail) the account with that address. Never joined by an unverified address, on
+    either side."""
     if identity.connector in current_app.extensions["idp.jit_connectors"]:
         return provision(identity)
     if identity.connector not in current_app.extensions["idp.social_connectors"]:
@@ -133,7 +134,13 @@ def _first_sign_in(identity: Identity, label: str) -> LinkedIdentity:
         # Only a verified address is kept: an unverified one could be someone else's, who
         # would later reset "their" password into an account the provider user controls.
         return provision(identity, keep_email=identity.email_verified)
-    if current_app.config["SOCIAL_AUTO_LINK_VERIFIED_EMAIL"] and identity.email_verified:
+    # The account's own address must have been verified too: anyone can register with
+    # someone else's address, and would then receive that person's sign-ins.
+    if (
+        current_app.config["SOCIAL_AUTO_LINK_VERIFIED_EMAIL"]
+        and identity.email_verified
+        and owner.email_verified
+    ):
         return _add_link(owner, identity, auto=True)
     _refuse(
         "email_in_use",
@@ -146,6 +153,8 @@ def _first_sign_in(identity: Identity, label: str) -> LinkedIdentity:
 
 def link_identity(user: User, identity: Identity, label: str) -> User:
     """Connect `identity` to the signed-in `user` (from the account page)."""
+    if address_unproven(user):
+        _refuse("email_unverified", identity, user, unproven_message(user, label))
     link = _find_link(identity)
     if link is not None and link.user_id != user.id:
         _refuse(
@@ -158,6 +167,24 @@ def link_identity(user: User, identity: Identity, label: str) -> User:
     if link is None:
         _add_link(user, identity, auto=False)
     return user
+
+
+def address_unproven(user: User) -> bool:
+    """Whether the account's address awaits verification. Such an account gains no new way to
+    sign in: whoever registered it may not own the address, and a sign-in method they added
+    would survive the real owner's password reset (a "trojan identifier")."""
+    return bool(
+        current_app.config["REGISTRATION_EMAIL_VERIFICATION"]
+        and user.email
+        and not user.email_verified
+    )
+
+
+def unproven_message(user: User, label: str) -> str:
+    return (
+        f"Verify your e-mail address {user.email} first (with the link we sent, or a new one "
+        f"from your account page), then connect {label}."
+    )
 
 
 def _add_link(user: User, identity: Identity, *, auto: bool) -> LinkedIdentity:

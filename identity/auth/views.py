@@ -6,11 +6,10 @@ import logging
 
 from flask import abort, current_app, flash, redirect, render_template, request, session, url_for
 from flask_login import current_user, login_required, login_user
-from sqlalchemy import delete
 from sqlalchemy.exc import IntegrityError
 
 from identity import audit
-from identity.auth import accounts, bp, reset
+from identity.auth import accounts, bp, reset, signin, verification
 from identity.auth.forms import (
     ChangePasswordForm,
     LoginForm,
@@ -26,7 +25,7 @@ from identity.connectors.local import identity_for
 from identity.connectors.social import LINK_KEY as SOCIAL_LINK_KEY
 from identity.errors import render_error, wants_json
 from identity.extensions import db
-from identity.models import ProviderToken, User
+from identity.models import User
 from identity.oidc.logout import end_other_sessions
 from identity.oidc.views import apps_with_access
 from identity.passwords import policy_errors
@@ -183,7 +182,11 @@ def register():
         _register_checks(form)
         return render_template("auth/register.html", form=form), 400
     sign_in(identity_for(user))
-    flash(f"Welcome, {user.username}. Your account is ready.", "success")
+    welcome = f"Welcome, {user.username}. Your account is ready."
+    if verification.enabled():
+        verification.send(user)
+        welcome += f" To verify your e-mail address, open the link we sent to {user.email}."
+    flash(welcome, "success")
     return _after_sign_in(form.next.data)
 
 
@@ -226,6 +229,59 @@ def _account_page(password_form: ChangePasswordForm):
         can_disconnect=len(user.links) > 1,
         apps=apps_with_access(user),
     )
+
+
+@bp.post("/account/verify-email")
+@login_required
+def resend_verification():
+    """Mail a new link to verify the account's address, a few times an hour at most."""
+    form = PostForm()
+    if not form.validate_on_submit():
+        abort(400)
+    user: User = current_user._get_current_object()
+    if not verification.enabled() or not user.email:
+        abort(404)
+    if user.email_verified:
+        flash(f"{user.email} is already verified.", "info")
+        return redirect(url_for("auth.account"))
+    wait = verification.wait_before_sending(user)
+    if wait:
+        minutes = -(-wait // 60)
+        flash(
+            f"Several links were sent to {user.email} in the last hour. Check your inbox and "
+            f"spam folder, or ask again in {minutes} minute{'s' if minutes > 1 else ''}.",
+            "error",
+        )
+        return _account_page(ChangePasswordForm()), 429, {"Retry-After": str(wait)}
+    verification.send(user)
+    flash(f"A link to verify your address is on its way to {user.email}.", "success")
+    return redirect(url_for("auth.account"))
+
+
+@bp.route("/verify-email/<token>", methods=["GET", "POST"])
+def verify_email(token: str):
+    """GET asks to confirm, POST verifies: a mail scanner that fetches links verifies nothing
+    and does not use up the link."""
+    found, problem = verification.lookup(token)
+    if problem:
+        return render_template("auth/verify_invalid.html", message=problem), 400
+    form = PostForm()
+    if request.method == "GET":
+        return render_template(
+            "auth/verify_email.html",
+            token=token,
+            email=found.user.email,
+            username=found.user.username,
+            post_form=form,
+        )
+    if not form.validate_on_submit():
+        abort(400)
+    email = found.user.email
+    problem = verification.complete(found)
+    if problem:
+        return render_template("auth/verify_invalid.html", message=problem), 400
+    flash(f"Your e-mail address {email} is verified.", "success")
+    return redirect(url_for("auth.index"))
 
 
 @bp.post("/account/password")
@@ -301,6 +357,10 @@ def connect(provider: str):
         abort(400)
     if provider not in current_app.extensions["idp.social_connectors"]:
         abort(404)
+    user: User = current_user._get_current_object()
+    if signin.address_unproven(user):
+        flash(signin.unproven_message(user, LABELS.get(provider, provider)), "error")
+        return redirect(url_for("auth.account")), 303
     session[SOCIAL_LINK_KEY] = provider
     return redirect(url_for(f"{provider}.login"))
 
@@ -323,11 +383,6 @@ def disconnect(connector: str):
             "error",
         )
         return redirect(url_for("auth.account")), 303
-    db.session.execute(
-        delete(ProviderToken).where(
-            ProviderToken.provider == connector, ProviderToken.provider_user_id == link.subject
-        )
-    )
     db.session.delete(link)
     audit.record("unlink", user, method=connector)
     db.session.commit()

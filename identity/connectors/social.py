@@ -27,12 +27,10 @@ from flask_dance.contrib.facebook import make_facebook_blueprint
 from flask_dance.contrib.google import make_google_blueprint
 from flask_login import current_user
 from oauthlib.oauth2.rfc6749.errors import OAuth2Error
-from sqlalchemy import select
 
 from identity import audit
 from identity.connectors.base import Identity
 from identity.extensions import db
-from identity.models import ProviderToken
 from identity.security import safe_next
 
 log = logging.getLogger("identity.social")
@@ -42,11 +40,12 @@ LINK_KEY = "social_link"
 
 
 class RequestStorage(BaseStorage):
-    """Holds the token for the rest of the request only.
+    """Holds the provider's token for the rest of the request only: long enough to read the
+    profile, never written anywhere.
 
-    Flask-Dance's SQLAlchemyStorage writes the token the moment the exchange returns: before
-    we know whose it is, and even when the sign-in is then refused. The token is stored in
-    the OAuthConsumerMixin table by _store_token once the sign-in or link has succeeded.
+    The service uses a provider only to learn who signs in, never to call it on the
+    person's behalf later, so a stored token would be a secret kept for nothing (and a
+    prize in a database leak). Flask-Dance's session or SQLAlchemy storages would keep it.
     """
 
     def get(self, blueprint):
@@ -325,7 +324,8 @@ def network_failure(provider: Provider, exc: requests.RequestException):
 
 
 def finish(provider: Provider, blueprint, token: dict):
-    """After the token exchange: read the profile, then sign in, create, or link."""
+    """After the token exchange: read the profile, then sign in, create, or link. The token
+    serves this request only and is then forgotten."""
     from identity.auth.signin import SignInRefused, link_identity, sign_in
 
     try:
@@ -354,32 +354,16 @@ def finish(provider: Provider, blueprint, token: dict):
     next_url = session.pop(NEXT_KEY, None)
     try:
         if linking:
-            user = link_identity(current_user._get_current_object(), identity, provider.label)
+            link_identity(current_user._get_current_object(), identity, provider.label)
         else:
-            user = sign_in(identity, label=provider.label)
+            sign_in(identity, label=provider.label)
     except SignInRefused as refused:
         status = 409 if refused.reason in ("email_in_use", "linked_elsewhere") else 403
         return make_response(
             render_template("auth/social_error.html", provider=provider, message=refused.message),
             status,
         )
-    _store_token(provider, identity, user.id, token)
     if linking:
         flash(f"{provider.label} is connected: you can sign in with it.", "success")
         return redirect(url_for("auth.account"))
     return redirect(next_url or url_for("auth.account"))
-
-
-def _store_token(provider: Provider, identity: Identity, user_id: int, token: dict) -> None:
-    row = db.session.scalar(
-        select(ProviderToken).where(
-            ProviderToken.provider == provider.name,
-            ProviderToken.provider_user_id == identity.subject,
-        )
-    )
-    if row is None:
-        row = ProviderToken(provider=provider.name, provider_user_id=identity.subject)
-        db.session.add(row)
-    row.user_id = user_id
-    row.token = dict(token)
-    db.session.commit()

@@ -3,19 +3,19 @@
 from identity.models.audit import Event
 from identity.models.keys import SigningKey
 from identity.models.oauth import AuthorizationCode, Client, Consent, Token
-from identity.models.social import ProviderToken
 from identity.models.users import EndedSession, LinkedIdentity, PasswordReset, User
+from identity.models.verification import EmailVerification
 
 __all__ = [
     "AuthorizationCode",
     "Consent",
+    "EmailVerification",
     "EndedSession",
     "Token",
     "Client",
     "Event",
     "LinkedIdentity",
     "PasswordReset",
-    "ProviderToken",
     "SigningKey",
     "User",
 ]

@@ -75,8 +75,12 @@ class User(UserMixin, db.Model):
         return db.session.scalar(select(cls).where(cond))
 
     def set_email(self, email: str | None) -> None:
+        """Set the address; another address than before is not verified (yet)."""
+        key = email.lower() if email else None
+        if key != self.email_key:
+            self.email_verified = False
         self.email = email
-        self.email_key = email.lower() if email else None
+        self.email_key = key
 
     def as_dict(self) -> dict:
         return {
