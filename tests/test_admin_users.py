@@ -378,6 +378,11 @@ def test_creating_an_administrator_asks_for_the_admins_password(app, browser, ad
             "password",
             "The password cannot be your e-mail address.",
         ),
+        (
+            {"password": "Password1234!", "confirm": "Password1234!"},
+            "password",
+            "among the most common ones",
+        ),
         ({"confirm": NEW + " typo"}, "confirm", "The two passwords differ."),
         ({"password": "", "confirm": ""}, "password", "Enter a password, or choose to e-mail"),
         ({"setup": "telepathy"}, "setup", "Not a valid choice"),
@@ -529,6 +534,7 @@ def test_set_a_new_password(app, browser, admin):
         ({"password": "short", "confirm": "short"}, "Use at least 12 characters."),
         ({"password": "ALICE@example.org", "confirm": "ALICE@example.org"}, "e-mail address"),
         ({"password": "x" * 1025, "confirm": "x" * 1025}, "Use at most 1024 characters."),
+        ({"password": "qwertyuiop123", "confirm": "qwertyuiop123"}, "most common ones"),
         ({"password": NEW, "confirm": NEW + "!"}, "The two passwords differ."),
         ({"password": "tab\there is bad", "confirm": "tab\there is bad"}, "cannot be used"),
     ]:
@@ -779,7 +785,9 @@ def test_cli_set_password(app, user):
     before = snapshot(app)
     for stdin, message in [
         ("short\n", "password: Use at least 12 characters."),
-        ("alice\n", "password: Use at least 12 characters. The password cannot be your username."),
+        ("alice\n", "password: Use at least 12 characters."),
+        ("alice\n", "The password cannot be your username."),
+        ("Password1234!\n", "password: This password is among the most common ones"),
         ("pass\x07word long enough\n", "control characters"),
         (b"\xff\xfe long password here\n", "not UTF-8"),
     ]:
