@@ -868,6 +868,47 @@ def test_cli_unlink(app, user):
     ]
 
 
+ADMIN_GROUP = "cn=admins,ou=groups,dc=example,dc=org"
+
+
+def make_user(app, username: str, *, admin=False, disabled=False, groups=()) -> None:
+    with app.app_context():
+        u = accounts.create_local(username, f"{username}@example.org", PASSWORD)
+        u.is_admin, u.disabled, u.groups = admin, disabled, list(groups)
+        db.session.commit()
+
+
+def test_cli_refuses_to_disable_or_demote_the_last_active_administrator(app, user):
+    make_user(app, "root", admin=True)
+    make_user(app, "gone", admin=True, disabled=True)  # a disabled administrator is no help
+    before = snapshot(app)
+    r = run(app, "user", "disable", "root")
+    assert r.exit_code == 1 and "Traceback" not in r.output
+    assert "root is the last active administrator and cannot be disabled" in r.output
+    r = run(app, "user", "set-admin", "root", "--no-admin")
+    assert r.exit_code == 1
+    assert "root is the last active administrator and cannot be demoted" in r.output
+    assert "make another account an administrator first" in r.output
+    assert snapshot(app) == before
+    # Others are not administrators: they come and go freely.
+    assert run(app, "user", "disable", "alice").exit_code == 0
+    # A member of the directory's admin group is an administrator too: root may now go.
+    app.config["LDAP_ADMIN_GROUP"] = ADMIN_GROUP
+    make_user(app, "dirk", groups=[ADMIN_GROUP])
+    assert run(app, "user", "set-admin", "root", "--no-admin").exit_code == 0
+    assert run(app, "user", "disable", "root").exit_code == 0
+    assert not get_user(app, "root").is_admin and get_user(app, "root").disabled
+
+
+def test_the_last_administrator_may_drop_the_flag_when_the_directory_group_keeps_them(app):
+    app.config["LDAP_ADMIN_GROUP"] = ADMIN_GROUP
+    make_user(app, "root", admin=True, groups=[ADMIN_GROUP])
+    r = run(app, "user", "set-admin", "root", "--no-admin")
+    assert r.exit_code == 0, r.output
+    r = run(app, "user", "disable", "root")
+    assert r.exit_code == 1 and "last active administrator" in r.output
+
+
 def test_cli_end_sessions(app, user):
     elsewhere = signed_in_client(app)
     token = add_token(app, user.id)
@@ -884,6 +925,7 @@ def test_cli_set_admin(app, user):
     assert get_user(app, "alice").is_admin
     r = run(app, "user", "set-admin", "alice")
     assert "was already an administrator" in r.output
+    make_user(app, "root", admin=True)  # alice is not the last one
     r = run(app, "user", "set-admin", "alice", "--no-admin")
     assert r.exit_code == 0 and "no longer an administrator" in r.output
     assert not get_user(app, "alice").is_admin
