@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import math
 import os
 import secrets
 import string
+from collections import Counter
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -12,6 +14,12 @@ from typing import Any
 # Values that must never reach production as a SECRET_KEY.
 KNOWN_WEAK_SECRETS = {"", "dev", "secret", "changeme", "change-me", "development", "test"}
 MIN_SECRET_KEY_LENGTH = 32
+# Estimated entropy a production key needs (see estimated_entropy_bits): a 32-character
+# secrets.token_hex() scored at least 86 in a million draws; 32 'a's score 0.
+MIN_SECRET_KEY_BITS = 80
+# argon2id (memory KiB, iterations) at parallelism 1 that OWASP's Password Storage Cheat
+# Sheet gives as equally strong minimums; production needs at least one of them.
+OWASP_ARGON2ID_MINIMUMS = ((47104, 1), (19456, 2), (12288, 3), (9216, 4), (7168, 5))
 
 
 class ConfigError(Exception):
@@ -27,6 +35,15 @@ class Config:
 
     # "development" or "production"; production refuses insecure defaults at start.
     ENV = "development"
+    # Production refuses each of these unless its IDP_ALLOW_INSECURE_* says otherwise, and
+    # then logs an error at every start: directory certificates not verified
+    # (LDAP_TLS_INSECURE_SKIP_VERIFY), ldap:// without StartTLS, an SMTP login without TLS,
+    # argon2id below OWASP's minimums, a SECRET_KEY or KEY_ENCRYPTION_KEY of little entropy.
+    ALLOW_INSECURE_LDAP_TLS = False
+    ALLOW_INSECURE_LDAP_PLAINTEXT = False
+    ALLOW_INSECURE_SMTP = False
+    ALLOW_INSECURE_ARGON2 = False
+    ALLOW_INSECURE_SECRET_KEY = False
     # Flask debug mode (interactive debugger): never in production.
     DEBUG = False
     # Signs sessions, CSRF tokens and remember-me cookies. Unset: a random key kept in
@@ -270,6 +287,10 @@ def load(app: Any, overrides: dict[str, Any] | None = None) -> None:
         raise ConfigError("IDP_METRICS_TOKEN must be at least 32 characters")
     _ldap_settings(cfg)
     _throttle_settings(cfg)
+    # What production was told to accept anyway; create_app logs each as an error.
+    cfg["INSECURE_ALLOWED"] = (
+        _insecure_production_settings(cfg) if cfg["ENV"] == "production" else []
+    )
     unknown_algs = set(cfg["SIGNING_ALGORITHMS"]) - {"RS256", "ES256", "EdDSA"}
     if unknown_algs or not cfg["SIGNING_ALGORITHMS"]:
         raise ConfigError(
@@ -477,6 +498,77 @@ def sqlite_file(url: str) -> Path | None:
     if name.startswith("file:"):  # a URI filename: SQLite parses it, not us
         return None
     return Path(name)
+
+
+def _insecure_production_settings(cfg: Any) -> list[str]:
+    """Refuse (ConfigError) each insecure setting in production, unless its
+    IDP_ALLOW_INSECURE_* is true; return what was allowed, as messages to log."""
+    allowed = []
+
+    def refuse(allow: str, problem: str) -> None:
+        if cfg[allow] is True:
+            allowed.append(f"IDP_{allow} is set: {problem}")
+            return
+        raise ConfigError(
+            f"{problem}; IDP_ENV=production refuses this (or set IDP_{allow}=true to accept "
+            f"it, logged as an error at every start)"
+        )
+
+    for key in ("SECRET_KEY", "KEY_ENCRYPTION_KEY"):
+        value = cfg[key]
+        if value is not None and (bits := estimated_entropy_bits(str(value))) < (
+            MIN_SECRET_KEY_BITS
+        ):
+            refuse(
+                "ALLOW_INSECURE_SECRET_KEY",
+                f"IDP_{key} looks guessable (about {bits:.0f} bits of entropy estimated, at "
+                f"least {MIN_SECRET_KEY_BITS} needed): generate one with python -c 'import "
+                f"secrets; print(secrets.token_hex(32))'",
+            )
+    if cfg["LDAP_URL"] and cfg["LDAP_TLS_INSECURE_SKIP_VERIFY"]:
+        refuse(
+            "ALLOW_INSECURE_LDAP_TLS",
+            "IDP_LDAP_TLS_INSECURE_SKIP_VERIFY is on: directory certificates are not verified, "
+            "and anyone on the network path can read every password; turn it off and set "
+            "IDP_LDAP_CA_FILE to the directory's CA",
+        )
+    plain = [u for u in cfg["LDAP_URL"] if u.startswith("ldap://")]
+    if plain and not cfg["LDAP_START_TLS"]:
+        refuse(
+            "ALLOW_INSECURE_LDAP_PLAINTEXT",
+            f"IDP_LDAP_URL {plain[0]} sends passwords in clear: set IDP_LDAP_START_TLS=true "
+            f"or use an ldaps:// URL",
+        )
+    if (
+        cfg["MAIL_SERVER"]
+        and cfg["MAIL_USERNAME"]
+        and not (cfg["MAIL_USE_STARTTLS"] or cfg["MAIL_USE_SSL"])
+    ):
+        refuse(
+            "ALLOW_INSECURE_SMTP",
+            "IDP_MAIL_USERNAME logs in to the SMTP server without TLS, its password in clear: "
+            "set IDP_MAIL_USE_STARTTLS=true or IDP_MAIL_USE_SSL=true",
+        )
+    m, t = cfg["ARGON2_MEMORY_COST"], cfg["ARGON2_TIME_COST"]
+    if cfg["ARGON2_PARALLELISM"] < 1 or not any(
+        m >= min_m and t >= min_t for min_m, min_t in OWASP_ARGON2ID_MINIMUMS
+    ):
+        refuse(
+            "ALLOW_INSECURE_ARGON2",
+            f"IDP_ARGON2_MEMORY_COST={m} (KiB) with IDP_ARGON2_TIME_COST={t} is below "
+            f"OWASP's minimum for argon2id: use 19456 KiB with 2 iterations (the default), "
+            f"or 47104 with 1, 12288 with 3, 9216 with 4, 7168 with 5, or more",
+        )
+    return allowed
+
+
+def estimated_entropy_bits(secret: str) -> float:
+    """An honest, simple estimate of a secret's entropy in bits: its characters' Shannon
+    entropy over the shortest unit it repeats ('abcabcabc' counts as 'abc'). It sees
+    repetition and small alphabets, not meaning: a sentence scores like random letters."""
+    period = (secret + secret).find(secret, 1)  # len(secret) when nothing repeats
+    unit = secret[:period] if secret else ""
+    return -sum(n * math.log2(n / len(unit)) for n in Counter(unit).values()) + 0.0
 
 
 def _instance_secret_key(instance: Path) -> str:

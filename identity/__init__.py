@@ -30,6 +30,8 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
     from identity import ops
 
     ops.install(app)
+    for message in app.config["INSECURE_ALLOWED"]:  # production told to accept these
+        logging.getLogger("identity.config").error("%s", message)
     # Behind N reverse proxies: the client's address and scheme from the last N entries of
     # X-Forwarded-For/-Proto, which those proxies wrote; entries further left are the
     # client's own and are ignored. With none, no header is believed.

@@ -1,6 +1,6 @@
 """Running the service: /healthz (alive), /readyz (each dependency reported), Prometheus
 metrics at /metrics (behind a bearer token), a request id on every request and response,
-and JSON log lines that carry it."""
+and log lines (text or JSON) that carry it, one line per record whatever the text logged."""
 
 from __future__ import annotations
 
@@ -24,6 +24,11 @@ log = logging.getLogger("identity.ops")
 
 # An incoming X-Request-ID is kept when it looks like an id (a proxy's), else replaced.
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{8,128}$")
+# What outside text (a provider's error_description, a username, an exception message) could
+# use to forge a log line or rewrite a terminal: C0 and C1 controls (newline, carriage return,
+# ESC...), DEL, Unicode line and paragraph separators, and bidirectional overrides.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+_NAMED = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
 
 SIGNINS = Counter(
     "idp_signins_total", "Sign-in attempts by method and outcome.", ["method", "outcome"]
@@ -147,9 +152,46 @@ class RequestIdFilter(logging.Filter):
         return True
 
 
+def escape_controls(text: str) -> str:
+    """`text` with every character of _CONTROL written as an escape (\\n, \\x1b, \\u2028):
+    printed, it stays on one line and changes nothing on a terminal."""
+    return _CONTROL.sub(_escape, text)
+
+
+def _escape(match: re.Match) -> str:
+    char = match.group()
+    if char in _NAMED:
+        return _NAMED[char]
+    return f"\\x{ord(char):02x}" if ord(char) < 0x100 else f"\\u{ord(char):04x}"
+
+
+def _escape_strings(value):
+    if isinstance(value, str):
+        return escape_controls(value)
+    if isinstance(value, dict):
+        return {k: _escape_strings(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_escape_strings(v) for v in value]
+    return value
+
+
+class TextFormatter(logging.Formatter):
+    """One line per record: time, level, logger, request id, message (and the traceback,
+    if any, on the same line), control characters escaped."""
+
+    def __init__(self) -> None:
+        super().__init__("%(asctime)s %(levelname)s %(name)s [%(request_id)s] %(message)s")
+
+    def format(self, record: logging.LogRecord) -> str:
+        if not hasattr(record, "request_id"):
+            record.request_id = "-"
+        return escape_controls(super().format(record))
+
+
 class JsonFormatter(logging.Formatter):
     """One JSON object per line: time, level, logger, request id, message; an audit event's
-    message is itself JSON and is embedded as an object."""
+    message is itself JSON and is embedded as an object. Every string in it has its control
+    characters escaped, so a collector that decodes it shows one line too."""
 
     def format(self, record: logging.LogRecord) -> str:
         message = record.getMessage()
@@ -165,22 +207,24 @@ class JsonFormatter(logging.Formatter):
             entry["message"] = message
         if record.exc_info:
             entry["exception"] = self.formatException(record.exc_info)
-        return json.dumps(entry, ensure_ascii=True, default=str)
+        return json.dumps(_escape_strings(entry), ensure_ascii=True, default=str)
 
 
 def install_logging(app: Flask) -> None:
-    """The service's logger writes to stderr, as JSON lines (IDP_LOG_FORMAT=json) or text."""
+    """The service's logger (Flask's app.logger too) writes to stderr, as JSON lines
+    (IDP_LOG_FORMAT=json) or text lines, one per record."""
     logger = logging.getLogger("identity")
     logger.setLevel(app.config["LOG_LEVEL"])
-    if app.config["LOG_FORMAT"] == "json":
-        handler = next((h for h in logger.handlers if getattr(h, "_idp", False)), None)
-        if handler is None:
-            handler = logging.StreamHandler()
-            handler._idp = True
-            logger.addHandler(handler)
-            logger.propagate = False
-        handler.setFormatter(JsonFormatter())
+    handler = next((h for h in logger.handlers if getattr(h, "_idp", False)), None)
+    if handler is None:
+        handler = logging.StreamHandler()
+        handler._idp = True
         handler.addFilter(RequestIdFilter())
+        logger.addHandler(handler)
+    json_lines = app.config["LOG_FORMAT"] == "json"
+    handler.setFormatter(JsonFormatter() if json_lines else TextFormatter())
+    # JSON lines only go to stderr; text also reaches handlers further up (a test's capture).
+    logger.propagate = not json_lines
 
 
 def install(app: Flask) -> None:

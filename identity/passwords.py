@@ -8,6 +8,8 @@ from argon2 import PasswordHasher, Type
 from argon2.exceptions import InvalidHashError, VerificationError
 from flask import current_app
 
+from identity import weak_passwords
+
 
 def hasher() -> PasswordHasher:
     """The hasher at the configured parameters, built once per app."""
@@ -28,9 +30,11 @@ def hash_password(password: str) -> str:
 
 
 def warm_up() -> None:
-    """Build the hasher and the dummy hash at start, so the first sign-in attempt for an
-    unknown account costs one hash like every other."""
+    """Build the hasher, the dummy hash and the common-password lists at start, so the first
+    sign-in attempt for an unknown account costs one hash like every other, and the first
+    new password is checked without loading anything."""
     _dummy_hash()
+    weak_passwords.load()
 
 
 def _dummy_hash() -> str:
@@ -59,7 +63,9 @@ def needs_rehash(stored_hash: str) -> bool:
 def policy_errors(
     password: str, username: str | None = None, email: str | None = None
 ) -> list[str]:
-    """Everything wrong with a new password, as messages for the person choosing it."""
+    """Everything wrong with a new password, as messages for the person choosing it: its
+    length, too few different characters, a common password or word (ignoring case and
+    digits or symbols added at either end), or built on the username or e-mail address."""
     cfg = current_app.config
     lo, hi = cfg["PASSWORD_MIN_LENGTH"], cfg["PASSWORD_MAX_LENGTH"]
     errors = []
@@ -67,9 +73,39 @@ def policy_errors(
         errors.append(f"Use at least {lo} characters.")
     if len(password) > hi:
         errors.append(f"Use at most {hi} characters.")
-    folded = password.casefold()
-    if username and folded == username.casefold():
+    if weak_passwords.too_little_variety(password):
+        errors.append(
+            f"This password is too regular to be safe: use at least "
+            f"{weak_passwords.MIN_DISTINCT_CHARACTERS} different characters, not a run "
+            "like 123456… or abcdef…"
+        )
+    kind = weak_passwords.listed(password)
+    if kind == "password":
+        errors.append(
+            "This password is among the most common ones (found in leaked password lists, "
+            "which attackers try first), even with digits or symbols added. Choose another."
+        )
+    elif kind == "word":
+        errors.append(
+            "This password is a common word or name, which attackers try first, even with "
+            "digits or symbols added. Choose another, or several words."
+        )
+    folded = weak_passwords.fold(password)
+    local_part = email.rpartition("@")[0] if email else None
+    if username and folded == weak_passwords.fold(username):
         errors.append("The password cannot be your username.")
-    if email and folded == email.casefold():
+    elif weak_passwords.built_on(password, username, lo):
+        errors.append(
+            f"The password cannot be built on your username: without it, fewer than {lo} "
+            "characters are left."
+        )
+    if email and folded == weak_passwords.fold(email):
         errors.append("The password cannot be your e-mail address.")
+    elif weak_passwords.built_on(password, email, lo) or weak_passwords.built_on(
+        password, local_part, lo
+    ):
+        errors.append(
+            f"The password cannot be built on your e-mail address: without it, fewer than "
+            f"{lo} characters are left."
+        )
     return errors

@@ -25,7 +25,13 @@ pytest_plugins = ["ldap_server", "provider_emulator", "oidc_rp"]
 
 PASSWORD = "correct horse battery staple"
 # Cheap argon2 parameters keep the suite fast; tests of the real parameters set their own.
-FAST_ARGON2 = {"ARGON2_MEMORY_COST": 1024, "ARGON2_TIME_COST": 1, "ARGON2_PARALLELISM": 1}
+# Production would refuse them: the suite's apps built with IDP_ENV=production accept them.
+FAST_ARGON2 = {
+    "ARGON2_MEMORY_COST": 1024,
+    "ARGON2_TIME_COST": 1,
+    "ARGON2_PARALLELISM": 1,
+    "ALLOW_INSECURE_ARGON2": True,
+}
 CSRF_RE = re.compile(
     r'name="csrf_token" type="hidden" value="([^"]+)"|'
     r'type="hidden" name="csrf_token" value="([^"]+)"|'

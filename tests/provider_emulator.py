@@ -130,6 +130,7 @@ class Knobs:
 
     deny: bool = False  # authorize: 302 error=access_denied (the user said no)
     authorize_error: str | None = None  # authorize: 302 error=<this>, e.g. "server_error"
+    authorize_error_description: str = "Emulated authorization error."  # ...and this
     token_delay: float = 0.0  # token: seconds to wait before answering
     token_status: int | None = None  # token: answer this status with an HTML body (e.g. 500)
     token_error: str | None = None  # token: 400 {"error": <this>} (401 for invalid_client)
@@ -438,7 +439,7 @@ class ProviderEmulator:
             return back(error="access_denied", error_description="The user denied access.")
         if knobs.authorize_error:
             return back(
-                error=knobs.authorize_error, error_description="Emulated authorization error."
+                error=knobs.authorize_error, error_description=knobs.authorize_error_description
             )
         code = secrets.token_urlsafe(24)
         with self._lock:

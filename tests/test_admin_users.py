@@ -377,6 +377,11 @@ def test_creating_an_administrator_asks_for_the_admins_password(app, browser, ad
             "password",
             "The password cannot be your e-mail address.",
         ),
+        (
+            {"password": "Password1234!", "confirm": "Password1234!"},
+            "password",
+            "among the most common ones",
+        ),
         ({"confirm": NEW + " typo"}, "confirm", "The two passwords differ."),
         ({"password": "", "confirm": ""}, "password", "Enter a password, or choose to e-mail"),
         ({"setup": "telepathy"}, "setup", "Not a valid choice"),
@@ -528,6 +533,7 @@ def test_set_a_new_password(app, browser, admin):
         ({"password": "short", "confirm": "short"}, "Use at least 12 characters."),
         ({"password": "ALICE@example.org", "confirm": "ALICE@example.org"}, "e-mail address"),
         ({"password": "x" * 1025, "confirm": "x" * 1025}, "Use at most 1024 characters."),
+        ({"password": "qwertyuiop123", "confirm": "qwertyuiop123"}, "most common ones"),
         ({"password": NEW, "confirm": NEW + "!"}, "The two passwords differ."),
         ({"password": "tab\there is bad", "confirm": "tab\there is bad"}, "cannot be used"),
     ]:
@@ -772,7 +778,9 @@ def test_cli_set_password(app, user):
     before = snapshot(app)
     for stdin, message in [
         ("short\n", "password: Use at least 12 characters."),
-        ("alice\n", "password: Use at least 12 characters. The password cannot be your username."),
+        ("alice\n", "password: Use at least 12 characters."),
+        ("alice\n", "The password cannot be your username."),
+        ("Password1234!\n", "password: This password is among the most common ones"),
         ("pass\x07word long enough\n", "control characters"),
         (b"\xff\xfe long password here\n", "not UTF-8"),
     ]:
@@ -853,6 +861,47 @@ def test_cli_unlink(app, user):
     ]
 
 
+ADMIN_GROUP = "cn=admins,ou=groups,dc=example,dc=org"
+
+
+def make_user(app, username: str, *, admin=False, disabled=False, groups=()) -> None:
+    with app.app_context():
+        u = accounts.create_local(username, f"{username}@example.org", PASSWORD)
+        u.is_admin, u.disabled, u.groups = admin, disabled, list(groups)
+        db.session.commit()
+
+
+def test_cli_refuses_to_disable_or_demote_the_last_active_administrator(app, user):
+    make_user(app, "root", admin=True)
+    make_user(app, "gone", admin=True, disabled=True)  # a disabled administrator is no help
+    before = snapshot(app)
+    r = run(app, "user", "disable", "root")
+    assert r.exit_code == 1 and "Traceback" not in r.output
+    assert "root is the last active administrator and cannot be disabled" in r.output
+    r = run(app, "user", "set-admin", "root", "--no-admin")
+    assert r.exit_code == 1
+    assert "root is the last active administrator and cannot be demoted" in r.output
+    assert "make another account an administrator first" in r.output
+    assert snapshot(app) == before
+    # Others are not administrators: they come and go freely.
+    assert run(app, "user", "disable", "alice").exit_code == 0
+    # A member of the directory's admin group is an administrator too: root may now go.
+    app.config["LDAP_ADMIN_GROUP"] = ADMIN_GROUP
+    make_user(app, "dirk", groups=[ADMIN_GROUP])
+    assert run(app, "user", "set-admin", "root", "--no-admin").exit_code == 0
+    assert run(app, "user", "disable", "root").exit_code == 0
+    assert not get_user(app, "root").is_admin and get_user(app, "root").disabled
+
+
+def test_the_last_administrator_may_drop_the_flag_when_the_directory_group_keeps_them(app):
+    app.config["LDAP_ADMIN_GROUP"] = ADMIN_GROUP
+    make_user(app, "root", admin=True, groups=[ADMIN_GROUP])
+    r = run(app, "user", "set-admin", "root", "--no-admin")
+    assert r.exit_code == 0, r.output
+    r = run(app, "user", "disable", "root")
+    assert r.exit_code == 1 and "last active administrator" in r.output
+
+
 def test_cli_end_sessions(app, user):
     elsewhere = signed_in_client(app)
     token = add_token(app, user.id)
@@ -869,6 +918,7 @@ def test_cli_set_admin(app, user):
     assert get_user(app, "alice").is_admin
     r = run(app, "user", "set-admin", "alice")
     assert "was already an administrator" in r.output
+    make_user(app, "root", admin=True)  # alice is not the last one
     r = run(app, "user", "set-admin", "alice", "--no-admin")
     assert r.exit_code == 0 and "no longer an administrator" in r.output
     assert not get_user(app, "alice").is_admin

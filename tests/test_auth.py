@@ -53,6 +53,18 @@ def test_register_creates_account_signs_in_and_links_local_method(app, browser):
         assert [(link.connector, link.subject) for link in user.links] == [("local", str(user.id))]
 
 
+def test_register_refuses_common_passwords_and_ones_built_on_the_username(app, browser):
+    for password, message in [
+        ("Password1234!", "among the most common ones"),
+        ("bob-bob-2024!", "built on your username"),
+        ("aaaaaaaaaaaa", "too regular"),
+    ]:
+        r = register(browser, password=password)
+        assert r.status_code == 400 and message in r.get_data(as_text=True), password
+    with app.app_context():
+        assert User.query.filter_by(username="bob").first() is None
+
+
 def test_register_follows_safe_next_only(browser):
     r = register(browser, next="/account?tab=1")
     assert r.headers["Location"] == "/account?tab=1"
@@ -210,6 +222,8 @@ def test_change_password_policy(browser, user):
     for new, message in [
         ("short", "Use at least 12 characters."),
         ("alice@example.org", "cannot be your e-mail address"),
+        ("Password1234!", "among the most common ones"),
+        ("alice-2024-!!", "built on your username"),
         ("x" * 1025, "Use at most 1024 characters."),
     ]:
         r = browser.post(

@@ -64,6 +64,8 @@ def test_user_create_prints_json_and_the_account_signs_in(app, browser):
         (["--username", "eve", "--email", "eve@example.org"], "", "Use at least 12 characters"),
         (["--username", "eve", "--email", "eve@example.org"], "x" * 10_240, "Use at most 1024"),
         (["--username", "eve", "--email", "eve@example.org"], "evE@example.org", "e-mail address"),
+        (["--username", "eve", "--email", "eve@example.org"], "Password1234!", "most common ones"),
+        (["--username", "eve", "--email", "eve@example.org"], "eve.2024.2025", "your username"),
         (
             ["--username", "eve", "--email", "eve@example.org"],
             "pass\x07word long enough",

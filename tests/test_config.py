@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import logging
 import os
+import secrets
 import stat
 import subprocess
 import sys
@@ -16,7 +18,8 @@ from config import Config, ConfigError
 from identity import create_app
 
 ROOT = Path(__file__).resolve().parent.parent
-GOOD_KEY = "9f" * 32
+GOOD_KEY = "5d1c0e8f3a7b94c2e6f0a1d8b3c7e9f24a6d0b8c1e3f5a7d9b2c4e6f8a0b1c3d"
+PROD = {"ENV": "production", "SECRET_KEY": GOOD_KEY, "ISSUER": "https://id.example.org"}
 LDAP = {
     "LDAP_URL": "ldap://127.0.0.1:1",
     "LDAP_BIND_DN": "cn=x",
@@ -120,6 +123,121 @@ def test_production_starts_with_real_settings(tmp_path, monkeypatch):
         ISSUER="https://id.example.org",
     ).config
     assert cfg["SECRET_KEY"] == GOOD_KEY
+
+
+@pytest.mark.parametrize(
+    "key,estimate",
+    [("a" * 32, 0), ("ab" * 16, 2), ("9f" * 32, 2), ("changeme" * 4, 22), ("Ab1!" * 10, 8)],
+)
+def test_production_refuses_a_secret_key_of_little_entropy(tmp_path, monkeypatch, key, estimate):
+    assert round(config.estimated_entropy_bits(key)) == estimate
+    with pytest.raises(ConfigError) as refused:
+        build(tmp_path, monkeypatch, **{**PROD, "SECRET_KEY": key})
+    message = str(refused.value)
+    assert "IDP_SECRET_KEY looks guessable" in message and "secrets.token_hex(32)" in message
+    assert "IDP_ALLOW_INSECURE_SECRET_KEY=true" in message
+    with pytest.raises(ConfigError, match="IDP_KEY_ENCRYPTION_KEY looks guessable"):
+        build(tmp_path, monkeypatch, **{**PROD, "KEY_ENCRYPTION_KEY": key})
+    allowed = build(
+        tmp_path, monkeypatch, **{**PROD, "SECRET_KEY": key, "ALLOW_INSECURE_SECRET_KEY": "true"}
+    )
+    assert "IDP_SECRET_KEY looks guessable" in allowed.config["INSECURE_ALLOWED"][0]
+
+
+def test_random_keys_of_32_hex_characters_or_more_pass(tmp_path, monkeypatch):
+    for _ in range(20_000):
+        assert config.estimated_entropy_bits(secrets.token_hex(16)) >= config.MIN_SECRET_KEY_BITS
+    for key in (secrets.token_hex(16), secrets.token_hex(32), secrets.token_urlsafe(32)):
+        app = build(tmp_path, monkeypatch, **{**PROD, "SECRET_KEY": key})
+        assert app.config["INSECURE_ALLOWED"] == []
+
+
+LDAPS = {**LDAP, "LDAP_URL": "ldaps://ldap.example.org"}
+SMTP = {"MAIL_SERVER": "smtp.example.org", "MAIL_USERNAME": "idp", "MAIL_PASSWORD": "p" * 20}
+
+
+@pytest.mark.parametrize(
+    "env,allow,message",
+    [
+        (
+            {**LDAPS, "LDAP_TLS_INSECURE_SKIP_VERIFY": "true"},
+            "ALLOW_INSECURE_LDAP_TLS",
+            "IDP_LDAP_TLS_INSECURE_SKIP_VERIFY is on",
+        ),
+        (
+            {**LDAP, "LDAP_URL": "ldaps://a.example.org ldap://b.example.org"},
+            "ALLOW_INSECURE_LDAP_PLAINTEXT",
+            "IDP_LDAP_URL ldap://b.example.org sends passwords in clear: set "
+            "IDP_LDAP_START_TLS=true",
+        ),
+        (
+            {**SMTP, "MAIL_USE_STARTTLS": "false"},
+            "ALLOW_INSECURE_SMTP",
+            "IDP_MAIL_USERNAME logs in to the SMTP server without TLS",
+        ),
+        (
+            {"ARGON2_MEMORY_COST": "1024", "ARGON2_TIME_COST": "1"},
+            "ALLOW_INSECURE_ARGON2",
+            "IDP_ARGON2_MEMORY_COST=1024 (KiB) with IDP_ARGON2_TIME_COST=1 is below OWASP",
+        ),
+        (
+            {"ARGON2_MEMORY_COST": "19455", "ARGON2_TIME_COST": "2"},
+            "ALLOW_INSECURE_ARGON2",
+            "IDP_ARGON2_MEMORY_COST=19455",
+        ),
+        (
+            {"ARGON2_MEMORY_COST": "47103", "ARGON2_TIME_COST": "1"},
+            "ALLOW_INSECURE_ARGON2",
+            "IDP_ARGON2_MEMORY_COST=47103",
+        ),
+    ],
+)
+def test_production_refuses_insecure_transport_and_hashing_unless_allowed_by_name(
+    tmp_path, monkeypatch, env, allow, message
+):
+    with pytest.raises(ConfigError) as refused:
+        build(tmp_path, monkeypatch, **PROD, **env)
+    assert message in str(refused.value)
+    assert f"set IDP_{allow}=true to accept it" in str(refused.value)
+    allowed = build(tmp_path, monkeypatch, **PROD, **env, **{allow: "true"})
+    (logged,) = allowed.config["INSECURE_ALLOWED"]
+    assert logged.startswith(f"IDP_{allow} is set: ") and message in logged
+    # The same settings are fine in development.
+    assert build(tmp_path, monkeypatch, **env).config["INSECURE_ALLOWED"] == []
+
+
+@pytest.mark.parametrize(
+    "env",
+    [
+        LDAPS,
+        {**LDAP, "LDAP_START_TLS": "true"},
+        {**SMTP, "MAIL_USE_STARTTLS": "true"},
+        {**SMTP, "MAIL_USE_STARTTLS": "false", "MAIL_USE_SSL": "true"},
+        {"MAIL_SERVER": "localhost", "MAIL_USE_STARTTLS": "false"},  # no login to protect
+        {"ARGON2_MEMORY_COST": "47104", "ARGON2_TIME_COST": "1"},
+        {"ARGON2_MEMORY_COST": "7168", "ARGON2_TIME_COST": "5"},
+        {"ARGON2_MEMORY_COST": "65536", "ARGON2_TIME_COST": "3", "ARGON2_PARALLELISM": "4"},
+    ],
+)
+def test_production_starts_with_secure_transport_and_hashing(tmp_path, monkeypatch, env):
+    assert build(tmp_path, monkeypatch, **PROD, **env).config["INSECURE_ALLOWED"] == []
+
+
+def test_what_production_was_allowed_is_logged_as_an_error_at_every_start(tmp_path, caplog):
+    settings = {
+        **PROD,
+        **SMTP,
+        "MAIL_USE_STARTTLS": False,
+        "ALLOW_INSECURE_SMTP": True,
+        "DATABASE_URL": f"sqlite:///{tmp_path}/x.db",
+    }
+    for _ in range(2):
+        caplog.clear()
+        with caplog.at_level(logging.ERROR, logger="identity.config"):
+            create_app(settings)
+        (record,) = [r for r in caplog.records if r.name == "identity.config"]
+        assert record.levelno == logging.ERROR
+        assert record.getMessage().startswith("IDP_ALLOW_INSECURE_SMTP is set: IDP_MAIL_USERNAME")
 
 
 @pytest.mark.parametrize(

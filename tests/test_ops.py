@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+import sys
 
 import pytest
 from ldap_server import dead_url
@@ -130,3 +131,25 @@ def test_bad_log_format_is_a_config_error(database_url, tmp_path):
         make_app(database_url, tmp_path, LOG_FORMAT="xml")
     with pytest.raises(ConfigError, match="IDP_METRICS_TOKEN"):
         make_app(database_url, tmp_path, METRICS_TOKEN="short")
+
+
+def test_text_and_json_lines_stay_one_line_with_tracebacks_and_control_characters():
+    from identity.ops import JsonFormatter, RequestIdFilter, TextFormatter
+
+    try:
+        raise ValueError("user typed:\nFAKE ERROR line\x1b[31m")
+    except ValueError:
+        record = logging.getLogger("identity.test").makeRecord(
+            "identity.test", logging.ERROR, __file__, 1, "got %r and %s", ("a", "b\rc"), None
+        )
+        record.exc_info = sys.exc_info()
+    RequestIdFilter().filter(record)
+    text_line = TextFormatter().format(record)
+    assert "\n" not in text_line and "\r" not in text_line and "\x1b" not in text_line
+    assert "got 'a' and b\\rc" in text_line and "[-]" in text_line
+    assert "Traceback (most recent call last):\\n" in text_line
+    assert "user typed:\\nFAKE ERROR line\\x1b[31m" in text_line
+    record.exc_text = None  # formatted again, by the other formatter
+    entry = json.loads(JsonFormatter().format(record))
+    assert entry["message"] == "got 'a' and b\\rc"
+    assert "\n" not in entry["exception"] and "user typed:\\nFAKE" in entry["exception"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 from argon2 import PasswordHasher
 
 from conftest import PASSWORD, make_app
@@ -64,12 +65,15 @@ def test_account_without_password_cannot_sign_in_with_any_password(app, browser,
         assert r.status_code in (400, 401)
 
 
+GOOD = "Tr0ub4dor&3 wombat lantern"
+
+
 def test_policy(app):
     with app.app_context():
-        assert policy_errors("x" * 11) == ["Use at least 12 characters."]
-        assert policy_errors("x" * 12) == []
-        assert policy_errors("x" * 1024) == []
-        assert policy_errors("x" * 1025) == ["Use at most 1024 characters."]
+        assert policy_errors(GOOD[:11]) == ["Use at least 12 characters."]
+        assert policy_errors(GOOD) == []
+        assert policy_errors((GOOD * 40)[:1024]) == []
+        assert policy_errors((GOOD * 40)[:1025]) == ["Use at most 1024 characters."]
         assert policy_errors("Alice.Smith.1", "alice.smith.1") == [
             "The password cannot be your username."
         ]
@@ -77,7 +81,79 @@ def test_policy(app):
             "The password cannot be your e-mail address."
         ]
         app.config["PASSWORD_MIN_LENGTH"] = 16
-        assert policy_errors("x" * 15) == ["Use at least 16 characters."]
+        assert policy_errors(GOOD[:15]) == ["Use at least 16 characters."]
+
+
+COMMON = "This password is among the most common ones"
+
+
+@pytest.mark.parametrize(
+    "password",
+    [
+        "password1234",
+        "PASSWORD1234",
+        "Password1234!",
+        "!!Password!!1234",
+        "\uff30\uff41\uff53\uff53\uff57\uff4f\uff52\uff44\uff11\uff12\uff13\uff14",
+        "qwertyuiop123",
+        "Sunshine2024!",
+        "iloveyou12345",
+        "1qaz2wsx3edc4rfv",
+    ],
+)
+def test_common_passwords_are_refused_ignoring_case_and_digits_or_symbols_added(app, password):
+    with app.app_context():
+        errors = policy_errors(password, "bob", "bob@example.org")
+    assert errors and COMMON in errors[0], errors
+
+
+def test_common_words_and_names_are_refused(app):
+    with app.app_context():
+        for password in ("Television2024", "jacqueline!!!!", "constitution"):
+            errors = policy_errors(password)
+            assert any("common word or name" in e for e in errors), (password, errors)
+
+
+@pytest.mark.parametrize(
+    "password",
+    ["aaaaaaaaaaaa", "abababababab", "123123123123", "abcdefghijklmnop", "987654321098"],
+)
+def test_repetitions_and_runs_are_refused(app, password):
+    with app.app_context():
+        assert any("too regular" in e for e in policy_errors(password)), password
+
+
+@pytest.mark.parametrize(
+    "password,message",
+    [
+        ("alice2024!!!", "built on your username"),
+        ("!!ALICE!!2024", "built on your username"),
+        ("2024-\uff21lice-2024", "built on your username"),
+        ("wonder.land%%%%", "built on your e-mail address"),
+        ("wonder.land@mail.test.1", "built on your e-mail address"),
+    ],
+)
+def test_passwords_built_on_the_username_or_email_are_refused(app, password, message):
+    with app.app_context():
+        errors = policy_errors(password, "alice", "Wonder.Land@mail.test")
+    assert any(message in e for e in errors), errors
+
+
+@pytest.mark.parametrize(
+    "password",
+    [
+        PASSWORD,
+        GOOD,
+        "alice in wonderland, by the rabbit hole",  # the username among much more
+        "7fQ2-kx9P-w3Lm",
+        "0987654321ab",
+        "al-al-al-al-9q",  # a two-letter username is not looked for
+    ],
+)
+def test_uncommon_passwords_pass(app, password):
+    with app.app_context():
+        assert policy_errors(password, "alice", "alice@example.org") == []
+        assert policy_errors(password, "al", "al@example.org") == []
 
 
 def test_minimum_length_is_configurable_on_the_page(database_url, tmp_path):

@@ -193,6 +193,8 @@ def test_reset_form_applies_the_policy(browser, user, smtp):
     path = link_from(inbox)
     r = browser.post(path, {"password": "alice@example.org", "confirm": "alice@example.org"})
     assert r.status_code == 400 and "cannot be your e-mail address" in r.get_data(as_text=True)
+    r = browser.post(path, {"password": "Password1234!", "confirm": "Password1234!"})
+    assert r.status_code == 400 and "among the most common ones" in r.get_data(as_text=True)
     r = browser.post(path, {"password": NEW, "confirm": NEW + "x"})
     assert r.status_code == 400 and "differ" in r.get_data(as_text=True)
     assert browser.post(path, {"password": NEW, "confirm": NEW}).status_code == 302

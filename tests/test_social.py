@@ -3,6 +3,8 @@ provider emulator (a real HTTPS server, see provider_emulator.py)."""
 
 from __future__ import annotations
 
+import io
+import json
 import logging
 from urllib.parse import parse_qs, urlencode, urlsplit, urlunsplit
 
@@ -495,6 +497,45 @@ def test_secrets_never_reach_the_log(app, browser, emulator, caplog):
     secret = emulator.clients["twitter"][1]
     assert secret not in caplog.text and verifier not in caplog.text
     assert "twitter-at-" not in caplog.text and "twitter-rt-" not in caplog.text
+
+
+FORGED = "bad\n2026-12-06 11:00:00,000 INFO identity.audit [-] admin signed in\r\x1b[2K\u2028\u202e"
+
+
+@pytest.mark.parametrize("log_format", ["text", "json"])
+def test_a_providers_error_description_cannot_forge_log_lines(
+    database_url, tmp_path, emulator, log_format
+):
+    """A provider's error_description (outside text) is logged as one line, its newlines,
+    carriage returns, terminal escapes and Unicode line separators escaped."""
+    app = make_app(database_url, tmp_path, **social_settings(emulator), LOG_FORMAT=log_format)
+    with app.app_context():
+        db.create_all()
+    (handler,) = [h for h in logging.getLogger("identity").handlers if getattr(h, "_idp", False)]
+    written = io.StringIO()
+    stderr = handler.setStream(written)
+    try:
+        emulator.configure("google", authorize_error="server_error")
+        emulator.configure("google", authorize_error_description=FORGED)
+        browser = Browser(https_client(app))
+        r = browser.get(callback_path(emulator.approve(start(browser, "google"))))
+    finally:
+        handler.setStream(stderr)
+        dispose(app)
+    assert r.status_code == 502
+    lines = written.getvalue().splitlines()
+    (line,) = [line for line in lines if "sign-in failed" in line]
+    assert not any("admin signed in" in other for other in lines if other != line)
+    escaped = (
+        "bad\\n2026-12-06 11:00:00,000 INFO identity.audit [-] admin signed in"
+        "\\r\\x1b[2K\\u2028\\u202e"
+    )
+    if log_format == "json":
+        assert escaped in json.loads(line)["message"]
+    else:
+        assert escaped in line and "google sign-in failed: provider_error" in line
+    for char in "\r\x1b\u2028\u202e":
+        assert char not in written.getvalue()
 
 
 def test_numeric_facebook_app_id_from_the_environment(monkeypatch, tmp_path):

@@ -193,6 +193,8 @@ def disable(username: str):
     if user.disabled:
         click.echo(f"{user.username} was already disabled")
         return
+    if problem := users.removal_problem(user, "disable"):
+        raise click.ClickException(problem)
     notified = users.disable(user, via="cli")
     click.echo(
         f"{user.username} is disabled; its sessions are ended, its tokens revoked "
@@ -287,6 +289,8 @@ def set_admin(username: str, admin: bool):
     if user.is_admin == admin:
         click.echo(f"{user.username} {'was already' if admin else 'was not'} an administrator")
         return
+    if not admin and (problem := users.removal_problem(user, "demote")):
+        raise click.ClickException(problem)
     users.set_admin(user, admin, via="cli")
     click.echo(f"{user.username} is {'now' if admin else 'no longer'} an administrator")
 

@@ -296,6 +296,38 @@ def end_sessions(user: User, *, by: str | None = None, via: str = "console") -> 
     return end_other_sessions(user, reason="admin")
 
 
+def removal_problem(user: User, action: str, me: User | None = None) -> str | None:
+    """Why `me` (None: the command line) must not `action` `user` ("disable" the account or
+    "demote" it, removing its administrator role), or None when it may. The console and the
+    command line ask this one rule: nobody removes themselves, and an active administrator
+    always remains, or nobody could use the console again."""
+    if me is not None and user.id == me.id:
+        if action == "disable":
+            return "You cannot disable your own account. Ask another administrator."
+        return "You cannot remove your own administrator role. Ask another administrator."
+    if user.disabled or not user.is_administrator:
+        return None  # not an active administrator: no administrator is lost
+    if action == "demote" and User(is_admin=False, groups=user.groups).is_administrator:
+        return None  # still an administrator through the directory's admin group
+    if _other_active_administrator(user):
+        return None
+    what = "disabled" if action == "disable" else "demoted"
+    return (
+        f"{user.username} is the last active administrator and cannot be {what}: "
+        "make another account an administrator first."
+    )
+
+
+def _other_active_administrator(user: User) -> bool:
+    """Whether an active account other than `user` is an administrator (its own flag, or
+    the directory's admin group)."""
+    others = select(User).where(User.id != user.id, User.disabled.is_(False))
+    if db.session.scalar(select(others.where(User.is_admin.is_(True)).exists())):
+        return True
+    with_groups = others.where(User.groups.is_not(None)).execution_options(yield_per=500)
+    return any(other.is_administrator for other in db.session.scalars(with_groups))
+
+
 def set_admin(user: User, admin: bool, *, by: str | None = None, via: str = "console") -> None:
     user.is_admin = admin
     audit.record(
@@ -544,10 +576,8 @@ def _confirm_page(
 def users_disable(user_id: int):
     user = _target(user_id)
     form = ConfirmForm()
-    refusal = None
-    if user.id == _me().id:
-        refusal = "You cannot disable your own account. Ask another administrator."
-    elif user.disabled:
+    refusal = removal_problem(user, "disable", _me())
+    if refusal is None and user.disabled:
         refusal = f"{user.username} is already disabled."
     if refusal:
         return _confirm_page(user, "disable", form, refusal)
@@ -656,9 +686,9 @@ def users_admin(user_id: int):
     refusal = None
     if request.method == "POST" and form.grant.data not in ("0", "1"):
         return render_error(400, "The form does not say whether to grant or remove the role.")
-    if user.id == _me().id and not grant:
-        refusal = "You cannot remove your own administrator role. Ask another administrator."
-    elif grant == user.is_admin:
+    if not grant:
+        refusal = removal_problem(user, "demote", _me())
+    if refusal is None and grant == user.is_admin:
         refusal = (
             f"{user.username} is already an administrator."
             if grant
