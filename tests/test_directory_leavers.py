@@ -140,6 +140,28 @@ def test_removed_from_the_admin_group_loses_the_console_at_the_next_local_sign_i
     assert not after["disabled"]
 
 
+def test_an_open_admin_session_loses_the_console_once_the_window_has_passed(
+    app, browser, directory
+):
+    directory_person_with_password(app, browser, directory)
+    assert browser.login("ada", PASSWORD).status_code == 302
+    assert browser.get("/admin/users").status_code == 200
+    directory.modify(directory.group_dn("idp-admins"), {"member": directory.dn("grace")})
+    assert browser.get("/admin/users").status_code == 200  # within the window: not asked
+    age_directory_check(app, "ada")
+    assert browser.get("/admin/users").status_code == 403  # no new sign-in needed
+    assert browser.get("/account").status_code == 200  # still signed in, just not an admin
+
+
+def test_an_open_admin_session_waits_while_the_directory_is_down(app, browser, directory):
+    directory_person_with_password(app, browser, directory)
+    assert browser.login("ada", PASSWORD).status_code == 302
+    age_directory_check(app, "ada")
+    directory.stop()
+    r = browser.get("/admin/users")
+    assert r.status_code == 503 and UNAVAILABLE in r.get_data(as_text=True)
+
+
 def test_a_renamed_person_is_found_by_the_stable_id(app, browser, directory):
     directory_person_with_password(app, browser, directory)
     with directory.admin() as conn:
