@@ -284,6 +284,29 @@ def test_refresh_while_the_directory_is_down_is_refused_and_revokes_nothing(idp,
     assert again.status_code == 200, again.text
 
 
+def test_an_open_session_of_a_deleted_person_gets_no_code_for_another_app(idp, directory):
+    first, person, _ = _ada_in_an_app(idp, directory)
+    second = App(idp, register(idp, "second", skip_consent=True))
+    assert "code" in second.callback_params(person.open(second.authorization_url()))
+    delete_entry(directory, "ada")
+    age_directory_check(idp.app, "ada")
+    again = person.open(second.authorization_url())
+    assert "/login" in again.final  # no code: the session is over
+    assert state(idp.app, "ada")["disabled"]
+    assert "/login" in person.open(first.authorization_url()).final
+
+
+def test_an_open_session_while_the_directory_is_down_gets_temporarily_unavailable(idp, directory):
+    app, person, _ = _ada_in_an_app(idp, directory)
+    age_directory_check(idp.app, "ada")
+    directory.stop()
+    params = app.callback_params(person.open(app.authorization_url()))
+    assert params["error"] == "temporarily_unavailable" and "code" not in params
+    assert params["state"] == app.state
+    directory.start()
+    assert "code" in app.callback_params(person.open(app.authorization_url()))
+
+
 # -- flask ldap sync ------------------------------------------------------------------------
 
 
