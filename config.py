@@ -174,9 +174,11 @@ class Config:
     # Members of this group are administrators of this service: its full DN, such as
     # cn=idp-admins,ou=groups,dc=example,dc=org (compared as a DN, whatever the case/spacing).
     LDAP_ADMIN_GROUP: str | None = None
-    # Every sign-in of an account linked to the directory (whatever the method) and every
-    # refresh-token grant read its directory entry again when the last reading is older than
-    # this (seconds): a person deleted or locked there is disabled here, groups follow.
+    # Every sign-in of an account linked to the directory (whatever the method, and an app's
+    # sign-in through an open session), every refresh-token grant and every admin console
+    # page read its directory entry again when the last reading is older than this
+    # (seconds): a person deleted or locked there is disabled here, groups follow. Also run
+    # `flask --app idp ldap sync` from cron for accounts that do none of these.
     LDAP_RECHECK_SECONDS = 300
 
     # Social sign-in (Flask-Dance's own names). A provider's button appears on the login
