@@ -419,6 +419,25 @@ def test_the_admin_group_dn_in_another_case_and_spacing_still_matches(
         _dispose(app)
 
 
+def test_removing_the_local_role_says_the_directory_group_keeps_it(app, browser, directory):
+    from identity.auth import accounts
+
+    assert browser.login("ada", directory.passwords["ada"]).status_code == 302
+    browser.logout()
+    with app.app_context():
+        accounts.create_local("alice", "alice@example.org", PASSWORD, admin=True)
+        ada = db.session.scalar(select(User).where(User.username == "ada"))
+        ada.is_admin = True
+        db.session.commit()
+        ada_id = ada.id
+    assert browser.login("alice", PASSWORD).status_code == 302
+    page = browser.get(f"/admin/users/{ada_id}/admin").get_data(as_text=True)
+    assert (
+        "They remain an administrator through the directory group "
+        f"{directory.group_dn('idp-admins')}" in page
+    )
+
+
 def _dispose(app) -> None:
     from conftest import dispose
 
