@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import secrets
 import string
 from collections import Counter
@@ -192,8 +193,15 @@ class Config:
     LDAP_GROUP_NAME_ATTRIBUTE = "cn"
     LDAP_MEMBEROF_ATTRIBUTE = "memberOf"
     LDAP_NESTED_GROUPS = True
-    # Members of this group (its name, e.g. cn) are administrators of this service.
+    # Members of this group are administrators of this service: its full DN, such as
+    # cn=idp-admins,ou=groups,dc=example,dc=org (compared as a DN, whatever the case/spacing).
     LDAP_ADMIN_GROUP: str | None = None
+    # Every sign-in of an account linked to the directory (whatever the method, and an app's
+    # sign-in through an open session), every refresh-token grant and every admin console
+    # page read its directory entry again when the last reading is older than this
+    # (seconds): a person deleted or locked there is disabled here, groups follow. Also run
+    # `flask --app idp ldap sync` from cron for accounts that do none of these.
+    LDAP_RECHECK_SECONDS = 300
 
     # Social sign-in (Flask-Dance's own names). A provider's button appears on the login
     # page when both its client id and secret are set.
@@ -278,6 +286,7 @@ def load(app: Any, overrides: dict[str, Any] | None = None) -> None:
         "LOCKOUT_WINDOW",
         "LOCKOUT_DURATION",
         "TRUSTED_PROXIES",
+        "LDAP_RECHECK_SECONDS",
     ):
         if not isinstance(cfg[key], int) or isinstance(cfg[key], bool) or cfg[key] < 0:
             raise ConfigError(f"IDP_{key} must be a whole number, not {cfg[key]!r}")
@@ -359,19 +368,27 @@ def _ldap_settings(cfg: Any) -> None:
     cfg["LDAP_URL"] = [u.rstrip("/") for u in urls]  # ldap3 rejects a trailing slash
     if cfg["PASSWORD_CONNECTORS"] is None:
         cfg["PASSWORD_CONNECTORS"] = ["ldap", "local"] if urls else ["local"]
+    if cfg["LDAP_ADMIN_GROUP"] is not None:
+        given = str(cfg["LDAP_ADMIN_GROUP"]).strip()
+        admin_dn = normal_dn(given)
+        if admin_dn is None or "," not in admin_dn:
+            # A bare name would match a group of that name anywhere in the directory.
+            from ldap3.utils.dn import escape_rdn
+
+            first = given if admin_dn else f"cn={escape_rdn(given)}"
+            base = cfg["LDAP_GROUP_BASE"] or "ou=groups,dc=example,dc=org"
+            raise ConfigError(
+                f"IDP_LDAP_ADMIN_GROUP must be the group's full DN, such as {first},{base} "
+                f"(not {given!r}: a name matches same-named groups elsewhere in the directory)"
+            )
+        cfg["LDAP_ADMIN_GROUP"] = admin_dn
     if not urls:
         return
-    if not cfg["LDAP_USER_DN_TEMPLATE"]:
-        if not cfg["LDAP_USER_BASE"]:
-            raise ConfigError(
-                "IDP_LDAP_USER_BASE (search, then bind) or IDP_LDAP_USER_DN_TEMPLATE "
-                "(direct bind) must be set with IDP_LDAP_URL"
-            )
-        if not cfg["LDAP_BIND_DN"] and not cfg["LDAP_ANONYMOUS_SEARCH"]:
-            raise ConfigError(
-                "IDP_LDAP_BIND_DN must be set to search the directory "
-                "(or IDP_LDAP_ANONYMOUS_SEARCH=true)"
-            )
+    if not cfg["LDAP_USER_DN_TEMPLATE"] and not cfg["LDAP_USER_BASE"]:
+        raise ConfigError(
+            "IDP_LDAP_USER_BASE (search, then bind) or IDP_LDAP_USER_DN_TEMPLATE "
+            "(direct bind) must be set with IDP_LDAP_URL"
+        )
     for key, allowed, required in (
         ("LDAP_USER_FILTER", ("username",), "username"),
         ("LDAP_USER_DN_TEMPLATE", ("username",), "username"),
@@ -379,6 +396,13 @@ def _ldap_settings(cfg: Any) -> None:
     ):
         if cfg[key] and (problem := template_problem(str(cfg[key]), allowed, required)):
             raise ConfigError(f"IDP_{key}: {problem}")
+    # Also with a DN template: entries are read again, as the service, to find leavers.
+    if not cfg["LDAP_BIND_DN"] and not cfg["LDAP_ANONYMOUS_SEARCH"]:
+        raise ConfigError(
+            "IDP_LDAP_BIND_DN must be set to search the directory "
+            "(or IDP_LDAP_ANONYMOUS_SEARCH=true, if anonymous binds may read every person's "
+            "entry): the service reads entries again to find people deleted or locked there"
+        )
     if cfg["LDAP_BIND_DN"] and not cfg["LDAP_BIND_PASSWORD"]:
         raise ConfigError(
             "IDP_LDAP_BIND_PASSWORD must be set with IDP_LDAP_BIND_DN "
@@ -425,6 +449,50 @@ def _throttle_settings(cfg: Any) -> None:
         raise ConfigError(
             f"IDP_REDIS_TIMEOUT must be a positive number of seconds, not {timeout!r}"
         )
+
+
+def normal_dn(dn: str) -> str | None:
+    """`dn` in one canonical form (attribute types and values lower-cased, spaces around
+    separators dropped, escapes rewritten the one way), so that two spellings of one DN
+    compare equal; None when it is not a DN."""
+    from ldap3.utils.dn import escape_rdn, parse_dn
+
+    try:
+        parts = parse_dn(dn.strip(), strip=True)
+    except Exception:  # noqa: BLE001 - ldap3 raises several kinds for a malformed DN
+        return None
+    if not parts:
+        return None
+    out = []
+    for attr, value, separator in parts:
+        raw = _unescape_dn_value(value.strip())
+        if raw is None or not attr.strip():
+            return None
+        out.append(f"{attr.strip().lower()}={escape_rdn(raw.lower())}{separator}")
+    return "".join(out)
+
+
+def _unescape_dn_value(value: str) -> str | None:
+    """An RFC 4514 attribute value with its escapes (a backslash before a character, or
+    before two hex digits) undone; None when it ends in a lone backslash or is not UTF-8."""
+    data, i = bytearray(), 0
+    while i < len(value):
+        ch = value[i]
+        if ch != "\\":
+            data += ch.encode()
+            i += 1
+        elif re.fullmatch(r"[0-9a-fA-F]{2}", value[i + 1 : i + 3]):
+            data.append(int(value[i + 1 : i + 3], 16))
+            i += 3
+        elif i + 1 < len(value):
+            data += value[i + 1].encode()
+            i += 2
+        else:
+            return None
+    try:
+        return data.decode()
+    except UnicodeDecodeError:
+        return None
 
 
 def template_problem(

@@ -272,6 +272,13 @@ memberof-group-oc groupOfUniqueNames
 memberof-member-ad uniqueMember
 memberof-memberof-ad memberOf
 memberof-refint TRUE
+
+# Operation counters (cn=Monitor), read by Directory.operations(): how often the service
+# really asked the directory, counted by the server.
+database monitor
+access to dn.subtree="cn=Monitor"
+    by dn.exact="{d.admin_dn}" read
+    by * none
 """
 
 
@@ -343,6 +350,7 @@ class Directory:
     _proc: subprocess.Popen | None = field(default=None, init=False, repr=False)
     _snapshot: dict | None = field(default=None, init=False, repr=False)
     restores: int = field(default=0, init=False, repr=False)  # how often reset() restored
+    _monitor_reads: int = field(default=0, init=False, repr=False)
 
     # -- names ----------------------------------------------------------------------------
     def dn(self, uid: str) -> str:
@@ -475,6 +483,24 @@ class Directory:
         with self.admin() as conn:
             if not conn.modify(dn, mods, controls=[RELAX_CONTROL]):
                 raise SlapdError(f"modify {dn} {changes!r} failed: {conn.result}")
+
+    def operations(self) -> int:
+        """Binds and searches the server has completed since it started, as it counts them
+        (cn=Monitor), less those of these questions themselves. Compare two readings taken
+        while slapd keeps running (a restart sets the counters back to 0)."""
+        with self.admin() as conn:
+            ok = conn.search(
+                "cn=Operations,cn=Monitor",
+                "(|(cn=Bind)(cn=Search))",
+                SUBTREE,
+                attributes=["monitorOpCompleted"],
+            )
+            if not ok:
+                raise SlapdError(f"cn=Monitor search failed: {conn.result}")
+            total = sum(int(e["raw_attributes"]["monitorOpCompleted"][0]) for e in conn.response)
+        # Not counted: this bind (completed) and every earlier reading's bind and search.
+        self._monitor_reads += 1
+        return total - 1 - 2 * (self._monitor_reads - 1)
 
     def entry_uuid(self, uid: str) -> str:
         with self.admin() as conn:

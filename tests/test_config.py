@@ -295,3 +295,43 @@ def test_refusal_is_one_clear_line_not_a_traceback(argv):
     assert r.returncode != 0
     assert "idp: configuration error: IDP_ISSUER must be an https:// URL" in r.stderr
     assert "Traceback" not in r.stderr
+
+
+@pytest.mark.parametrize(
+    "value,suggested",
+    [
+        ("idp-admins", "cn=idp-admins,ou=groups,dc=x"),
+        ("cn=idp-admins", "cn=idp-admins,ou=groups,dc=x"),
+        ("not a dn, at all", "cn=not a dn\\, at all,ou=groups,dc=x"),
+    ],
+)
+def test_admin_group_by_name_is_refused_with_the_dn_to_write(
+    tmp_path, monkeypatch, value, suggested
+):
+    with pytest.raises(ConfigError) as refused:
+        build(
+            tmp_path, monkeypatch, **LDAP, LDAP_GROUP_BASE="ou=groups,dc=x", LDAP_ADMIN_GROUP=value
+        )
+    assert str(refused.value).startswith(
+        f"IDP_LDAP_ADMIN_GROUP must be the group's full DN, such as {suggested} "
+    )
+
+
+def test_admin_group_dn_is_kept_normalised(tmp_path, monkeypatch):
+    cfg = build(
+        tmp_path, monkeypatch, **LDAP, LDAP_ADMIN_GROUP="CN=IdP-Admins, OU=Groups,DC=Example"
+    ).config
+    assert cfg["LDAP_ADMIN_GROUP"] == "cn=idp-admins,ou=groups,dc=example"
+
+
+def test_a_dn_template_needs_a_way_to_read_entries_again(tmp_path, monkeypatch):
+    template = {"LDAP_URL": "ldap://127.0.0.1:1", "LDAP_USER_DN_TEMPLATE": "uid={username},dc=x"}
+    with pytest.raises(ConfigError, match="IDP_LDAP_BIND_DN must be set .* deleted or locked"):
+        build(tmp_path, monkeypatch, **template)
+    assert build(tmp_path, monkeypatch, **template, LDAP_ANONYMOUS_SEARCH="true")
+
+
+def test_recheck_seconds_is_a_whole_number(tmp_path, monkeypatch):
+    assert build(tmp_path, monkeypatch).config["LDAP_RECHECK_SECONDS"] == 300
+    with pytest.raises(ConfigError, match="IDP_LDAP_RECHECK_SECONDS must be a whole number"):
+        build(tmp_path, monkeypatch, LDAP_RECHECK_SECONDS="-5")

@@ -26,7 +26,7 @@ def ldap_settings(d, **overrides) -> dict:
         "LDAP_BIND_PASSWORD": d.bind_password,
         "LDAP_USER_BASE": d.people_dn,
         "LDAP_GROUP_BASE": d.groups_dn,
-        "LDAP_ADMIN_GROUP": "idp-admins",
+        "LDAP_ADMIN_GROUP": d.group_dn("idp-admins"),
         "LDAP_CONNECT_TIMEOUT": 2,
         "LDAP_READ_TIMEOUT": 2,
     }
@@ -108,6 +108,8 @@ def test_direct_bind_from_dn_template_without_service_account(database_url, tmp_
             directory,
             LDAP_BIND_DN=None,
             LDAP_BIND_PASSWORD=None,
+            # Anonymous binds read entries in the test directory (the re-check needs that).
+            LDAP_ANONYMOUS_SEARCH=True,
             LDAP_USER_BASE=None,
             LDAP_GROUP_BASE=None,
             LDAP_USER_DN_TEMPLATE="uid={username},ou=people,dc=example,dc=org",

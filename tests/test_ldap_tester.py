@@ -57,7 +57,7 @@ def test_every_step_passes_for_a_good_setup(app, directory):
     assert directory.entry_uuid("ada") in by["attributes"]["detail"]
     assert (
         "engineers" in by["groups"]["detail"]
-        and "admin group idp-admins: yes" in by["groups"]["detail"]
+        and f"admin group {directory.group_dn('idp-admins')}: yes" in by["groups"]["detail"]
     )
     assert directory.passwords["ada"] not in r.output and directory.bind_password not in r.output
 

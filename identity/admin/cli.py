@@ -1,5 +1,5 @@
-"""`flask --app idp user …` (everything the admin console does to accounts), `audit list`
-and `ldap test`, from the command line."""
+"""`flask --app idp user …` (everything the admin console does to accounts), `audit list`,
+`ldap test` and `ldap sync`, from the command line."""
 
 from __future__ import annotations
 
@@ -387,3 +387,48 @@ def ldap_test(
     else:
         click.echo(ldap_tester.as_text(steps))
     sys.exit(0 if steps and all(s.ok for s in steps) else 1)
+
+
+@ldap_cli.command("sync")
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+def ldap_sync(as_json: bool):
+    """Read the directory entry of every directory-linked account now (for cron): leavers
+    (deleted or locked there) are disabled, groups, names and e-mail addresses follow.
+    Exits 1 when the directory cannot be asked."""
+    from sqlalchemy import select
+
+    from identity.connectors import ConnectorError
+    from identity.models import LinkedIdentity
+    from identity.oidc import recheck
+
+    if recheck.connector() is None:
+        raise click.ClickException("IDP_LDAP_URL is not set: there is no directory to sync with")
+    summary = {"checked": 0, "updated": 0, "disabled": 0, "errors": 0}
+    failure = None
+    ids = db.session.scalars(
+        select(User.id)
+        .join(LinkedIdentity)
+        .where(LinkedIdentity.connector == "ldap", User.disabled.is_(False))
+        .order_by(User.id)
+    ).all()
+    for user_id in ids:
+        user = db.session.get(User, user_id)
+        try:
+            outcome = recheck.check(user, force=True)
+        except ConnectorError as exc:
+            db.session.rollback()
+            summary["errors"] += 1
+            failure = f"the directory did not answer for {user.username}: {exc}"
+            break  # unreachable: every other account would wait for the same timeout
+        summary["checked"] += 1
+        if outcome in (recheck.UPDATED, recheck.DISABLED):
+            summary[outcome] += 1
+    if as_json:
+        click.echo(json.dumps({**summary, "ok": failure is None, "error": failure}))
+    else:
+        click.echo(
+            f"checked {summary['checked']}, updated {summary['updated']}, "
+            f"disabled {summary['disabled']}, errors {summary['errors']}"
+        )
+    if failure:
+        raise click.ClickException(failure + " (the other accounts were not checked)")

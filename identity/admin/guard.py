@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from functools import wraps
 
 from flask import abort, current_app
@@ -10,20 +11,35 @@ from wtforms import PasswordField
 from wtforms.validators import DataRequired, Length
 
 from identity import audit
-from identity.auth.signin import _find_link
+from identity.auth.signin import BACKEND_DOWN, _find_link
 from identity.connectors import ConnectorError
 from identity.connectors.ldap_answers import AccountProblem
+from identity.errors import render_error
 from identity.extensions import db
+from identity.oidc import recheck
 from identity.throttle import locked_message, throttle
+
+log = logging.getLogger("identity.admin")
 
 
 def admin_required(view):
-    """Signed-out visitors are sent to sign in; signed-in people who are not admins get 403."""
+    """Signed-out visitors are sent to sign in; signed-in people who are not admins get 403.
+
+    A directory-linked admin's entry is read again when the last reading is older than
+    IDP_LDAP_RECHECK_SECONDS (identity.oidc.recheck): removed from the admin group, locked
+    or deleted there, the console closes within that time, not at the next sign-in. When
+    the directory cannot answer, the console waits (503) rather than trust old groups."""
 
     @wraps(view)
     @login_required
     def wrapped(*args, **kwargs):
-        if not current_user.is_administrator:
+        user = current_user._get_current_object()
+        try:
+            recheck.check(user)
+        except ConnectorError as exc:
+            log.error("directory re-check of %s failed: %s", user.username, exc)
+            return render_error(503, BACKEND_DOWN)
+        if user.disabled or not user.is_administrator:
             abort(403)
         return view(*args, **kwargs)
 

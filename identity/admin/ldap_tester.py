@@ -14,6 +14,7 @@ from ldap3.core.exceptions import LDAPException
 from ldap3.utils.conv import escape_filter_chars
 from ldap3.utils.dn import escape_rdn
 
+from config import normal_dn
 from identity.connectors.ldap import (
     LdapConnector,
     Settings,
@@ -289,15 +290,15 @@ def _attributes_and_groups(r: _Run, conn: Connection, s: Settings, dn: str, user
     try:
 
         def groups():
-            names = sorted(
-                connector.groups(dn, first_text(attrs, s.username_attribute) or username, attrs)
+            found = connector.group_entries(
+                dn, first_text(attrs, s.username_attribute) or username, attrs
             )
+            names = sorted(set(found.values()))
             where = f"search under {s.group_base}" if s.group_base else s.memberof_attribute
             admin = ""
             if s.admin_group:
-                admin = (
-                    f"; admin group {s.admin_group}: {'yes' if s.admin_group in names else 'no'}"
-                )
+                member = normal_dn(s.admin_group) in found
+                admin = f"; admin group {s.admin_group}: {'yes' if member else 'no'}"
             return True, f"{len(names)} from {where}: {', '.join(names) or '-'}{admin}", None
 
         r.step("groups", groups)

@@ -149,13 +149,9 @@ def create(
 def disable(user: User, *, by: str | None = None, via: str = "console") -> int:
     """Disable the account: its sessions end, its tokens are revoked, its apps are told.
     Returns how many back-channel logouts were sent."""
-    from identity.oidc.logout import end_other_sessions
+    from identity.oidc.logout import disable_account
 
-    user.disabled = True
-    user.end_sessions()
-    audit.record("admin.user_disabled", user, **_who(by, via))
-    db.session.commit()
-    return end_other_sessions(user, reason="disabled")
+    return disable_account(user, "admin.user_disabled", **_who(by, via))
 
 
 def enable(user: User, *, by: str | None = None, via: str = "console") -> None:

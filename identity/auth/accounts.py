@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from sqlalchemy import select
-
 from identity import audit
 from identity.extensions import db
 from identity.models import LinkedIdentity, User
@@ -12,10 +10,8 @@ from identity.passwords import hash_password, verify_password
 
 # Lookup by username (or e-mail address), case-insensitively.
 find = User.find
-
-
-def email_taken(email: str) -> bool:
-    return db.session.scalar(select(User.id).where(User.email_key == email.lower())) is not None
+# Whether any account has this e-mail address, case-insensitively.
+email_taken = User.email_taken
 
 
 def create_local(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import re
 import secrets
 import time
@@ -15,19 +16,31 @@ from sqlalchemy.orm import joinedload
 
 from identity import audit
 from identity.auth import accounts
-from identity.connectors.base import Identity
+from identity.connectors.base import ConnectorError, Identity
 from identity.extensions import db
 from identity.models import EndedSession, LinkedIdentity, User
 from identity.models.users import utcnow
 
+log = logging.getLogger("identity.auth")
+
+
+# What people see when the directory cannot be asked (login form, and the re-check of a
+# directory-linked account signing in another way).
+BACKEND_DOWN = (
+    "The company directory is unavailable, so directory accounts cannot sign in right now. "
+    "Please try again in a few minutes."
+)
+
 
 class SignInRefused(Exception):
-    """A verified identity that may not sign in; `reason` is a code for the audit log."""
+    """A verified identity that may not sign in; `reason` is a code for the audit log,
+    `status` the HTTP status of the page that says so."""
 
-    def __init__(self, reason: str, message: str):
+    def __init__(self, reason: str, message: str, status: int = 403):
         super().__init__(message)
         self.reason = reason
         self.message = message
+        self.status = status
 
 
 def sign_in(identity: Identity, *, remember: bool = False, label: str | None = None) -> User:
@@ -43,6 +56,17 @@ def sign_in(identity: Identity, *, remember: bool = False, label: str | None = N
     user = link.user
     if identity.connector in current_app.extensions["idp.jit_connectors"]:
         refresh(user, identity)
+        link.checked_at = utcnow()  # the directory just vouched for the entry as it is
+    elif not user.disabled:
+        # Another way into a directory-linked account: the directory is asked again (at
+        # most IDP_LDAP_RECHECK_SECONDS old), and a leaver is disabled right here.
+        from identity.oidc import recheck
+
+        try:
+            recheck.check(user)
+        except ConnectorError as exc:
+            log.error("directory re-check of %s failed: %s", user.username, exc)
+            _refuse("backend_down", identity, user, BACKEND_DOWN, status=503)
     if user.disabled:
         _refuse("disabled", identity, user)
 
@@ -221,6 +245,7 @@ def provision(identity: Identity, *, keep_email: bool = True) -> LinkedIdentity:
             name=identity.name,
             password_hash=None,
             groups=list(identity.groups),
+            group_dns=list(identity.group_dns),
         )
         if keep_email and identity.email and not accounts.email_taken(identity.email):
             user.set_email(identity.email)
@@ -249,13 +274,9 @@ def provision(identity: Identity, *, keep_email: bool = True) -> LinkedIdentity:
 
 def refresh(user: User, identity: Identity) -> None:
     """Bring name, e-mail and groups up to date with the directory (the caller commits)."""
-    user.name = identity.name
-    user.groups = list(identity.groups)
-    wanted = identity.email.lower() if identity.email else None
-    if wanted != user.email_key:
-        if wanted is None or not accounts.email_taken(identity.email):
-            user.set_email(identity.email)
-            user.email_verified = identity.email_verified if identity.email else False
+    from identity.oidc import recheck
+
+    recheck.apply(user, identity)
 
 
 def local_username(name: str) -> str:
@@ -296,8 +317,13 @@ _MESSAGES = {
 
 
 def _refuse(
-    reason: str, identity: Identity, user: User | None, message: str | None = None
+    reason: str,
+    identity: Identity,
+    user: User | None,
+    message: str | None = None,
+    *,
+    status: int = 403,
 ) -> NoReturn:
     audit.record("signin.failure", user, method=identity.connector, reason=reason)
     db.session.commit()
-    raise SignInRefused(reason, message or _MESSAGES[reason])
+    raise SignInRefused(reason, message or _MESSAGES[reason], status)

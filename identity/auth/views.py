@@ -18,7 +18,13 @@ from identity.auth.forms import (
     ResetForm,
     ResetRequestForm,
 )
-from identity.auth.signin import SignInRefused, enforce_session_lifetime, sign_in, sign_out
+from identity.auth.signin import (
+    BACKEND_DOWN,
+    SignInRefused,
+    enforce_session_lifetime,
+    sign_in,
+    sign_out,
+)
 from identity.connectors import ConnectorError
 from identity.connectors.ldap_answers import AccountProblem
 from identity.connectors.local import identity_for
@@ -42,10 +48,6 @@ LABELS = {
     "twitter": "X",
 }
 BAD_CREDENTIALS = "Wrong username or password."
-BACKEND_DOWN = (
-    "The company directory is unavailable, so directory accounts cannot sign in right now. "
-    "Please try again in a few minutes."
-)
 
 
 bp.before_app_request(enforce_session_lifetime)
@@ -114,7 +116,7 @@ def login():
     try:
         sign_in(identity, remember=form.remember.data)
     except SignInRefused as refused:
-        return _login_page(form, 403, refused.message)
+        return _login_page(form, refused.status, refused.message)
     return _after_sign_in(form.next.data)
 
 

@@ -15,9 +15,10 @@ from typing import Any
 
 from ldap3 import BASE, NONE, SIMPLE, SUBTREE, Connection, Server
 from ldap3.core.exceptions import LDAPException, LDAPSocketOpenError, LDAPStartTLSError
-from ldap3.utils.conv import escape_filter_chars
-from ldap3.utils.dn import escape_rdn
+from ldap3.utils.conv import escape_bytes, escape_filter_chars
+from ldap3.utils.dn import escape_rdn, to_dn
 
+from config import normal_dn
 from identity.connectors.base import ConnectorError, Identity
 from identity.connectors.ldap_answers import (
     AD_DISABLED,
@@ -31,6 +32,9 @@ from identity.connectors.ldap_answers import (
 from identity.connectors.ldap_tls import CheckedTls
 
 log = logging.getLogger("identity.ldap")
+
+# OpenLDAP ppolicy: present when the account is locked (by an administrator, or by failed binds).
+LOCKED_TIME = "pwdAccountLockedTime"
 
 
 @dataclass(frozen=True)
@@ -258,12 +262,23 @@ class LdapConnector:
             return None
         return entries[0]
 
-    def _search(self, base: str, flt: str, attributes: list[str], scope=SUBTREE) -> list[dict]:
+    def _search(
+        self,
+        base: str,
+        flt: str,
+        attributes: list[str],
+        scope=SUBTREE,
+        *,
+        missing_ok: bool = True,
+    ) -> list[dict]:
+        """Entries under `base` matching `flt`. A missing base (result 32) finds nothing,
+        or with missing_ok=False is an error: nobody is a leaver because a base is wrong."""
         with self._search_pool.connection() as conn:
             ok = conn.search(base, flt, search_scope=scope, attributes=attributes)
             if conn.closed:
                 raise _Dead(conn.result)
-            if not ok and conn.result.get("result") not in (0, 32):  # 32: no such object
+            tolerated = (0, 32) if missing_ok else (0,)
+            if not ok and conn.result.get("result") not in tolerated:  # 32: no such object
                 if conn.result.get("result") is None:
                     close(conn)
                     raise _Dead(conn.last_error)
@@ -328,7 +343,7 @@ class LdapConnector:
         if not subject:
             raise ConnectorError(f"{entry['dn']} has no {self.s.id_attribute}")
         username = first_text(attrs, self.s.username_attribute) or entry["dn"]
-        groups = self.groups(entry["dn"], username, attrs)
+        groups = self.group_entries(entry["dn"], username, attrs)
         return Identity(
             connector=self.name,
             subject=subject,
@@ -336,20 +351,37 @@ class LdapConnector:
             email=first_text(attrs, self.s.email_attribute),
             email_verified=self.s.email_verified,
             name=first_text(attrs, self.s.name_attribute) or first_text(attrs, "cn"),
-            groups=tuple(sorted(groups)),
+            groups=tuple(sorted(set(groups.values()))),
+            group_dns=tuple(sorted(groups)),
             amr=("pwd",),
         )
 
     def groups(self, dn: str, username: str, attrs: dict) -> set[str]:
         """Group names: from a group search (nested groups followed) or from memberOf."""
+        return set(self.group_entries(dn, username, attrs).values())
+
+    def group_entries(self, dn: str, username: str, attrs: dict) -> dict[str, str]:
+        """The person's groups, as normalised DN -> name: from a group search (nested groups
+        followed) or from memberOf."""
         if not self.s.group_base:
-            return {rdn_value(g) for g in texts(attrs, self.s.memberof_attribute)}
+            return {
+                normal_dn(g) or g.lower(): rdn_value(g)
+                for g in texts(attrs, self.s.memberof_attribute)
+            }
         name_attr = self.s.group_name_attribute
+
+        def named(found: list[dict]) -> dict[str, str]:
+            return {
+                normal_dn(g["dn"]) or g["dn"].lower(): first_text(g["attributes"], name_attr)
+                or rdn_value(g["dn"])
+                for g in found
+            }
+
         flt = self.s.group_filter.format(
             dn=escape_filter_chars(dn), username=escape_filter_chars(username)
         )
         found = self._search(self.s.group_base, flt, [name_attr])
-        names = {first_text(g["attributes"], name_attr) or rdn_value(g["dn"]) for g in found}
+        groups = named(found)
         seen = {g["dn"].lower() for g in found}
         frontier = [g["dn"] for g in found]
         while self.s.nested_groups and frontier and len(seen) < 1000:
@@ -368,9 +400,62 @@ class LdapConnector:
             ]
             for g in parents:
                 seen.add(g["dn"].lower())
-                names.add(first_text(g["attributes"], name_attr) or rdn_value(g["dn"]))
+            groups.update(named(parents))
             frontier = [g["dn"] for g in parents]
-        return names
+        return groups
+
+    # -- reading an entry again ---------------------------------------------------------
+
+    def lookup(self, subject: str) -> Lookup:
+        """The entry whose stable id (LDAP_ID_ATTRIBUTE) is `subject`, found wherever it now
+        is (a renamed or moved person too), read as the service: gone, locked, or present
+        with its identity as a sign-in would see it. Raises ConnectorError when the
+        directory cannot tell (unreachable, base missing, several entries)."""
+        return self._with_retry(self._lookup, subject)
+
+    def _lookup(self, subject: str) -> Lookup:
+        attrs = [*self.s.user_attributes, LOCKED_TIME]
+        found = self._search(self.user_base(), self.id_filter(subject), attrs, missing_ok=False)
+        if not found:
+            return Lookup("gone")
+        if len(found) > 1:
+            raise ConnectorError(f"{len(found)} entries have {self.s.id_attribute}={subject}")
+        entry = found[0]
+        attrs = entry["attributes"]
+        uac = first_text(attrs, "userAccountControl")
+        if texts(attrs, LOCKED_TIME) or (uac and uac.isdigit() and int(uac) & AD_DISABLED):
+            return Lookup("locked", dn=entry["dn"])
+        return Lookup("present", dn=entry["dn"], identity=self._identity(entry))
+
+    def user_base(self) -> str:
+        """Where people are searched: LDAP_USER_BASE, or the parent of the DN template's
+        entries (uid={username},ou=people,dc=x -> ou=people,dc=x)."""
+        if self.s.user_base:
+            return self.s.user_base
+        assert self.s.user_dn_template is not None  # config: one or the other is set
+        return ",".join(to_dn(self.s.user_dn_template.format(username="x"))[1:])
+
+    def id_filter(self, subject: str) -> str:
+        """An equality filter on the stable id, escaped: objectGUID as its 16 bytes (the
+        subject is their UUID form), anything else as text."""
+        name = self.s.id_attribute
+        if name.lower() == "objectguid":
+            try:
+                value = escape_bytes(uuid.UUID(subject).bytes_le)
+            except ValueError:
+                raise ConnectorError(f"{subject!r} is not an objectGUID") from None
+        else:
+            value = escape_filter_chars(subject)
+        return f"({name}={value})"
+
+
+@dataclass(frozen=True)
+class Lookup:
+    """What the directory says about an entry now: "gone", "locked" or "present"."""
+
+    state: str
+    dn: str | None = None
+    identity: Identity | None = None
 
 
 def texts(attrs: dict, name: str) -> list[str]:

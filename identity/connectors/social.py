@@ -358,7 +358,7 @@ def finish(provider: Provider, blueprint, token: dict):
         else:
             sign_in(identity, label=provider.label)
     except SignInRefused as refused:
-        status = 409 if refused.reason in ("email_in_use", "linked_elsewhere") else 403
+        status = 409 if refused.reason in ("email_in_use", "linked_elsewhere") else refused.status
         return make_response(
             render_template("auth/social_error.html", provider=provider, message=refused.message),
             status,

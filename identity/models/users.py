@@ -31,8 +31,11 @@ class User(UserMixin, db.Model):
     # argon2id hash; None when the account has no local password (directory, social).
     password_hash: Mapped[str | None] = mapped_column(String(255))
     is_admin: Mapped[bool] = mapped_column(default=False)
-    # Group names from the directory, refreshed at each directory sign-in.
+    # Group names from the directory (the `groups` claim), and the same groups' DNs in
+    # config.normal_dn form (what IDP_LDAP_ADMIN_GROUP is compared with); refreshed at each
+    # directory sign-in and re-check (identity.oidc.recheck).
     groups: Mapped[list] = mapped_column(JSON, default=list)
+    group_dns: Mapped[list] = mapped_column(JSON, default=list)
     disabled: Mapped[bool] = mapped_column(default=False)
     # Part of the session id: changing it ends every session and remember-me cookie.
     session_epoch: Mapped[str] = mapped_column(String(32), default=lambda: secrets.token_hex(8))
@@ -52,11 +55,12 @@ class User(UserMixin, db.Model):
 
     @property
     def is_administrator(self) -> bool:
-        """The local admin flag, or membership of IDP_LDAP_ADMIN_GROUP."""
+        """The local admin flag, or membership of IDP_LDAP_ADMIN_GROUP: the group with that
+        DN (both normalised), never another group of the same name."""
         from flask import current_app
 
         group = current_app.config.get("LDAP_ADMIN_GROUP")
-        return self.is_admin or bool(group and group in (self.groups or []))
+        return self.is_admin or bool(group and group in (self.group_dns or []))
 
     def get_id(self) -> str:
         return f"{self.id}.{self.session_epoch}"
@@ -73,6 +77,11 @@ class User(UserMixin, db.Model):
         key = name.strip().lower()
         cond = or_(cls.username == key, cls.email_key == key) if by_email else cls.username == key
         return db.session.scalar(select(cls).where(cond))
+
+    @classmethod
+    def email_taken(cls, email: str) -> bool:
+        """Whether an account already has this e-mail address, whatever its case."""
+        return db.session.scalar(select(cls.id).where(cls.email_key == email.lower())) is not None
 
     def set_email(self, email: str | None) -> None:
         """Set the address; another address than before is not verified (yet)."""
@@ -112,6 +121,9 @@ class LinkedIdentity(db.Model):
     subject: Mapped[str] = mapped_column(String(255))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     last_used_at: Mapped[datetime | None]
+    # Directory links: when the entry was last read (sign-in or re-check); None: never since
+    # this column exists, so the next sign-in or refresh reads it.
+    checked_at: Mapped[datetime | None]
 
     user: Mapped[User] = relationship(back_populates="links")
 

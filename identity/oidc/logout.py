@@ -46,6 +46,18 @@ def end_other_sessions(user, keep_sid: str | None = None, *, reason: str) -> int
     return _end(user, condition, reason=reason)
 
 
+def disable_account(user, event: str, **data) -> int:
+    """Disable the account: every session and remember-me cookie ends, its tokens are
+    revoked and its apps are told; `event` is audited with `data`. Returns how many
+    back-channel logouts are being sent. Shared by the admin action and the directory
+    re-check (a leaver), so that both end exactly the same things."""
+    user.disabled = True
+    user.end_sessions()
+    audit.record(event, user, **data)
+    db.session.commit()
+    return end_other_sessions(user, reason="disabled")
+
+
 def _end(user, condition, *, reason: str) -> int:
     """Revoke the tokens matching `condition`; POST a logout token, per session, to each app
     that took part and has a back-channel logout endpoint (in the background)."""

@@ -330,8 +330,38 @@ class RefreshTokenGrant(grants.RefreshTokenGrant):
         return None
 
     def authenticate_user(self, refresh_token: Token):
+        """The grant's account, still allowed: not disabled and, when linked to the
+        directory, still there and unlocked (identity.oidc.recheck; a leaver is disabled,
+        which revokes this grant with the rest). A directory that cannot answer refuses the
+        refresh and gives the refresh token back unspent: the app may try again later."""
+        from identity.connectors import ConnectorError
+        from identity.oidc import recheck
+
         user = db.session.get(User, refresh_token.user_id)
         if user is None or user.disabled:
+            raise InvalidGrantError("The account is disabled.")
+        try:
+            recheck.check(user)
+        except ConnectorError as exc:
+            log.error("directory re-check of %s failed: %s", user.username, exc)
+            db.session.rollback()
+            db.session.execute(
+                update(Token)
+                .where(
+                    Token.id == refresh_token.id,
+                    Token.refresh_token_used_at == refresh_token.refresh_token_used_at,
+                )
+                .values(refresh_token_used_at=None)
+            )
+            db.session.commit()
+            # RFC 6749 5.2 has no "try later" error for the token endpoint (unlike
+            # temporarily_unavailable at the authorization endpoint): invalid_grant, and the
+            # refresh token stays valid for when the directory answers again.
+            raise InvalidGrantError(
+                "The company directory is unavailable, so this grant cannot be checked now. "
+                "Try again in a few minutes; the refresh token is still valid."
+            ) from None
+        if user.disabled:
             raise InvalidGrantError("The account is disabled.")
         return user
 

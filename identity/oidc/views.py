@@ -5,6 +5,7 @@ requests that must not be redirected."""
 from __future__ import annotations
 
 import base64
+import logging
 import time
 from urllib.parse import urlencode
 
@@ -21,10 +22,11 @@ from wtforms.validators import ValidationError
 from identity import audit
 from identity.auth.forms import PostForm
 from identity.auth.signin import sign_out
+from identity.connectors import ConnectorError
 from identity.errors import render_error
 from identity.extensions import csrf, db
 from identity.models import Client, Consent, Token
-from identity.oidc import bp, keys
+from identity.oidc import bp, keys, recheck
 from identity.oidc.clients import SCOPES
 from identity.oidc.server import (
     CLIENT_AUTH_METHODS,
@@ -36,6 +38,8 @@ from identity.oidc.server import (
     user_claims,
 )
 from identity.throttle import SLOW_DOWN, throttle
+
+log = logging.getLogger("identity.oidc")
 
 SCOPE_TEXT = {
     "openid": "Know who you are (your account's identifier)",
@@ -109,6 +113,13 @@ def discovery():
 # -- authorization ------------------------------------------------------------------------
 
 
+class DirectoryUnavailableError(OAuth2Error):
+    """RFC 6749 4.1.2.1: the server cannot handle the request now (the directory is down)."""
+
+    error = "temporarily_unavailable"
+    description = "The company directory is unavailable. Please try again in a few minutes."
+
+
 def _error(error: OAuth2Error):
     """Back to the app when its redirect URI is known to be its own; otherwise a page here:
     never send a browser to an address the app did not register."""
@@ -164,6 +175,16 @@ def authorize():
                 raise InvalidRequestError("'id_token_hint' is not an ID token from this provider")
             if user is not None and hinted.get("sub") != user.subject:
                 need_login = True
+        if user is not None and not need_login:
+            # An app's sign-in through the open session is a sign-in too: a directory-linked
+            # account's entry is read again (at most IDP_LDAP_RECHECK_SECONDS old); a leaver
+            # is disabled and sent to the login page, which refuses them.
+            try:
+                recheck.check(user)
+            except ConnectorError as exc:
+                log.error("directory re-check of %s failed: %s", user.username, exc)
+                raise DirectoryUnavailableError() from None
+            need_login = user.disabled
         if need_login and "none" in prompts:
             raise LoginRequiredError()
         if need_login:

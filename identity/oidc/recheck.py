@@ -1,0 +1,100 @@
+"""Accounts linked to the directory, read again: a person deleted or locked there is disabled
+here (sessions end, tokens are revoked, apps are told), and groups, name and e-mail address
+follow the entry as it is now."""
+
+from __future__ import annotations
+
+from flask import current_app
+
+from identity import audit
+from identity.connectors.base import Identity
+from identity.connectors.ldap import LdapConnector, Settings
+from identity.extensions import db
+from identity.models import LinkedIdentity, User
+from identity.models.users import utcnow
+from identity.oidc.logout import disable_account
+
+# What check() did: nothing to check, checked recently enough, or the entry was read and the
+# account kept as it was, brought up to date, or disabled.
+NOT_LINKED, FRESH, UNCHANGED, UPDATED, DISABLED = (
+    "not_linked",
+    "fresh",
+    "unchanged",
+    "updated",
+    "disabled",
+)
+
+
+def directory_link(user: User) -> LinkedIdentity | None:
+    """The account's link to the directory (its subject is the entry's stable id), if any."""
+    return next((link for link in user.links if link.connector == "ldap"), None)
+
+
+def connector() -> LdapConnector | None:
+    """The directory connector (the login form's, or one of its own when the directory is not
+    a password connector); None when no directory is configured."""
+    app = current_app._get_current_object()
+    for c in app.extensions["idp.password_connectors"]:
+        if isinstance(c, LdapConnector):
+            return c
+    if not app.config["LDAP_URL"]:
+        return None
+    if "idp.directory" not in app.extensions:
+        app.extensions["idp.directory"] = LdapConnector(Settings.from_config(app.config))
+    return app.extensions["idp.directory"]
+
+
+def check(user: User, *, force: bool = False) -> str:
+    """Read the entry of a directory-linked account when the last reading is older than
+    IDP_LDAP_RECHECK_SECONDS (always with `force`), and act on it: gone or locked disables
+    the account (identity.oidc.logout.disable_account: sessions, tokens, back-channel
+    logouts; audited), present brings groups, name and e-mail up to date. Commits.
+
+    Returns NOT_LINKED, FRESH, UNCHANGED, UPDATED or DISABLED. Raises ConnectorError when
+    the directory cannot tell: the caller refuses, nothing is decided on stale data."""
+    link = directory_link(user)
+    if link is None:
+        return NOT_LINKED
+    ldap = connector()
+    if ldap is None:
+        return NOT_LINKED  # the directory was unconfigured: its links sign nobody in
+    now = utcnow()
+    window = current_app.config["LDAP_RECHECK_SECONDS"]
+    if not force and link.checked_at and (now - link.checked_at).total_seconds() < window:
+        return FRESH
+    found = ldap.lookup(link.subject)
+    link.checked_at = now
+    if found.state != "present":
+        if user.disabled:
+            db.session.commit()
+            return UNCHANGED
+        disable_account(user, "directory.account_disabled", reason=found.state, dn=found.dn)
+        return DISABLED
+    assert found.identity is not None
+    changed = apply(user, found.identity)
+    db.session.commit()
+    return UPDATED if changed else UNCHANGED
+
+
+def apply(user: User, identity: Identity) -> bool:
+    """Bring name, e-mail address and groups up to date with a directory identity (the
+    caller commits); True when anything changed. A change of groups is audited."""
+    before = (user.name, user.email_key, set(user.groups or []), set(user.group_dns or []))
+    user.name = identity.name
+    old_dns, new_dns = set(user.group_dns or []), set(identity.group_dns)
+    if old_dns != new_dns or set(user.groups or []) != set(identity.groups):
+        audit.record(
+            "directory.groups_changed",
+            user,
+            added=sorted(new_dns - old_dns),
+            removed=sorted(old_dns - new_dns),
+        )
+    user.groups = list(identity.groups)
+    user.group_dns = list(identity.group_dns)
+    wanted = identity.email.lower() if identity.email else None
+    if wanted != user.email_key:
+        # Another account's address is never taken over: this one keeps its old one.
+        if wanted is None or not User.email_taken(identity.email):
+            user.set_email(identity.email)
+            user.email_verified = identity.email_verified if identity.email else False
+    return before != (user.name, user.email_key, set(user.groups), set(user.group_dns))
