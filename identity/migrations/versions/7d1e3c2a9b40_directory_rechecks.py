@@ -1,7 +1,7 @@
 """directory rechecks: group DNs on accounts, last check on links
 
 Revision ID: 7d1e3c2a9b40
-Revises: 5bd88d18817c
+Revises: 1cb1be28d083
 Create Date: 2026-12-06 11:50:00.000000
 
 """
@@ -11,7 +11,7 @@ import sqlalchemy as sa
 
 # revision identifiers, used by Alembic.
 revision = '7d1e3c2a9b40'
-down_revision = '5bd88d18817c'
+down_revision = '1cb1be28d083'
 branch_labels = None
 depends_on = None
 
