@@ -864,10 +864,10 @@ def test_cli_unlink(app, user):
 ADMIN_GROUP = "cn=admins,ou=groups,dc=example,dc=org"
 
 
-def make_user(app, username: str, *, admin=False, disabled=False, groups=()) -> None:
+def make_user(app, username: str, *, admin=False, disabled=False, group_dns=()) -> None:
     with app.app_context():
         u = accounts.create_local(username, f"{username}@example.org", PASSWORD)
-        u.is_admin, u.disabled, u.groups = admin, disabled, list(groups)
+        u.is_admin, u.disabled, u.group_dns = admin, disabled, list(group_dns)
         db.session.commit()
 
 
@@ -887,7 +887,7 @@ def test_cli_refuses_to_disable_or_demote_the_last_active_administrator(app, use
     assert run(app, "user", "disable", "alice").exit_code == 0
     # A member of the directory's admin group is an administrator too: root may now go.
     app.config["LDAP_ADMIN_GROUP"] = ADMIN_GROUP
-    make_user(app, "dirk", groups=[ADMIN_GROUP])
+    make_user(app, "dirk", group_dns=[ADMIN_GROUP])
     assert run(app, "user", "set-admin", "root", "--no-admin").exit_code == 0
     assert run(app, "user", "disable", "root").exit_code == 0
     assert not get_user(app, "root").is_admin and get_user(app, "root").disabled
@@ -895,7 +895,7 @@ def test_cli_refuses_to_disable_or_demote_the_last_active_administrator(app, use
 
 def test_the_last_administrator_may_drop_the_flag_when_the_directory_group_keeps_them(app):
     app.config["LDAP_ADMIN_GROUP"] = ADMIN_GROUP
-    make_user(app, "root", admin=True, groups=[ADMIN_GROUP])
+    make_user(app, "root", admin=True, group_dns=[ADMIN_GROUP])
     r = run(app, "user", "set-admin", "root", "--no-admin")
     assert r.exit_code == 0, r.output
     r = run(app, "user", "disable", "root")

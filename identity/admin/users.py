@@ -303,7 +303,7 @@ def removal_problem(user: User, action: str, me: User | None = None) -> str | No
         return "You cannot remove your own administrator role. Ask another administrator."
     if user.disabled or not user.is_administrator:
         return None  # not an active administrator: no administrator is lost
-    if action == "demote" and User(is_admin=False, groups=user.groups).is_administrator:
+    if action == "demote" and user.in_admin_group:
         return None  # still an administrator through the directory's admin group
     if _other_active_administrator(user):
         return None
@@ -320,7 +320,7 @@ def _other_active_administrator(user: User) -> bool:
     others = select(User).where(User.id != user.id, User.disabled.is_(False))
     if db.session.scalar(select(others.where(User.is_admin.is_(True)).exists())):
         return True
-    with_groups = others.where(User.groups.is_not(None)).execution_options(yield_per=500)
+    with_groups = others.where(User.group_dns.is_not(None)).execution_options(yield_per=500)
     return any(other.is_administrator for other in db.session.scalars(with_groups))
 
 

@@ -55,12 +55,17 @@ class User(UserMixin, db.Model):
 
     @property
     def is_administrator(self) -> bool:
-        """The local admin flag, or membership of IDP_LDAP_ADMIN_GROUP: the group with that
-        DN (both normalised), never another group of the same name."""
+        """The local admin flag, or membership of IDP_LDAP_ADMIN_GROUP."""
+        return self.is_admin or self.in_admin_group
+
+    @property
+    def in_admin_group(self) -> bool:
+        """Membership of IDP_LDAP_ADMIN_GROUP: the group with that DN (both normalised),
+        never another group of the same name."""
         from flask import current_app
 
         group = current_app.config.get("LDAP_ADMIN_GROUP")
-        return self.is_admin or bool(group and group in (self.group_dns or []))
+        return bool(group and group in (self.group_dns or []))
 
     def get_id(self) -> str:
         return f"{self.id}.{self.session_epoch}"
