@@ -204,3 +204,20 @@ def test_signing_out_at_a_ends_the_session_at_b(cluster):
     assert "/login" in at_b.open(f"{cluster.b.url}/account").final
     # ...until its owner signs out at A: then B refuses the copy too.
     assert "/login" in thief.open(f"{cluster.b.url}/account").final
+
+
+def test_a_remember_me_cookie_signed_out_of_at_a_is_refused_at_b(cluster):
+    person = Person(cluster.a)
+    page = person.open(f"{cluster.a.url}/login")
+    person.submit(page, {"username": "alice", "password": PASSWORD, "remember": "y"})
+    # Someone copies the remember-me cookie (not the session): it signs in at B...
+    copied = next(c for c in person.http.cookies if c.name == "__Host-remember")
+    thief = Person(cluster.b)
+    thief.http.cookies.set_cookie(copied)
+    assert thief.open(f"{cluster.b.url}/account").final.endswith("/account")
+    # ...and the owner signs out at A: B refuses the copy, and the session it restored.
+    person.submit(person.open(f"{cluster.a.url}/account"), {}, action="/logout")
+    assert "/login" in thief.open(f"{cluster.b.url}/account").final
+    late = Person(cluster.b)
+    late.http.cookies.set_cookie(copied)
+    assert "/login" in late.open(f"{cluster.b.url}/account").final

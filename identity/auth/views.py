@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 
 from flask import abort, current_app, flash, redirect, render_template, request, session, url_for
-from flask_login import current_user, login_required, login_user
+from flask_login import current_user, login_required
 from sqlalchemy import delete
 from sqlalchemy.exc import IntegrityError
 
@@ -19,7 +19,13 @@ from identity.auth.forms import (
     ResetForm,
     ResetRequestForm,
 )
-from identity.auth.signin import SignInRefused, enforce_session_lifetime, sign_in, sign_out
+from identity.auth.signin import (
+    SignInRefused,
+    enforce_session_lifetime,
+    keep_this_session,
+    sign_in,
+    sign_out,
+)
 from identity.connectors import ConnectorError
 from identity.connectors.ldap_answers import AccountProblem
 from identity.connectors.local import identity_for
@@ -247,13 +253,12 @@ def change_password():
         audit.record("password.change_failed", user)
         db.session.commit()
         return _account_page(form), 400
-    remembered = current_app.config["REMEMBER_COOKIE_NAME"] in request.cookies
-    accounts.set_password(user, form.password.data)
+    accounts.set_password(user, form.password.data, keep_sid=session.get("sid"))
     audit.record("password.change", user)
     db.session.commit()
     # Every other session ended with the old epoch, and their apps' tokens; keep this one.
     end_other_sessions(user, session.get("sid"), reason="password_change")
-    login_user(user, remember=remembered)
+    keep_this_session(user)
     flash("Your password is changed. Other devices are signed out.", "success")
     return redirect(url_for("auth.account"))
 
