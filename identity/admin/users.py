@@ -3,8 +3,9 @@ and the pages under /admin/users.
 
 Every operation records an audit event `admin.user_*` with who did it (`by`, the admin's
 username, in the console) and where (`via`: console or cli); never a password or a link.
-Disabling, setting a password, removing a sign-in method, ending sessions and changing the
-admin role ask for the admin's own password again (identity.admin.guard).
+Every change (creating, disabling, enabling, setting a password, sending a reset link,
+removing a sign-in method, ending sessions, changing the admin role) asks for the admin's
+own password again (identity.admin.guard).
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from wtforms.validators import Length, Optional, ValidationError
 
 from identity import audit, mail
 from identity.admin import bp
-from identity.admin.guard import admin_password_field, admin_required, confirm, reauthenticated
+from identity.admin.guard import admin_password_field, admin_required, confirm
 from identity.auth import accounts, reset
 from identity.auth.forms import (
     BAD_CHARS,
@@ -335,10 +336,7 @@ class CreateUserForm(Form):
         validators=[clean, Length(max=MAX_FIELD, message="That is too long for a password.")],
     )
     confirm = PasswordField("Repeat the password")
-    admin_password = PasswordField(
-        "Your password (to confirm an administrator account)",
-        validators=[Length(max=1024, message="That is too long for a password.")],
-    )
+    admin_password = admin_password_field()
 
     def validate_username(self, field):
         if not field.errors and accounts.find(field.data, by_email=False):
@@ -360,10 +358,6 @@ class CreateUserForm(Form):
     def validate_confirm(self, field):
         if self.setup.data == "password" and field.data != self.password.data:
             raise ValidationError("The two passwords differ.")
-
-    def validate_admin_password(self, field):
-        if self.admin.data and not field.data:
-            raise ValidationError("Enter your password to create an administrator.")
 
 
 class ConfirmForm(Form):
@@ -464,11 +458,7 @@ def users_new():
     form = CreateUserForm()
     if request.method == "GET":
         return render_template("admin/user_new.html", form=form)
-    ok = form.validate_on_submit()
-    if ok and form.admin.data and not reauthenticated(form.admin_password.data):
-        form.admin_password.errors.append("That is not your password.")
-        ok = False
-    if not ok:
+    if not confirm(form):
         return render_template("admin/user_new.html", form=form), 400
     password = form.password.data if form.setup.data == "password" else None
     try:
@@ -513,18 +503,19 @@ def users_show(user_id: int):
     )
 
 
-@bp.post("/users/<int:user_id>/enable")
+@bp.route("/users/<int:user_id>/enable", methods=["GET", "POST"])
 @admin_required
 def users_enable(user_id: int):
     user = _target(user_id)
-    form = PostForm()
-    if not form.validate_on_submit():
-        return render_error(400, "This form has expired. Reload the page and try again.")
+    form = ConfirmForm()
     if not user.disabled:
-        flash(f"{user.username} was already active.", "info")
-    else:
-        enable(user, by=_me().username)
-        flash(f"{user.username} is enabled and can sign in again.", "success")
+        return _confirm_page(user, "enable", form, f"{user.username} is already active.")
+    if request.method == "GET":
+        return _confirm_page(user, "enable", form)
+    if not confirm(form):
+        return _confirm_page(user, "enable", form, status=400)
+    enable(user, by=_me().username)
+    flash(f"{user.username} is enabled and can sign in again.", "success")
     return redirect(url_for("admin.users_show", user_id=user.id), 303)
 
 
