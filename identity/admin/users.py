@@ -16,7 +16,7 @@ import secrets
 from concurrent.futures import Future
 from datetime import timedelta
 
-from flask import current_app, flash, redirect, render_template, request, url_for
+from flask import current_app, flash, redirect, render_template, request, session, url_for
 from flask_login import current_user
 from sqlalchemy import delete, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
@@ -484,18 +484,25 @@ def users_new():
 @bp.get("/users/<int:user_id>")
 @admin_required
 def users_show(user_id: int):
+    from identity.auth import devices, remember
     from identity.oidc.views import apps_with_access
 
     user = _target(user_id)
     events = db.session.scalars(
         select(Event).where(Event.user_id == user.id).order_by(Event.id.desc()).limit(10)
     ).all()
+    own = user.id == _me().id
     return render_template(
         "admin/user.html",
         user=user,
         me=_me(),
         labels=LABELS,
         apps=apps_with_access(user),
+        devices=devices.listing(
+            user,
+            sid=session.get("sid") if own else None,
+            series=remember.presented_series() if own else None,
+        ),
         events=events,
         usernames={user.id: user.username},
         post_form=PostForm(),
@@ -639,6 +646,51 @@ def users_sessions(user_id: int):
         + (f"; {notified} apps told." if notified else "."),
         "success",
     )
+    return redirect(url_for("admin.users_show", user_id=user.id), 303)
+
+
+@bp.route("/users/<int:user_id>/sessions/<sid>/end", methods=["GET", "POST"])
+@admin_required
+def users_end_session(user_id: int, sid: str):
+    """End one session of the account (and the remembered device behind it)."""
+    from identity.auth import devices
+
+    user = _target(user_id)
+    line = next((d for d in devices.listing(user)["sessions"] if d.key == sid), None)
+    if line is None:
+        return render_error(404, f"That session of {user.username} has already ended.")
+    form = ConfirmForm()
+    target = url_for("admin.users_end_session", user_id=user.id, sid=sid)
+    if request.method == "GET" or not confirm(form):
+        status = 200 if request.method == "GET" else 400
+        return _confirm_page(user, "end_session", form, status=status, device=line, target=target)
+    own = session.get("sid") if user.id == _me().id else None
+    devices.end_session(user, sid, by="admin", keep_sid=own)
+    audit.record("admin.user_session_ended", user, **_who(_me().username, "console"))
+    db.session.commit()
+    flash(f"That session of {user.username} is ended, and its apps' tokens revoked.", "success")
+    return redirect(url_for("admin.users_show", user_id=user.id), 303)
+
+
+@bp.route("/users/<int:user_id>/devices/<device_id>/forget", methods=["GET", "POST"])
+@admin_required
+def users_forget_device(user_id: int, device_id: str):
+    """Forget one remembered device of the account, with the sessions it restored."""
+    from identity.auth import devices
+
+    user = _target(user_id)
+    line = next((d for d in devices.listing(user)["remembered"] if d.key == device_id), None)
+    if line is None:
+        return render_error(404, f"That device of {user.username} is already forgotten.")
+    form = ConfirmForm()
+    target = url_for("admin.users_forget_device", user_id=user.id, device_id=device_id)
+    if request.method == "GET" or not confirm(form):
+        status = 200 if request.method == "GET" else 400
+        return _confirm_page(user, "forget_device", form, status=status, device=line, target=target)
+    devices.forget_device(user, device_id, by="admin")
+    audit.record("admin.user_device_forgotten", user, **_who(_me().username, "console"))
+    db.session.commit()
+    flash(f"That device of {user.username} is forgotten.", "success")
     return redirect(url_for("admin.users_show", user_id=user.id), 303)
 
 

@@ -138,6 +138,13 @@ def restore(cookie: str) -> User | None:
     session["connector"] = remembered.connector
     session["restored_at"] = now
     session["sid"] = secrets.token_urlsafe(16)
+    # The device's earlier session lost its cookie (that is why this one is restored): it
+    # is forgotten, so that one device is one line on the account page.
+    db.session.execute(
+        delete(BrowserSession).where(
+            BrowserSession.user_id == user.id, BrowserSession.series == remembered.series
+        )
+    )
     sessions.start(
         user,
         session["sid"],

@@ -217,6 +217,9 @@ def account():
 
 
 def _account_page(password_form: ChangePasswordForm):
+    from identity.auth import remember
+    from identity.auth.devices import listing
+
     user: User = current_user._get_current_object()
     linked = {link.connector for link in user.links}
     connectable = [
@@ -231,6 +234,7 @@ def _account_page(password_form: ChangePasswordForm):
         social=current_app.extensions["idp.social_connectors"],
         can_disconnect=len(user.links) > 1,
         apps=apps_with_access(user),
+        devices=listing(user, sid=session.get("sid"), series=remember.presented_series()),
     )
 
 
