@@ -1,6 +1,7 @@
 """Extensions, created unbound here and attached to the app in create_app()."""
 
 import flask_login
+from flask import current_app
 from flask_migrate import Migrate
 from flask_sqlalchemy import SQLAlchemy
 from flask_wtf import CSRFProtect
@@ -40,6 +41,19 @@ class LoginManager(flask_login.LoginManager):
 
     def _set_cookie(self, response):
         pass  # login_user(remember=True) sets nothing: identity.auth.remember writes it
+
+    def _clear_cookie(self, response):
+        # With the attributes it was set with: browsers ignore a __Host- cookie without
+        # Secure, deletions included (Flask-Login's own sends only name, domain and path).
+        config = current_app.config
+        response.delete_cookie(
+            config["REMEMBER_COOKIE_NAME"],
+            path=config.get("REMEMBER_COOKIE_PATH") or "/",
+            domain=config.get("REMEMBER_COOKIE_DOMAIN"),
+            secure=config["REMEMBER_COOKIE_SECURE"],
+            httponly=config["REMEMBER_COOKIE_HTTPONLY"],
+            samesite=config["REMEMBER_COOKIE_SAMESITE"],
+        )
 
 
 login_manager = LoginManager()

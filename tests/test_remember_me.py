@@ -77,6 +77,15 @@ def test_the_token_is_random_and_stored_only_as_its_sha256(app, browser, user):
         assert abs(row.expires_at - (time.time() + lifetime)) < 60
 
 
+def test_sign_out_deletes_the_cookie_with_the_attributes_a_browser_needs(browser, user):
+    """A __Host- cookie is only replaced (deleted) by a Set-Cookie that is Secure too."""
+    remembered(browser)
+    r = browser.logout()
+    (cleared,) = [c for c in r.headers.getlist("Set-Cookie") if c.startswith(REMEMBER + "=")]
+    assert "Expires=Thu, 01 Jan 1970" in cleared
+    assert "; Secure" in cleared and "Path=/" in cleared and "Domain" not in cleared
+
+
 def test_a_copied_remember_cookie_is_refused_after_sign_out(app, browser, user):
     value = remembered(browser)
     browser.logout()
