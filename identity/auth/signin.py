@@ -100,8 +100,13 @@ def _end_this_browser(user: User | None) -> None:
     remember_me.end(series)
     if user is not None:
         sessions.end(user, sids, reason="signout")
-    elif session.get("sid"):
-        db.session.execute(delete(BrowserSession).where(BrowserSession.sid == session["sid"]))
+        return
+    # Whoever's they are: this browser's old session, and any session its remember-me
+    # cookie restored elsewhere (a copy's, since this browser had none).
+    ended = BrowserSession.sid == session.get("sid")
+    if series:
+        ended = ended | (BrowserSession.series == series)
+    db.session.execute(delete(BrowserSession).where(ended))
 
 
 def enforce_session_lifetime() -> None:
