@@ -114,6 +114,12 @@ def _init_login(app: Flask, login_manager) -> None:
             return None
         return user
 
+    # The remember-me cookie is a server-side token (identity.auth.remember), never a
+    # signed user id.
+    from identity.auth.signin import restore
+
+    login_manager.remember_loader(restore)
+
     @login_manager.unauthorized_handler
     def unauthorized():
         if wants_json():

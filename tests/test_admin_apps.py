@@ -101,6 +101,7 @@ def new_app_form(**overrides) -> dict:
         "grant_types": ALL_GRANTS,
         "scopes": ["openid", "profile", "email"],
         "id_token_alg": "RS256",
+        "admin_password": PASSWORD,
     }
     form.update(overrides)
     return {k: v for k, v in form.items() if v is not None}
@@ -115,6 +116,7 @@ def edit_form(app, client_id: str, **overrides) -> dict:
         "post_logout_redirect_uris": "\n".join(meta["post_logout_redirect_uris"]),
         "backchannel_logout_uri": meta["backchannel_logout_uri"] or "",
         "scopes": meta["scope"].split(),
+        "admin_password": PASSWORD,
     }
     if meta["skip_consent"]:
         form["skip_consent"] = "y"

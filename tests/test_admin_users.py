@@ -306,6 +306,7 @@ def create_form(**changes) -> dict:
         "setup": "password",
         "password": NEW,
         "confirm": NEW,
+        "admin_password": PASSWORD,
     }
     form.update(changes)
     return {k: v for k, v in form.items() if v is not None}
@@ -345,11 +346,13 @@ def test_create_a_user_who_chooses_a_password_from_a_link(app, browser, admin, o
     assert signed_in_client(app, "carol", NEW)
 
 
-def test_creating_an_administrator_asks_for_the_admins_password(app, browser, admin):
+def test_creating_an_account_asks_for_the_admins_password(app, browser, admin):
     before = snapshot(app)
-    r = browser.post("/admin/users/new", create_form(admin="y"))
+    r = browser.post("/admin/users/new", create_form(admin="y", admin_password=None))
     assert r.status_code == 400
-    assert "Enter your password to create an administrator." in text(r)
+    assert "Enter your password to confirm." in text(r)
+    r = browser.post("/admin/users/new", create_form(admin_password=""))
+    assert r.status_code == 400 and "Enter your password to confirm." in text(r)
     r = browser.post("/admin/users/new", create_form(admin="y", admin_password="wrong one"))
     assert r.status_code == 400 and WRONG_ADMIN in text(r)
     assert snapshot(app) == before
@@ -388,7 +391,7 @@ def test_creating_an_administrator_asks_for_the_admins_password(app, browser, ad
         (
             {"admin": "y", "admin_password": "p" * 1025},
             "admin_password",
-            "That is too long for a password.",
+            "Field cannot be longer than 1024 characters.",
         ),
     ],
 )
@@ -494,13 +497,17 @@ def test_disable_ends_sessions_and_enable_lets_in_again(app, browser, admin):
     assert event.user_id == alice.id and event.data == {"by": "root", "via": "console"}
     assert [e.data["reason"] for e in events(app, "session.ended")] == ["disabled"]
 
-    # Disabling again is refused with a reason; enabling is a plain (CSRF-checked) button.
+    # Disabling again is refused with a reason; enabling asks for the password too.
     r = browser.post(f"/admin/users/{alice.id}/disable", {"admin_password": PASSWORD})
     assert r.status_code == 409 and "alice is already disabled." in text(r)
     page = text(browser.get(f"/admin/users/{alice.id}"))
     assert "Enable the account" in page
-    r = browser.post(f"/admin/users/{alice.id}/enable", token_from=f"/admin/users/{alice.id}")
+    r = browser.post(f"/admin/users/{alice.id}/enable", {"admin_password": "wrong one"})
+    assert r.status_code == 400 and get_user(app, "alice").disabled
+    r = browser.post(f"/admin/users/{alice.id}/enable", {"admin_password": PASSWORD})
     assert r.status_code == 303 and not get_user(app, "alice").disabled
+    r = browser.post(f"/admin/users/{alice.id}/enable", {"admin_password": PASSWORD})
+    assert r.status_code == 409 and "alice is already active." in text(r)
     assert signed_in_client(app)
     (event,) = events(app, "admin.user_enabled")
     assert event.data == {"by": "root", "via": "console"}

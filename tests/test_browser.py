@@ -475,6 +475,7 @@ def test_admin_registers_an_app_and_rotates_the_signing_keys(
         page.keyboard.press("Tab")
         expect(page.get_by_role("checkbox", name=re.compile("^authorization_code"))).to_be_focused()
         page.get_by_role("checkbox", name=re.compile("^client_credentials")).check()
+        page.get_by_label("Your password (to confirm)").fill(d.passwords["ada"])
         page.get_by_role("button", name="Register the app").click()
         summary = page.get_by_role("alert")
         expect(summary).to_be_focused()
@@ -489,6 +490,8 @@ def test_admin_registers_an_app_and_rotates_the_signing_keys(
         expect(uris).to_be_focused()
         page.keyboard.press("Control+A")
         page.keyboard.type("https://reports.example.org/callback")
+        # The password is asked again: a refused form never sends it back.
+        page.get_by_label("Your password (to confirm)").fill(d.passwords["ada"])
         page.get_by_role("button", name="Register the app").click()
 
         # The secret, once; the heading takes focus; the secret gets a token.

@@ -204,3 +204,44 @@ def test_signing_out_at_a_ends_the_session_at_b(cluster):
     assert "/login" in at_b.open(f"{cluster.b.url}/account").final
     # ...until its owner signs out at A: then B refuses the copy too.
     assert "/login" in thief.open(f"{cluster.b.url}/account").final
+
+
+def test_a_remember_me_cookie_signed_out_of_at_a_is_refused_at_b(cluster):
+    person = Person(cluster.a)
+    page = person.open(f"{cluster.a.url}/login")
+    person.submit(page, {"username": "alice", "password": PASSWORD, "remember": "y"})
+    # Someone copies the remember-me cookie (not the session); the owner signs out at A.
+    copied = next(c for c in person.http.cookies if c.name == "__Host-remember")
+    person.submit(person.open(f"{cluster.a.url}/account"), {}, action="/logout")
+    thief = Person(cluster.b)
+    thief.http.cookies.set_cookie(copied)
+    assert "/login" in thief.open(f"{cluster.b.url}/account").final
+
+
+def test_a_copy_used_at_b_first_is_ended_by_the_owner_signing_in_again_at_a(cluster):
+    person = Person(cluster.a)
+    page = person.open(f"{cluster.a.url}/login")
+    person.submit(page, {"username": "alice", "password": PASSWORD, "remember": "y"})
+    copied = next(c for c in person.http.cookies if c.name == "__Host-remember")
+    thief = Person(cluster.b)
+    thief.http.cookies.set_cookie(copied)
+    assert thief.open(f"{cluster.b.url}/account").final.endswith("/account")
+    # The copy's session replaced the device's: the owner is asked to sign in at A...
+    page = person.open(f"{cluster.a.url}/account")
+    assert "/login" in page.final
+    person.sign_in(page)
+    # ...which ends the series, and the session the copy restored at B.
+    assert "/login" in thief.open(f"{cluster.b.url}/account").final
+
+
+def test_a_session_ended_from_the_account_page_at_a_is_refused_at_b(cluster):
+    laptop = Person(cluster.a)
+    laptop.sign_in(laptop.open(f"{cluster.a.url}/login"))
+    phone = Person(cluster.b)
+    phone.sign_in(phone.open(f"{cluster.b.url}/login"))
+    assert phone.open(f"{cluster.b.url}/account").final.endswith("/account")
+    # At A, the laptop ends "everywhere else": the phone's session, held at B, is over.
+    account = laptop.open(f"{cluster.a.url}/account")
+    laptop.submit(account, {}, action="/account/sessions/end-others")
+    assert "/login" in phone.open(f"{cluster.b.url}/account").final
+    assert laptop.open(f"{cluster.b.url}/account").final.endswith("/account")

@@ -1,4 +1,5 @@
-"""Admin pages for apps: list, register, edit, rotate the secret, delete.
+"""Admin pages for apps: list, register, edit, rotate the secret, delete. Every change asks
+for the admin's password again (identity.admin.guard.confirm).
 
 Every change goes through identity.oidc.clients (the same validation as `flask client …`).
 A client secret appears once, in the response to the request that made it: never in a
@@ -155,6 +156,7 @@ class AppForm(Form):
     scopes = _scopes_field()
     skip_consent = BooleanField("First-party app: skip the consent screen")
     id_token_alg = SelectField("ID token signing algorithm", validate_choice=False)
+    admin_password = admin_password_field()
 
 
 class EditForm(Form):
@@ -164,6 +166,7 @@ class EditForm(Form):
     backchannel_logout_uri = _backchannel_field()
     scopes = _scopes_field()
     skip_consent = BooleanField("First-party app: skip the consent screen")
+    admin_password = admin_password_field()
 
 
 class ConfirmForm(Form):
@@ -224,7 +227,7 @@ def apps_new():
     if request.method == "GET":
         form.id_token_alg.data = "RS256" if "RS256" in algorithms else algorithms[0]
         return render_template("admin/app_new.html", form=form)
-    if form.validate_on_submit():
+    if confirm(form):
         try:
             client, secret = clients.create(
                 form.name.data,
@@ -260,7 +263,7 @@ def apps_detail(client_id: str):
         form.backchannel_logout_uri.data = meta["backchannel_logout_uri"] or ""
         form.scopes.data = meta["scope"].split()
         form.skip_consent.data = client.skip_consent
-    elif form.validate_on_submit():
+    elif confirm(form):
         try:
             changes = clients.update(
                 client,

@@ -3,8 +3,9 @@ and the pages under /admin/users.
 
 Every operation records an audit event `admin.user_*` with who did it (`by`, the admin's
 username, in the console) and where (`via`: console or cli); never a password or a link.
-Disabling, setting a password, removing a sign-in method, ending sessions and changing the
-admin role ask for the admin's own password again (identity.admin.guard).
+Every change (creating, disabling, enabling, setting a password, sending a reset link,
+removing a sign-in method, ending sessions, changing the admin role) asks for the admin's
+own password again (identity.admin.guard).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import secrets
 from concurrent.futures import Future
 from datetime import timedelta
 
-from flask import current_app, flash, redirect, render_template, request, url_for
+from flask import current_app, flash, redirect, render_template, request, session, url_for
 from flask_login import current_user
 from sqlalchemy import func, or_, select, update
 from sqlalchemy.exc import IntegrityError
@@ -25,7 +26,7 @@ from wtforms.validators import Length, Optional, ValidationError
 
 from identity import audit, mail
 from identity.admin import bp
-from identity.admin.guard import admin_password_field, admin_required, confirm, reauthenticated
+from identity.admin.guard import admin_password_field, admin_required, confirm
 from identity.auth import accounts, reset
 from identity.auth.forms import (
     BAD_CHARS,
@@ -357,10 +358,7 @@ class CreateUserForm(Form):
         validators=[clean, Length(max=MAX_FIELD, message="That is too long for a password.")],
     )
     confirm = PasswordField("Repeat the password")
-    admin_password = PasswordField(
-        "Your password (to confirm an administrator account)",
-        validators=[Length(max=1024, message="That is too long for a password.")],
-    )
+    admin_password = admin_password_field()
 
     def validate_username(self, field):
         if not field.errors and accounts.find(field.data, by_email=False):
@@ -382,10 +380,6 @@ class CreateUserForm(Form):
     def validate_confirm(self, field):
         if self.setup.data == "password" and field.data != self.password.data:
             raise ValidationError("The two passwords differ.")
-
-    def validate_admin_password(self, field):
-        if self.admin.data and not field.data:
-            raise ValidationError("Enter your password to create an administrator.")
 
 
 class ConfirmForm(Form):
@@ -486,11 +480,7 @@ def users_new():
     form = CreateUserForm()
     if request.method == "GET":
         return render_template("admin/user_new.html", form=form)
-    ok = form.validate_on_submit()
-    if ok and form.admin.data and not reauthenticated(form.admin_password.data):
-        form.admin_password.errors.append("That is not your password.")
-        ok = False
-    if not ok:
+    if not confirm(form):
         return render_template("admin/user_new.html", form=form), 400
     password = form.password.data if form.setup.data == "password" else None
     try:
@@ -516,18 +506,25 @@ def users_new():
 @bp.get("/users/<int:user_id>")
 @admin_required
 def users_show(user_id: int):
+    from identity.auth import devices, remember
     from identity.oidc.views import apps_with_access
 
     user = _target(user_id)
     events = db.session.scalars(
         select(Event).where(Event.user_id == user.id).order_by(Event.id.desc()).limit(10)
     ).all()
+    own = user.id == _me().id
     return render_template(
         "admin/user.html",
         user=user,
         me=_me(),
         labels=LABELS,
         apps=apps_with_access(user),
+        devices=devices.listing(
+            user,
+            sid=session.get("sid") if own else None,
+            series=remember.presented_series() if own else None,
+        ),
         events=events,
         usernames={user.id: user.username},
         post_form=PostForm(),
@@ -535,18 +532,19 @@ def users_show(user_id: int):
     )
 
 
-@bp.post("/users/<int:user_id>/enable")
+@bp.route("/users/<int:user_id>/enable", methods=["GET", "POST"])
 @admin_required
 def users_enable(user_id: int):
     user = _target(user_id)
-    form = PostForm()
-    if not form.validate_on_submit():
-        return render_error(400, "This form has expired. Reload the page and try again.")
+    form = ConfirmForm()
     if not user.disabled:
-        flash(f"{user.username} was already active.", "info")
-    else:
-        enable(user, by=_me().username)
-        flash(f"{user.username} is enabled and can sign in again.", "success")
+        return _confirm_page(user, "enable", form, f"{user.username} is already active.")
+    if request.method == "GET":
+        return _confirm_page(user, "enable", form)
+    if not confirm(form):
+        return _confirm_page(user, "enable", form, status=400)
+    enable(user, by=_me().username)
+    flash(f"{user.username} is enabled and can sign in again.", "success")
     return redirect(url_for("admin.users_show", user_id=user.id), 303)
 
 
@@ -668,6 +666,51 @@ def users_sessions(user_id: int):
         + (f"; {notified} apps told." if notified else "."),
         "success",
     )
+    return redirect(url_for("admin.users_show", user_id=user.id), 303)
+
+
+@bp.route("/users/<int:user_id>/sessions/<sid>/end", methods=["GET", "POST"])
+@admin_required
+def users_end_session(user_id: int, sid: str):
+    """End one session of the account (and the remembered device behind it)."""
+    from identity.auth import devices
+
+    user = _target(user_id)
+    line = next((d for d in devices.listing(user)["sessions"] if d.key == sid), None)
+    if line is None:
+        return render_error(404, f"That session of {user.username} has already ended.")
+    form = ConfirmForm()
+    target = url_for("admin.users_end_session", user_id=user.id, sid=sid)
+    if request.method == "GET" or not confirm(form):
+        status = 200 if request.method == "GET" else 400
+        return _confirm_page(user, "end_session", form, status=status, device=line, target=target)
+    own = session.get("sid") if user.id == _me().id else None
+    devices.end_session(user, sid, by="admin", keep_sid=own)
+    audit.record("admin.user_session_ended", user, **_who(_me().username, "console"))
+    db.session.commit()
+    flash(f"That session of {user.username} is ended, and its apps' tokens revoked.", "success")
+    return redirect(url_for("admin.users_show", user_id=user.id), 303)
+
+
+@bp.route("/users/<int:user_id>/devices/<device_id>/forget", methods=["GET", "POST"])
+@admin_required
+def users_forget_device(user_id: int, device_id: str):
+    """Forget one remembered device of the account, with the sessions it restored."""
+    from identity.auth import devices
+
+    user = _target(user_id)
+    line = next((d for d in devices.listing(user)["remembered"] if d.key == device_id), None)
+    if line is None:
+        return render_error(404, f"That device of {user.username} is already forgotten.")
+    form = ConfirmForm()
+    target = url_for("admin.users_forget_device", user_id=user.id, device_id=device_id)
+    if request.method == "GET" or not confirm(form):
+        status = 200 if request.method == "GET" else 400
+        return _confirm_page(user, "forget_device", form, status=status, device=line, target=target)
+    devices.forget_device(user, device_id, by="admin")
+    audit.record("admin.user_device_forgotten", user, **_who(_me().username, "console"))
+    db.session.commit()
+    flash(f"That device of {user.username} is forgotten.", "success")
     return redirect(url_for("admin.users_show", user_id=user.id), 303)
 
 

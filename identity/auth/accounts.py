@@ -45,8 +45,9 @@ def check_password(user: User, password: str) -> bool:
     return verify_password(user.password_hash, password)
 
 
-def set_password(user: User, password: str) -> None:
-    """Store a new password and end every session of the account (the caller commits)."""
+def set_password(user: User, password: str, *, keep_sid: str | None = None) -> None:
+    """Store a new password and end every session (but `keep_sid`) and every remember-me
+    cookie of the account (the caller commits)."""
     user.password_hash = hash_password(password)
     user.password_changed_at = utcnow()
-    user.end_sessions()
+    user.end_sessions(keep_sid)

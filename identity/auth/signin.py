@@ -9,16 +9,17 @@ import time
 from typing import NoReturn
 
 from flask import current_app, session
-from flask_login import login_user, logout_user, user_loaded_from_cookie
-from sqlalchemy import bindparam, delete, select
+from flask_login import current_user, login_user, logout_user
+from sqlalchemy import bindparam, delete, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import joinedload
 
 from identity import audit
-from identity.auth import accounts
+from identity.auth import accounts, sessions
+from identity.auth import remember as remember_me
 from identity.connectors.base import ConnectorError, Identity
 from identity.extensions import db
-from identity.models import EndedSession, LinkedIdentity, User
+from identity.models import BrowserSession, LinkedIdentity, User
 from identity.models.users import utcnow
 
 log = logging.getLogger("identity.auth")
@@ -71,16 +72,27 @@ def sign_in(identity: Identity, *, remember: bool = False, label: str | None = N
         _refuse("disabled", identity, user)
 
     # A new session at every sign-in: nothing from before survives into it, and the old
-    # cookie, should a copy exist, is dead everywhere.
-    _end_session_id(session.get("sid"))
+    # cookies, should a copy exist, are dead everywhere.
+    _end_this_browser(None)
     session.clear()
     # A browser session: it ends when the browser closes, and at SESSION_LIFETIME at the latest.
     session.permanent = False
-    login_user(user, remember=remember, fresh=True)
-    session["auth_time"] = int(time.time())
+    login_user(user, fresh=True)
+    auth_time = int(time.time())
+    session["auth_time"] = auth_time
     session["amr"] = list(identity.amr)
     session["connector"] = identity.connector
     session["sid"] = secrets.token_urlsafe(16)
+    series = None
+    if remember:
+        series = remember_me.issue(
+            user, auth_time=auth_time, amr=identity.amr, connector=identity.connector
+        )
+    elif remember_me.presented_series():
+        remember_me.forget()
+    sessions.start(
+        user, session["sid"], auth_time=auth_time, connector=identity.connector, series=series
+    )
 
     now = utcnow()
     user.last_login_at = now
@@ -93,54 +105,103 @@ def sign_in(identity: Identity, *, remember: bool = False, label: str | None = N
 def sign_out() -> None:
     """End the session and the remember-me cookie; its apps' tokens are revoked and apps with
     a back-channel logout endpoint are told."""
-    from identity.oidc.logout import end_sso_session
-
-    end_sso_session()
-    _end_session_id(session.get("sid"))
+    user = current_user._get_current_object() if current_user.is_authenticated else None
+    _end_this_browser(user)
     db.session.commit()
     session.clear()
     # After clear(): logout_user() leaves the flag that makes Flask-Login delete the cookie.
     logout_user()
 
 
-# Asked before every signed-in request: built once, run as Core (no object is needed).
-IS_ENDED = select(EndedSession.sid).where(EndedSession.sid == bindparam("sid"))
+def _end_this_browser(user: User | None) -> None:
+    """End what this browser holds, on every node: its session record and its remember-me
+    series, with every session that series restored. With `user` (signing out), their apps'
+    tokens are revoked too; signing in again over a session leaves those to their lifetime."""
+    series = remember_me.presented_series()
+    sids = {session.get("sid")}
+    if user is not None and series:
+        sids |= sessions.of_series(user, series)
+    remember_me.end(series)
+    if user is not None:
+        sessions.end(user, sids, reason="signout")
+        return
+    # Whoever's they are: this browser's old session, and any session its remember-me
+    # cookie restored elsewhere (a copy's, since this browser had none).
+    ended = BrowserSession.sid == session.get("sid")
+    if series:
+        ended = ended | (BrowserSession.series == series)
+    db.session.execute(delete(BrowserSession).where(ended))
 
 
 def enforce_session_lifetime() -> None:
-    """Before each request: a session older than SESSION_LIFETIME, or signed out of (on any
-    node), is over. With a valid remember-me cookie Flask-Login then restores the account,
-    as a not-fresh session."""
+    """Before each request: a session older than SESSION_LIFETIME (a restored one counts from
+    its restoration), signed out of or ended from a list (on any node), is over. With a valid
+    remember-me cookie the account is then restored (restore())."""
     if "_user_id" not in session:
         return
-    started = session.get("auth_time") or session.get("restored_at")
+    started = session.get("restored_at") or session.get("auth_time")
     sid = session.get("sid")
     if (
-        started is None
+        not sid
+        or started is None
         or time.time() - started > current_app.config["SESSION_LIFETIME"]
-        or (sid and db.session.connection().execute(IS_ENDED, {"sid": sid}).first())
+        or not sessions.seen(sid)
     ):
         session.clear()
 
 
-def _end_session_id(sid: str | None) -> None:
-    """Remember `sid` as signed out until it would have expired anyway (the caller commits);
-    forget those past that."""
-    if not sid:
-        return
+def restore(cookie: str) -> User | None:
+    """Flask-Login's remember loader: a remember-me cookie becomes a new, not fresh, session
+    (its own sid) that keeps the time and methods of the sign-in it remembers, so that
+    `max_age` and `auth_time` tell the truth. None when the cookie restores nothing."""
+    remembered = remember_me.use(cookie)
+    if remembered is None:
+        return None
+    user = remembered.user
+    session.clear()
+    session.permanent = False
+    login_user(user, fresh=False)
     now = int(time.time())
-    db.session.execute(delete(EndedSession).where(EndedSession.expires_at < now))
-    if db.session.get(EndedSession, sid) is None:
-        db.session.add(
-            EndedSession(sid=sid, expires_at=now + current_app.config["SESSION_LIFETIME"])
-        )
-
-
-@user_loaded_from_cookie.connect
-def _restored(_app, user: User) -> None:
-    # A new SSO session (its own sid for ID and logout tokens); auth_time is not known.
-    session["restored_at"] = int(time.time())
+    session["auth_time"] = remembered.auth_time
+    session["amr"] = remembered.amr
+    session["connector"] = remembered.connector
+    session["restored_at"] = now
     session["sid"] = secrets.token_urlsafe(16)
+    # The device's earlier session lost its cookie (that is why this one is restored): it
+    # is forgotten, so that one device is one line on the account page.
+    db.session.execute(
+        delete(BrowserSession).where(
+            BrowserSession.user_id == user.id, BrowserSession.series == remembered.series
+        )
+    )
+    sessions.start(
+        user,
+        session["sid"],
+        auth_time=remembered.auth_time,
+        connector=remembered.connector,
+        series=remembered.series,
+    )
+    audit.insert("signin.restored", user, method=remembered.connector)
+    db.session.commit()
+    return user
+
+
+def keep_this_session(user: User) -> None:
+    """After the account's own password change ended every session and remember-me cookie
+    (user.end_sessions(keep_sid=this one)): this session goes on under the new epoch, and
+    a remembered device gets a new remember-me cookie."""
+    login_user(user, fresh=True)
+    if remember_me.presented_series():
+        series = remember_me.issue(
+            user,
+            auth_time=session["auth_time"],
+            amr=session.get("amr") or [],
+            connector=session.get("connector") or "local",
+        )
+        db.session.execute(
+            update(BrowserSession).where(BrowserSession.sid == session["sid"]).values(series=series)
+        )
+    db.session.commit()
 
 
 def _first_sign_in(identity: Identity, label: str) -> LinkedIdentity:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 
 from flask import abort, current_app, flash, redirect, render_template, request, session, url_for
-from flask_login import current_user, login_required, login_user
+from flask_login import current_user, login_required
 from sqlalchemy.exc import IntegrityError
 
 from identity import audit
@@ -22,6 +22,7 @@ from identity.auth.signin import (
     BACKEND_DOWN,
     SignInRefused,
     enforce_session_lifetime,
+    keep_this_session,
     sign_in,
     sign_out,
 )
@@ -216,6 +217,9 @@ def account():
 
 
 def _account_page(password_form: ChangePasswordForm):
+    from identity.auth import remember
+    from identity.auth.devices import listing
+
     user: User = current_user._get_current_object()
     linked = {link.connector for link in user.links}
     connectable = [
@@ -230,6 +234,7 @@ def _account_page(password_form: ChangePasswordForm):
         social=current_app.extensions["idp.social_connectors"],
         can_disconnect=len(user.links) > 1,
         apps=apps_with_access(user),
+        devices=listing(user, sid=session.get("sid"), series=remember.presented_series()),
     )
 
 
@@ -305,13 +310,12 @@ def change_password():
         audit.record("password.change_failed", user)
         db.session.commit()
         return _account_page(form), 400
-    remembered = current_app.config["REMEMBER_COOKIE_NAME"] in request.cookies
-    accounts.set_password(user, form.password.data)
+    accounts.set_password(user, form.password.data, keep_sid=session.get("sid"))
     audit.record("password.change", user)
     db.session.commit()
     # Every other session ended with the old epoch, and their apps' tokens; keep this one.
     end_other_sessions(user, session.get("sid"), reason="password_change")
-    login_user(user, remember=remembered)
+    keep_this_session(user)
     flash("Your password is changed. Other devices are signed out.", "success")
     return redirect(url_for("auth.account"))
 

@@ -3,19 +3,21 @@
 from identity.models.audit import Event
 from identity.models.keys import SigningKey
 from identity.models.oauth import AuthorizationCode, Client, Consent, Token
-from identity.models.users import EndedSession, LinkedIdentity, PasswordReset, User
+from identity.models.sessions import BrowserSession, RememberToken
+from identity.models.users import LinkedIdentity, PasswordReset, User
 from identity.models.verification import EmailVerification
 
 __all__ = [
     "AuthorizationCode",
+    "BrowserSession",
     "Consent",
     "EmailVerification",
-    "EndedSession",
     "Token",
     "Client",
     "Event",
     "LinkedIdentity",
     "PasswordReset",
+    "RememberToken",
     "SigningKey",
     "User",
 ]

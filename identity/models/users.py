@@ -7,7 +7,7 @@ import uuid
 from datetime import UTC, datetime
 
 from flask_login import UserMixin
-from sqlalchemy import JSON, ForeignKey, String, UniqueConstraint, or_, select
+from sqlalchemy import JSON, ForeignKey, String, UniqueConstraint, delete, or_, select
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from identity.extensions import db
@@ -70,9 +70,17 @@ class User(UserMixin, db.Model):
     def get_id(self) -> str:
         return f"{self.id}.{self.session_epoch}"
 
-    def end_sessions(self) -> None:
-        """Invalidate every session and remember-me cookie of this account."""
+    def end_sessions(self, keep_sid: str | None = None) -> None:
+        """End every session (but `keep_sid`) and every remember-me cookie of this account,
+        on every node (the caller commits)."""
+        from identity.models.sessions import BrowserSession, RememberToken
+
         self.session_epoch = secrets.token_hex(8)
+        ended = BrowserSession.user_id == self.id
+        if keep_sid:
+            ended = ended & (BrowserSession.sid != keep_sid)
+        db.session.execute(delete(BrowserSession).where(ended))
+        db.session.execute(delete(RememberToken).where(RememberToken.user_id == self.id))
 
     @classmethod
     def find(cls, name: str | None, *, by_email: bool = True) -> User | None:
@@ -146,13 +154,3 @@ class PasswordReset(db.Model):
     used_at: Mapped[datetime | None]
 
     user: Mapped[User] = relationship()
-
-
-class EndedSession(db.Model):
-    """Sessions signed out of, by sid, until they would have expired anyway: sessions are
-    signed cookies, so a copy of one taken before sign-out is refused by every node."""
-
-    __tablename__ = "ended_sessions"
-
-    sid: Mapped[str] = mapped_column(String(64), primary_key=True)
-    expires_at: Mapped[int] = mapped_column(index=True)

@@ -10,8 +10,7 @@ import threading
 import time
 
 import requests
-from flask import current_app, session
-from flask_login import current_user
+from flask import current_app
 from joserfc import jwt
 from joserfc.jwk import KeySet
 from sqlalchemy import select
@@ -28,13 +27,10 @@ LOGOUT_EVENT = "http://schemas.openid.net/event/backchannel-logout"
 _pending: set[threading.Thread] = set()
 
 
-def end_sso_session() -> int:
-    """Revoke the tokens of this browser's SSO session and notify its apps; returns how many
-    apps are being notified. The caller then clears the session."""
-    sid = session.get("sid")
-    if not sid or not current_user.is_authenticated:
-        return 0
-    return _end(current_user._get_current_object(), Token.sid == sid, reason="signout")
+def end_sessions_by_sid(user, sids: set[str], *, reason: str) -> int:
+    """The SSO sessions `sids` of `user` (ended one by one, or a stolen remember-me series):
+    their tokens revoked, their apps told."""
+    return _end(user, (Token.user_id == user.id) & Token.sid.in_(sorted(sids)), reason=reason)
 
 
 def end_other_sessions(user, keep_sid: str | None = None, *, reason: str) -> int:

@@ -478,9 +478,9 @@ def revoke_tokens(*conditions) -> int:
 
 
 def session_auth_time() -> int:
-    """When this session's person proved who they are. A session restored from a
-    remember-me cookie counts from its restoration (the original time is not kept)."""
-    return int(session.get("auth_time") or session.get("restored_at") or time.time())
+    """When this session's person proved who they are: for a session restored from a
+    remember-me cookie, the sign-in the cookie remembers (OpenID Connect Core 2, auth_time)."""
+    return int(session.get("auth_time") or time.time())
 
 
 # -- validating our own tokens ---------------------------------------------------------------

@@ -1,0 +1,114 @@
+"""Server-side records of signed-in browser sessions, by sid: written at sign-in and at
+restoration, asked at every request (a session without its record is over, on every node),
+listed on the account and admin pages, and ended one by one."""
+
+from __future__ import annotations
+
+import time
+
+from flask import current_app, request
+from sqlalchemy import bindparam, delete, select, update
+
+from identity.extensions import db
+from identity.models import BrowserSession, User
+
+# "Last seen" is written at most this often (seconds): never a write per request.
+SEEN_EVERY = 60
+
+# Asked before every signed-in request: built once, run as Core.
+LIVE = select(BrowserSession.last_seen_at).where(
+    BrowserSession.sid == bindparam("sid"), BrowserSession.expires_at > bindparam("now")
+)
+TOUCH = (
+    update(BrowserSession)
+    .where(BrowserSession.sid == bindparam("session_id"))
+    .values(last_seen_at=bindparam("now"), ip=bindparam("ip"))
+)
+
+
+def client_facts() -> dict:
+    """Where the request comes from: address and User-Agent, cut to their columns."""
+    agent = request.headers.get("User-Agent") or None
+    return {"ip": request.remote_addr, "user_agent": agent[:256] if agent else None}
+
+
+def start(
+    user: User, sid: str, *, auth_time: int, connector: str, series: str | None = None
+) -> None:
+    """Record a new session (the caller commits); forget those past their lifetime."""
+    now = int(time.time())
+    db.session.execute(delete(BrowserSession).where(BrowserSession.expires_at < now))
+    db.session.add(
+        BrowserSession(
+            sid=sid,
+            user_id=user.id,
+            started_at=now,
+            last_seen_at=now,
+            expires_at=now + current_app.config["SESSION_LIFETIME"],
+            auth_time=auth_time,
+            connector=connector,
+            series=series,
+            **client_facts(),
+        )
+    )
+
+
+def seen(sid: str) -> bool:
+    """Whether `sid` is a live session; notes that it was seen (at most once a minute)."""
+    now = int(time.time())
+    connection = db.session.connection()
+    last = connection.execute(LIVE, {"sid": sid, "now": now}).scalar()
+    if last is None:
+        return False
+    if now - last >= SEEN_EVERY:
+        connection.execute(TOUCH, {"session_id": sid, "now": now, "ip": request.remote_addr})
+        db.session.commit()
+    return True
+
+
+def of_user(user: User) -> list[BrowserSession]:
+    """The account's live sessions, the most recently seen first."""
+    return list(
+        db.session.scalars(
+            select(BrowserSession)
+            .where(BrowserSession.user_id == user.id, BrowserSession.expires_at > time.time())
+            .order_by(BrowserSession.last_seen_at.desc(), BrowserSession.started_at.desc())
+        )
+    )
+
+
+def find(user: User, sid: str) -> BrowserSession | None:
+    """The live session `sid` of `user`, or None."""
+    if not sid or len(sid) > 64 or not sid.isprintable():
+        return None  # PostgreSQL refuses NUL in a string: never ask it
+    row = db.session.get(BrowserSession, sid)
+    if row is None or row.user_id != user.id or row.expires_at <= time.time():
+        return None
+    return row
+
+
+def end(user: User, sids: set[str], *, reason: str) -> int:
+    """End the sessions `sids` of `user` on every node: their records go, their apps'
+    tokens are revoked and the apps told (committed). Returns how many apps were told."""
+    from identity.oidc.logout import end_sessions_by_sid
+
+    sids = {s for s in sids if s}
+    if not sids:
+        return 0
+    db.session.execute(
+        delete(BrowserSession).where(
+            BrowserSession.user_id == user.id, BrowserSession.sid.in_(sids)
+        )
+    )
+    return end_sessions_by_sid(user, sids, reason=reason)
+
+
+def of_series(user: User, series: str) -> set[str]:
+    """The sids of the sessions a remember-me series started or restored."""
+    return set(
+        db.session.scalars(
+            select(BrowserSession.sid).where(
+                BrowserSession.user_id == user.id, BrowserSession.series == series
+            )
+        )
+    )
