@@ -442,3 +442,36 @@ def _dispose(app) -> None:
     from conftest import dispose
 
     dispose(app)
+
+
+# -- a session restored from a remember-me cookie ---------------------------------------------
+
+
+def remembered_directory_person(app, browser: Browser, directory) -> None:
+    """ada signs in with the directory and "keep me signed in"; then her browser restarts
+    (the session cookie is gone, the remember-me cookie stays)."""
+    r = browser.login("ada", directory.passwords["ada"], remember="y")
+    assert r.status_code == 302
+    browser.client.delete_cookie("__Host-session")
+
+
+def test_a_remember_me_cookie_does_not_bring_a_deleted_person_back(app, browser, directory):
+    remembered_directory_person(app, browser, directory)
+    delete_entry(directory, "ada")
+    age_directory_check(app, "ada")
+    assert browser.get("/account").status_code == 302  # not restored: to the login page
+    after = state(app, "ada")
+    assert after["disabled"]
+    assert ("directory.account_disabled", "gone") in after["events"]
+    assert ("signin.restored", None) not in after["events"]
+
+
+def test_a_remember_me_cookie_restores_nobody_while_the_directory_is_down(app, browser, directory):
+    remembered_directory_person(app, browser, directory)
+    age_directory_check(app, "ada")
+    directory.stop()
+    assert browser.get("/account").status_code == 302  # never let in on stale data
+    assert not state(app, "ada")["disabled"]  # nor judged on no data
+    directory.start()
+    # The device is still remembered: once the directory answers, the cookie works.
+    assert browser.get("/account").status_code == 200

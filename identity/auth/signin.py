@@ -158,6 +158,19 @@ def restore(cookie: str) -> User | None:
     if remembered is None:
         return None
     user = remembered.user
+    # A directory-linked account is read again before it is let back in, as at a sign-in:
+    # a leaver is disabled here; when the directory cannot tell, nobody is restored on old
+    # data (the device stays remembered for when it answers again).
+    from identity.oidc import recheck
+
+    try:
+        recheck.check(user)
+    except ConnectorError as exc:
+        log.error("directory re-check of %s failed: %s", user.username, exc)
+        db.session.commit()  # the replaced secret, which this response's cookie carries
+        return None
+    if user.disabled:
+        return remember_me.forget()
     session.clear()
     session.permanent = False
     login_user(user, fresh=False)
