@@ -18,6 +18,8 @@ from limits.strategies import MovingWindowRateLimiter
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
+from identity.names import fold
+
 log = logging.getLogger("identity.throttle")
 
 LOCKED = "Too many failed sign-in attempts. Wait {wait} and try again."
@@ -108,7 +110,7 @@ class Throttle:
             )
         # Keyed on what was typed, never on whether an account has it; hashed so that no
         # typed text (a password in the wrong field) is stored.
-        return (("account", self._digest(username.strip().lower())), ("ip", client_ip()))
+        return (("account", self._digest(fold(username))), ("ip", client_ip()))
 
     def _lock_wait(self, scope: str, key: str) -> int:
         stats = self._run("get_window_stats", self.lock, "signin-lock", scope, key)

@@ -14,6 +14,7 @@ from identity.auth import accounts
 from identity.extensions import db
 from identity.models import PasswordReset, User
 from identity.models.users import utcnow
+from identity.names import fold
 
 INVALID = "This reset link is not valid. Copy the whole link from the e-mail, or ask for a new one."
 USED = "This reset link has already been used. Ask for a new one if you still need it."
@@ -29,7 +30,7 @@ def request_reset(email: str) -> None:
 
     The caller answers the same either way; the mail leaves on another thread.
     """
-    user = db.session.scalar(select(User).where(User.email_key == email.lower()))
+    user = db.session.scalar(select(User).where(User.email_key == fold(email)))
     if user is None or user.disabled or not any(l.connector == "local" for l in user.links):
         audit.record("password.reset_requested", None, known=False)
         db.session.commit()

@@ -19,6 +19,7 @@ from identity.connectors.base import Identity
 from identity.extensions import db
 from identity.models import EndedSession, LinkedIdentity, User
 from identity.models.users import utcnow
+from identity.names import fold
 
 
 class SignInRefused(Exception):
@@ -128,7 +129,7 @@ def _first_sign_in(identity: Identity, label: str) -> LinkedIdentity:
         _refuse("no_account", identity, None)
     owner = None
     if identity.email:
-        owner = db.session.scalar(select(User).where(User.email_key == identity.email.lower()))
+        owner = db.session.scalar(select(User).where(User.email_key == fold(identity.email)))
     if owner is None:
         # Only a verified address is kept: an unverified one could be someone else's, who
         # would later reset "their" password into an account the provider user controls.
@@ -224,7 +225,7 @@ def refresh(user: User, identity: Identity) -> None:
     """Bring name, e-mail and groups up to date with the directory (the caller commits)."""
     user.name = identity.name
     user.groups = list(identity.groups)
-    wanted = identity.email.lower() if identity.email else None
+    wanted = fold(identity.email) if identity.email else None
     if wanted != user.email_key:
         if wanted is None or not accounts.email_taken(identity.email):
             user.set_email(identity.email)

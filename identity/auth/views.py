@@ -27,6 +27,7 @@ from identity.connectors.social import LINK_KEY as SOCIAL_LINK_KEY
 from identity.errors import render_error, wants_json
 from identity.extensions import db
 from identity.models import ProviderToken, User
+from identity.names import fold
 from identity.oidc.logout import end_other_sessions
 from identity.oidc.views import apps_with_access
 from identity.passwords import policy_errors
@@ -138,7 +139,7 @@ def _lock_facts(scope: str, username: str) -> dict:
         "duration": cfg["LOCKOUT_DURATION"],
     }
     if scope == "account":
-        facts["username"] = username.strip().lower()  # as typed: it need not be an account
+        facts["username"] = fold(username)  # as typed: it need not be an account
     return facts
 
 
