@@ -32,7 +32,7 @@ from identity.oidc.logout import end_other_sessions
 from identity.oidc.views import apps_with_access
 from identity.passwords import policy_errors
 from identity.security import safe_next
-from identity.throttle import locked_message, throttle
+from identity.throttle import Refusal, throttle
 
 log = logging.getLogger("identity.auth")
 
@@ -76,16 +76,18 @@ def login():
         return _login_page(form)
     if not form.validate_on_submit():
         return _login_page(form, 400)
-    # Locked: refused before any password check, known and unknown usernames alike.
-    wait = throttle().signin_wait(form.username.data)
-    if wait:
-        return _locked(form, wait)
+    # Locked: refused before any password check, known and unknown usernames alike. Else
+    # this check holds its place in the lockout's count until it is over.
+    refusal = throttle().signin_begin(form.username.data)
+    if refusal:
+        return _locked(form, refusal)
 
     identity, backend_down = None, False
     for connector in current_app.extensions["idp.password_connectors"]:
         try:
             identity = connector.authenticate(form.username.data, form.password.data)
         except AccountProblem as problem:
+            throttle().signin_release(form.username.data)
             audit.record(
                 "signin.failure",
                 accounts.find(form.username.data),
@@ -105,7 +107,11 @@ def login():
         user = accounts.find(form.username.data)
         audit.record("signin.failure", user, method="password", reason=reason)
         # A directory outage is nobody's failure: only refused passwords count.
-        locked = [] if backend_down else throttle().signin_failed(form.username.data)
+        if backend_down:
+            throttle().signin_release(form.username.data)
+            locked = []
+        else:
+            locked = throttle().signin_failed(form.username.data)
         for scope in locked:
             audit.record("signin.locked", user, **_lock_facts(scope, form.username.data))
         db.session.commit()
@@ -113,6 +119,7 @@ def login():
         if backend_down:
             return _login_page(form, 503, BACKEND_DOWN)
         return _login_page(form, 401, BAD_CREDENTIALS)
+    throttle().signin_release(form.username.data)
     try:
         sign_in(identity, remember=form.remember.data)
     except SignInRefused as refused:
@@ -120,13 +127,13 @@ def login():
     return _after_sign_in(form.next.data)
 
 
-def _locked(form: LoginForm, wait: int):
+def _locked(form: LoginForm, refusal: Refusal):
     """429 with Retry-After: the login page for people, the JSON error for programs."""
-    headers = {"Retry-After": str(wait)}
+    headers = {"Retry-After": str(refusal.wait)}
     if wants_json():
-        return render_error(429, locked_message(wait), headers)
+        return render_error(429, refusal.message, headers)
     form.password.data = ""
-    page, status = _login_page(form, 429, locked_message(wait))
+    page, status = _login_page(form, 429, refusal.message)
     return page, status, headers
 
 
