@@ -20,7 +20,7 @@ from config import ConfigError
 from conftest import PASSWORD, Browser, https_client, make_app
 from identity.connectors.local import LocalConnector
 from identity.extensions import db as _db
-from identity.models import Event
+from identity.models import Event, User
 from identity.oidc import clients
 
 REDIS_URL = os.environ.get("IDP_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
@@ -134,6 +134,51 @@ def test_a_lockout_ends(browser, user):
         assert time.monotonic() < deadline, "still locked long after Retry-After"
         time.sleep(0.2)
     assert status == 302
+
+
+# -- the current password at /account/password ----------------------------------------------
+
+NEW = "a brand new passphrase here"
+
+
+def change_password(browser: Browser, current: str):
+    data = {"current_password": current, "password": NEW, "confirm": NEW}
+    return browser.post("/account/password", data, token_from="/account")
+
+
+@settings(LOCKOUT_ACCOUNT_FAILURES=3)
+def test_guessing_the_current_password_locks_like_a_sign_in(app, browser, user):
+    """A session holder cannot guess the password at /account/password: wrong current
+    passwords count toward the sign-in lockout of the username, and once it is locked even
+    the right one is refused, there and at /login."""
+    assert attempt(browser, "alice", PASSWORD).status_code == 302
+    with app.app_context():
+        before = _db.session.get(User, user.id).password_hash
+    for _ in range(3):
+        wrong = change_password(browser, WRONG)
+        assert wrong.status_code == 400
+        assert "That is not your current password." in wrong.get_data(as_text=True)
+    locked = change_password(browser, PASSWORD)
+    assert locked.status_code == 429 and retry_after(locked) <= 900
+    assert LOCKED in locked.get_data(as_text=True)
+    with app.app_context():
+        assert _db.session.get(User, user.id).password_hash == before
+    # The same lock as a sign-in with that username, in either direction.
+    assert attempt(Browser(https_client(app)), "ALICE", PASSWORD).status_code == 429
+    (event,) = events(app, "signin.locked")
+    assert event.user_id == user.id and event.data["username"] == "alice"
+    reasons = [e.data.get("reason") for e in events(app, "password.change_failed")]
+    assert reasons == [None, None, None, "locked"]
+
+
+@settings(LOCKOUT_ACCOUNT_FAILURES=3)
+def test_failed_sign_ins_lock_the_password_change_too(app, browser, user):
+    assert attempt(browser, "alice", PASSWORD).status_code == 302
+    other = Browser(https_client(app))
+    for _ in range(3):
+        assert attempt(other, "alice").status_code == 401
+    locked = change_password(browser, PASSWORD)
+    assert locked.status_code == 429 and LOCKED in locked.get_data(as_text=True)
 
 
 # -- per client address ---------------------------------------------------------------------

@@ -244,9 +244,21 @@ def change_password():
     if not user.password_hash:
         abort(404)
     ok = form.validate_on_submit()
-    if ok and not accounts.check_password(user, form.current_password.data):
-        form.current_password.errors.append("That is not your current password.")
-        ok = False
+    if ok:
+        # Counted like a sign-in with this username: a session is no way to guess it.
+        refusal = throttle().signin_begin(user.username)
+        if refusal:
+            form.current_password.errors.append(refusal.message)
+            audit.record("password.change_failed", user, reason="locked")
+            db.session.commit()
+            return _account_page(form), 429, {"Retry-After": str(refusal.wait)}
+        if not accounts.check_password(user, form.current_password.data):
+            form.current_password.errors.append("That is not your current password.")
+            ok = False
+            for scope in throttle().signin_failed(user.username):
+                audit.record("signin.locked", user, **_lock_facts(scope, user.username))
+        else:
+            throttle().signin_release(user.username)
     if ok:
         for message in policy_errors(form.password.data, user.username, user.email):
             form.password.errors.append(message)
