@@ -32,7 +32,7 @@ from identity.oidc.logout import end_other_sessions
 from identity.oidc.views import apps_with_access
 from identity.passwords import policy_errors
 from identity.security import safe_next
-from identity.throttle import Refusal, throttle
+from identity.throttle import Refusal, client_ip, throttle, wait_text
 
 log = logging.getLogger("identity.auth")
 
@@ -44,6 +44,10 @@ LABELS = {
     "twitter": "X",
 }
 BAD_CREDENTIALS = "Wrong username or password."
+REGISTRATIONS_LIMITED = (
+    "Too many accounts were created from this address. Wait {wait} and try again."
+)
+RESETS_LIMITED = "Too many password resets were asked from this address. Wait {wait} and try again."
 BACKEND_DOWN = (
     "The company directory is unavailable, so directory accounts cannot sign in right now. "
     "Please try again in a few minutes."
@@ -51,6 +55,10 @@ BACKEND_DOWN = (
 
 
 bp.before_app_request(enforce_session_lifetime)
+
+
+def _retry(wait: int) -> dict:
+    return {"Retry-After": str(wait)}
 
 
 def _after_sign_in(next_value: str | None):
@@ -183,6 +191,10 @@ def register():
         return render_template("auth/register.html", form=form)
     if not form.validate_on_submit() or not _register_checks(form):
         return render_template("auth/register.html", form=form), 400
+    # Counted once the form is good: each would be an account (and an argon2 hash).
+    wait = throttle().use("registrations", client_ip())
+    if wait:
+        return render_error(429, REGISTRATIONS_LIMITED.format(wait=wait_text(wait)), _retry(wait))
     try:
         user = accounts.create_local(form.username.data, form.email.data, form.password.data)
     except IntegrityError:
@@ -285,6 +297,10 @@ def reset_request():
         return render_template("auth/reset_request.html", form=form)
     if not form.validate_on_submit():
         return render_template("auth/reset_request.html", form=form), 400
+    # Per client address: says nothing about the address asked for.
+    wait = throttle().use("reset-requests", client_ip())
+    if wait:
+        return render_error(429, RESETS_LIMITED.format(wait=wait_text(wait)), _retry(wait))
     reset.request_reset(form.email.data)
     return render_template("auth/reset_sent.html", email=form.email.data)
 
