@@ -90,3 +90,14 @@ def test_a_reset_request_finds_the_account_by_any_form_of_its_address(app, brows
             db.select(Event).where(Event.type == "password.reset_requested")
         ).all()[before:]
         assert event.user_id == user.id
+
+
+def test_the_cli_creates_the_folded_username_and_sees_variants_as_taken(app, user):
+    cli = app.test_cli_runner()
+    base = ["user", "create", "--email", "dana@example.org", "--password-stdin"]
+    taken = cli.invoke(args=[*base, "--username", "\uff21lice"], input=PASSWORD + "\n")
+    assert taken.exit_code != 0 and "the username 'alice' is taken" in taken.output
+    created = cli.invoke(args=[*base, "--username", "\uff24\uff41na"], input=PASSWORD + "\n")
+    assert created.exit_code == 0, created.output
+    with app.app_context():
+        assert User.find("dana").username == "dana"
