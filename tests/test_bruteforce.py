@@ -15,6 +15,8 @@ import pytest
 import redis
 from ports import listen_port
 from sqlalchemy import select
+from test_admin_console import make_admin
+from test_admin_users import create_form
 
 from config import ConfigError
 from conftest import PASSWORD, Browser, https_client, make_app
@@ -181,6 +183,20 @@ def test_failed_sign_ins_lock_the_password_change_too(app, browser, user):
     assert locked.status_code == 429 and LOCKED in locked.get_data(as_text=True)
 
 
+@settings(LOCKOUT_ACCOUNT_FAILURES=3)
+def test_a_locked_admin_cannot_create_an_administrator(app, browser):
+    """Creating an administrator asks for the admin's password: checked like a sign-in, so
+    refused unchecked once the account is locked, with the lock's message."""
+    make_admin(app)
+    assert attempt(browser, "root", PASSWORD).status_code == 302
+    for _ in range(3):
+        assert attempt(Browser(https_client(app)), "root").status_code == 401
+    refused = browser.post("/admin/users/new", create_form(admin="y", admin_password=PASSWORD))
+    assert refused.status_code == 400 and LOCKED in refused.get_data(as_text=True)
+    with app.app_context():
+        assert User.find("carol") is None
+
+
 # -- per client address ---------------------------------------------------------------------
 
 
@@ -319,6 +335,20 @@ def test_lockout_counts_in_redis_for_every_node(
         with other.app_context():
             _db.engine.dispose()
     assert not caplog.records
+
+
+def test_a_success_gives_its_place_back_in_redis(browser, user, redis_prefix):
+    """Each attempt holds a place in the count while its password is checked (issue 14,
+    item 5); a right password gives it back, in Redis as in memory."""
+    for _ in range(5):
+        assert attempt(browser, "alice", PASSWORD).status_code == 302
+        browser.logout()
+    assert attempt(browser, "alice").status_code == 401
+    assert attempt(browser, "alice").status_code == 401
+    assert attempt(browser, "alice", PASSWORD).status_code == 302
+    browser.logout()
+    assert attempt(browser, "alice").status_code == 401
+    assert attempt(browser, "alice", PASSWORD).status_code == 429
 
 
 @settings(LOCKOUT_ACCOUNT_FAILURES=3, REDIS_URL=f"redis://:s3cret@127.0.0.1:{listen_port()}/0")

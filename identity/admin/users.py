@@ -25,7 +25,7 @@ from wtforms.validators import Length, Optional, ValidationError
 
 from identity import audit, mail
 from identity.admin import bp
-from identity.admin.guard import admin_password_field, admin_required, confirm, reauthenticated
+from identity.admin.guard import admin_password_field, admin_required, confirm, password_problem
 from identity.auth import accounts, reset
 from identity.auth.forms import (
     BAD_CHARS,
@@ -465,8 +465,8 @@ def users_new():
     if request.method == "GET":
         return render_template("admin/user_new.html", form=form)
     ok = form.validate_on_submit()
-    if ok and form.admin.data and not reauthenticated(form.admin_password.data):
-        form.admin_password.errors.append("That is not your password.")
+    if ok and form.admin.data and (problem := password_problem(form.admin_password.data)):
+        form.admin_password.errors.append(problem)
         ok = False
     if not ok:
         return render_template("admin/user_new.html", form=form), 400
