@@ -26,6 +26,12 @@ log = logging.getLogger("identity.throttle")
 LOCKED = "Too many failed sign-in attempts. Wait {wait} and try again."
 SLOW_DOWN = "Too many requests. Retry after {seconds} seconds."
 BUSY = "Too many password checks from this address. Wait {wait} and try again."
+CROWDED = "Too many sign-in attempts at once for this name. Wait a moment and try again."
+# An attempt that finds the failure window full of attempts still being checked waits this
+# long, looking again every QUEUE_POLL seconds, for one of them to end (a check takes
+# milliseconds: an argon2 hash, a directory bind). It holds its worker meanwhile.
+QUEUE_SECONDS = 3.0
+QUEUE_POLL = 0.05
 
 
 class Refusal(NamedTuple):
@@ -117,32 +123,42 @@ class Throttle:
 
         The reservation is a failure counted before the check, atomically (a hit that the
         window refuses when full): however many attempts run at once, on however many nodes
-        sharing Redis, at most LOCKOUT_ACCOUNT_FAILURES wrong passwords are checked."""
-        wait = self.signin_wait(username)
-        if wait:
-            return Refusal(wait, locked_message(wait))
+        sharing Redis, at most LOCKOUT_ACCOUNT_FAILURES wrong passwords are checked. When the
+        window is full of attempts still being checked, this one waits (at most
+        QUEUE_SECONDS) until one of them locks the name or gives its place back."""
         keys = self._signin_keys(username)
-        taken: list[tuple[str, str]] = []
-        for scope, key in keys:
-            if not self._run("hit", self.failures[scope], "signin", scope, key):
-                self._give_back(taken)
-                # The window is full of attempts still being checked: one of them locks
-                # the name, or gives its place back, within a moment.
-                wait = max(1, self.signin_wait(username))
+        deadline = time.monotonic() + QUEUE_SECONDS
+        while True:
+            wait = self.signin_wait(username)
+            if wait:
                 return Refusal(wait, locked_message(wait))
-            taken.append((scope, key))
+            if self._reserve(keys):
+                break
+            if time.monotonic() >= deadline:
+                return Refusal(1, CROWDED)
+            time.sleep(QUEUE_POLL)
         # A failure elsewhere may have locked the name and emptied its window between the
-        # first look and the reservation.
+        # look and the reservation.
         wait = self.signin_wait(username)
         if wait:
-            self._give_back(taken)
+            self._give_back(keys)
             return Refusal(wait, locked_message(wait))
         # Every check costs an argon2 hash or a directory bind, right or wrong.
         wait = self.use("password-checks", client_ip())
         if wait:
-            self._give_back(taken)
+            self._give_back(keys)
             return Refusal(wait, BUSY.format(wait=wait_text(wait)))
         return None
+
+    def _reserve(self, keys) -> bool:
+        """A place in every scope's failure window, or in none."""
+        taken = []
+        for scope, key in keys:
+            if not self._run("hit", self.failures[scope], "signin", scope, key):
+                self._give_back(taken)
+                return False
+            taken.append((scope, key))
+        return True
 
     def signin_release(self, username: str) -> None:
         """End a reservation that was no wrong password (right password, directory down,

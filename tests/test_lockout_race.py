@@ -149,3 +149,16 @@ def test_a_burst_verifies_no_more_wrong_passwords_than_the_lockout_allows(
             # The budget is spent: the right password no longer signs in, on any node.
             again = burst(urls, ca, [PASSWORD] * 10)
             assert set(again) == {429}, again
+
+
+@pytest.mark.parametrize("node_count", [1, 2], ids=["one-node", "two-nodes"])
+def test_more_concurrent_right_passwords_than_the_lockout_allows_all_sign_in(
+    node_count, database_url, tmp_path, redis_prefix, verifications
+):
+    """Beyond IDP_LOCKOUT_ACCOUNT_FAILURES at once, an attempt waits for a place rather than
+    being refused: one person's tabs, devices and double clicks are not an attack."""
+    with ExitStack() as stack:
+        urls = nodes(stack, node_count, database_url, tmp_path, redis_prefix)
+        statuses = burst(urls, str(tmp_path / "certs" / certs.CA_CERT), [PASSWORD] * 12)
+    assert statuses == [302] * 12, statuses
+    assert verifications[True] == 12
