@@ -12,7 +12,7 @@ from test_ldap import ldap_settings
 from conftest import PASSWORD, Browser, https_client
 from identity.extensions import db
 from identity.models import Event, User
-from identity.names import fold
+from identity.names import fold, normal
 
 FULLWIDTH_ADA = "\uff41\uff44\uff41"  # ａｄａ
 WRONG = "not the password at all"
@@ -34,12 +34,28 @@ def test_fold_is_nfkc_casefold_trimmed():
     assert fold("Stra\u00dfe") == "strasse"
 
 
+def test_connectors_receive_nfkc_with_the_case_kept():
+    assert normal(" \uff21\uff44\uff41\u3000") == "Ada"
+    assert normal("Stra\u00dfe") == "Stra\u00dfe"
+
+
 def test_a_fullwidth_variant_signs_in_as_the_directory_account(app, browser, directory):
     response = attempt(browser, FULLWIDTH_ADA, directory.passwords["ada"])
     assert response.status_code == 302
     with app.app_context():
         (ada,) = db.session.scalars(db.select(User)).all()
         assert ada.username == "ada"
+
+
+def test_a_directory_name_that_full_case_folding_changes_still_signs_in(app, browser, directory):
+    # OpenLDAP matches `straße` as `Straße` but not as `strasse`: it gets the name unfolded.
+    directory.modify(directory.dn("ada"), {"uid": ["ada", "stra\u00dfe"]})
+    assert attempt(browser, "Stra\u00dfe", directory.passwords["ada"]).status_code == 302
+    # The lockout folds further: `STRASSE` and `straße` count as one (never fewer locks).
+    other = Browser(https_client(app))
+    for name in ("STRASSE", "stra\u00dfe", "Strasse"):
+        assert attempt(other, name).status_code == 401
+    assert attempt(other, "stra\u00dfe", directory.passwords["ada"]).status_code == 429
 
 
 def test_a_locked_directory_account_is_locked_for_every_variant(app, browser, directory):

@@ -10,7 +10,7 @@ from flask_wtf.form import _Auto, _is_submitted
 from wtforms import BooleanField, HiddenField, PasswordField, StringField
 from wtforms.validators import DataRequired, Email, EqualTo, Length, Regexp, ValidationError
 
-from identity.names import fold
+from identity.names import fold, normal
 
 # C0/C1 controls, and U+FFFD: what Werkzeug puts where the bytes were not UTF-8.
 BAD_CHARS = re.compile(r"[\x00-\x1f\x7f-\x9f\ufffd]")
@@ -30,9 +30,14 @@ def _strip(value):
     return value.strip() if isinstance(value, str) else value
 
 
+def _normal(value):
+    # What the connectors receive: one text per name (`ａda` is `ada`), case kept; the
+    # lockout and account lookups fold it further (names.fold).
+    return normal(value) if isinstance(value, str) else value
+
+
 def _fold(value):
-    # Every variant of a name (`ＡＤＡ`, `Ada `) is the one name: for the lockout, the
-    # connectors and the accounts stored (names.fold).
+    # Every variant of a new name (`ＡＤＡ`, `Ada `) is the one name, stored folded.
     return fold(value) if isinstance(value, str) else value
 
 
@@ -106,7 +111,7 @@ class Form(FlaskForm):
 class LoginForm(Form):
     username = StringField(
         "Username or e-mail",
-        filters=[_fold],
+        filters=[_normal],
         validators=[
             DataRequired("Enter your username or e-mail address."),
             clean,
