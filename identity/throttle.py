@@ -94,8 +94,8 @@ class Throttle:
             "ip": parse(f"{cfg['LOCKOUT_IP_FAILURES']}/{window} seconds"),
         }
         self.lock = parse(f"1/{cfg['LOCKOUT_DURATION']} seconds")
-        # Per client address, or per target e-mail address (item of issue 14: argon2 CPU,
-        # account spam, mail bombing).
+        # What a correct request still costs: argon2 CPU per client address, accounts per
+        # client address, reset e-mails per client and per target address (mail bombing).
         self.limits = {
             "password-checks": parse_many(cfg["PASSWORD_CHECK_RATE_LIMIT"]),
             "registrations": parse_many(cfg["REGISTRATION_RATE_LIMIT"]),
@@ -202,8 +202,8 @@ class Throttle:
 
     def use(self, limit: str, key: str) -> int:
         """Count one use of `limit` ("registrations", "reset-requests" per client address,
-        "reset-emails" per target address...) for `key`; 0 when within it, else the seconds
-        until it frees (and nothing is counted beyond the refusing window)."""
+        "reset-emails" per target address...) for `key`: 0 when within it, else the seconds
+        until it frees. Hit first, so that concurrent requests cannot all pass."""
         for item in self.limits[limit]:
             if not self._run("hit", item, limit, key):
                 return _seconds_until(self._run("get_window_stats", item, limit, key).reset_time)
@@ -299,8 +299,8 @@ def _call(limiter: RateLimiter, method: str, item: RateLimitItem, identifiers: t
 def _give_back_newest(storage: Any, key: str) -> None:
     """Remove the newest entry of a moving window. `limits` (5.8) can add entries and clear a
     window but not take one back; its two storages used here keep a moving window as a list,
-    newest first (Redis: LPUSH; memory: inserted at index 0). tests/test_lockout_race.py
-    and test_bruteforce's success tests hold this to the pinned version."""
+    newest first (Redis: LPUSH; memory: inserted at index 0). test_bruteforce's
+    test_a_success_* tests (memory and Redis) hold this to the pinned version."""
     if isinstance(storage, RedisStorage):
         storage.get_connection().lpop(storage.prefixed_key(key))
     elif isinstance(storage, MemoryStorage):
