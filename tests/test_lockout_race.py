@@ -61,7 +61,13 @@ def verifications(monkeypatch) -> Counter:
 def nodes(stack: ExitStack, count: int, database_url, tmp_path, prefix) -> list[str]:
     """`count` nodes over HTTPS sharing the database, Redis and the secret key; their URLs."""
     secret = secrets.token_hex(32)
-    urls = []
+    urls, apps = [], []
+
+    def close_all() -> None:
+        for i, app in enumerate(apps):
+            dispose(app) if i == 0 else _close(app)  # the first one also empties the tables
+
+    stack.callback(close_all)  # registered first, so it runs after every server stopped
     for n in range(count):
 
         def build(port, first=(n == 0)):
@@ -83,7 +89,7 @@ def nodes(stack: ExitStack, count: int, database_url, tmp_path, prefix) -> list[
             return app
 
         app, port = stack.enter_context(https_server(build, tmp_path / "certs"))
-        stack.callback(dispose, app) if n == 0 else stack.callback(_close, app)
+        apps.append(app)
         urls.append(f"https://localhost:{port}")
     return urls
 

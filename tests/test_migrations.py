@@ -135,6 +135,7 @@ def test_upgrade_folds_the_e_mail_keys_of_existing_accounts(tmp_path):
                 "user3": "plain@example.org",
             }
             assert User.find("STRASSE@example.org").username == "user0"
+            db.session.remove()  # its connection, before the downgrade and the dispose
             downgrade(revision="5bd88d18817c")
             with db.engine.connect() as conn:
                 keys = dict(conn.execute(text("SELECT username, email_key FROM users")).all())
