@@ -129,8 +129,8 @@ class Config:
     CLIENT_CACHE_SECONDS = 5
 
     # Brute-force protection. This many failed sign-ins for one username or e-mail address
-    # (as typed, whether or not an account has it) within LOCKOUT_WINDOW seconds lock it for
-    # LOCKOUT_DURATION seconds...
+    # (NFKC-case-folded, whether or not an account has it) within LOCKOUT_WINDOW seconds lock
+    # it for LOCKOUT_DURATION seconds...
     LOCKOUT_ACCOUNT_FAILURES = 5
     # ...and this many from one client address lock that address, whatever the username.
     # Generous: an office behind one NAT address shares it.
@@ -143,6 +143,16 @@ class Config:
     # Token endpoint: failed client authentications per client address; beyond, the address
     # gets 429 until the window frees.
     TOKEN_FAILURE_RATE_LIMIT = "30/minute"
+    # Password checks per client address, right or wrong (sign-in, an admin's confirmation,
+    # a password change): each costs an argon2 hash or a directory bind. Beyond: 429.
+    PASSWORD_CHECK_RATE_LIMIT = "60/minute"
+    # Accounts created at /register per client address. Beyond: 429.
+    REGISTRATION_RATE_LIMIT = "10/hour"
+    # Password reset requests per client address. Beyond: 429.
+    RESET_REQUEST_RATE_LIMIT = "20/hour"
+    # Reset e-mails per target address. Beyond, the page says the same as always and no mail
+    # leaves: it never tells whether the address has an account.
+    RESET_EMAIL_RATE_LIMIT = "5/hour"
     # Where the counters live: redis://[:password@]host:port/db, shared by every process and
     # node. Unset: each process counts in its own memory (development, one process).
     REDIS_URL: str | None = None
@@ -424,9 +434,16 @@ def _throttle_settings(cfg: Any) -> None:
     ):
         if cfg[key] < 1:
             raise ConfigError(f"IDP_{key} must be at least 1")
-    for key in ("TOKEN_RATE_LIMIT", "TOKEN_FAILURE_RATE_LIMIT"):
+    for key in (
+        "TOKEN_RATE_LIMIT",
+        "TOKEN_FAILURE_RATE_LIMIT",
+        "PASSWORD_CHECK_RATE_LIMIT",
+        "REGISTRATION_RATE_LIMIT",
+        "RESET_REQUEST_RATE_LIMIT",
+        "RESET_EMAIL_RATE_LIMIT",
+    ):
         try:
-            items = parse_many(cfg[key])
+            items = parse_many(cfg[key]) if isinstance(cfg[key], str) else []
         except ValueError:
             items = []
         if not items or any(item.amount < 1 for item in items):

@@ -15,12 +15,14 @@ import pytest
 import redis
 from ports import listen_port
 from sqlalchemy import select
+from test_admin_console import make_admin
+from test_admin_users import create_form
 
 from config import ConfigError
 from conftest import PASSWORD, Browser, https_client, make_app
 from identity.connectors.local import LocalConnector
 from identity.extensions import db as _db
-from identity.models import Event
+from identity.models import Event, User
 from identity.oidc import clients
 
 REDIS_URL = os.environ.get("IDP_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
@@ -134,6 +136,65 @@ def test_a_lockout_ends(browser, user):
         assert time.monotonic() < deadline, "still locked long after Retry-After"
         time.sleep(0.2)
     assert status == 302
+
+
+# -- the current password at /account/password ----------------------------------------------
+
+NEW = "a brand new passphrase here"
+
+
+def change_password(browser: Browser, current: str):
+    data = {"current_password": current, "password": NEW, "confirm": NEW}
+    return browser.post("/account/password", data, token_from="/account")
+
+
+@settings(LOCKOUT_ACCOUNT_FAILURES=3)
+def test_guessing_the_current_password_locks_like_a_sign_in(app, browser, user):
+    """A session holder cannot guess the password at /account/password: wrong current
+    passwords count toward the sign-in lockout of the username, and once it is locked even
+    the right one is refused, there and at /login."""
+    assert attempt(browser, "alice", PASSWORD).status_code == 302
+    with app.app_context():
+        before = _db.session.get(User, user.id).password_hash
+    for _ in range(3):
+        wrong = change_password(browser, WRONG)
+        assert wrong.status_code == 400
+        assert "That is not your current password." in wrong.get_data(as_text=True)
+    locked = change_password(browser, PASSWORD)
+    assert locked.status_code == 429 and retry_after(locked) <= 900
+    assert LOCKED in locked.get_data(as_text=True)
+    with app.app_context():
+        assert _db.session.get(User, user.id).password_hash == before
+    # The same lock as a sign-in with that username, in either direction.
+    assert attempt(Browser(https_client(app)), "ALICE", PASSWORD).status_code == 429
+    (event,) = events(app, "signin.locked")
+    assert event.user_id == user.id and event.data["username"] == "alice"
+    reasons = [e.data.get("reason") for e in events(app, "password.change_failed")]
+    assert reasons == [None, None, None, "locked"]
+
+
+@settings(LOCKOUT_ACCOUNT_FAILURES=3)
+def test_failed_sign_ins_lock_the_password_change_too(app, browser, user):
+    assert attempt(browser, "alice", PASSWORD).status_code == 302
+    other = Browser(https_client(app))
+    for _ in range(3):
+        assert attempt(other, "alice").status_code == 401
+    locked = change_password(browser, PASSWORD)
+    assert locked.status_code == 429 and LOCKED in locked.get_data(as_text=True)
+
+
+@settings(LOCKOUT_ACCOUNT_FAILURES=3)
+def test_a_locked_admin_cannot_create_an_administrator(app, browser):
+    """Creating an administrator asks for the admin's password: checked like a sign-in, so
+    refused unchecked once the account is locked, with the lock's message."""
+    make_admin(app)
+    assert attempt(browser, "root", PASSWORD).status_code == 302
+    for _ in range(3):
+        assert attempt(Browser(https_client(app)), "root").status_code == 401
+    refused = browser.post("/admin/users/new", create_form(admin="y", admin_password=PASSWORD))
+    assert refused.status_code == 400 and LOCKED in refused.get_data(as_text=True)
+    with app.app_context():
+        assert User.find("carol") is None
 
 
 # -- per client address ---------------------------------------------------------------------
@@ -274,6 +335,20 @@ def test_lockout_counts_in_redis_for_every_node(
         with other.app_context():
             _db.engine.dispose()
     assert not caplog.records
+
+
+def test_a_success_gives_its_place_back_in_redis(browser, user, redis_prefix):
+    """Each attempt holds a place in the count while its password is checked (issue 14,
+    item 5); a right password gives it back, in Redis as in memory."""
+    for _ in range(5):
+        assert attempt(browser, "alice", PASSWORD).status_code == 302
+        browser.logout()
+    assert attempt(browser, "alice").status_code == 401
+    assert attempt(browser, "alice").status_code == 401
+    assert attempt(browser, "alice", PASSWORD).status_code == 302
+    browser.logout()
+    assert attempt(browser, "alice").status_code == 401
+    assert attempt(browser, "alice", PASSWORD).status_code == 429
 
 
 @settings(LOCKOUT_ACCOUNT_FAILURES=3, REDIS_URL=f"redis://:s3cret@127.0.0.1:{listen_port()}/0")

@@ -13,6 +13,7 @@ from sqlalchemy.pool import NullPool
 
 from conftest import make_app
 from identity.extensions import db
+from identity.models import User
 
 
 def fresh_database_url(tmp_path) -> tuple[str, callable]:
@@ -92,6 +93,53 @@ def test_upgrade_keeps_existing_accounts(tmp_path):
             assert row[3] in ([], "[]")
             assert str(uuid.UUID(row[4])) == row[4]  # the OIDC subject, given by the migration
             assert tuple(link) == ("ldap", "uuid-1") and events == ["register"]
+            db.engine.dispose()
+    finally:
+        drop()
+
+
+def test_upgrade_folds_the_e_mail_keys_of_existing_accounts(tmp_path):
+    """Keys stored lower-cased before names.fold are folded, so that the accounts are found
+    by any form of their address; two addresses that fold alike keep the first one's key."""
+    url, drop = fresh_database_url(tmp_path)
+    app = make_app(url, tmp_path)
+    try:
+        with app.app_context():
+            upgrade(revision="5bd88d18817c")
+            with db.engine.begin() as conn:
+                for n, (email, key) in enumerate(
+                    [
+                        ("Stra\u00dfe@Example.org", "stra\u00dfe@example.org"),
+                        ("\uff2a\uff4f@example.org", "\uff4a\uff4f@example.org"),
+                        ("jo@example.org", "jo@example.org"),
+                        ("plain@example.org", "plain@example.org"),
+                    ]
+                ):
+                    conn.execute(
+                        text(
+                            "INSERT INTO users (username, email, email_key, email_verified, "
+                            "is_admin, disabled, session_epoch, subject, groups, created_at) "
+                            "VALUES (:u, :e, :k, false, false, false, 'e', :s, '[]', "
+                            "CURRENT_TIMESTAMP)"
+                        ),
+                        {"u": f"user{n}", "e": email, "k": key, "s": str(uuid.uuid4())},
+                    )
+            upgrade()
+            with db.engine.connect() as conn:
+                keys = dict(conn.execute(text("SELECT username, email_key FROM users")).all())
+            assert keys == {
+                "user0": "strasse@example.org",
+                # Folds to jo@example.org, which user2 has: left as it was.
+                "user1": "\uff4a\uff4f@example.org",
+                "user2": "jo@example.org",
+                "user3": "plain@example.org",
+            }
+            assert User.find("STRASSE@example.org").username == "user0"
+            db.session.remove()  # its connection, before the downgrade and the dispose
+            downgrade(revision="5bd88d18817c")
+            with db.engine.connect() as conn:
+                keys = dict(conn.execute(text("SELECT username, email_key FROM users")).all())
+            assert keys["user0"] == "stra\u00dfe@example.org"
             db.engine.dispose()
     finally:
         drop()

@@ -20,6 +20,7 @@ from identity.auth.forms import BAD_CHARS, USERNAME_RE
 from identity.cli import Group
 from identity.extensions import db
 from identity.models import User
+from identity.names import fold
 from identity.passwords import policy_errors
 
 user_cli = Group("user", help="Manage accounts.")
@@ -70,7 +71,7 @@ def create(
     """Create a local account and print it as JSON."""
     if password_stdin == send_reset_link:
         raise click.UsageError("give either --password-stdin or --send-reset-link")
-    username = username.strip().lower()
+    username = fold(username)
     if not 2 <= len(username) <= 64 or not re.match(USERNAME_RE, username):
         raise click.ClickException(
             "--username: use 2 to 64 characters: letters, digits, "

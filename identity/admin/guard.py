@@ -17,7 +17,7 @@ from identity.connectors.ldap_answers import AccountProblem
 from identity.errors import render_error
 from identity.extensions import db
 from identity.oidc import recheck
-from identity.throttle import locked_message, throttle
+from identity.throttle import throttle
 
 log = logging.getLogger("identity.admin")
 
@@ -54,10 +54,23 @@ def admin_password_field() -> PasswordField:
     )
 
 
+NOT_YOURS = "That is not your password."
+
+
 def reauthenticated(password: str) -> bool:
-    """Whether `password` proves, right now, that the signed-in admin is at the keyboard:
-    any password connector (local, directory) must verify it for this very account."""
+    """Whether `password` proves, right now, that the signed-in admin is at the keyboard."""
+    return password_problem(password) is None
+
+
+def password_problem(password: str) -> str | None:
+    """None when `password` proves that the signed-in admin is at the keyboard: any password
+    connector (local, directory) must verify it for this very account. Else the message:
+    the lockout's, when the account or address may not try now (nothing is checked)."""
     user = current_user._get_current_object()
+    # Counted like a sign-in: an open admin session is no way to guess the password.
+    refusal = throttle().signin_begin(user.username)
+    if refusal:
+        return refusal.message
     for connector in current_app.extensions["idp.password_connectors"]:
         try:
             identity = connector.authenticate(user.username, password)
@@ -67,25 +80,21 @@ def reauthenticated(password: str) -> bool:
             continue
         link = _find_link(identity)
         if link is not None and link.user_id == user.id:
-            return True
+            throttle().signin_release(user.username)
+            return None
     audit.record("admin.reauth_failure", user)
-    # Counted like a failed sign-in: an open admin session is no way to guess the password.
     throttle().signin_failed(user.username)
     db.session.commit()
-    return False
+    return NOT_YOURS
 
 
 def confirm(form) -> bool:
     """Validate a dangerous action's form and the admin's password; errors go on the form."""
     if not form.validate_on_submit():
         return False
-    wait = throttle().signin_wait(current_user.username)
-    if wait:
-        form.admin_password.errors.append(locked_message(wait))
-        form.admin_password.data = ""
-        return False
-    if not reauthenticated(form.admin_password.data):
-        form.admin_password.errors.append("That is not your password.")
+    problem = password_problem(form.admin_password.data)
+    if problem:
+        form.admin_password.errors.append(problem)
         form.admin_password.data = ""
         return False
     return True

@@ -6,6 +6,7 @@ from identity import audit
 from identity.extensions import db
 from identity.models import LinkedIdentity, User
 from identity.models.users import utcnow
+from identity.names import fold
 from identity.passwords import hash_password, verify_password
 
 # Lookup by username (or e-mail address), case-insensitively.
@@ -26,7 +27,7 @@ def create_local(
     committed. Raises IntegrityError when the username or e-mail address is taken.
     """
     user = User(
-        username=username.lower(),
+        username=fold(username),
         password_hash=hash_password(password) if password is not None else None,
         is_admin=admin,
         name=name,

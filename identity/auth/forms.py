@@ -10,6 +10,8 @@ from flask_wtf.form import _Auto, _is_submitted
 from wtforms import BooleanField, HiddenField, PasswordField, StringField
 from wtforms.validators import DataRequired, Email, EqualTo, Length, Regexp, ValidationError
 
+from identity.names import fold, normal
+
 # C0/C1 controls, and U+FFFD: what Werkzeug puts where the bytes were not UTF-8.
 BAD_CHARS = re.compile(r"[\x00-\x1f\x7f-\x9f\ufffd]")
 USERNAME_RE = r"^[a-z0-9][a-z0-9._-]*$"
@@ -28,8 +30,15 @@ def _strip(value):
     return value.strip() if isinstance(value, str) else value
 
 
-def _lower(value):
-    return value.strip().lower() if isinstance(value, str) else value
+def _normal(value):
+    # What the connectors receive: one text per name (`ａda` is `ada`), case kept; the
+    # lockout and account lookups fold it further (names.fold).
+    return normal(value) if isinstance(value, str) else value
+
+
+def _fold(value):
+    # Every variant of a new name (`ＡＤＡ`, `Ada `) is the one name, stored folded.
+    return fold(value) if isinstance(value, str) else value
 
 
 class PasswordLength:
@@ -47,7 +56,7 @@ class PasswordLength:
 def username_field(label: str = "Username") -> StringField:
     return StringField(
         label,
-        filters=[_lower],
+        filters=[_fold],
         validators=[
             DataRequired("Enter a username."),
             clean,
@@ -102,7 +111,7 @@ class Form(FlaskForm):
 class LoginForm(Form):
     username = StringField(
         "Username or e-mail",
-        filters=[_strip],
+        filters=[_normal],
         validators=[
             DataRequired("Enter your username or e-mail address."),
             clean,

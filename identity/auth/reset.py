@@ -13,6 +13,8 @@ from identity.auth import accounts, links
 from identity.extensions import db
 from identity.models import PasswordReset, User
 from identity.models.users import utcnow
+from identity.names import fold
+from identity.throttle import throttle
 
 INVALID = "This reset link is not valid. Copy the whole link from the e-mail, or ask for a new one."
 USED = "This reset link has already been used. Ask for a new one if you still need it."
@@ -27,7 +29,13 @@ def request_reset(email: str) -> None:
 
     The caller answers the same either way; the mail leaves on another thread.
     """
-    user = db.session.scalar(select(User).where(User.email_key == email.lower()))
+    user = db.session.scalar(select(User).where(User.email_key == fold(email)))
+    # Counted for every address asked for, with or without an account: beyond the limit no
+    # mail leaves (mail bombing), and the caller's answer is the same as always.
+    if throttle().use("reset-emails", throttle().email_key(email)):
+        audit.record("password.reset_limited", user, known=user is not None)
+        db.session.commit()
+        return
     if user is None or user.disabled or not any(l.connector == "local" for l in user.links):
         audit.record("password.reset_requested", None, known=False)
         db.session.commit()

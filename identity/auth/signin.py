@@ -21,6 +21,7 @@ from identity.connectors.base import ConnectorError, Identity
 from identity.extensions import db
 from identity.models import BrowserSession, LinkedIdentity, User
 from identity.models.users import utcnow
+from identity.names import fold
 
 log = logging.getLogger("identity.auth")
 
@@ -227,7 +228,7 @@ def _first_sign_in(identity: Identity, label: str) -> LinkedIdentity:
         _refuse("no_account", identity, None)
     owner = None
     if identity.email:
-        owner = db.session.scalar(select(User).where(User.email_key == identity.email.lower()))
+        owner = db.session.scalar(select(User).where(User.email_key == fold(identity.email)))
     if owner is None:
         # Only a verified address is kept: an unverified one could be someone else's, who
         # would later reset "their" password into an account the provider user controls.

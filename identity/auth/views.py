@@ -33,11 +33,12 @@ from identity.connectors.social import LINK_KEY as SOCIAL_LINK_KEY
 from identity.errors import render_error, wants_json
 from identity.extensions import db
 from identity.models import User
+from identity.names import fold
 from identity.oidc.logout import end_other_sessions
 from identity.oidc.views import apps_with_access
 from identity.passwords import policy_errors
 from identity.security import safe_next
-from identity.throttle import locked_message, throttle
+from identity.throttle import Refusal, client_ip, throttle, wait_text
 
 log = logging.getLogger("identity.auth")
 
@@ -49,9 +50,17 @@ LABELS = {
     "twitter": "X",
 }
 BAD_CREDENTIALS = "Wrong username or password."
+REGISTRATIONS_LIMITED = (
+    "Too many accounts were created from this address. Wait {wait} and try again."
+)
+RESETS_LIMITED = "Too many password resets were asked from this address. Wait {wait} and try again."
 
 
 bp.before_app_request(enforce_session_lifetime)
+
+
+def _retry(wait: int) -> dict:
+    return {"Retry-After": str(wait)}
 
 
 def _after_sign_in(next_value: str | None):
@@ -77,16 +86,18 @@ def login():
         return _login_page(form)
     if not form.validate_on_submit():
         return _login_page(form, 400)
-    # Locked: refused before any password check, known and unknown usernames alike.
-    wait = throttle().signin_wait(form.username.data)
-    if wait:
-        return _locked(form, wait)
+    # Locked: refused before any password check, known and unknown usernames alike. Else
+    # this check holds its place in the lockout's count until it is over.
+    refusal = throttle().signin_begin(form.username.data)
+    if refusal:
+        return _locked(form, refusal)
 
     identity, backend_down = None, False
     for connector in current_app.extensions["idp.password_connectors"]:
         try:
             identity = connector.authenticate(form.username.data, form.password.data)
         except AccountProblem as problem:
+            throttle().signin_release(form.username.data)
             audit.record(
                 "signin.failure",
                 accounts.find(form.username.data),
@@ -106,7 +117,11 @@ def login():
         user = accounts.find(form.username.data)
         audit.record("signin.failure", user, method="password", reason=reason)
         # A directory outage is nobody's failure: only refused passwords count.
-        locked = [] if backend_down else throttle().signin_failed(form.username.data)
+        if backend_down:
+            throttle().signin_release(form.username.data)
+            locked = []
+        else:
+            locked = throttle().signin_failed(form.username.data)
         for scope in locked:
             audit.record("signin.locked", user, **_lock_facts(scope, form.username.data))
         db.session.commit()
@@ -114,6 +129,7 @@ def login():
         if backend_down:
             return _login_page(form, 503, BACKEND_DOWN)
         return _login_page(form, 401, BAD_CREDENTIALS)
+    throttle().signin_release(form.username.data)
     try:
         sign_in(identity, remember=form.remember.data)
     except SignInRefused as refused:
@@ -121,13 +137,13 @@ def login():
     return _after_sign_in(form.next.data)
 
 
-def _locked(form: LoginForm, wait: int):
+def _locked(form: LoginForm, refusal: Refusal):
     """429 with Retry-After: the login page for people, the JSON error for programs."""
-    headers = {"Retry-After": str(wait)}
+    headers = {"Retry-After": str(refusal.wait)}
     if wants_json():
-        return render_error(429, locked_message(wait), headers)
+        return render_error(429, refusal.message, headers)
     form.password.data = ""
-    page, status = _login_page(form, 429, locked_message(wait))
+    page, status = _login_page(form, 429, refusal.message)
     return page, status, headers
 
 
@@ -140,7 +156,7 @@ def _lock_facts(scope: str, username: str) -> dict:
         "duration": cfg["LOCKOUT_DURATION"],
     }
     if scope == "account":
-        facts["username"] = username.strip().lower()  # as typed: it need not be an account
+        facts["username"] = fold(username)  # as typed: it need not be an account
     return facts
 
 
@@ -177,6 +193,10 @@ def register():
         return render_template("auth/register.html", form=form)
     if not form.validate_on_submit() or not _register_checks(form):
         return render_template("auth/register.html", form=form), 400
+    # Counted once the form is good: each would be an account (and an argon2 hash).
+    wait = throttle().use("registrations", client_ip())
+    if wait:
+        return render_error(429, REGISTRATIONS_LIMITED.format(wait=wait_text(wait)), _retry(wait))
     try:
         user = accounts.create_local(form.username.data, form.email.data, form.password.data)
     except IntegrityError:
@@ -299,9 +319,21 @@ def change_password():
     if not user.password_hash:
         abort(404)
     ok = form.validate_on_submit()
-    if ok and not accounts.check_password(user, form.current_password.data):
-        form.current_password.errors.append("That is not your current password.")
-        ok = False
+    if ok:
+        # Counted like a sign-in with this username: a session is no way to guess it.
+        refusal = throttle().signin_begin(user.username)
+        if refusal:
+            form.current_password.errors.append(refusal.message)
+            audit.record("password.change_failed", user, reason="locked")
+            db.session.commit()
+            return _account_page(form), 429, {"Retry-After": str(refusal.wait)}
+        if not accounts.check_password(user, form.current_password.data):
+            form.current_password.errors.append("That is not your current password.")
+            ok = False
+            for scope in throttle().signin_failed(user.username):
+                audit.record("signin.locked", user, **_lock_facts(scope, user.username))
+        else:
+            throttle().signin_release(user.username)
     if ok:
         for message in policy_errors(form.password.data, user.username, user.email):
             form.password.errors.append(message)
@@ -327,6 +359,10 @@ def reset_request():
         return render_template("auth/reset_request.html", form=form)
     if not form.validate_on_submit():
         return render_template("auth/reset_request.html", form=form), 400
+    # Per client address: says nothing about the address asked for.
+    wait = throttle().use("reset-requests", client_ip())
+    if wait:
+        return render_error(429, RESETS_LIMITED.format(wait=wait_text(wait)), _retry(wait))
     reset.request_reset(form.email.data)
     return render_template("auth/reset_sent.html", email=form.email.data)
 

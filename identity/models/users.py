@@ -11,6 +11,7 @@ from sqlalchemy import JSON, ForeignKey, String, UniqueConstraint, delete, or_, 
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from identity.extensions import db
+from identity.names import fold
 
 
 def utcnow() -> datetime:
@@ -24,7 +25,7 @@ class User(UserMixin, db.Model):
     # Stored lower-case: usernames are case-insensitive.
     username: Mapped[str] = mapped_column(String(64), unique=True)
     email: Mapped[str | None] = mapped_column(String(254))
-    # Lower-cased e-mail, unique: one account per address, whatever its case.
+    # Folded e-mail (names.fold), unique: one account per address, whatever its case or form.
     email_key: Mapped[str | None] = mapped_column(String(254), unique=True)
     email_verified: Mapped[bool] = mapped_column(default=False)
     name: Mapped[str | None] = mapped_column(String(200))
@@ -84,21 +85,21 @@ class User(UserMixin, db.Model):
 
     @classmethod
     def find(cls, name: str | None, *, by_email: bool = True) -> User | None:
-        """The account with this username (or e-mail address), case-insensitively."""
+        """The account with this username (or e-mail address), compared folded (names.fold)."""
         if not name:
             return None
-        key = name.strip().lower()
+        key = fold(name)
         cond = or_(cls.username == key, cls.email_key == key) if by_email else cls.username == key
         return db.session.scalar(select(cls).where(cond))
 
     @classmethod
     def email_taken(cls, email: str) -> bool:
         """Whether an account already has this e-mail address, whatever its case."""
-        return db.session.scalar(select(cls.id).where(cls.email_key == email.lower())) is not None
+        return db.session.scalar(select(cls.id).where(cls.email_key == fold(email))) is not None
 
     def set_email(self, email: str | None) -> None:
         """Set the address; another address than before is not verified (yet)."""
-        key = email.lower() if email else None
+        key = fold(email) if email else None
         if key != self.email_key:
             self.email_verified = False
         self.email = email

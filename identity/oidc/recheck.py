@@ -12,6 +12,7 @@ from identity.connectors.ldap import LdapConnector, Settings
 from identity.extensions import db
 from identity.models import LinkedIdentity, User
 from identity.models.users import utcnow
+from identity.names import fold
 from identity.oidc.logout import disable_account
 
 # What check() did: nothing to check, checked recently enough, or the entry was read and the
@@ -91,7 +92,7 @@ def apply(user: User, identity: Identity) -> bool:
         )
     user.groups = list(identity.groups)
     user.group_dns = list(identity.group_dns)
-    wanted = identity.email.lower() if identity.email else None
+    wanted = fold(identity.email) if identity.email else None
     if wanted != user.email_key:
         # Another account's address is never taken over: this one keeps its old one.
         if wanted is None or not User.email_taken(identity.email):

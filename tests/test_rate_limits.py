@@ -1,0 +1,204 @@
+"""Limits on what a correct request can still cost: password checks per client address
+(right or wrong), registrations per address, reset e-mails per target address and reset
+requests per address. Counted in real Redis, shared by two app instances (nodes)."""
+
+from __future__ import annotations
+
+import time
+import uuid
+
+import pytest
+import redis
+from aiosmtpd.controller import Controller
+from ports import listen_port
+from test_reset import Inbox
+
+from config import ConfigError
+from conftest import PASSWORD, Browser, https_client, make_app
+from identity.extensions import db as _db
+from identity.models import Event, User
+
+REDIS_URL = "redis://127.0.0.1:6379/0"
+WRONG = "not the password at all"
+ELSEWHERE = {"REMOTE_ADDR": "192.0.2.7"}
+JSON = {"Accept": "application/json"}
+
+
+@pytest.fixture
+def redis_prefix():
+    """A key prefix of this test's own in the machine's Redis; its keys are deleted after."""
+    prefix = f"idp-test-{uuid.uuid4().hex[:12]}"
+    server = redis.Redis.from_url(REDIS_URL)
+    server.ping()
+    yield prefix
+    keys = list(server.scan_iter(match=f"{prefix}:*"))
+    if keys:
+        server.delete(*keys)
+    server.close()
+
+
+@pytest.fixture
+def smtp():
+    inbox = Inbox()
+    controller = Controller(inbox, hostname="127.0.0.1", port=listen_port())
+    controller.start()
+    yield controller, inbox
+    controller.stop()
+
+
+@pytest.fixture
+def limits() -> dict:
+    """Override per test (parametrize) with the limits under test."""
+    return {}
+
+
+@pytest.fixture
+def shared(redis_prefix, smtp, limits) -> dict:
+    controller, _ = smtp
+    return {
+        "REDIS_URL": REDIS_URL,
+        "REDIS_KEY_PREFIX": redis_prefix,
+        "MAIL_SERVER": "127.0.0.1",
+        "MAIL_PORT": controller.port,
+        "MAIL_USE_STARTTLS": False,
+        **limits,
+    }
+
+
+@pytest.fixture
+def app_overrides(shared) -> dict:
+    return shared
+
+
+@pytest.fixture
+def other(app, shared, database_url, tmp_path):
+    """A second node: the same database, Redis and secret key."""
+    node = make_app(database_url, tmp_path, SECRET_KEY=app.config["SECRET_KEY"], **shared)
+    yield Browser(https_client(node))
+    with node.app_context():
+        _db.session.remove()
+        _db.engine.dispose()
+
+
+def with_limits(**values):
+    return pytest.mark.parametrize("limits", [values], ids=[""])
+
+
+def login(browser: Browser, password: str = PASSWORD, **kw):
+    """A sign-in in a browser of its own, at the node of `browser`."""
+    fresh = Browser(https_client(browser.client.application))
+    return fresh.post("/login", {"username": "alice", "password": password}, **kw)
+
+
+def retry_after(response) -> int:
+    value = int(response.headers["Retry-After"])
+    assert value >= 1
+    return value
+
+
+def events(app, type_: str) -> list[Event]:
+    with app.app_context():
+        return list(_db.session.scalars(_db.select(Event).where(Event.type == type_)))
+
+
+@with_limits(PASSWORD_CHECK_RATE_LIMIT="3/minute")
+def test_password_checks_are_limited_per_address_right_or_wrong(app, browser, other, user):
+    assert login(browser).status_code == 302
+    assert login(other).status_code == 302
+    assert login(browser, WRONG).status_code == 401
+    refused = login(other)
+    assert refused.status_code == 429 and retry_after(refused) <= 60
+    assert "Too many password checks from this address" in refused.get_data(as_text=True)
+    as_json = login(browser, headers=JSON)
+    assert as_json.status_code == 429 and as_json.json["error"] == "too_many_requests"
+    # Not a lockout of alice: from another address, her password works.
+    assert login(other, environ_base=ELSEWHERE).status_code == 302
+
+
+def register(browser: Browser, username: str, email: str, **kw):
+    data = {"username": username, "email": email, "password": PASSWORD, "confirm": PASSWORD}
+    return browser.post("/register", data, **kw)
+
+
+@with_limits(REGISTRATION_RATE_LIMIT="2/hour")
+def test_registrations_are_limited_per_address(app, browser, other):
+    assert register(browser, username="bob", email="bob@example.org").status_code == 302
+    assert register(other, username="carol", email="carol@example.org").status_code == 302
+    refused = register(other, username="dave", email="dave@example.org")
+    assert refused.status_code == 429 and 3000 < retry_after(refused) <= 3600
+    assert "Too many accounts were created from this address" in refused.get_data(as_text=True)
+    with app.app_context():
+        assert User.find("dave") is None
+    elsewhere = register(other, username="dave", email="dave@example.org", environ_base=ELSEWHERE)
+    assert elsewhere.status_code == 302
+    # A form that would not create an account is not counted, and says what is wrong.
+    taken = register(browser, username="bob", email="bob2@example.org", environ_base=ELSEWHERE)
+    assert taken.status_code == 400 and "That username is taken" in taken.get_data(as_text=True)
+
+
+def ask_reset(browser: Browser, email: str, ip: str):
+    return browser.post("/reset", {"email": email}, environ_base={"REMOTE_ADDR": ip})
+
+
+@with_limits(RESET_EMAIL_RATE_LIMIT="2/hour")
+def test_reset_emails_per_address_are_limited_without_saying_whether_it_has_an_account(
+    app, browser, other, user, smtp
+):
+    _, inbox = smtp
+    pages = []
+    # From different client addresses and nodes: the per-target limit is shared.
+    for n, (node, email) in enumerate(
+        [
+            (browser, "alice@example.org"),
+            (other, "ALICE@example.org"),
+            (browser, "alice@example.org"),
+        ]
+        + [(other, "nobody@example.org")] * 3
+    ):
+        response = ask_reset(node, email, f"198.51.100.{n}")
+        assert response.status_code == 200
+        pages.append(response.get_data(as_text=True).replace(email, "").split("csrf")[0])
+    # Over the limit, the page is the same as for a mail sent and as for an unknown address.
+    assert len(set(pages)) == 1
+    time.sleep(0.5)
+    assert len(inbox.wait(3, timeout=1)) == 2
+    limited = events(app, "password.reset_limited")
+    assert [(e.user_id, e.data["known"]) for e in limited] == [(user.id, True), (None, False)]
+
+
+@with_limits(RESET_REQUEST_RATE_LIMIT="2/hour")
+def test_reset_requests_are_limited_per_client_address(app, browser, other, user, smtp):
+    _, inbox = smtp
+    assert ask_reset(browser, "alice@example.org", "203.0.113.5").status_code == 200
+    assert ask_reset(other, "someone@example.org", "203.0.113.5").status_code == 200
+    refused = ask_reset(browser, "alice@example.org", "203.0.113.5")
+    assert refused.status_code == 429 and retry_after(refused) <= 3600
+    assert "Too many password resets were asked" in refused.get_data(as_text=True)
+    as_json = other.post(
+        "/reset",
+        {"email": "alice@example.org"},
+        environ_base={"REMOTE_ADDR": "203.0.113.5"},
+        headers=JSON,
+    )
+    assert as_json.status_code == 429 and as_json.json["error"] == "too_many_requests"
+    assert ask_reset(browser, "alice@example.org", "203.0.113.6").status_code == 200
+    assert len(inbox.wait(2)) == 2
+
+
+@pytest.mark.parametrize(
+    "key",
+    ["PASSWORD_CHECK_RATE_LIMIT", "REGISTRATION_RATE_LIMIT"]
+    + ["RESET_REQUEST_RATE_LIMIT", "RESET_EMAIL_RATE_LIMIT"],
+)
+@pytest.mark.parametrize("value", ["lots", "0/hour", 10])
+def test_bad_limits_are_refused_by_name(database_url, tmp_path, key, value):
+    with pytest.raises(ConfigError, match=f"IDP_{key}: .* is not a rate limit"):
+        make_app(database_url, tmp_path, **{key: value})
+
+
+def test_the_defaults_are_those_of_the_security_section(app):
+    cfg = app.config
+    assert cfg["PASSWORD_CHECK_RATE_LIMIT"] == "60/minute"
+    assert cfg["REGISTRATION_RATE_LIMIT"] == "10/hour"
+    assert cfg["RESET_EMAIL_RATE_LIMIT"] == "5/hour"
+    assert cfg["RESET_REQUEST_RATE_LIMIT"] == "20/hour"
