@@ -10,9 +10,7 @@ import re
 from datetime import timedelta
 
 import pytest
-from aiosmtpd.controller import Controller
 from sqlalchemy import select
-from test_reset import Inbox, free_port
 
 from conftest import PASSWORD
 from identity.auth import verification
@@ -21,15 +19,6 @@ from identity.models import EmailVerification, Event, User
 from identity.models.users import utcnow
 
 LINK_RE = re.compile(r"https://idp\.test/verify-email/[A-Za-z0-9_-]{40,}")
-
-
-@pytest.fixture
-def smtp():
-    inbox = Inbox()
-    controller = Controller(inbox, hostname="127.0.0.1", port=free_port())
-    controller.start()
-    yield controller, inbox
-    controller.stop()
 
 
 @pytest.fixture

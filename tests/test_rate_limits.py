@@ -9,9 +9,6 @@ import uuid
 
 import pytest
 import redis
-from aiosmtpd.controller import Controller
-from ports import listen_port
-from test_reset import Inbox
 
 from config import ConfigError
 from conftest import PASSWORD, Browser, https_client, make_app
@@ -35,15 +32,6 @@ def redis_prefix():
     if keys:
         server.delete(*keys)
     server.close()
-
-
-@pytest.fixture
-def smtp():
-    inbox = Inbox()
-    controller = Controller(inbox, hostname="127.0.0.1", port=listen_port())
-    controller.start()
-    yield controller, inbox
-    controller.stop()
 
 
 @pytest.fixture

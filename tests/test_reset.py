@@ -7,8 +7,6 @@ import time
 from datetime import timedelta
 
 import pytest
-from aiosmtpd.controller import Controller
-from aiosmtpd.handlers import Message
 from ports import listen_port
 
 from conftest import PASSWORD, csrf_from
@@ -18,34 +16,6 @@ from identity.models.users import utcnow
 
 NEW = "a new and long passphrase"
 LINK_RE = re.compile(r"https://idp\.test/reset/[A-Za-z0-9_-]{40,}")
-
-
-class Inbox(Message):
-    def __init__(self):
-        super().__init__()
-        self.messages = []
-
-    def handle_message(self, message):
-        self.messages.append(message)
-
-    def wait(self, n=1, timeout=5.0):
-        deadline = time.monotonic() + timeout
-        while len(self.messages) < n and time.monotonic() < deadline:
-            time.sleep(0.02)
-        return self.messages
-
-
-def free_port() -> int:
-    return listen_port()
-
-
-@pytest.fixture
-def smtp():
-    inbox = Inbox()
-    controller = Controller(inbox, hostname="127.0.0.1", port=free_port())
-    controller.start()
-    yield controller, inbox
-    controller.stop()
 
 
 @pytest.fixture
@@ -211,7 +181,7 @@ def test_without_smtp_the_link_goes_to_the_log(app, browser, user, caplog):
 
 
 def test_smtp_down_is_logged_and_the_page_still_answers(app, browser, user, caplog):
-    app.config.update(MAIL_SERVER="127.0.0.1", MAIL_PORT=free_port(), MAIL_USE_STARTTLS=False)
+    app.config.update(MAIL_SERVER="127.0.0.1", MAIL_PORT=listen_port(), MAIL_USE_STARTTLS=False)
     r = ask_reset(browser)
     assert r.status_code == 200
     deadline = time.monotonic() + 5
