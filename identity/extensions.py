@@ -45,15 +45,21 @@ class LoginManager(flask_login.LoginManager):
     def _clear_cookie(self, response):
         # With the attributes it was set with: browsers ignore a __Host- cookie without
         # Secure, deletions included (Flask-Login's own sends only name, domain and path).
-        config = current_app.config
         response.delete_cookie(
-            config["REMEMBER_COOKIE_NAME"],
-            path=config.get("REMEMBER_COOKIE_PATH") or "/",
-            domain=config.get("REMEMBER_COOKIE_DOMAIN"),
-            secure=config["REMEMBER_COOKIE_SECURE"],
-            httponly=config["REMEMBER_COOKIE_HTTPONLY"],
-            samesite=config["REMEMBER_COOKIE_SAMESITE"],
+            current_app.config["REMEMBER_COOKIE_NAME"], **remember_cookie_attributes()
         )
+
+
+def remember_cookie_attributes() -> dict:
+    """Path, domain and flags of the remember-me cookie, for setting and deleting it alike."""
+    config = current_app.config
+    return {
+        "path": config.get("REMEMBER_COOKIE_PATH") or "/",
+        "domain": config.get("REMEMBER_COOKIE_DOMAIN"),
+        "secure": config["REMEMBER_COOKIE_SECURE"],
+        "httponly": config["REMEMBER_COOKIE_HTTPONLY"],
+        "samesite": config["REMEMBER_COOKIE_SAMESITE"],
+    }
 
 
 login_manager = LoginManager()

@@ -17,7 +17,7 @@ from sqlalchemy import delete, select, update
 
 from identity import audit
 from identity.auth import sessions
-from identity.extensions import db
+from identity.extensions import db, remember_cookie_attributes
 from identity.models import RememberToken, User
 
 # A request sent alongside the one that replaced the secret (several tabs restored at once)
@@ -164,14 +164,7 @@ def _set_cookie(value: str, expires: int) -> None:
     @after_this_request
     def write(response):
         response.set_cookie(
-            cfg["REMEMBER_COOKIE_NAME"],
-            value,
-            expires=expires,
-            path=cfg.get("REMEMBER_COOKIE_PATH") or "/",
-            domain=cfg.get("REMEMBER_COOKIE_DOMAIN"),
-            secure=cfg["REMEMBER_COOKIE_SECURE"],
-            httponly=cfg["REMEMBER_COOKIE_HTTPONLY"],
-            samesite=cfg["REMEMBER_COOKIE_SAMESITE"],
+            cfg["REMEMBER_COOKIE_NAME"], value, expires=expires, **remember_cookie_attributes()
         )
         return response
 
@@ -182,14 +175,7 @@ def forget() -> None:
 
     @after_this_request
     def delete_cookie(response):
-        response.delete_cookie(
-            cfg["REMEMBER_COOKIE_NAME"],
-            path=cfg.get("REMEMBER_COOKIE_PATH") or "/",
-            domain=cfg.get("REMEMBER_COOKIE_DOMAIN"),
-            secure=cfg["REMEMBER_COOKIE_SECURE"],
-            httponly=cfg["REMEMBER_COOKIE_HTTPONLY"],
-            samesite=cfg["REMEMBER_COOKIE_SAMESITE"],
-        )
+        response.delete_cookie(cfg["REMEMBER_COOKIE_NAME"], **remember_cookie_attributes())
         return response
 
     return None
