@@ -223,8 +223,10 @@ def install_logging(app: Flask) -> None:
         logger.addHandler(handler)
     json_lines = app.config["LOG_FORMAT"] == "json"
     handler.setFormatter(JsonFormatter() if json_lines else TextFormatter())
-    # JSON lines only go to stderr; text also reaches handlers further up (a test's capture).
-    logger.propagate = not json_lines
+    # Only this handler writes, escaped: a handler further up (alembic's fileConfig during
+    # `flask db upgrade` adds one to the root logger) would print every line again, raw.
+    # Tests let records reach pytest's capture.
+    logger.propagate = bool(app.config["TESTING"])
 
 
 def install(app: Flask) -> None:

@@ -153,3 +153,25 @@ def test_text_and_json_lines_stay_one_line_with_tracebacks_and_control_character
     entry = json.loads(JsonFormatter().format(record))
     assert entry["message"] == "got 'a' and b\\rc"
     assert "\n" not in entry["exception"] and "user typed:\\nFAKE" in entry["exception"]
+
+
+def test_a_handler_on_the_root_logger_does_not_print_service_lines_again_raw(
+    database_url, tmp_path
+):
+    """`flask db upgrade` runs alembic's fileConfig, which puts a handler on the root logger:
+    the service's lines must still be written once, by its own escaping handler (whose
+    escaping test_text_and_json_lines_stay_one_line... checks)."""
+    import io
+
+    app = make_app(database_url, tmp_path, TESTING=False)
+    seen = io.StringIO()
+    root_handler = logging.StreamHandler(seen)
+    logging.getLogger().addHandler(root_handler)
+    try:
+        app.logger.warning("first line\nforged: admin signed in")
+    finally:
+        logging.getLogger().removeHandler(root_handler)
+        logging.getLogger("identity").propagate = True  # as the other tests' apps have it
+        with app.app_context():
+            db.engine.dispose()
+    assert seen.getvalue() == ""
