@@ -231,13 +231,21 @@ def test_what_production_was_allowed_is_logged_as_an_error_at_every_start(tmp_pa
         "ALLOW_INSECURE_SMTP": True,
         "DATABASE_URL": f"sqlite:///{tmp_path}/x.db",
     }
-    for _ in range(2):
-        caplog.clear()
-        with caplog.at_level(logging.ERROR, logger="identity.config"):
-            create_app(settings)
-        (record,) = [r for r in caplog.records if r.name == "identity.config"]
-        assert record.levelno == logging.ERROR
-        assert record.getMessage().startswith("IDP_ALLOW_INSECURE_SMTP is set: IDP_MAIL_USERNAME")
+    # A production app's lines do not propagate (its own handler writes them): listen on the
+    # service's logger itself.
+    logging.getLogger("identity").addHandler(caplog.handler)
+    try:
+        for _ in range(2):
+            caplog.clear()
+            with caplog.at_level(logging.ERROR, logger="identity.config"):
+                create_app(settings)
+            (record,) = [r for r in caplog.records if r.name == "identity.config"]
+            assert record.levelno == logging.ERROR
+            assert record.getMessage().startswith(
+                "IDP_ALLOW_INSECURE_SMTP is set: IDP_MAIL_USERNAME"
+            )
+    finally:
+        logging.getLogger("identity").removeHandler(caplog.handler)
 
 
 @pytest.mark.parametrize(
