@@ -15,8 +15,9 @@ TEST_DEBS := chromium libnss3-tools slapd ldap-utils nodejs npm redis-server
 
 .PHONY: run demo install python test test-deps lint bench bench-quick bench-signin bench-ldap bench-oidc clean
 
+# idp.py checks the port, sets up as `flask setup` does, and shows the demo admin's
+# password last, just before it listens.
 run: install
-	$(FLASK) setup
 	$(PY) idp.py
 
 # The IdP and an app that signs in with it (examples/flask_app) side by side; Ctrl-C stops both.
