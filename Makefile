@@ -13,7 +13,7 @@ FLASK := $(VENV)/bin/flask --app idp
 # provides it (NodeSource's nodejs provides npm).
 TEST_DEBS := chromium libnss3-tools slapd ldap-utils nodejs npm redis-server
 
-.PHONY: run demo install python test test-deps lint bench bench-quick bench-signin bench-ldap bench-oidc clean
+.PHONY: run demo install python test test-deps lint screenshots bench bench-quick bench-signin bench-ldap bench-oidc clean
 
 # idp.py checks the port, sets up as `flask setup` does, and shows the demo admin's
 # password last, just before it listens.
@@ -73,6 +73,11 @@ test: test-deps
 	  echo "== again on PostgreSQL: $$IDP_TEST_POSTGRES_URL"; \
 	  IDP_TEST_DATABASE_URL="$$IDP_TEST_POSTGRES_URL" $(VENV)/bin/pytest; \
 	fi
+
+# The images in docs/screenshots (shown by the README), taken by the browser tests that
+# visit those pages, so that they show the pages as they are.
+screenshots: test-deps
+	IDP_SCREENSHOTS=docs/screenshots $(VENV)/bin/pytest -q -m screenshots tests/test_browser.py
 
 lint: python $(VENV)/.test-installed
 	$(VENV)/bin/ruff check .
