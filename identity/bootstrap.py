@@ -67,9 +67,10 @@ def prepare(echo: Callable[[str], object]) -> str | None:
     return password
 
 
-def admin_box(password: str, issuer: str) -> str:
+def admin_box(password: str, issuer: str, flask: str | None = None) -> str:
     """The demo admin's username and password in a frame of characters, with where to sign
-    in and how to set a new password, so that it stands out at the end of the output."""
+    in and how to set a new password (with `flask`, this environment's command by default),
+    so that it stands out at the end of the output."""
     lines = [
         "A demo administrator was created. Its password is shown only this once:",
         "",
@@ -78,7 +79,7 @@ def admin_box(password: str, issuer: str) -> str:
         "",
         f"Sign in at {issuer.rstrip('/')}/login. Set a new password on the account",
         "page, or with",
-        f"    {_flask_command()} user set-password admin --password-stdin",
+        f"    {flask or _flask_command()} user set-password admin --password-stdin",
     ]
     width = max(len(line) for line in lines)
     rule = "+" + "-" * (width + 4) + "+"
