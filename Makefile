@@ -5,7 +5,6 @@ SHELL := /bin/bash
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
-FLASK := $(VENV)/bin/flask --app idp
 # System packages the tests need: Chromium for the browser test, certutil to make it trust
 # the generated CA, OpenLDAP for the directory tests, Node.js with npm for the relying
 # party written with openid-client (tests/rp-node), and Redis for the lockout counters (the
@@ -22,7 +21,6 @@ run: install
 
 # The IdP and an app that signs in with it (examples/flask_app) side by side; Ctrl-C stops both.
 demo: install
-	$(FLASK) setup
 	$(PY) examples/run_demo.py
 
 install: python $(VENV)/.installed

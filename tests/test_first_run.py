@@ -177,3 +177,46 @@ def test_a_taken_port_is_named_with_idp_port_before_anything_is_set_up(tmp_path)
     assert r.stdout == "" and not (tmp_path / "certs").exists()
     with sqlite3.connect(tmp_path / "idp.sqlite3") as database:
         assert database.execute("SELECT name FROM sqlite_master").fetchall() == []
+
+
+def test_make_demo_shows_the_password_after_both_servers_start(tmp_path):
+    """`make demo` on a fresh checkout: setup, both servers' logs, then the banner and the
+    framed password, last; the app's registration is kept where DEMO_CLIENT_FILE says."""
+    idp_port, app_port = listen_port(), listen_port()
+    env = {
+        **fresh_env(tmp_path, idp_port),
+        "DEMO_PORT": str(app_port),
+        "DEMO_CLIENT_FILE": str(tmp_path / "demo-client.json"),
+    }
+    demo = subprocess.Popen(
+        [sys.executable, "examples/run_demo.py"],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    lines: list[str] = []
+    try:
+        deadline = time.monotonic() + 120
+        # The banner, then the frame: its bottom rule is the second rule after the banner.
+        while sum(line.startswith("+--") for line in lines) < 2 or not any(
+            line.startswith("demo: the IdP is") for line in lines
+        ):
+            assert time.monotonic() < deadline, lines
+            line = demo.stdout.readline()
+            assert line, f"run_demo.py exited ({demo.poll()}):\n" + "".join(lines)
+            lines.append(ANSI.sub("", line.rstrip("\n")))
+    finally:
+        demo.terminate()  # run_demo stops both servers on SIGTERM
+        demo.wait(timeout=30)
+        demo.stdout.close()
+    banner = next(i for i, line in enumerate(lines) if line.startswith("demo: the IdP is"))
+    assert "as admin, with the password below" in lines[banner + 1]
+    end = max(i for i, line in enumerate(lines) if line.startswith("+--"))
+    box = box_at(lines, end)
+    assert end - len(box) + 1 > banner, "the frame comes after the banner"
+    assert any(PASSWORD_LINE.match(line) for line in box)
+    before = "\n".join(lines[:banner])
+    assert "created the database" in before and " * Running on" in before
+    assert (tmp_path / "demo-client.json").exists()
