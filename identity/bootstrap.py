@@ -91,19 +91,18 @@ def serve(app: Flask) -> None:
     it), set up as `flask setup` does, show the demo admin's password last, then serve
     HTTPS with the certificate under certs/ (development server; gunicorn in production)."""
     cfg = app.config
-    password = None
+    d = Path(cfg["CERTS_DIR"])
     if not is_running_from_reloader():  # the reloader's child: the parent did all this
         if problem := _cannot_listen(cfg["HOST"], cfg["PORT"], cfg["ISSUER"]):
             sys.exit(problem)
         with app.app_context():
             password = prepare(lambda line: print(line, flush=True))
-    d = Path(cfg["CERTS_DIR"])
+        print(f" * Trust the local CA once: {d / certs.CA_CERT}", flush=True)
+        if password:
+            print(admin_box(password, cfg["ISSUER"]), flush=True)
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.minimum_version = ssl.TLSVersion.TLSv1_2
     context.load_cert_chain(d / certs.TLS_CERT, d / certs.TLS_KEY)
-    print(f" * Trust the local CA once: {d / certs.CA_CERT}", flush=True)
-    if password:
-        print(admin_box(password, cfg["ISSUER"]), flush=True)
     app.run(
         host=cfg["HOST"], port=cfg["PORT"], ssl_context=context, debug=cfg["DEBUG"], threaded=True
     )

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import re
+import signal
 import socket
 import sqlite3
 import subprocess
@@ -220,3 +221,40 @@ def test_make_demo_shows_the_password_after_both_servers_start(tmp_path):
     before = "\n".join(lines[:banner])
     assert "created the database" in before and " * Running on" in before
     assert (tmp_path / "demo-client.json").exists()
+
+
+def test_make_run_in_debug_mode_sets_up_once_and_serves(tmp_path):
+    """IDP_DEBUG=true: werkzeug's reloader runs idp.py again in a child that inherits the
+    listening socket; the child neither checks the port (the parent holds it) nor sets up
+    or shows the password again."""
+    port = listen_port()
+    server = subprocess.Popen(
+        [sys.executable, "idp.py"],
+        cwd=ROOT,
+        env={**fresh_env(tmp_path, port), "IDP_DEBUG": "true"},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,  # the reloader's child too is stopped with the group
+    )
+    lines: list[str] = []
+    try:
+        deadline = time.monotonic() + 120
+        while not any("Debugger is active" in line for line in lines):
+            assert time.monotonic() < deadline, lines
+            line = server.stdout.readline()
+            assert line, f"idp.py exited ({server.poll()}):\n" + "".join(lines)
+            lines.append(ANSI.sub("", line.rstrip("\n")))
+        answer = requests.Session()
+        answer.trust_env = False
+        r = answer.get(
+            f"https://127.0.0.1:{port}/healthz", verify=str(tmp_path / "certs/ca.pem"), timeout=10
+        )
+        assert r.status_code == 200
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        server.wait(timeout=10)
+        server.stdout.close()
+    output = "\n".join(lines)
+    assert output.count("password: ") == 1 and output.count("Trust the local CA") == 1
+    assert "in use" not in output and "Traceback" not in output
