@@ -5,7 +5,6 @@ SHELL := /bin/bash
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
-FLASK := $(VENV)/bin/flask --app idp
 # System packages the tests need: Chromium for the browser test, certutil to make it trust
 # the generated CA, OpenLDAP for the directory tests, Node.js with npm for the relying
 # party written with openid-client (tests/rp-node), and Redis for the lockout counters (the
@@ -13,15 +12,15 @@ FLASK := $(VENV)/bin/flask --app idp
 # provides it (NodeSource's nodejs provides npm).
 TEST_DEBS := chromium libnss3-tools slapd ldap-utils nodejs npm redis-server
 
-.PHONY: run demo install python test test-deps lint bench bench-quick bench-signin bench-ldap bench-oidc clean
+.PHONY: run demo install python test test-deps lint screenshots bench bench-quick bench-signin bench-ldap bench-oidc clean
 
+# idp.py checks the port, sets up as `flask setup` does, and shows the demo admin's
+# password last, just before it listens.
 run: install
-	$(FLASK) setup
 	$(PY) idp.py
 
 # The IdP and an app that signs in with it (examples/flask_app) side by side; Ctrl-C stops both.
 demo: install
-	$(FLASK) setup
 	$(PY) examples/run_demo.py
 
 install: python $(VENV)/.installed
@@ -72,6 +71,11 @@ test: test-deps
 	  echo "== again on PostgreSQL: $$IDP_TEST_POSTGRES_URL"; \
 	  IDP_TEST_DATABASE_URL="$$IDP_TEST_POSTGRES_URL" $(VENV)/bin/pytest; \
 	fi
+
+# The images in docs/screenshots (shown by the README), taken by the browser tests that
+# visit those pages, so that they show the pages as they are.
+screenshots: test-deps
+	IDP_SCREENSHOTS=docs/screenshots $(VENV)/bin/pytest -q -m screenshots tests/test_browser.py
 
 lint: python $(VENV)/.test-installed
 	$(VENV)/bin/ruff check .

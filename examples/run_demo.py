@@ -1,6 +1,7 @@
-"""`make demo`: register the demo app at the IdP (once), then run the IdP on
-https://localhost:5000 and the example app (examples/flask_app) on http://127.0.0.1:5001
-together until Ctrl-C, which stops both.
+"""`make demo`: set up the IdP (`flask --app idp setup`), register the demo app at the IdP
+(once), then run the IdP on https://localhost:5000 and the example app (examples/flask_app)
+on http://127.0.0.1:5001 together until Ctrl-C, which stops both. On a new database the demo
+admin's password is shown last, once both servers listen.
 
 The client secret is shown only once, so the registration is kept in
 instance/demo-client.json (git-ignored); when the app is registered but that file is
@@ -21,7 +22,8 @@ from urllib.parse import urlsplit
 
 ROOT = Path(__file__).resolve().parent.parent
 FLASK = [sys.executable, "-m", "flask", "--app", "idp"]
-CLIENT_FILE = ROOT / "instance" / "demo-client.json"
+# DEMO_CLIENT_FILE: elsewhere (the tests run the demo against a database of their own).
+CLIENT_FILE = Path(os.environ.get("DEMO_CLIENT_FILE", ROOT / "instance" / "demo-client.json"))
 NAME = "demo"
 
 
@@ -35,6 +37,23 @@ def ok(result: subprocess.CompletedProcess) -> dict:
     if result.returncode != 0:
         sys.exit(f"demo: {' '.join(result.args[3:])} failed:\n{result.stderr.strip()}")
     return json.loads(result.stdout)
+
+
+def setup() -> list[str]:
+    """`flask --app idp setup`, reported now, except the demo admin's framed password (a
+    new database), which is returned to be shown last, after both servers' start lines."""
+    result = subprocess.run(  # noqa: S603 (our own command line, no shell)
+        [*FLASK, "setup"], cwd=ROOT, stdout=subprocess.PIPE, text=True, check=False
+    )
+    if result.returncode != 0:
+        sys.exit(f"demo: flask --app idp setup failed:\n{result.stdout.strip()}")
+    lines = result.stdout.splitlines()
+    rules = [i for i, line in enumerate(lines) if line.startswith("+-")]
+    frame = lines[rules[0] : rules[-1] + 1] if len(rules) >= 2 else []
+    if frame:
+        lines = lines[: rules[0]] + lines[rules[-1] + 1 :]
+    print("\n".join(line for line in lines if line.strip()), flush=True)
+    return frame
 
 
 def registration(base: str) -> dict:
@@ -97,6 +116,7 @@ def wait_for(addresses, children, timeout: float = 20) -> None:
 def main() -> None:
     port = int(os.environ.get("DEMO_PORT", "5001"))
     base = f"http://127.0.0.1:{port}"
+    frame = setup()
     client = registration(base)
     issuer = os.environ.get("IDP_ISSUER", "https://localhost:5000").rstrip("/")
     certs_dir = ROOT / os.environ.get("IDP_CERTS_DIR", "certs")
@@ -116,10 +136,15 @@ def main() -> None:
     children = [idp, example]
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     wait_for([urlsplit(issuer), urlsplit(base)], children)
+    if frame:
+        who = "as admin, with the password below, or an account made at"
+    else:
+        who = "as admin (its password was shown the first time), or an account made at"
     print(
         f"\ndemo: the IdP is {issuer}, the app is {base}: open {base}/ and press Sign in"
-        "\n      (as admin, with the password `make run` or `flask --app idp setup` printed the"
-        f"\n      first time, or an account made at {issuer}/register). Ctrl-C stops both.\n",
+        f"\n      ({who} {issuer}/register). Ctrl-C stops both.\n",
+        *frame,
+        sep="\n",
         flush=True,
     )
     status = 0

@@ -1,6 +1,8 @@
 """Headless Chromium against the app over real HTTPS: the local CA is trusted through NSS
 (never by ignoring certificate errors), then a person registers, signs out and signs in.
-Screenshots of the pages land in test-artifacts/ for a human to look at."""
+Screenshots of the pages land in test-artifacts/ for a human to look at; with
+IDP_SCREENSHOTS=docs/screenshots (`make screenshots`) the tests marked `screenshots` also
+save the pages the README shows there, so those images stay current."""
 
 from __future__ import annotations
 
@@ -39,7 +41,12 @@ CHROMIUM_ARGS = [
     "--disable-component-update",
     "--disable-sync",
 ]
-ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
+ROOT = Path(__file__).resolve().parent.parent
+ARTIFACTS = ROOT / "test-artifacts"
+# Where `make screenshots` saves the documentation's images (unset: nowhere), and their
+# size: one window's worth at a width the README shows without scaling much.
+SCREENSHOTS = os.environ.get("IDP_SCREENSHOTS")
+DOCS_VIEWPORT = {"width": 1100, "height": 760}
 DESKTOP = {"width": 1280, "height": 800}
 PHONE = {"width": 390, "height": 844}
 USERNAME, EMAIL = "grace", "grace@example.org"
@@ -144,6 +151,19 @@ def shot(page: Page, artifacts: Path, name: str) -> Path:
     path = artifacts / f"{name}.png"
     page.screenshot(path=str(path), full_page=True)
     return path
+
+
+def publish(page: Page, name: str) -> None:
+    """With IDP_SCREENSHOTS set, save what a 1100 x 760 window shows of the page as
+    <IDP_SCREENSHOTS>/<name>.png (relative to the project), for the documentation."""
+    if not SCREENSHOTS:
+        return
+    folder = ROOT / SCREENSHOTS
+    folder.mkdir(parents=True, exist_ok=True)
+    size = page.viewport_size
+    page.set_viewport_size(DOCS_VIEWPORT)
+    page.screenshot(path=str(folder / f"{name}.png"), animations="disabled", caret="hide")
+    page.set_viewport_size(size)
 
 
 def watch_csp(page: Page) -> list[str]:
@@ -339,6 +359,7 @@ def test_admin_runs_the_directory_binding_test(playwright, idp, trusted_home, ar
         context.close()
 
 
+@pytest.mark.screenshots
 def test_sign_in_with_google_through_the_emulator(playwright, idp, trusted_home, artifacts):
     """The whole dance in a real browser: our button, the provider, our callback."""
     context = launch(playwright, trusted_home, "profile-social", viewport=DESKTOP)
@@ -349,6 +370,7 @@ def test_sign_in_with_google_through_the_emulator(playwright, idp, trusted_home,
         for label in ("Google", "Facebook", "X"):
             expect(page.get_by_role("link", name=f"Continue with {label}")).to_be_visible()
         shot(page, artifacts, "login-with-providers-desktop")
+        publish(page, "login")
         page.get_by_role("link", name="Continue with Google").click()
         expect(page).to_have_url(f"{idp.url}/account")
         expect(page.locator("dl.facts")).to_contain_text("grace@gmail.test")
@@ -356,6 +378,7 @@ def test_sign_in_with_google_through_the_emulator(playwright, idp, trusted_home,
         expect(page.get_by_text("Google", exact=True)).to_be_visible()
         expect(page.get_by_role("button", name="Connect Facebook")).to_be_visible()
         shot(page, artifacts, "account-social-desktop")
+        publish(page, "account")
         assert csp == [], f"Content-Security-Policy violations: {csp}"
     finally:
         context.close()
@@ -372,6 +395,7 @@ class _Callback(http.server.BaseHTTPRequestHandler):
         pass
 
 
+@pytest.mark.screenshots
 def test_an_app_asks_for_consent_and_the_person_takes_it_back(
     playwright, idp, trusted_home, artifacts
 ):
@@ -406,6 +430,7 @@ def test_an_app_asks_for_consent_and_the_person_takes_it_back(
         expect(page.get_by_text("The groups you belong to")).to_be_visible()
         expect(page.get_by_role("button", name="Allow")).to_be_focused()
         shot(page, artifacts, "consent-desktop")
+        publish(page, "consent")
         page.set_viewport_size(PHONE)
         shot(page, artifacts, "consent-phone")
         assert page.evaluate("document.documentElement.scrollWidth") <= PHONE["width"]
@@ -537,6 +562,7 @@ def test_admin_registers_an_app_and_rotates_the_signing_keys(
         context.close()
 
 
+@pytest.mark.screenshots
 def test_admin_finds_a_user_ends_their_sessions_and_reads_the_audit_log(
     playwright, idp, trusted_home, artifacts
 ):
@@ -582,6 +608,7 @@ def test_admin_finds_a_user_ends_their_sessions_and_reads_the_audit_log(
         expect(table.get_by_role("link", name="margaret")).to_be_visible()
         expect(table.get_by_text("Disabled", exact=True)).to_be_visible()
         shot(page, artifacts, "admin-users-desktop")
+        publish(page, "admin-users")
         no_sideways_scroll("admin-users")
 
         # Create a user: a refused form focuses its summary; the choice is a labelled group.

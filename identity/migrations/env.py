@@ -8,9 +8,14 @@ from flask import current_app
 # access to the values within the .ini file in use.
 config = context.config
 
-# Alembic's logging config, without silencing the loggers the app already set up
-# (fileConfig's default would disable identity.* loggers for the rest of the process).
-fileConfig(config.config_file_name, disable_existing_loggers=False)
+if context.get_x_argument(as_dictionary=True).get("quiet"):
+    # `flask setup` and `make run` (-x quiet=true) say in one line what changed, and the
+    # process goes on to serve: no line per migration, no handler on its root logger.
+    logging.getLogger("alembic").setLevel(logging.WARNING)
+else:
+    # Alembic's logging config, without silencing the loggers the app already set up
+    # (fileConfig's default would disable identity.* loggers for the rest of the process).
+    fileConfig(config.config_file_name, disable_existing_loggers=False)
 logger = logging.getLogger("alembic.env")
 
 
