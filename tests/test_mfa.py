@@ -438,3 +438,23 @@ def test_cli_reset_mfa(app, user):
     assert result.exit_code != 0 and "no second factor" in result.output
     result = runner.invoke(args=["user", "reset-mfa", "nobody"])
     assert result.exit_code != 0 and "no such user" in result.output
+
+
+def test_a_first_factor_that_is_already_two_is_not_asked_again(app, user):
+    """The seam a passkey sign-in (amr hwk/user/mfa) will use: no second step after it."""
+    from dataclasses import replace
+
+    from flask import session
+
+    from identity.auth.signin import sign_in
+    from identity.connectors.local import identity_for
+
+    enrolled(app)
+    with app.test_request_context("/"):
+        alice = User.find("alice")
+        sign_in(replace(identity_for(alice), amr=("hwk", "user", "mfa")))
+        assert session["_user_id"] and session["amr"] == ["hwk", "user", "mfa"]
+        assert second_step.KEY not in session
+        session.clear()
+        sign_in(identity_for(alice))
+        assert "_user_id" not in session and session[second_step.KEY]["amr"] == ["pwd"]

@@ -81,7 +81,9 @@ def sign_in(identity: Identity, *, remember: bool = False, label: str | None = N
     from identity.auth import mfa, second_step
 
     enrolled = mfa.factors(user)
-    if enrolled or mfa.required(user):
+    # A first factor that is already two (a passkey: possession and user verification,
+    # amr "mfa") is not asked again.
+    if "mfa" not in identity.amr and (enrolled or mfa.required(user)):
         # No session yet: the second factor (or its enrolment) comes first.
         second_step.hold(user, link, identity, remember=remember, enrol=not enrolled)
         audit.insert("mfa.asked", user, method=identity.connector, enrol=not enrolled)
