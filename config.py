@@ -82,6 +82,9 @@ class Config:
     # Registration mails a link that verifies the address; until it is opened the address
     # is unverified (apps see email_verified=false, no social sign-in joins the account).
     REGISTRATION_EMAIL_VERIFICATION = True
+    # Who must use a second factor (TOTP): "none", "admins" (administrators, also by
+    # directory group) or "all". Covered people without one enrol right after the password.
+    MFA_REQUIRED = "admins"
     # E-mail verification links expire after this many seconds (24 hours).
     EMAIL_VERIFICATION_MAX_AGE = 24 * 3600
     # Strict-Transport-Security max-age in seconds (0 sends no header).
@@ -320,6 +323,10 @@ def load(app: Any, overrides: dict[str, Any] | None = None) -> None:
         raise ConfigError(
             "IDP_REGISTRATION_EMAIL_VERIFICATION must be true or false, "
             f"not {cfg['REGISTRATION_EMAIL_VERIFICATION']!r}"
+        )
+    if cfg["MFA_REQUIRED"] not in ("none", "admins", "all"):
+        raise ConfigError(
+            f"IDP_MFA_REQUIRED must be none, admins or all, not {cfg['MFA_REQUIRED']!r}"
         )
     if cfg["EMAIL_VERIFICATION_MAX_AGE"] < 60:
         raise ConfigError("IDP_EMAIL_VERIFICATION_MAX_AGE must be at least 60 seconds")

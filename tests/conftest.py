@@ -72,6 +72,9 @@ def make_app(database_url: str, tmp_path, **overrides) -> Flask:
         "ISSUER": "https://idp.test",
         "CERTS_DIR": str(tmp_path / "certs"),
         **FAST_ARGON2,
+        # Tests that sign an admin in are about other things; tests/test_mfa*.py cover the
+        # default ("admins") and "all".
+        "MFA_REQUIRED": "none",
         **overrides,
     }
     return create_app(settings)

@@ -269,6 +269,23 @@ def unlink(username: str, connector: str):
     click.echo(f"{user.username} no longer signs in with {link.connector}")
 
 
+@user_cli.command("reset-mfa")
+@click.argument("username")
+def reset_mfa(username: str):
+    """Remove a person's second factors and recovery codes (they lost them); they are told."""
+    user = _find(username)
+    try:
+        sent = users.reset_mfa(user, via="cli")
+    except users.Refused as refused:
+        raise click.ClickException(refused.message) from None
+    if sent is not None:
+        sent.result(timeout=current_app.config["MAIL_TIMEOUT"] + 5)
+    click.echo(
+        f"{user.username}'s second factor is reset"
+        + (f"; {user.email} was told" if user.email else " (no e-mail address to tell)")
+    )
+
+
 @user_cli.command("end-sessions")
 @click.argument("username")
 def end_sessions(username: str):

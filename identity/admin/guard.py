@@ -5,19 +5,16 @@ from __future__ import annotations
 import logging
 from functools import wraps
 
-from flask import abort, current_app
+from flask import abort
 from flask_login import current_user, login_required
 from wtforms import PasswordField
 from wtforms.validators import DataRequired, Length
 
-from identity import audit
-from identity.auth.signin import BACKEND_DOWN, _find_link
+from identity.auth.reauth import NOT_YOURS, password_problem  # noqa: F401 (NOT_YOURS: by name)
+from identity.auth.signin import BACKEND_DOWN
 from identity.connectors import ConnectorError
-from identity.connectors.ldap_answers import AccountProblem
 from identity.errors import render_error
-from identity.extensions import db
 from identity.oidc import recheck
-from identity.throttle import throttle
 
 log = logging.getLogger("identity.admin")
 
@@ -54,38 +51,9 @@ def admin_password_field() -> PasswordField:
     )
 
 
-NOT_YOURS = "That is not your password."
-
-
 def reauthenticated(password: str) -> bool:
     """Whether `password` proves, right now, that the signed-in admin is at the keyboard."""
     return password_problem(password) is None
-
-
-def password_problem(password: str) -> str | None:
-    """None when `password` proves that the signed-in admin is at the keyboard: any password
-    connector (local, directory) must verify it for this very account. Else the message:
-    the lockout's, when the account or address may not try now (nothing is checked)."""
-    user = current_user._get_current_object()
-    # Counted like a sign-in: an open admin session is no way to guess the password.
-    refusal = throttle().signin_begin(user.username)
-    if refusal:
-        return refusal.message
-    for connector in current_app.extensions["idp.password_connectors"]:
-        try:
-            identity = connector.authenticate(user.username, password)
-        except (ConnectorError, AccountProblem):
-            continue
-        if identity is None:
-            continue
-        link = _find_link(identity)
-        if link is not None and link.user_id == user.id:
-            throttle().signin_release(user.username)
-            return None
-    audit.record("admin.reauth_failure", user)
-    throttle().signin_failed(user.username)
-    db.session.commit()
-    return NOT_YOURS
 
 
 def confirm(form) -> bool:

@@ -106,6 +106,7 @@ def details(user: User) -> dict:
         "last_login_at": iso(user.last_login_at),
         "password_changed_at": iso(user.password_changed_at),
         "has_password": user.password_hash is not None,
+        "second_factors": _factors(user),
         "links": [
             {
                 "connector": link.connector,
@@ -116,6 +117,12 @@ def details(user: User) -> dict:
             for link in user.links
         ],
     }
+
+
+def _factors(user: User) -> list[str]:
+    from identity.auth import mfa
+
+    return mfa.factors(user)
 
 
 # -- operations ---------------------------------------------------------------------------
@@ -281,6 +288,33 @@ def unlink(
     user.links.remove(link)
     audit.record("admin.user_unlinked", user, method=connector, **_who(by, via))
     db.session.commit()
+
+
+def reset_mfa(user: User, *, by: str | None = None, via: str = "console") -> Future | None:
+    """Remove every second factor and recovery code of `user` (who lost them all), and tell
+    the person by e-mail (returned: the CLI waits for it). Their next sign-in asks only the
+    first factor, or, under IDP_MFA_REQUIRED, has them enrol again."""
+    from identity.auth import mfa
+
+    had = mfa.factors(user)
+    if not had:
+        raise Refused(f"{user.username} has no second factor to reset.")
+    mfa.remove_all(user)
+    audit.record("admin.user_mfa_reset", user, factors=had, **_who(by, via))
+    db.session.commit()
+    if not user.email:
+        return None
+    issuer = current_app.config["ISSUER"].rstrip("/")
+    return mail.send(
+        user.email,
+        "Your second factor was reset",
+        (
+            f"Hello {user.username},\n\nAn administrator removed the authenticator app and "
+            f"the recovery codes of your account at {issuer}. Your next sign-in asks only "
+            "for your password (or, where a second factor is required, has you set up a new "
+            "app).\n\nIf you did not ask for this, tell your administrator at once.\n"
+        ),
+    )
 
 
 def end_sessions(user: User, *, by: str | None = None, via: str = "console") -> int:
@@ -529,6 +563,7 @@ def users_show(user_id: int):
         usernames={user.id: user.username},
         post_form=PostForm(),
         reset_problem=reset_link_problem(user),
+        factors=_factors(user),
     )
 
 
@@ -645,6 +680,28 @@ def users_unlink(user_id: int, link_id: int):
     method = label(link.connector)
     unlink(user, link, by=_me().username)
     flash(f"{method} is no longer a way to sign in to {user.username}.", "success")
+    return redirect(url_for("admin.users_show", user_id=user.id), 303)
+
+
+@bp.route("/users/<int:user_id>/mfa-reset", methods=["GET", "POST"])
+@admin_required
+def users_mfa_reset(user_id: int):
+    from identity.auth import mfa
+
+    user = _target(user_id)
+    form = ConfirmForm()
+    if not mfa.factors(user):
+        return _confirm_page(user, "mfa_reset", form, f"{user.username} has no second factor.")
+    if request.method == "GET":
+        return _confirm_page(user, "mfa_reset", form)
+    if not confirm(form):
+        return _confirm_page(user, "mfa_reset", form, status=400)
+    reset_mfa(user, by=_me().username)
+    flash(
+        f"{user.username}'s second factor is reset"
+        + (f"; {user.email} is told." if user.email else "."),
+        "success",
+    )
     return redirect(url_for("admin.users_show", user_id=user.id), 303)
 
 

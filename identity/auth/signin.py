@@ -50,7 +50,9 @@ def sign_in(identity: Identity, *, remember: bool = False, label: str | None = N
 
     Records the time (`auth_time`), the methods (`amr`), the connector and a new session
     id (`sid`) in the session, and an audit event. Raises SignInRefused when no account
-    is linked or the account is disabled.
+    is linked or the account is disabled. An account with a second factor, or one that
+    IDP_MFA_REQUIRED covers, gets no session yet but a pending second step
+    (identity.auth.second_step): the caller sends the browser to it (next_page()).
     """
     link = _find_link(identity)
     if link is None:
@@ -76,29 +78,61 @@ def sign_in(identity: Identity, *, remember: bool = False, label: str | None = N
     # cookies, should a copy exist, are dead everywhere.
     _end_this_browser(None)
     session.clear()
+    from identity.auth import mfa, second_step
+
+    enrolled = mfa.factors(user)
+    # A first factor that is already two (a passkey: possession and user verification,
+    # amr "mfa") is not asked again.
+    if "mfa" not in identity.amr and (enrolled or mfa.required(user)):
+        # No session yet: the second factor (or its enrolment) comes first.
+        second_step.hold(user, link, identity, remember=remember, enrol=not enrolled)
+        audit.insert("mfa.asked", user, method=identity.connector, enrol=not enrolled)
+        db.session.commit()
+        return user
+    return _start(
+        user, link, amr=list(identity.amr), connector=identity.connector, remember=remember
+    )
+
+
+def complete(state: dict, factor_amr: list[str]) -> User | None:
+    """Finish the sign-in held by the second step `state`, now that a second factor passed:
+    the session's methods are the first factor's and `factor_amr`. None when the account
+    was disabled, or its sessions ended, meanwhile."""
+    from identity.auth import second_step
+
+    user = db.session.get(User, state["uid"])
+    link = db.session.get(LinkedIdentity, state["link"])
+    second_step.drop()
+    if user is None or link is None or user.disabled or user.session_epoch != state["epoch"]:
+        return None
+    amr = [*state["amr"], *(m for m in factor_amr if m not in state["amr"])]
+    return _start(user, link, amr=amr, connector=state["connector"], remember=state["remember"])
+
+
+def _start(
+    user: User, link: LinkedIdentity, *, amr: list[str], connector: str, remember: bool
+) -> User:
+    """The session itself, every factor having passed."""
+    session.clear()
     # A browser session: it ends when the browser closes, and at SESSION_LIFETIME at the latest.
     session.permanent = False
     login_user(user, fresh=True)
     auth_time = int(time.time())
     session["auth_time"] = auth_time
-    session["amr"] = list(identity.amr)
-    session["connector"] = identity.connector
+    session["amr"] = list(amr)
+    session["connector"] = connector
     session["sid"] = secrets.token_urlsafe(16)
     series = None
     if remember:
-        series = remember_me.issue(
-            user, auth_time=auth_time, amr=identity.amr, connector=identity.connector
-        )
+        series = remember_me.issue(user, auth_time=auth_time, amr=amr, connector=connector)
     elif remember_me.presented_series():
         remember_me.forget()
-    sessions.start(
-        user, session["sid"], auth_time=auth_time, connector=identity.connector, series=series
-    )
+    sessions.start(user, session["sid"], auth_time=auth_time, connector=connector, series=series)
 
     now = utcnow()
     user.last_login_at = now
     link.last_used_at = now
-    audit.insert("signin.success", user, method=identity.connector)
+    audit.insert("signin.success", user, method=connector)
     db.session.commit()
     return user
 

@@ -64,7 +64,9 @@ def _retry(wait: int) -> dict:
 
 
 def _after_sign_in(next_value: str | None):
-    return redirect(safe_next(next_value) or url_for("auth.account"))
+    from identity.auth.mfa_views import next_page
+
+    return redirect(next_page(next_value) or safe_next(next_value) or url_for("auth.account"))
 
 
 @bp.get("/")
@@ -239,6 +241,7 @@ def account():
 def _account_page(password_form: ChangePasswordForm):
     from identity.auth import remember
     from identity.auth.devices import listing
+    from identity.auth.mfa_views import mfa_summary
 
     user: User = current_user._get_current_object()
     linked = {link.connector for link in user.links}
@@ -247,6 +250,7 @@ def _account_page(password_form: ChangePasswordForm):
     ]
     return render_template(
         "auth/account.html",
+        mfa=mfa_summary(user),
         password_form=password_form,
         post_form=PostForm(),
         labels=LABELS,

@@ -366,4 +366,6 @@ def finish(provider: Provider, blueprint, token: dict):
     if linking:
         flash(f"{provider.label} is connected: you can sign in with it.", "success")
         return redirect(url_for("auth.account"))
-    return redirect(next_url or url_for("auth.account"))
+    from identity.auth.mfa_views import next_page
+
+    return redirect(next_page(next_url) or next_url or url_for("auth.account"))

@@ -1,6 +1,7 @@
 """The database models; importing this package registers every table with the metadata."""
 
 from identity.models.audit import Event
+from identity.models.factors import RecoveryCode, TotpFactor
 from identity.models.keys import SigningKey
 from identity.models.oauth import AuthorizationCode, Client, Consent, Token
 from identity.models.sessions import BrowserSession, RememberToken
@@ -13,10 +14,12 @@ __all__ = [
     "Consent",
     "EmailVerification",
     "Token",
+    "TotpFactor",
     "Client",
     "Event",
     "LinkedIdentity",
     "PasswordReset",
+    "RecoveryCode",
     "RememberToken",
     "SigningKey",
     "User",

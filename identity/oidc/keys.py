@@ -3,7 +3,6 @@ published before it signs and stays published after, imported once per process."
 
 from __future__ import annotations
 
-import base64
 import logging
 import threading
 import time
@@ -11,8 +10,6 @@ from datetime import timedelta
 
 import click
 from cryptography.fernet import Fernet, InvalidToken
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from flask import current_app
 from joserfc.jwk import ECKey, KeySet, OKPKey, RSAKey
 from sqlalchemy import delete, select
@@ -22,6 +19,7 @@ from identity.cli import Group
 from identity.extensions import db
 from identity.models import SigningKey
 from identity.models.users import utcnow
+from identity.secretbox import fernet
 
 log = logging.getLogger("identity.keys")
 
@@ -50,12 +48,7 @@ class KeyDecryptionError(Exception):
 
 
 def _fernet() -> Fernet:
-    cfg = current_app.config
-    secret = str(cfg["KEY_ENCRYPTION_KEY"] or cfg["SECRET_KEY"]).encode()
-    derived = HKDF(
-        algorithm=hashes.SHA256(), length=32, salt=None, info=b"identity signing keys v1"
-    ).derive(secret)
-    return Fernet(base64.urlsafe_b64encode(derived))
+    return fernet(b"identity signing keys v1")
 
 
 def _new_key(alg: str, state: str) -> SigningKey:

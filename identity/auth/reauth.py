@@ -1,0 +1,46 @@
+"""Proof that the signed-in person is at the keyboard: their password, asked again."""
+
+from __future__ import annotations
+
+from flask import current_app
+from flask_login import current_user
+
+from identity import audit
+from identity.auth.signin import _find_link
+from identity.connectors import ConnectorError
+from identity.connectors.ldap_answers import AccountProblem
+from identity.extensions import db
+from identity.throttle import throttle
+
+NOT_YOURS = "That is not your password."
+
+
+def has_password(user) -> bool:
+    """Whether `user` can be asked for a password (a local one, or the directory's)."""
+    return user.password_hash is not None or any(link.connector == "ldap" for link in user.links)
+
+
+def password_problem(password: str, failure_event: str = "admin.reauth_failure") -> str | None:
+    """None when `password` proves that the signed-in person is at the keyboard: any
+    password connector (local, directory) must verify it for this very account. Else the
+    message: the lockout's, when the account or address may not try now (nothing is checked)."""
+    user = current_user._get_current_object()
+    # Counted like a sign-in: an open session is no way to guess the password.
+    refusal = throttle().signin_begin(user.username)
+    if refusal:
+        return refusal.message
+    for connector in current_app.extensions["idp.password_connectors"]:
+        try:
+            identity = connector.authenticate(user.username, password)
+        except (ConnectorError, AccountProblem):
+            continue
+        if identity is None:
+            continue
+        link = _find_link(identity)
+        if link is not None and link.user_id == user.id:
+            throttle().signin_release(user.username)
+            return None
+    audit.record(failure_event, user)
+    throttle().signin_failed(user.username)
+    db.session.commit()
+    return NOT_YOURS
