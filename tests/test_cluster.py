@@ -56,6 +56,8 @@ def cluster(tmp_path) -> Iterator[SimpleNamespace]:
         "IDP_LOCKOUT_ACCOUNT_FAILURES": "4",
         "IDP_ARGON2_MEMORY_COST": "1024",
         "IDP_ARGON2_TIME_COST": "1",
+        # alice is an administrator: the second-factor tests cover IDP_MFA_REQUIRED=admins.
+        "IDP_MFA_REQUIRED": "none",
         "PROMETHEUS_MULTIPROC_DIR": str(tmp_path),
     }
     flask = [str(BIN / "flask"), "--app", "idp"]
