@@ -9,7 +9,7 @@ from wtforms import PasswordField, StringField
 from wtforms.validators import DataRequired, Length
 
 from identity import audit
-from identity.auth import bp, mfa, reauth, second_step, signin
+from identity.auth import bp, mfa, passkeys, reauth, second_step, signin
 from identity.auth.forms import MAX_FIELD, Form, PostForm, clean
 from identity.errors import render_error
 from identity.extensions import db
@@ -146,10 +146,13 @@ def second_factor():
 
 def _step_page(form, user: User, error: str | None = None, status: int = 200):
     headers = {"Retry-After": "60"} if status == 429 else {}
+    enrolled = mfa.factors(user)
     return (
         render_template(
             "auth/second_factor.html",
             form=form,
+            has_passkey="passkey" in enrolled,
+            has_totp="totp" in enrolled,
             error=error,
             post_form=PostForm(),
             username=user.username,
@@ -205,7 +208,7 @@ def _enrol(user: User, typed: str):
         return None, (400, "This setup has expired. Scan the new QR code below.")
     if not mfa.TOTP_SHAPE.fullmatch(code):
         return None, (400, mfa.TOTP_HELP)
-    if mfa.factors(user):
+    if "totp" in mfa.factors(user):
         return None, (409, "An authenticator app is already set up for this account.")
     refusal = throttle().signin_begin(user.username)
     if refusal:
@@ -269,7 +272,8 @@ def mfa_summary(user: User) -> dict:
     totp = db.session.scalar(db.select(TotpFactor).where(TotpFactor.user_id == user.id))
     return {
         "totp": totp,
-        "recovery_left": mfa.recovery_codes_left(user) if totp else 0,
+        "passkeys": passkeys.of(user),
+        "recovery_left": mfa.recovery_codes_left(user),
         "required": mfa.required(user),
         "has_password": reauth.has_password(user),
         "confirm_form": ConfirmForm(),
@@ -280,7 +284,7 @@ def mfa_summary(user: User) -> dict:
 @login_required
 def totp_setup():
     user: User = current_user._get_current_object()
-    if mfa.factors(user):
+    if "totp" in mfa.factors(user):
         flash("An authenticator app is already set up. Remove it first to set up another.", "info")
         return redirect(url_for("auth.account", _anchor="two-factor"), 303)
     form = EnrolForm()
@@ -332,16 +336,17 @@ def recovery_codes_regenerate():
 @login_required
 def totp_remove():
     user: User = current_user._get_current_object()
-    if not mfa.factors(user):
+    factors = mfa.factors(user)
+    if "totp" not in factors:
         abort(404)
-    if mfa.required(user):
+    if mfa.required(user) and factors == ["totp"]:
         flash(STILL_REQUIRED, "error")
         return redirect(url_for("auth.account", _anchor="two-factor"), 303)
     problem = _confirmed(user, ConfirmForm())
     if problem:
         flash(problem, "error")
         return redirect(url_for("auth.account", _anchor="two-factor"), 303)
-    mfa.remove_all(user)
+    mfa.remove_totp(user)
     audit.record("mfa.removed", user, factor="totp")
     db.session.commit()
     flash("Your authenticator app and recovery codes are removed.", "success")
