@@ -95,7 +95,15 @@
     }
     const done = await post(box.dataset.verify, csrf,
       Object.assign({ credential: credentialJSON(cred) }, extra()));
-    window.location.assign(done.redirect);
+    const target = new URL(done.redirect, window.location.href);
+    const here = window.location;
+    if (target.pathname === here.pathname && target.search === here.search) {
+      // Only the fragment differs: assign() would not load the page (and its message).
+      here.hash = target.hash;
+      here.reload();
+    } else {
+      here.assign(target.href);
+    }
   }
 
   document.querySelectorAll("[data-passkey]").forEach((box) => {
