@@ -15,6 +15,9 @@ from identity.extensions import db
 from identity.models import User
 from identity.security import safe_next
 
+ONLY_WAY = (
+    "This passkey is your only way to sign in, so it cannot be removed. Add another way first."
+)
 NAME_HELP = f"Give the passkey a name of 1 to {passkeys.NAME_MAX} characters, e.g. “Work laptop”."
 
 
@@ -95,6 +98,9 @@ def passkey_remove(passkey_id: int):
         abort(404)
     if mfa.required(user) and mfa.factors(user) == ["passkey"] and passkeys.count(user) == 1:
         flash(STILL_REQUIRED, "error")
+        return redirect(url_for("auth.account", _anchor="passkeys"), 303)
+    if passkeys.count(user) == 1 and [link.connector for link in user.links] == ["passkey"]:
+        flash(ONLY_WAY, "error")
         return redirect(url_for("auth.account", _anchor="passkeys"), 303)
     problem = _confirmed(user, ConfirmForm())
     if problem:
