@@ -21,6 +21,7 @@ EXPIRED = (
     "Your sign-in waited more than 5 minutes for its second step, so it has ended. Sign in again."
 )
 WRONG_CODE = "That code is not right, or it was already used. Try the next code of your app."
+PASSKEY_ONLY = "The app you are signing in to asks for a passkey: a code is not enough."
 GONE = "This account can no longer sign in. Ask an administrator."
 STILL_REQUIRED = (
     "Your organisation requires a second factor for your account, so it cannot be removed. "
@@ -122,8 +123,11 @@ def second_factor():
     if state["enrol"]:
         return redirect(url_for("auth.second_factor_enrol"), 303)
     form = CodeForm()
+    passkey_only = state.get("need") == "phr"  # an app asked for a passkey (step-up)
     if request.method == "GET":
-        return _step_page(form, user)
+        return _step_page(form, user, passkey_only=passkey_only)
+    if passkey_only:
+        return _step_page(form, user, PASSKEY_ONLY, 400, passkey_only=True)
     if not form.validate_on_submit():
         return _step_page(form, user, status=400)
     amr, problem = _spend_code(user, form.code.data)
@@ -144,7 +148,9 @@ def second_factor():
     return redirect(state["next"] or url_for("auth.account"), 303)
 
 
-def _step_page(form, user: User, error: str | None = None, status: int = 200):
+def _step_page(
+    form, user: User, error: str | None = None, status: int = 200, *, passkey_only=False
+):
     headers = {"Retry-After": "60"} if status == 429 else {}
     enrolled = mfa.factors(user)
     return (
@@ -152,7 +158,8 @@ def _step_page(form, user: User, error: str | None = None, status: int = 200):
             "auth/second_factor.html",
             form=form,
             has_passkey="passkey" in enrolled,
-            has_totp="totp" in enrolled,
+            has_totp="totp" in enrolled and not passkey_only,
+            passkey_only=passkey_only,
             error=error,
             post_form=PostForm(),
             username=user.username,
