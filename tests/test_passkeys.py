@@ -255,3 +255,12 @@ def test_an_admin_unlinking_passkey_sign_in_removes_the_passkeys(app, verified):
         link = next(link for link in alice.links if link.connector == "passkey")
         users.unlink(alice, link)
         assert db.session.scalars(select(Passkey)).all() == []
+
+
+@pytest.mark.parametrize("app_overrides", [{"PASSWORD_CHECK_RATE_LIMIT": "3/minute"}])
+def test_passkey_challenges_count_with_the_password_checks_of_an_address(browser):
+    for _ in range(3):
+        assert post_json(browser, "/login/passkey/options", {}).status_code == 200
+    refused = post_json(browser, "/login/passkey/options", {})
+    assert refused.status_code == 429 and int(refused.headers["Retry-After"]) > 0
+    assert "Too many" in refused.get_json()["error_description"]

@@ -14,10 +14,12 @@ from identity.connectors.base import Identity
 from identity.extensions import db
 from identity.models import User
 from identity.security import safe_next
+from identity.throttle import client_ip, throttle, wait_text
 
 ONLY_WAY = (
     "This passkey is your only way to sign in, so it cannot be removed. Add another way first."
 )
+BUSY = "Too many sign-in attempts from this address. Wait {wait} and try again."
 NAME_HELP = f"Give the passkey a name of 1 to {passkeys.NAME_MAX} characters, e.g. “Work laptop”."
 
 
@@ -119,6 +121,12 @@ def passkey_remove(passkey_id: int):
 
 @bp.post("/login/passkey/options")
 def passkey_signin_options():
+    # Anyone may ask, and each challenge is a row (and each answer a signature check): counted
+    # with the password checks of this client address.
+    wait = throttle().use("password-checks", client_ip())
+    if wait:
+        body, status = _problem(429, BUSY.format(wait=wait_text(wait)))
+        return body, status, {"Retry-After": str(wait)}
     return _options(passkeys.authentication_options("signin", None))
 
 
