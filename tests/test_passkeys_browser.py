@@ -399,3 +399,70 @@ def test_a_cloned_authenticator_is_refused_and_audited(playwright, idp, home):  
         shots(page, "login-passkey-refused")
     finally:
         context.close()
+
+
+def test_an_app_asking_for_phr_gets_a_passkey_step_after_a_code(playwright, idp, home):  # noqa: F811
+    """Signed in with password and TOTP code (acr mfa), the person opens an app that asks
+    acr_values=phr: the step takes only a passkey, then the app gets its code, worth phr."""
+    import base64
+    import hashlib
+    import secrets
+    from urllib.parse import parse_qs, urlencode, urlsplit
+
+    from test_mfa import enrolled, now_code
+
+    from identity.models import AuthorizationCode
+    from identity.oidc import clients
+
+    person(idp, "hana")
+    with idp.app.app_context():
+        client, _ = clients.create(
+            "vault", ["https://app.example/cb"], public=True, skip_consent=True
+        )
+        client_id = client.client_id
+    context, page, _ = browser(playwright, home, "profile-hana")
+    try:
+        password_sign_in(page, idp, "hana")
+        add_passkey(page, idp, "Laptop")
+        secret, _ = enrolled(idp.app, "hana")
+        page.get_by_role("button", name="Sign out").click()
+        password_sign_in(page, idp, "hana")
+        page.get_by_label("Code").fill(now_code(secret, 1))
+        page.get_by_role("button", name="Continue").click()
+        expect(page).to_have_url(f"{idp.url}/account")
+        assert session_of(page, idp)["amr"] == ["pwd", "otp", "mfa"]
+
+        verifier = secrets.token_urlsafe(48)
+        challenge = (
+            base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest())
+            .decode()
+            .rstrip("=")
+        )
+        query = urlencode(
+            {
+                "response_type": "code",
+                "client_id": client_id,
+                "redirect_uri": "https://app.example/cb",
+                "scope": "openid",
+                "state": "s1",
+                "nonce": "n1",
+                "code_challenge": challenge,
+                "code_challenge_method": "S256",
+                "acr_values": "phr",
+            }
+        )
+        page.goto(f"{idp.url}/authorize?{query}")
+        expect(page).to_have_url(f"{idp.url}/login/second-factor")
+        expect(page.get_by_label("Code")).to_have_count(0)
+        shots(page, "step-up-passkey-only")
+        # The app's address does not resolve here: the request the browser makes is enough.
+        with page.expect_request(lambda r: r.url.startswith("https://app.example/cb")) as sent:
+            page.get_by_role("button", name="Use a passkey").click()
+        answer = parse_qs(urlsplit(sent.value.url).query)
+        assert answer["state"] == ["s1"] and answer["code"]
+        with idp.app.app_context():
+            code = db.session.scalars(select(AuthorizationCode)).all()[-1]
+            assert code.get_acr() == "phr"
+            assert code.get_amr() == ["pwd", "otp", "mfa", "hwk", "user"]
+    finally:
+        context.close()
