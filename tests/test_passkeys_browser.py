@@ -117,10 +117,14 @@ def password_sign_in(page: Page, idp, username: str) -> None:
 
 
 def add_passkey(page: Page, idp, name: str) -> None:
+    """Add a passkey on the account page; the first second factor shows recovery codes."""
     page.goto(f"{idp.url}/account")
     page.get_by_label("Name of the new passkey").fill(name)
     page.get_by_role("button", name="Add a passkey").click()
     expect(page.locator(".notice-success")).to_contain_text(f"Your passkey “{name}” is added")
+    if page.url.endswith("/account/passkeys/recovery-codes"):
+        expect(page.locator("#recovery-codes li")).to_have_count(10)
+        page.get_by_role("link", name="I have saved them").click()
 
 
 def session_of(page: Page, idp) -> dict:
@@ -158,6 +162,10 @@ def test_register_then_sign_in_without_password_then_remove(playwright, idp, hom
         password_sign_in(page, idp, "ada")
         expect(page).to_have_url(f"{idp.url}/account")
         add_passkey(page, idp, "Work laptop")
+        # The first second factor came with recovery codes, shown that once.
+        expect(page.locator("#recovery-left")).to_have_text("10 of 10 left")
+        page.goto(f"{idp.url}/account/passkeys/recovery-codes")
+        expect(page).to_have_url(f"{idp.url}/account#passkeys")
         row = page.locator(".methods.passkeys li")
         expect(row).to_have_count(1)
         expect(row).to_contain_text("Work laptop")

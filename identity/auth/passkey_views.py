@@ -3,7 +3,19 @@ registration on the account page, passwordless sign-in, the second factor, renam
 
 from __future__ import annotations
 
-from flask import Response, abort, flash, jsonify, redirect, request, url_for
+import json
+
+from flask import (
+    Response,
+    abort,
+    flash,
+    jsonify,
+    redirect,
+    render_template,
+    request,
+    session,
+    url_for,
+)
 from flask_login import current_user, login_required
 
 from identity import audit
@@ -19,6 +31,7 @@ from identity.throttle import client_ip, throttle, wait_text
 ONLY_WAY = (
     "This passkey is your only way to sign in, so it cannot be removed. Add another way first."
 )
+FRESH_CODES = "passkey_recovery_codes"
 BUSY = "Too many sign-in attempts from this address. Wait {wait} and try again."
 NAME_HELP = f"Give the passkey a name of 1 to {passkeys.NAME_MAX} characters, e.g. “Work laptop”."
 
@@ -70,7 +83,31 @@ def passkey_register():
     flash(
         f"Your passkey “{name}” is added: you can sign in with it, without a password.", "success"
     )
+    if mfa.recovery_codes_left(user) == 0:
+        # The first second factor: recovery codes, shown once on the next page. They wait
+        # for it sealed (the session cookie is signed, not encrypted), and only there.
+        codes = mfa.issue_recovery_codes(user)
+        audit.record("mfa.recovery_codes_issued", user, count=len(codes))
+        db.session.commit()
+        session[FRESH_CODES] = mfa.seal(json.dumps(codes))
+        return _go(url_for("auth.passkey_recovery_codes"))
     return _go(url_for("auth.account", _anchor="passkeys"))
+
+
+@bp.get("/account/passkeys/recovery-codes")
+@login_required
+def passkey_recovery_codes():
+    """The recovery codes made with the first passkey, shown this once."""
+    sealed = session.pop(FRESH_CODES, None)
+    opened = mfa.unseal(sealed) if isinstance(sealed, str) else None
+    if opened is None:
+        return redirect(url_for("auth.account", _anchor="passkeys"), 303)
+    return render_template(
+        "auth/recovery_codes.html",
+        codes=json.loads(opened),
+        lost="passkeys",
+        next=url_for("auth.account", _anchor="passkeys"),
+    )
 
 
 @bp.post("/account/passkeys/<int:passkey_id>/rename")
