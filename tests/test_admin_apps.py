@@ -782,3 +782,26 @@ def test_cli_delete_revokes_tokens_and_removes_consents(app, client, user):
         assert db.session.scalar(select(func.count()).select_from(Client)) == 0
     (event,) = events(app, "client.deleted")
     assert event["revoked_tokens"] == 1 and event["removed_consents"] == 1
+
+
+def test_the_app_page_sets_what_sign_in_an_app_requires(app, admin):
+    """The page's twin of `client create/update --acr`: stored, shown, audited, and a value
+    the page does not offer is refused on its field."""
+    response = admin.post(
+        "/admin/apps/new", new_app_form(require_acr="phr"), token_from="/admin/apps/new"
+    )
+    assert response.status_code == 200
+    with app.app_context():
+        client_id = db.session.scalar(select(Client)).client_id
+        assert db.session.scalar(select(Client)).as_dict()["require_acr"] == "phr"
+    path = f"/admin/apps/{client_id}"
+    assert '<option selected value="phr">' in admin.get(path).get_data(as_text=True)
+    response = admin.post(path, edit_form(app, client_id, require_acr="mfa"))
+    assert response.status_code == 302
+    assert "required sign-in changed" in admin.get(path).get_data(as_text=True)
+    refused = admin.post(path, edit_form(app, client_id, require_acr="gold"))
+    assert refused.status_code == 400 and "is not one of none, mfa, phr" in refused.get_data(
+        as_text=True
+    ).replace("&#39;", "'")
+    with app.app_context():
+        assert db.session.scalar(select(Client)).as_dict()["require_acr"] == "mfa"

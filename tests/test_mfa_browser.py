@@ -65,7 +65,7 @@ def sign_in(page: Page, idp) -> None:
     page.goto(f"{idp.url}/login")
     page.get_by_label("Username or e-mail").fill("grace")
     page.get_by_label("Password").fill(PASSWORD)
-    page.get_by_role("button", name="Sign in").click()
+    page.get_by_role("button", name="Sign in", exact=True).click()
 
 
 def test_enrol_by_reading_the_key_then_sign_in_with_a_code(playwright, idp, home):  # noqa: F811
@@ -119,7 +119,7 @@ def test_forced_enrolment_page(playwright, idp, home):  # noqa: F811
         page.goto(f"{idp.url}/login")
         page.get_by_label("Username or e-mail").fill("henry")
         page.get_by_label("Password").fill(PASSWORD)
-        page.get_by_role("button", name="Sign in").click()
+        page.get_by_role("button", name="Sign in", exact=True).click()
         expect(page).to_have_url(f"{idp.url}/login/second-factor/enrol")
         expect(page.get_by_text("must use a second factor")).to_be_visible()
         shots(page, "enrol-forced")

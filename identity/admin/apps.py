@@ -59,7 +59,14 @@ ERROR_FIELDS = (
     ("--grant-type", "grant_types"),
     ("--scope", "scopes"),
     ("--id-token-alg", "id_token_alg"),
+    ("--acr", "require_acr"),
 )
+# What an app may require of a sign-in (clients.check_acr): step-up asks for what is missing.
+ACR_CHOICES = [
+    SelectChoice("", "Whatever the person has set up"),
+    SelectChoice("mfa", "Two factors (password and a code, or a passkey)"),
+    SelectChoice("phr", "A passkey (phishing-resistant)"),
+]
 # Option names in the middle of a message, as the page calls them.
 PAGE_WORDS = {
     " (without --public)": " (leave “Public app” unticked)",
@@ -155,6 +162,9 @@ class AppForm(Form):
     )
     scopes = _scopes_field()
     skip_consent = BooleanField("First-party app: skip the consent screen")
+    require_acr = SelectField(
+        "Sign-in this app requires", choices=ACR_CHOICES, default="", validate_choice=False
+    )
     id_token_alg = SelectField("ID token signing algorithm", validate_choice=False)
     admin_password = admin_password_field()
 
@@ -166,6 +176,9 @@ class EditForm(Form):
     backchannel_logout_uri = _backchannel_field()
     scopes = _scopes_field()
     skip_consent = BooleanField("First-party app: skip the consent screen")
+    require_acr = SelectField(
+        "Sign-in this app requires", choices=ACR_CHOICES, default="", validate_choice=False
+    )
     admin_password = admin_password_field()
 
 
@@ -239,6 +252,7 @@ def apps_new():
                 backchannel_logout_uri=(form.backchannel_logout_uri.data or "").strip() or None,
                 skip_consent=form.skip_consent.data,
                 id_token_alg=form.id_token_alg.data or "",
+                require_acr=form.require_acr.data or None,
                 by=_admin(),
             )
         except ClientError as exc:
@@ -263,6 +277,7 @@ def apps_detail(client_id: str):
         form.backchannel_logout_uri.data = meta["backchannel_logout_uri"] or ""
         form.scopes.data = meta["scope"].split()
         form.skip_consent.data = client.skip_consent
+        form.require_acr.data = meta["require_acr"] or ""
     elif confirm(form):
         try:
             changes = clients.update(
@@ -273,6 +288,7 @@ def apps_detail(client_id: str):
                 backchannel_logout_uri=(form.backchannel_logout_uri.data or "").strip() or None,
                 scopes=form.scopes.data,
                 skip_consent=form.skip_consent.data,
+                require_acr=form.require_acr.data or None,
                 by=_admin(),
             )
         except ClientError as exc:
@@ -300,6 +316,7 @@ CHANGE_LABELS = {
     "backchannel_logout_uri": "back-channel logout URI",
     "scope": "scopes",
     "skip_consent": "consent screen",
+    "require_acr": "required sign-in",
 }
 
 

@@ -285,6 +285,12 @@ def unlink(
     if connector == "local":
         user.password_hash = None
         _expire_reset_links(user)
+    if connector == "passkey":
+        # The passkeys go with their link: none of them signs in any more.
+        from identity.auth import passkeys
+
+        for passkey in passkeys.of(user):
+            db.session.delete(passkey)
     user.links.remove(link)
     audit.record("admin.user_unlinked", user, method=connector, **_who(by, via))
     db.session.commit()

@@ -5,4 +5,4 @@ from flask import Blueprint
 
 bp = Blueprint("auth", __name__)
 
-from identity.auth import devices, mfa_views, views  # noqa: E402,F401  (routes register on bp)
+from identity.auth import devices, mfa_views, passkey_views, step_up, views  # noqa: E402,F401  (routes register on bp)

@@ -1,4 +1,5 @@
-"""Second factors: TOTP authenticators (RFC 6238) and recovery codes, each code spent once."""
+"""Second factors: TOTP authenticators (RFC 6238) and recovery codes, each code spent once;
+which factors an account has (passkeys: identity.auth.passkeys)."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ from sqlalchemy import delete, func, select, update
 from sqlalchemy.exc import IntegrityError
 
 from identity.extensions import db
-from identity.models import RecoveryCode, TotpFactor, User
+from identity.models import LinkedIdentity, Passkey, RecoveryCode, TotpFactor, User
 from identity.models.users import utcnow
 from identity.secretbox import fernet
 
@@ -41,9 +42,13 @@ TOTP_HELP = f"Enter the {DIGITS}-digit code that your authenticator app shows no
 
 
 def factors(user: User) -> list[str]:
-    """The second factors `user` has enrolled ("totp"; passkeys will be one more kind)."""
-    found = db.session.scalar(select(TotpFactor.id).where(TotpFactor.user_id == user.id))
-    return ["totp"] if found is not None else []
+    """The second factors `user` has enrolled: "totp", "passkey" (either, both or none)."""
+    found = []
+    if db.session.scalar(select(TotpFactor.id).where(TotpFactor.user_id == user.id)):
+        found.append("totp")
+    if db.session.scalar(select(Passkey.id).where(Passkey.user_id == user.id).limit(1)):
+        found.append("passkey")
+    return found
 
 
 def required(user: User) -> bool:
@@ -136,9 +141,25 @@ def verify_totp(user: User, code: str) -> bool:
 
 
 def remove_all(user: User) -> None:
-    """Remove every second factor of `user` and its recovery codes (the caller commits)."""
+    """Remove every second factor of `user` (passkeys and their sign-in link too) and its
+    recovery codes (the caller commits)."""
     db.session.execute(delete(TotpFactor).where(TotpFactor.user_id == user.id))
     db.session.execute(delete(RecoveryCode).where(RecoveryCode.user_id == user.id))
+    db.session.execute(delete(Passkey).where(Passkey.user_id == user.id))
+    db.session.execute(
+        delete(LinkedIdentity).where(
+            LinkedIdentity.user_id == user.id, LinkedIdentity.connector == "passkey"
+        )
+    )
+    db.session.expire(user, ["links"])
+
+
+def remove_totp(user: User) -> None:
+    """Remove `user`'s authenticator app; the recovery codes go too unless a passkey stays
+    (they recover the factors that remain). The caller commits."""
+    db.session.execute(delete(TotpFactor).where(TotpFactor.user_id == user.id))
+    if "passkey" not in factors(user):
+        db.session.execute(delete(RecoveryCode).where(RecoveryCode.user_id == user.id))
 
 
 # -- recovery codes -----------------------------------------------------------------------

@@ -9,7 +9,7 @@ from wtforms import PasswordField, StringField
 from wtforms.validators import DataRequired, Length
 
 from identity import audit
-from identity.auth import bp, mfa, reauth, second_step, signin
+from identity.auth import bp, mfa, passkeys, reauth, second_step, signin
 from identity.auth.forms import MAX_FIELD, Form, PostForm, clean
 from identity.errors import render_error
 from identity.extensions import db
@@ -21,6 +21,7 @@ EXPIRED = (
     "Your sign-in waited more than 5 minutes for its second step, so it has ended. Sign in again."
 )
 WRONG_CODE = "That code is not right, or it was already used. Try the next code of your app."
+PASSKEY_ONLY = "The app you are signing in to asks for a passkey: a code is not enough."
 GONE = "This account can no longer sign in. Ask an administrator."
 STILL_REQUIRED = (
     "Your organisation requires a second factor for your account, so it cannot be removed. "
@@ -122,8 +123,11 @@ def second_factor():
     if state["enrol"]:
         return redirect(url_for("auth.second_factor_enrol"), 303)
     form = CodeForm()
+    passkey_only = state.get("need") == "phr"  # an app asked for a passkey (step-up)
     if request.method == "GET":
-        return _step_page(form, user)
+        return _step_page(form, user, passkey_only=passkey_only)
+    if passkey_only:
+        return _step_page(form, user, PASSKEY_ONLY, 400, passkey_only=True)
     if not form.validate_on_submit():
         return _step_page(form, user, status=400)
     amr, problem = _spend_code(user, form.code.data)
@@ -144,12 +148,18 @@ def second_factor():
     return redirect(state["next"] or url_for("auth.account"), 303)
 
 
-def _step_page(form, user: User, error: str | None = None, status: int = 200):
+def _step_page(
+    form, user: User, error: str | None = None, status: int = 200, *, passkey_only=False
+):
     headers = {"Retry-After": "60"} if status == 429 else {}
+    enrolled = mfa.factors(user)
     return (
         render_template(
             "auth/second_factor.html",
             form=form,
+            has_passkey="passkey" in enrolled,
+            has_totp="totp" in enrolled and not passkey_only,
+            passkey_only=passkey_only,
             error=error,
             post_form=PostForm(),
             username=user.username,
@@ -205,7 +215,7 @@ def _enrol(user: User, typed: str):
         return None, (400, "This setup has expired. Scan the new QR code below.")
     if not mfa.TOTP_SHAPE.fullmatch(code):
         return None, (400, mfa.TOTP_HELP)
-    if mfa.factors(user):
+    if "totp" in mfa.factors(user):
         return None, (409, "An authenticator app is already set up for this account.")
     refusal = throttle().signin_begin(user.username)
     if refusal:
@@ -269,7 +279,8 @@ def mfa_summary(user: User) -> dict:
     totp = db.session.scalar(db.select(TotpFactor).where(TotpFactor.user_id == user.id))
     return {
         "totp": totp,
-        "recovery_left": mfa.recovery_codes_left(user) if totp else 0,
+        "passkeys": passkeys.of(user),
+        "recovery_left": mfa.recovery_codes_left(user),
         "required": mfa.required(user),
         "has_password": reauth.has_password(user),
         "confirm_form": ConfirmForm(),
@@ -280,7 +291,7 @@ def mfa_summary(user: User) -> dict:
 @login_required
 def totp_setup():
     user: User = current_user._get_current_object()
-    if mfa.factors(user):
+    if "totp" in mfa.factors(user):
         flash("An authenticator app is already set up. Remove it first to set up another.", "info")
         return redirect(url_for("auth.account", _anchor="two-factor"), 303)
     form = EnrolForm()
@@ -332,16 +343,17 @@ def recovery_codes_regenerate():
 @login_required
 def totp_remove():
     user: User = current_user._get_current_object()
-    if not mfa.factors(user):
+    factors = mfa.factors(user)
+    if "totp" not in factors:
         abort(404)
-    if mfa.required(user):
+    if mfa.required(user) and factors == ["totp"]:
         flash(STILL_REQUIRED, "error")
         return redirect(url_for("auth.account", _anchor="two-factor"), 303)
     problem = _confirmed(user, ConfirmForm())
     if problem:
         flash(problem, "error")
         return redirect(url_for("auth.account", _anchor="two-factor"), 303)
-    mfa.remove_all(user)
+    mfa.remove_totp(user)
     audit.record("mfa.removed", user, factor="totp")
     db.session.commit()
     flash("Your authenticator app and recovery codes are removed.", "success")

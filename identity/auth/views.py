@@ -48,6 +48,7 @@ LABELS = {
     "facebook": "Facebook",
     "google": "Google",
     "twitter": "X",
+    "passkey": "Passkey",
 }
 BAD_CREDENTIALS = "Wrong username or password."
 REGISTRATIONS_LIMITED = (

@@ -1,7 +1,7 @@
 """The database models; importing this package registers every table with the metadata."""
 
 from identity.models.audit import Event
-from identity.models.factors import RecoveryCode, TotpFactor
+from identity.models.factors import Passkey, RecoveryCode, TotpFactor, WebauthnChallenge
 from identity.models.keys import SigningKey
 from identity.models.oauth import AuthorizationCode, Client, Consent, Token
 from identity.models.sessions import BrowserSession, RememberToken
@@ -18,9 +18,11 @@ __all__ = [
     "Client",
     "Event",
     "LinkedIdentity",
+    "Passkey",
     "PasswordReset",
     "RecoveryCode",
     "RememberToken",
     "SigningKey",
     "User",
+    "WebauthnChallenge",
 ]

@@ -16,6 +16,7 @@ from authlib.integrations.sqla_oauth2 import (
 from sqlalchemy import ForeignKey, Index, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
+from identity import acr
 from identity.extensions import db
 from identity.models.users import User, utcnow
 
@@ -74,6 +75,7 @@ class Client(db.Model, OAuth2ClientMixin):
             "token_endpoint_auth_method": self.token_endpoint_auth_method,
             "id_token_signed_response_alg": meta.get("id_token_signed_response_alg", "RS256"),
             "skip_consent": self.skip_consent,
+            "require_acr": meta.get("require_acr"),
         }
 
 
@@ -105,6 +107,9 @@ class AuthorizationCode(db.Model, OAuth2AuthorizationCodeMixin):
 
     def get_amr(self):
         return json.loads(self.amr) if self.amr else None
+
+    def get_acr(self):
+        return acr.of(self.get_amr())
 
 
 class Token(db.Model, OAuth2TokenMixin):

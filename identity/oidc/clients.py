@@ -15,7 +15,7 @@ from flask import current_app
 from sqlalchemy import delete as sa_delete
 from sqlalchemy import select
 
-from identity import audit
+from identity import acr, audit
 from identity.cli import Group
 from identity.extensions import db
 from identity.models import Client
@@ -90,6 +90,16 @@ def check_scopes(scopes: list[str]) -> list[str]:
     return scope_list
 
 
+def check_acr(value: str | None) -> str | None:
+    """What an app may require of a sign-in: "mfa" (two factors), "phr" (a passkey), or
+    None/"none" (what the person has)."""
+    if value in (None, "", "none"):
+        return None
+    if value not in acr.REQUIRABLE:
+        raise ClientError(f"--acr: {value!r} is not one of none, {', '.join(acr.REQUIRABLE)}")
+    return value
+
+
 def create(
     name: str,
     redirect_uris: list[str],
@@ -101,6 +111,7 @@ def create(
     backchannel_logout_uri: str | None = None,
     skip_consent: bool = False,
     id_token_alg: str = "RS256",  # noqa: S107 (an algorithm name, not a secret)
+    require_acr: str | None = None,
     by: str | None = None,
 ) -> tuple[Client, str | None]:
     """Register an app; return it and its secret (None for a public app). Nothing is stored
@@ -136,6 +147,7 @@ def create(
             f"({', '.join(current_app.config['SIGNING_ALGORITHMS'])})"
         )
 
+    require_acr = check_acr(require_acr)
     secret = None if public else secrets.token_urlsafe(32)
     client = Client(
         name=name,
@@ -155,6 +167,7 @@ def create(
             "scope": " ".join(scope_list),
             "token_endpoint_auth_method": "none" if public else "client_secret_basic",
             "id_token_signed_response_alg": id_token_alg,
+            "require_acr": require_acr,
         }
     )
     db.session.add(client)
@@ -208,6 +221,7 @@ def update(
     backchannel_logout_uri: str | None | object = _UNCHANGED,
     scopes: list[str] | None = None,
     skip_consent: bool | None = None,
+    require_acr: str | None | object = _UNCHANGED,
     by: str | None = None,
 ) -> dict[str, dict]:
     """Change what is given (None: keep; a list replaces the stored one; backchannel
@@ -242,6 +256,8 @@ def update(
         wanted["scope"] = " ".join(check_scopes(scopes))
     if skip_consent is not None:
         wanted["skip_consent"] = bool(skip_consent)
+    if require_acr is not _UNCHANGED:
+        wanted["require_acr"] = check_acr(require_acr)
 
     changes = {k: {"old": meta[k], "new": v} for k, v in wanted.items() if meta[k] != v}
     if not changes:
@@ -327,6 +343,12 @@ def _print(client: Client, secret: str | None, as_json: bool) -> None:
 @click.option("--scope", "scopes", multiple=True, help=f"Repeatable: {', '.join(SCOPES)}.")
 @click.option("--skip-consent", is_flag=True, help="First-party app: no consent screen.")
 @click.option("--id-token-alg", default="RS256", show_default=True, help="RS256, ES256 or EdDSA.")
+@click.option(
+    "--acr",
+    "require_acr",
+    help="What sign-in the app requires: mfa (two factors) or phr (a passkey); a weaker "
+    "session is asked for the missing step.",
+)
 @click.option("--json", "as_json", is_flag=True)
 def create_command(
     name,
@@ -338,6 +360,7 @@ def create_command(
     scopes,
     skip_consent,
     id_token_alg,
+    require_acr,
     as_json,
 ):
     """Register an app; prints its client_id and (once) its client_secret."""
@@ -352,6 +375,7 @@ def create_command(
             backchannel_logout_uri=backchannel_logout_uri,
             skip_consent=skip_consent,
             id_token_alg=id_token_alg,
+            require_acr=require_acr,
         )
     except ClientError as exc:
         _fail(exc)
@@ -431,6 +455,9 @@ def _replacement(values: tuple[str, ...]) -> list[str] | None:
     "--scope", "scopes", multiple=True, help=f"Repeatable, replaces: {', '.join(SCOPES)}."
 )
 @click.option("--skip-consent/--no-skip-consent", default=None, help="First-party app or not.")
+@click.option(
+    "--acr", "require_acr", help="What sign-in the app requires: none, mfa or phr (a passkey)."
+)
 @click.option("--json", "as_json", is_flag=True)
 def update_command(
     client,
@@ -441,6 +468,7 @@ def update_command(
     no_backchannel,
     scopes,
     skip_consent,
+    require_acr,
     as_json,
 ):
     """Change an app (by client_id or name); prints it, never its secret."""
@@ -465,6 +493,7 @@ def update_command(
             backchannel_logout_uri=backchannel,
             scopes=_replacement(scopes),
             skip_consent=skip_consent,
+            require_acr=_UNCHANGED if require_acr is None else require_acr,
         )
     except ClientError as exc:
         _fail(exc)

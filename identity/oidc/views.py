@@ -12,14 +12,18 @@ from urllib.parse import urlencode
 from authlib.oauth2 import OAuth2Error
 from authlib.oauth2.rfc6749.errors import InvalidRequestError, MissingAuthorizationError
 from authlib.oauth2.rfc6750.errors import InvalidTokenError
-from authlib.oidc.core.errors import ConsentRequiredError, LoginRequiredError
-from flask import current_app, jsonify, redirect, render_template, request, url_for
+from authlib.oidc.core.errors import (
+    ConsentRequiredError,
+    InteractionRequiredError,
+    LoginRequiredError,
+)
+from flask import current_app, jsonify, redirect, render_template, request, session, url_for
 from flask_login import current_user
 from flask_wtf.csrf import validate_csrf
 from sqlalchemy import select
 from wtforms.validators import ValidationError
 
-from identity import audit
+from identity import acr, audit
 from identity.auth.forms import PostForm
 from identity.auth.signin import sign_out
 from identity.connectors import ConnectorError
@@ -89,6 +93,7 @@ def discovery():
             "auth_time",
             "nonce",
             "amr",
+            "acr",
             "sid",
             "at_hash",
             "name",
@@ -98,6 +103,7 @@ def discovery():
             "groups",
         ],
         "prompt_values_supported": ["none", "login", "consent"],
+        "acr_values_supported": acr.SUPPORTED,
         "claims_parameter_supported": False,
         "request_parameter_supported": False,
         "request_uri_parameter_supported": False,
@@ -191,6 +197,20 @@ def authorize():
             if request.method == "POST":
                 raise InvalidRequestError("sign in first")
             return _login_redirect(params, params.get("login_hint"))
+        # Which methods the session used, not only how recent it is: a password-only session
+        # does not meet "mfa", a TOTP code does not meet "phr". The missing step is asked.
+        if len(params.get("acr_values", "")) > 200:
+            raise InvalidRequestError("'acr_values' is too long")
+        wanted = acr.needed(
+            grant.client.client_metadata.get("require_acr"), params.get("acr_values")
+        )
+        if not acr.meets(session.get("amr"), wanted):
+            if "none" in prompts:
+                raise InteractionRequiredError()
+            if request.method == "POST":
+                raise InvalidRequestError("sign in first")
+            again = url_for("oidc.authorize") + "?" + urlencode(params)
+            return redirect(url_for("auth.step_up", acr=wanted, next=again))
 
         client: Client = grant.client
         scope = grant.request.scope or ""

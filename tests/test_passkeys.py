@@ -1,0 +1,266 @@
+"""Passkeys without a browser: the options the server hands out (RP ID, discoverable key,
+user verification), challenges that answer once, names, rename and removal of one's own
+passkeys only, and how passkeys sit with the other factors (second step, TOTP removal, admin
+reset and unlink). The ceremonies themselves: tests/test_passkeys_browser.py."""
+
+from __future__ import annotations
+
+import base64
+import json
+
+import pytest
+from sqlalchemy import select
+
+from conftest import PASSWORD
+from identity.auth import accounts, mfa
+from identity.auth.passkey_views import NAME_HELP, ONLY_WAY
+from identity.auth.passkeys import STALE
+from identity.extensions import db
+from identity.models import LinkedIdentity, Passkey, User
+
+
+@pytest.fixture
+def verified(app, user):
+    """alice, with her address verified (an unproven address may add no way to sign in)."""
+    with app.app_context():
+        accounts.find("alice").email_verified = True
+        db.session.commit()
+    return user
+
+
+def passkey_for(app, username: str, name: str = "Laptop") -> int:
+    """A stored passkey (and its sign-in link) for `username`, as registration leaves it."""
+    with app.app_context():
+        owner = accounts.find(username)
+        row = Passkey(
+            user_id=owner.id,
+            credential_id=base64.urlsafe_b64encode(name.encode() * 4).decode().rstrip("="),
+            public_key=b"not a key",
+            sign_count=0,
+            name=name,
+        )
+        db.session.add(row)
+        if not db.session.scalar(
+            select(LinkedIdentity).where(
+                LinkedIdentity.user_id == owner.id, LinkedIdentity.connector == "passkey"
+            )
+        ):
+            db.session.add(
+                LinkedIdentity(user_id=owner.id, connector="passkey", subject=owner.subject)
+            )
+        db.session.commit()
+        return row.id
+
+
+def post_json(browser, path: str, body, page: str = "/login"):
+    token = browser.csrf(page)
+    return browser.client.post(
+        path,
+        data=body if isinstance(body, str) else json.dumps(body),
+        headers={
+            "X-CSRFToken": token,
+            "Referer": f"https://localhost{page}",
+            "Content-Type": "application/json",
+            "Accept": "application/json",
+        },
+    )
+
+
+def b64url(raw: bytes) -> str:
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def test_registration_options_bind_the_issuer_host_and_a_discoverable_verified_key(
+    app, browser, verified
+):
+    browser.login()
+    passkey_for(app, "alice", "Old key")
+    r = post_json(browser, "/account/passkeys/options", {}, page="/account")
+    assert r.status_code == 200 and r.headers["Cache-Control"] == "no-store"
+    options = r.get_json()
+    assert options["rp"]["id"] == "idp.test"
+    assert options["authenticatorSelection"]["residentKey"] == "required"
+    assert options["authenticatorSelection"]["userVerification"] == "required"
+    with app.app_context():
+        alice = accounts.find("alice")
+        assert options["user"]["id"] == b64url(alice.subject.encode())
+        known = db.session.scalar(select(Passkey.credential_id))
+    # The same authenticator is not registered twice.
+    assert [c["id"] for c in options["excludeCredentials"]] == [known]
+
+
+def test_an_unproven_address_adds_no_passkey(browser, user):
+    browser.login()
+    r = post_json(browser, "/account/passkeys/options", {}, page="/account")
+    assert r.status_code == 403
+    assert "Verify your e-mail address" in r.get_json()["error_description"]
+
+
+def test_signin_options_require_user_verification_and_name_nobody(client, browser):
+    r = post_json(browser, "/login/passkey/options", {})
+    options = r.get_json()
+    assert options["userVerification"] == "required"
+    assert options["rpId"] == "idp.test"
+    assert options.get("allowCredentials", []) == []
+
+
+def test_an_answer_without_its_challenge_is_refused_in_json(browser):
+    r = post_json(browser, "/login/passkey", {"credential": {"id": "AAAA"}})
+    assert r.status_code == 400
+    assert r.get_json() == {"error": "passkey_refused", "error_description": STALE}
+
+
+def test_a_challenge_answers_once(browser):
+    post_json(browser, "/login/passkey/options", {})
+    first = post_json(browser, "/login/passkey", {"credential": {"id": "AAAA"}})
+    assert first.status_code == 400 and first.get_json()["error_description"] != STALE
+    again = post_json(browser, "/login/passkey", {"credential": {"id": "AAAA"}})
+    assert again.get_json()["error_description"] == STALE
+
+
+@pytest.mark.parametrize("name", ["", "   ", "x" * 65, "tab\x00here", 7])
+def test_a_passkey_needs_a_sensible_name(browser, verified, name):
+    browser.login()
+    post_json(browser, "/account/passkeys/options", {}, page="/account")
+    r = post_json(browser, "/account/passkeys", {"name": name, "credential": {}}, "/account")
+    assert r.status_code == 400 and r.get_json()["error_description"] == NAME_HELP
+
+
+def test_rename_and_remove_touch_only_ones_own_passkeys(app, browser, verified):
+    with app.app_context():
+        accounts.create_local("bob", "bob@example.org", PASSWORD)
+    bobs = passkey_for(app, "bob", "Bob's key")
+    browser.login()
+    assert (
+        browser.post(
+            f"/account/passkeys/{bobs}/rename", {"name": "mine"}, token_from="/account"
+        ).status_code
+        == 404
+    )
+    assert (
+        browser.post(
+            f"/account/passkeys/{bobs}/remove", {"proof": PASSWORD}, token_from="/account"
+        ).status_code
+        == 404
+    )
+    with app.app_context():
+        assert db.session.get(Passkey, bobs).name == "Bob's key"
+
+
+def test_rename_keeps_a_clean_name(app, browser, verified):
+    browser.login()
+    mine = passkey_for(app, "alice")
+    r = browser.post(
+        f"/account/passkeys/{mine}/rename",
+        {"name": "  Work   phone "},
+        token_from="/account",
+        follow_redirects=True,
+    )
+    assert "is now called “Work phone”" in r.get_data(as_text=True)
+    r = browser.post(
+        f"/account/passkeys/{mine}/rename",
+        {"name": ""},
+        token_from="/account",
+        follow_redirects=True,
+    )
+    assert NAME_HELP in r.get_data(as_text=True).replace("&#34;", '"')
+    with app.app_context():
+        assert db.session.get(Passkey, mine).name == "Work phone"
+
+
+def test_removing_a_passkey_asks_for_the_password_and_the_last_takes_its_link(
+    app, browser, verified
+):
+    browser.login()
+    first = passkey_for(app, "alice", "One")
+    second = passkey_for(app, "alice", "Two")
+    r = browser.post(
+        f"/account/passkeys/{first}/remove", {"proof": "wrong password"}, token_from="/account"
+    )
+    assert r.status_code == 303
+    with app.app_context():
+        assert db.session.get(Passkey, first) is not None
+    for pid in (first, second):
+        r = browser.post(
+            f"/account/passkeys/{pid}/remove", {"proof": PASSWORD}, token_from="/account"
+        )
+        assert r.status_code == 303
+    with app.app_context():
+        alice = accounts.find("alice")
+        assert db.session.scalars(select(Passkey)).all() == []
+        assert [link.connector for link in alice.links] == ["local"]
+
+
+def test_a_passkey_is_the_second_factor_after_a_password(app, browser, verified):
+    passkey_for(app, "alice")
+    r = browser.login()
+    assert r.headers["Location"].endswith("/login/second-factor")
+    page = browser.get("/login/second-factor").get_data(as_text=True)
+    assert "Use a passkey" in page and 'src="/static/passkeys.js"' in page
+    assert browser.get("/account").status_code == 302  # no session before it
+
+
+def test_the_only_way_to_sign_in_is_not_removed(app, browser, verified):
+    browser.login()
+    mine = passkey_for(app, "alice")
+    with app.app_context():
+        alice = accounts.find("alice")
+        db.session.delete(next(link for link in alice.links if link.connector == "local"))
+        db.session.commit()
+    r = browser.post(
+        f"/account/passkeys/{mine}/remove",
+        {"proof": PASSWORD},
+        token_from="/account",
+        follow_redirects=True,
+    )
+    assert ONLY_WAY in r.get_data(as_text=True)
+    with app.app_context():
+        assert db.session.get(Passkey, mine) is not None
+
+
+def test_removing_the_authenticator_app_keeps_the_passkeys_and_recovery_codes(
+    app, browser, verified
+):
+    from test_mfa import enrol_from_account
+
+    browser.login()
+    enrol_from_account(browser)
+    passkey_for(app, "alice")
+    r = browser.post("/account/two-factor/remove", {"proof": PASSWORD}, token_from="/account")
+    assert r.status_code == 303
+    with app.app_context():
+        alice = accounts.find("alice")
+        assert mfa.factors(alice) == ["passkey"]
+        assert mfa.recovery_codes_left(alice) == 10
+
+
+def test_an_admin_reset_removes_the_passkeys_and_their_link(app, verified):
+    from identity.admin import users
+
+    passkey_for(app, "alice")
+    with app.app_context():
+        alice = accounts.find("alice")
+        users.reset_mfa(alice)
+        assert mfa.factors(alice) == []
+        assert db.session.scalars(select(Passkey)).all() == []
+        assert [link.connector for link in User.find("alice").links] == ["local"]
+
+
+def test_an_admin_unlinking_passkey_sign_in_removes_the_passkeys(app, verified):
+    from identity.admin import users
+
+    passkey_for(app, "alice")
+    with app.app_context():
+        alice = accounts.find("alice")
+        link = next(link for link in alice.links if link.connector == "passkey")
+        users.unlink(alice, link)
+        assert db.session.scalars(select(Passkey)).all() == []
+
+
+@pytest.mark.parametrize("app_overrides", [{"PASSWORD_CHECK_RATE_LIMIT": "3/minute"}])
+def test_passkey_challenges_count_with_the_password_checks_of_an_address(browser):
+    for _ in range(3):
+        assert post_json(browser, "/login/passkey/options", {}).status_code == 200
+    refused = post_json(browser, "/login/passkey/options", {})
+    assert refused.status_code == 429 and int(refused.headers["Retry-After"]) > 0
+    assert "Too many" in refused.get_json()["error_description"]
