@@ -399,12 +399,17 @@ def ldap_test(
     if as_json:
         click.echo(
             json.dumps(
-                {"ok": all(s.ok for s in steps), "steps": [s.as_dict() for s in steps]}, indent=2
+                {
+                    "ok": ldap_tester.verdict(steps) == "passed",
+                    "verdict": ldap_tester.verdict(steps),
+                    "steps": [s.as_dict() for s in steps],
+                },
+                indent=2,
             )
         )
     else:
         click.echo(ldap_tester.as_text(steps))
-    sys.exit(0 if steps and all(s.ok for s in steps) else 1)
+    sys.exit(0 if ldap_tester.verdict(steps) == "passed" else 1)
 
 
 @ldap_cli.command("sync")
