@@ -105,12 +105,11 @@ def _redis() -> None:
 
 
 def _directory() -> None:
-    """A directory server answers (with StartTLS when configured) and, when configured, the
-    service account binds."""
-    from identity.connectors.ldap import Settings, close, open_connection
+    """A directory server answers (with StartTLS when configured), the service account (when
+    configured) binds, the user search base exists and the user filter parses."""
+    from identity.connectors.ldap import Settings, probe
 
-    settings = Settings.from_config(current_app.config)
-    close(open_connection(settings, settings.bind_dn, settings.bind_password))
+    probe(Settings.from_config(current_app.config))
 
 
 # -- metrics ------------------------------------------------------------------------------
