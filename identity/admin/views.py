@@ -1,4 +1,4 @@
-"""Admin pages: the console's home and the directory binding tester."""
+"""Admin page: the directory binding tester."""
 
 from __future__ import annotations
 
@@ -54,12 +54,6 @@ class LdapTestForm(Form):
     password = PasswordField(
         "That user's password (optional)", validators=[Optional(), clean, Length(max=1024)]
     )
-
-
-@bp.get("/")
-@admin_required
-def home():
-    return render_template("admin/home.html")
 
 
 @bp.route("/ldap/test", methods=["GET", "POST"])

@@ -38,7 +38,7 @@ from identity.names import fold
 from identity.oidc.logout import end_other_sessions
 from identity.oidc.views import apps_with_access
 from identity.passwords import policy_errors
-from identity.security import safe_next
+from identity.security import landing, safe_next
 from identity.throttle import Refusal, client_ip, throttle, wait_text
 
 log = logging.getLogger("identity.auth")
@@ -73,7 +73,7 @@ def _retry(wait: int) -> dict:
 def _after_sign_in(next_value: str | None):
     from identity.auth.mfa_views import next_page
 
-    return redirect(next_page(next_value) or safe_next(next_value) or url_for("auth.account"))
+    return redirect(next_page(next_value) or safe_next(next_value) or landing())
 
 
 @bp.get("/")
