@@ -92,3 +92,19 @@ def test_a_missing_user_base_is_not_a_wrong_password(directory):
             connector.authenticate("ada", directory.passwords["ada"])
     finally:
         connector.close()
+
+
+def test_a_certificate_no_server_passes_is_a_configuration_fault(
+    directory, database_url, tmp_path, caplog
+):
+    app = make_app(
+        database_url, tmp_path, **ldap_settings(directory, LDAP_CA_FILE=directory.wrong_ca_file)
+    )
+    with app.app_context():
+        db.create_all()
+    try:
+        r = Browser(https_client(app)).login("ada", directory.passwords["ada"])
+    finally:
+        dispose(app)
+    assert r.status_code == 503 and MISCONFIGURED in r.get_data(as_text=True)
+    assert "check that IDP_LDAP_URL's host is among the certificate's names" in caplog.text
