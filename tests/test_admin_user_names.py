@@ -175,3 +175,35 @@ def test_directory_fields_are_not_edited_here(with_directory, directory):
     with app.app_context():
         grace = db.session.get(User, uid)
         assert (grace.username, grace.email, grace.name) == ("grace.h", email, name)
+
+
+def cli(app, *args):
+    return app.test_cli_runner().invoke(args=["user", "edit", *args])
+
+
+def test_the_command_line_edits_names_with_the_same_rules(app, user, caplog):
+    with app.app_context():
+        accounts.create_local("bob", "bob@example.org", PASSWORD)
+    r = cli(app, "alice", "--username", "ＢＯＢ")
+    assert r.exit_code == 1 and "Error: --username: Another account has this username" in r.output
+    r = cli(app, "alice", "--email", "nope")
+    assert r.exit_code == 1 and "Error: --email: Enter a valid e-mail address" in r.output
+    r = cli(app, "alice", "--username", "alice.l", "--email", "alice@elsewhere.example")
+    assert r.exit_code == 0, r.output
+    assert r.output.strip() == (
+        "alice.l: username, email changed; alice@elsewhere.example is not verified: "
+        "a link to verify it was sent there"
+    )
+    assert cli(app, "alice.l", "--name", "Alice Liddell").output.strip() == (
+        "alice.l: nothing changed"
+    )
+    with app.app_context():
+        alice = User.find("alice.l")
+        assert alice.email == "alice@elsewhere.example" and not alice.email_verified
+        event = db.session.query(Event).filter_by(type="admin.user_edited").one()
+    assert event.data["via"] == "cli" and event.data["username_from"] == "alice"
+    # The link is IDP_ISSUER's (no SMTP here: the message is logged by the mail thread).
+    deadline = time.monotonic() + 5
+    while "https://idp.test/verify-email/" not in caplog.text and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert "https://idp.test/verify-email/" in caplog.text

@@ -28,7 +28,9 @@ FROM_DIRECTORY = (
 )
 
 
-class EditNamesForm(Form):
+class NamesForm(Form):
+    """The three names and their rules, for the page and for `flask user edit`."""
+
     username = username_field()
     email = StringField(
         "E-mail address",
@@ -45,7 +47,6 @@ class EditNamesForm(Form):
         filters=[_strip],
         validators=[Optional(), clean, Length(max=200, message="Use at most 200 characters.")],
     )
-    admin_password = admin_password_field()
 
     def __init__(self, target: User, *args, **kwargs):
         super().__init__(*args, **kwargs)
@@ -66,6 +67,10 @@ class EditNamesForm(Form):
             raise ValidationError(_taken("e-mail address", field.raw_data, field.data, other.email))
 
 
+class EditNamesForm(NamesForm):
+    admin_password = admin_password_field()
+
+
 def _taken(what: str, raw: list | None, typed: str, theirs: str | None) -> str:
     """A taken name, saying so when it is another spelling of the other account's
     (names are compared without case and width: `ＡＤＡ` is `ada`)."""
@@ -84,7 +89,15 @@ def directory_fields(user: User) -> set[str]:
     return {"email", "name"} if any(link.connector in directory for link in user.links) else set()
 
 
-def edit(user: User, username: str, email: str | None, name: str | None, *, by: str) -> list[str]:
+def edit(
+    user: User,
+    username: str,
+    email: str | None,
+    name: str | None,
+    *,
+    by: str | None = None,
+    via: str = "console",
+) -> list[str]:
     """Apply the new names (the caller has validated them) and audit which changed; a new
     address is unverified (User.set_email). Returns the names of the fields changed.
     Raises IntegrityError when another account took the username or address meanwhile."""
@@ -101,9 +114,19 @@ def edit(user: User, username: str, email: str | None, name: str | None, *, by: 
         user.name = name or None
         changed.append("name")
     if changed:
-        audit.record("admin.user_edited", user, changed=changed, **facts, by=by, via="console")
+        who = {"by": by, "via": via} if by else {"via": via}
+        audit.record("admin.user_edited", user, changed=changed, **facts, **who)
     db.session.commit()
     return changed
+
+
+def send_verification(user: User) -> bool:
+    """Mail a link that verifies the account's new address, unless links were sent to it
+    too often lately (identity.auth.verification's limit); whether one was sent."""
+    if verification.wait_before_sending(user):
+        return False
+    verification.send(user)
+    return True
 
 
 @bp.route("/users/<int:user_id>/edit", methods=["GET", "POST"])
@@ -136,8 +159,7 @@ def users_edit(user_id: int):
         text = f"Saved {user.username}: {', '.join(words[c] for c in changed)} changed."
         if "email" in changed and user.email:
             text += f" {user.email} is not verified"
-            if verification.wait_before_sending(user) == 0:
-                verification.send(user)
+            if send_verification(user):
                 text += ": a link to verify it was sent there"
             text += "."
         flash(text, "success")

@@ -195,11 +195,19 @@ def probe(s: Settings) -> None:
             raise DirectoryMisconfigured(
                 f"{flt} is not a valid LDAP filter: check IDP_LDAP_USER_FILTER"
             ) from None
-        result = (conn.result or {}).get("result")
+        answer = conn.result or {}
+        result = answer.get("result")
         if result in SEARCH_FAULTS:
             raise DirectoryMisconfigured(_base_fault(s, base, result))
-        if result not in (0, None) and conn.closed:
-            raise ConnectorError(f"the directory closed the connection: {conn.result}")
+        if result == 50:  # insufficientAccessRights
+            raise DirectoryMisconfigured(
+                f"the service account may not read {base}: check the directory's access rules"
+            )
+        if result != 0:
+            raise ConnectorError(
+                f"search under {base} failed: {answer.get('description')} "
+                f"{answer.get('message') or ''}".strip()
+            )
     finally:
         close(conn)
 
