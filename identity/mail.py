@@ -35,17 +35,29 @@ def _deliver(msg: EmailMessage, cfg: dict) -> None:
         )
         return
     try:
-        context = ssl.create_default_context()
-        cls = smtplib.SMTP_SSL if cfg["MAIL_USE_SSL"] else smtplib.SMTP
-        kwargs = {"context": context} if cfg["MAIL_USE_SSL"] else {}
-        with cls(
-            cfg["MAIL_SERVER"], cfg["MAIL_PORT"], timeout=cfg["MAIL_TIMEOUT"], **kwargs
-        ) as smtp:
-            if cfg["MAIL_USE_STARTTLS"] and not cfg["MAIL_USE_SSL"]:
-                smtp.starttls(context=context)
-            if cfg.get("MAIL_USERNAME"):
-                smtp.login(cfg["MAIL_USERNAME"], cfg["MAIL_PASSWORD"] or "")
+        with connect(cfg) as smtp:
             smtp.send_message(msg)
         log.info("mail sent to %s: %s", msg["To"], msg["Subject"])
     except (OSError, smtplib.SMTPException) as exc:
         log.error("mail to %s failed: %s: %s", msg["To"], type(exc).__name__, exc)
+
+
+def connect(cfg: dict) -> smtplib.SMTP:
+    """An SMTP session with the MAIL_* settings' server, over TLS when they say so, logged
+    in when they name a user. Raises OSError or smtplib.SMTPException."""
+    context = ssl.create_default_context()
+    if cfg["MAIL_USE_SSL"]:
+        smtp = smtplib.SMTP_SSL(
+            cfg["MAIL_SERVER"], cfg["MAIL_PORT"], timeout=cfg["MAIL_TIMEOUT"], context=context
+        )
+    else:
+        smtp = smtplib.SMTP(cfg["MAIL_SERVER"], cfg["MAIL_PORT"], timeout=cfg["MAIL_TIMEOUT"])
+    try:
+        if cfg["MAIL_USE_STARTTLS"] and not cfg["MAIL_USE_SSL"]:
+            smtp.starttls(context=context)
+        if cfg.get("MAIL_USERNAME"):
+            smtp.login(cfg["MAIL_USERNAME"], cfg["MAIL_PASSWORD"] or "")
+    except BaseException:
+        smtp.close()
+        raise
+    return smtp

@@ -64,22 +64,41 @@ def healthz():
 def readyz():
     """Ready to serve: the database, Redis (when configured) and the directory (when
     configured) each answer. 503 when one does not, saying which."""
-    checks = {"database": _check(_database)}
-    if current_app.config.get("REDIS_URL"):
-        checks["redis"] = _check(_redis)
-    if current_app.config["LDAP_URL"]:
-        checks["directory"] = _check(_directory)
+    # Anyone may ask: the answer names each failure's type only, the details are logged
+    # and shown in the admin console.
+    checks = {name: {k: v for k, v in c.items() if k != "detail"} for name, c in health().items()}
     ready = all(c["ok"] for c in checks.values())
     return jsonify(status="ready" if ready else "not ready", checks=checks), 200 if ready else 503
 
 
-def _check(probe) -> dict:
+def health(*, mail: bool = False) -> dict[str, dict]:
+    """Each configured dependency checked now: the database, Redis, the directory, and with
+    `mail` the SMTP server (a mail outage delays messages, it does not make the service
+    unready). Each check is {"ok", "ms"} and, when it failed, "error" (the exception's type)
+    and "detail" (its message, for administrators only)."""
+    cfg = current_app.config
+    probes = [("database", _database)]
+    if cfg.get("REDIS_URL"):
+        probes.append(("redis", _redis))
+    if cfg["LDAP_URL"]:
+        probes.append(("directory", _directory))
+    if mail and cfg.get("MAIL_SERVER"):
+        probes.append(("mail", _mail))
+    return {name: _check(name, probe) for name, probe in probes}
+
+
+def _check(name: str, probe) -> dict:
     started = time.perf_counter()
     try:
         probe()
-    except Exception as exc:  # any failure is the answer, reported by type only
-        log.warning("readiness: %s failed: %s", probe.__name__.strip("_"), type(exc).__name__)
-        return {"ok": False, "error": type(exc).__name__, "ms": _ms(started)}
+    except Exception as exc:  # any failure is the answer
+        log.warning("readiness: %s failed: %s: %s", name, type(exc).__name__, exc)
+        return {
+            "ok": False,
+            "error": type(exc).__name__,
+            "detail": str(exc) or type(exc).__name__,
+            "ms": _ms(started),
+        }
     return {"ok": True, "ms": _ms(started)}
 
 
@@ -105,12 +124,24 @@ def _redis() -> None:
 
 
 def _directory() -> None:
-    """A directory server answers (with StartTLS when configured) and, when configured, the
-    service account binds."""
-    from identity.connectors.ldap import Settings, close, open_connection
+    """A directory server answers (with StartTLS when configured), the service account (when
+    configured) binds, the user search base exists and the user filter parses."""
+    from identity.connectors.ldap import Settings, probe
 
-    settings = Settings.from_config(current_app.config)
-    close(open_connection(settings, settings.bind_dn, settings.bind_password))
+    probe(Settings.from_config(current_app.config))
+
+
+def _mail() -> None:
+    """The SMTP server answers, with TLS and the login the settings ask for, and accepts a
+    NOOP: what sending a message needs, without sending one."""
+    import smtplib
+
+    from identity import mail
+
+    with mail.connect(current_app.config) as smtp:
+        code, answer = smtp.noop()
+        if code != 250:
+            raise smtplib.SMTPResponseException(code, answer)
 
 
 # -- metrics ------------------------------------------------------------------------------

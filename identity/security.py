@@ -41,6 +41,16 @@ def safe_next(target: str | None) -> str | None:
     return None  # still changing after five rounds of decoding: refuse rather than guess
 
 
+def landing() -> str:
+    """Where a person who just signed in goes when no `next` says where: an administrator
+    to the admin console, anyone else to their account page."""
+    from flask import url_for
+    from flask_login import current_user
+
+    admin = current_user.is_authenticated and current_user.is_administrator
+    return url_for("admin.home" if admin else "auth.account")
+
+
 HEADERS = (
     ("Content-Security-Policy", CSP),
     ("X-Content-Type-Options", "nosniff"),

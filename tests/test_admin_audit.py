@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import re
 from datetime import datetime, timedelta
+from pathlib import Path
 
 import pytest
 from oidc_rp import App, Person, register, sign_in_and_allow
@@ -305,3 +306,49 @@ def test_a_whole_flow_is_audited_and_no_secret_is_stored(idp, caplog):
         # Nor a recognisable piece of a token (a JWT's signature part).
         tail = value.rsplit(".", 1)[-1]
         assert len(tail) < 16 or tail not in dumped, f"part of the {what} is in an event"
+
+
+def test_sign_in_methods_are_named_as_the_account_page_names_them(app, browser, admin):
+    from identity.auth.views import LABELS
+
+    add_events(
+        app,
+        [
+            (0, "signin.success", "alice", {"method": "ldap"}),
+            (1, "signin.failure", "alice", {"method": "password", "reason": "bad_credentials"}),
+            (2, "link", "alice", {"method": "google", "auto": False}),
+        ],
+    )
+    page = text(browser.get("/admin/audit?user=alice"))
+    methods = re.findall(r'<span class="event-method">([^<]+)</span>', page)
+    # Newest first; last, alice's registration (a password of her own: "local").
+    assert methods == ["Google", "Password (any)", LABELS["ldap"], LABELS["local"]]
+    assert "<code>method=" not in page and " method=" not in page.split("<tbody>")[1]
+    assert "reason=bad_credentials" in page and "auto=false" in page
+
+
+def test_usernames_are_never_broken_to_narrow_their_column(app, browser, admin):
+    add_events(app, [(0, "signin.success", "alice", {"method": "local"})])
+    page = text(browser.get("/admin/audit"))
+    assert '<td data-label="User" class="event-user">' in page
+    css = (Path(app.static_folder) / "idp.css").read_text()
+    assert ".datatable .event-user { overflow-wrap: break-word; }" in css
+
+
+@pytest.mark.parametrize(
+    "since,until,types",
+    [
+        ("", "", ("date", "date")),
+        ("2024-05-31", "2024-06-01", ("date", "date")),
+        ("2024-05-31T12:30", "2024-06-01", ("datetime-local", "date")),
+        ("soon", "", ("text", "date")),
+    ],
+)
+def test_time_filters_use_date_pickers(app, browser, admin, since, until, types):
+    page = text(browser.get(f"/admin/audit?from={since}&to={until}"))
+    found = (
+        re.search(r'<input[^>]*name="from"[^>]*>', page).group(0),
+        re.search(r'<input[^>]*name="to"[^>]*>', page).group(0),
+    )
+    for tag, kind in zip(found, types, strict=True):
+        assert f'type="{kind}"' in tag, tag

@@ -683,13 +683,52 @@ def test_admin_finds_a_user_ends_their_sessions_and_reads_the_audit_log(
         page.get_by_label("User", exact=True).press("Enter")
         expect(page).to_have_url(re.compile(r"user=margaret"))
         expect(events.locator("tbody tr")).to_have_count(1)
-        page.get_by_label("From (UTC)").fill("yesterday")
+        # A date picker: a day is chosen, not typed; the whole day counts.
+        expect(page.get_by_label("From (UTC)")).to_have_attribute("type", "date")
+        page.get_by_label("From (UTC)").fill("2000-01-01")
         page.get_by_label("From (UTC)").press("Enter")
+        expect(page).to_have_url(re.compile(r"from=2000-01-01"))
+        expect(events.locator("tbody tr")).to_have_count(1)
+        # A value typed into the address stays on the page, as text, beside its error.
+        page.goto(re.sub(r"from=2000-01-01", "from=yesterday", page.url))
         expect(page.get_by_role("alert")).to_be_focused()
+        expect(page.get_by_label("From (UTC)")).to_have_value("yesterday")
         expect(page.get_by_role("alert")).to_contain_text("'yesterday' is not a date or time")
         expect(page.get_by_label("From (UTC)")).to_have_attribute("aria-invalid", "true")
         shot(page, artifacts, "admin-audit-error-desktop")
         no_sideways_scroll("admin-audit-error")
+        assert csp == [], f"Content-Security-Policy violations: {csp}"
+    finally:
+        context.close()
+
+
+def test_an_admin_lands_on_the_overview_at_every_size(playwright, idp, trusted_home, artifacts):
+    """A directory admin signs in with no `next` and lands on the console's overview: its
+    figures, health and warnings fit a phone and a desktop, light and dark."""
+    d = idp.directory
+    context = launch(playwright, trusted_home, "profile-admin-overview", viewport=DESKTOP)
+    try:
+        page = context.new_page()
+        csp = watch_csp(page)
+        page.goto(f"{idp.url}/login")
+        page.get_by_label("Username or e-mail").fill("ada")
+        page.get_by_label("Password", exact=True).fill(d.passwords["ada"])
+        page.get_by_role("button", name="Sign in").click()
+        expect(page).to_have_url(f"{idp.url}/admin/")
+        expect(page.get_by_role("heading", name="At a glance")).to_be_visible()
+        expect(page.get_by_role("row", name=re.compile(r"^Directory OK"))).to_be_visible()
+        expect(page.get_by_text("No SMTP server: password-reset")).to_be_visible()
+        for size, viewport in (("desktop", DESKTOP), ("phone", PHONE)):
+            page.set_viewport_size(viewport)
+            for scheme in ("light", "dark"):
+                page.emulate_media(color_scheme=scheme)
+                shot(page, artifacts, f"admin-overview-{size}-{scheme}")
+            width = page.evaluate("document.documentElement.scrollWidth")
+            assert width <= viewport["width"], f"{size}: {width}px wide"
+        page.emulate_media(color_scheme="light")
+        page.set_viewport_size({"width": 960, "height": 800})
+        page.goto(f"{idp.url}/admin/audit")
+        shot(page, artifacts, "admin-audit-960")
         assert csp == [], f"Content-Security-Policy violations: {csp}"
     finally:
         context.close()

@@ -67,7 +67,8 @@ def test_directory_is_tried_before_local_accounts(app):
 
 def test_search_then_bind_creates_a_linked_account_with_groups(app, browser, directory):
     r = browser.login("ada", directory.passwords["ada"])
-    assert r.status_code == 302 and r.headers["Location"] == "/account"
+    # An admin through the directory group idp-admins: the console is her landing page.
+    assert r.status_code == 302 and r.headers["Location"] == "/admin/"
     ada = account(app, "ada")
     assert ada["links"] == [("ldap", directory.entry_uuid("ada"))]  # the stable id, not the DN
     assert ada["password_hash"] is None

@@ -157,8 +157,47 @@ def test_a_certificate_for_another_host_has_a_hint(app, tmp_path):
         )
     assert r.exit_code == 1
     step = steps_of(r)[0]
-    assert not step["ok"] and "not issued for this host name" in step["hint"], step
+    assert not step["ok"] and "not issued for this host name" not in step["hint"], step
     assert "subjectAltName" not in r.output  # a message, not the certificate's dict
+
+
+def test_a_certificate_name_mismatch_names_the_certificate_and_the_setting(app, tmp_path):
+    certs.ensure(tmp_path, ["ldap.example.org", "10.1.2.3"])
+    app.config["LDAP_CA_FILE"] = str(tmp_path / certs.CA_CERT)
+    with tls_listener(tmp_path) as port:
+        r = ldap_test(
+            app,
+            "--url",
+            f"ldaps://127.0.0.1:{port}",
+            "--json",
+            "--bind-password-stdin",
+            stdin="x\n",
+        )
+    step = steps_of(r)[0]
+    assert step["status"] == "failed"
+    assert step["hint"] == (
+        "the certificate names ldap.example.org, 10.1.2.3, not 127.0.0.1: set IDP_LDAP_URL to "
+        f"one of those names (as in ldaps://ldap.example.org:{port}), or have the directory's "
+        "certificate issued for 127.0.0.1 too"
+    )
+
+
+def test_a_skipped_step_is_shown_as_skipped_not_failed(app, browser, directory):
+    # A changed URL without a typed bind password: the service bind is not run.
+    r = ldap_test(app, "--url", directory.url, "--json")
+    out = json.loads(r.output)
+    bind = out["steps"][-1]
+    assert r.exit_code == 1 and out["verdict"] == "skipped" and not out["ok"]
+    assert bind["status"] == "skipped" and bind["skipped"] and not bind["ok"]
+    text = ldap_test(app, "--url", directory.url).output
+    assert f"SKIP service bind as {directory.bind_dn}" in text and "FAIL" not in text
+    assert text.strip().endswith("no step failed, but some were skipped")
+
+    browser.login("ada", directory.passwords["ada"])
+    html = browser.post("/admin/ldap/test", {"url": directory.url}).get_data(as_text=True)
+    assert "No step failed, but some were skipped</h2>" in html
+    assert '<tr class="skipped">' in html and "<strong>Skipped</strong>" in html
+    assert "FAIL" not in html and "Some steps failed" not in html
 
 
 class Recorder:

@@ -5,5 +5,13 @@ from flask import Blueprint
 bp = Blueprint("admin", __name__, url_prefix="/admin")
 
 
-# Routes register on bp: home and directory, users, apps, keys, audit log.
-from identity.admin import apps, audit_log, keys_page, users, views  # noqa: E402,F401
+# Routes register on bp: home, directory, users (and their names), apps, keys, audit log.
+from identity.admin import (  # noqa: E402,F401
+    apps,
+    audit_log,
+    keys_page,
+    overview,
+    user_names,
+    users,
+    views,
+)

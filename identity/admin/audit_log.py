@@ -17,10 +17,14 @@ from wtforms.validators import Length
 from identity.admin import bp
 from identity.admin.guard import admin_required
 from identity.auth.forms import BAD_CHARS, _strip
+from identity.auth.views import LABELS
 from identity.extensions import db
 from identity.models import Client, Event, User
 
 PER_PAGE = 50
+# The account page's names for sign-in methods; "password" is a sign-in form refused
+# before any one method could say whose password it was.
+METHOD_LABELS = {**LABELS, "password": "Password (any)"}
 TYPE_RE = re.compile(r"^[a-z0-9._-]*$")
 TIME_HELP = "Use a date like 2024-05-31, or a time like 2024-05-31T14:30 (UTC unless it says)."
 
@@ -185,8 +189,8 @@ def compact(data: dict | None) -> str:
 
 
 @bp.app_template_filter("audit_data")
-def _audit_data(data: dict | None) -> str:
-    return compact(data)
+def _audit_data(data: dict | None, *without: str) -> str:
+    return compact({k: v for k, v in (data or {}).items() if k not in without})
 
 
 def as_dict(event: Event, names: dict[int, str]) -> dict:
@@ -236,6 +240,23 @@ class AuditFilterForm(PlainForm):
     )
 
 
+def time_input_type(value: str | None) -> str:
+    """The input for a time filter's value: a date picker for a day (or nothing yet), a
+    date-and-time picker for a time, and plain text for anything else, so that a value a
+    person typed wrong stays on the page beside its error (a picker would show it blank)."""
+    if not value or re.fullmatch(r"\d{4}-\d{2}-\d{2}", value):
+        return "date"
+    if re.fullmatch(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(:\d{2})?", value):
+        return "datetime-local"
+    return "text"
+
+
+@bp.app_template_filter("method_label")
+def method_label(method: str) -> str:
+    """A sign-in method as the account page names it ("ldap" is "Company directory")."""
+    return METHOD_LABELS.get(method, method)
+
+
 def _key(name: str) -> int | None | str:
     """A keyset position from the query string: None, an id, or "bad"."""
     raw = request.args.get(name)
@@ -269,17 +290,14 @@ def audit():
     if "bad" in (before, after) or (before is not None and after is not None):
         error = "That page link is not valid: start again from the newest events."
     if filters is None or error:
-        return render_template(
-            "admin/audit.html", form=form, error=error, events=None, args=args
-        ), 400
+        return _page(form, error=error, events=None, args=args), 400
     events, newer, older = page(filters, before=before, after=after)
     unknown_app = (
         filters.app is not None
         and db.session.scalar(select(Client.id).where(Client.client_id == filters.app)) is None
     )
-    return render_template(
-        "admin/audit.html",
-        form=form,
+    return _page(
+        form,
         error=None,
         events=events,
         names=usernames(events),
@@ -290,3 +308,8 @@ def audit():
         filtered=bool(args),
         paged=before is not None or after is not None,
     )
+
+
+def _page(form: AuditFilterForm, **context):
+    types = {"since": time_input_type(form.since.data), "until": time_input_type(form.until.data)}
+    return render_template("admin/audit.html", form=form, time_types=types, **context)

@@ -1,9 +1,10 @@
-"""The LDAP binding tester: the steps a sign-in runs, each with OK/FAIL, time and the server's
-answer. It never shows or logs a password."""
+"""The LDAP binding tester: the steps a sign-in runs, each passed, failed or skipped, with its
+time and the server's answer. It never shows or logs a password."""
 
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -13,6 +14,7 @@ from ldap3 import BASE, SUBTREE, Connection
 from ldap3.core.exceptions import LDAPException
 from ldap3.utils.conv import escape_filter_chars
 from ldap3.utils.dn import escape_rdn
+from ldap3.utils.uri import parse_uri
 
 from config import normal_dn
 from identity.connectors.ldap import (
@@ -35,6 +37,7 @@ RESULT_HINTS = {
     53: "the server refused: often an empty password, or a password policy",
     87: "the filter is not valid LDAP filter syntax",
 }
+MISMATCH = "the certificate is not issued for this host name or IP address"
 WITHHELD = (
     "not sent: the URL was changed, so the stored bind password is withheld; "
     "type the bind password to test this server"
@@ -49,9 +52,30 @@ class Step:
     detail: str
     answer: str | None = None
     hint: str | None = None
+    # Not run (a missing password, an earlier step that failed): not passed, not failed.
+    skipped: bool = False
+
+    @property
+    def status(self) -> str:
+        return "skipped" if self.skipped else "ok" if self.ok else "failed"
 
     def as_dict(self) -> dict:
-        return dataclasses.asdict(self)
+        return {**dataclasses.asdict(self), "status": self.status}
+
+
+def verdict(steps: list[Step]) -> str:
+    """ "passed" (every step ran and passed), "failed" (a step failed) or "skipped" (none
+    failed, some did not run)."""
+    if not steps or any(s.status == "failed" for s in steps):
+        return "failed"
+    return "skipped" if any(s.skipped for s in steps) else "passed"
+
+
+VERDICTS = {
+    "passed": "all steps passed",
+    "failed": "some steps failed",
+    "skipped": "no step failed, but some were skipped",
+}
 
 
 def answer_of(result: dict | None) -> str | None:
@@ -67,7 +91,7 @@ def hint_of(result: dict | None, error: str | None = None) -> str | None:
     if error:
         low = error.lower()
         if "mismatch" in low or ("hostname" in low and "match" in low):
-            return "the certificate is not issued for this host name or IP address"
+            return MISMATCH
         if "certificate verify failed" in low or "certificate_verify_failed" in low:
             return "the server's certificate does not chain to IDP_LDAP_CA_FILE (wrong CA?)"
         if "refused" in low:
@@ -101,7 +125,55 @@ class _Run:
         return ok
 
     def skip(self, name: str, why: str) -> None:
-        self.steps.append(Step(name, False, 0.0, why))
+        self.steps.append(Step(name, False, 0.0, why, skipped=True))
+
+    def name_the_certificate(self, url: str, s: Settings) -> None:
+        """After a failed step whose hint is a host-name mismatch: say which names the
+        certificate has and which setting to change (the hint alone says neither)."""
+        last = self.steps[-1]
+        if last.ok or last.hint != MISMATCH:
+            return
+        host = parse_uri(url)["host"]
+        names = certificate_names(url, s)
+        if not names:
+            return
+        last.hint = (
+            f"the certificate names {', '.join(names)}, not {host}: set IDP_LDAP_URL to "
+            f"one of those names (as in {url.replace(host, names[0], 1)}), or have the "
+            f"directory's certificate issued for {host} too"
+        )
+
+
+def certificate_names(url: str, s: Settings) -> list[str]:
+    """The DNS names and IP addresses the certificate at `url` is issued for (its
+    subjectAltName), read over a connection that does not check it and that sends nothing
+    but the StartTLS request. Empty when they cannot be read."""
+    unchecked = dataclasses.replace(s, skip_verify=True)
+    conn = Connection(
+        make_server(url, unchecked),
+        receive_timeout=s.read_timeout,
+        raise_exceptions=False,
+        auto_referrals=False,
+        read_only=True,
+    )
+    try:
+        conn.open()
+        if url.startswith("ldap://") and not conn.start_tls():
+            return []
+        der = conn.socket.getpeercert(binary_form=True)
+        cert = x509.load_der_x509_certificate(der)
+        alt = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except (LDAPException, OSError, ValueError, x509.ExtensionNotFound):
+        return []
+    finally:
+        close(conn)
+    names = alt.get_values_for_type(x509.DNSName)
+    addresses = alt.get_values_for_type(x509.IPAddress)
+    return [*names, *(_url_host(a) for a in addresses)]
+
+
+def _url_host(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> str:
+    return f"[{address}]" if address.version == 6 else str(address)
 
 
 def tls_facts(conn: Connection) -> str:
@@ -152,6 +224,7 @@ def run(
                     close(candidate)
             else:
                 close(candidate)
+                r.name_the_certificate(url, s)
         if conn is None:
             r.skip("service bind", "not run: no server could be reached")
             return r.steps
@@ -163,6 +236,7 @@ def run(
                 return ok, tls_facts(conn) if ok else "StartTLS failed", conn.result
 
             if not r.step("StartTLS", start_tls):
+                r.name_the_certificate(used_url, s)
                 return r.steps
 
         if s.bind_dn:
@@ -308,13 +382,13 @@ def _attributes_and_groups(r: _Run, conn: Connection, s: Settings, dn: str, user
 
 def as_text(steps: list[Step]) -> str:
     lines = []
+    marks = {"ok": "OK  ", "failed": "FAIL", "skipped": "SKIP"}
     for st in steps:
-        lines.append(f"{'OK  ' if st.ok else 'FAIL'} {st.name} ({st.ms:.0f} ms)")
+        lines.append(f"{marks[st.status]} {st.name} ({st.ms:.0f} ms)")
         lines.append(f"     {st.detail}")
         if st.answer:
             lines.append(f"     server: {st.answer}")
         if st.hint:
             lines.append(f"     hint: {st.hint}")
-    passed = all(st.ok for st in steps) and bool(steps)
-    lines.append("all steps passed" if passed else "some steps failed")
+    lines.append(VERDICTS[verdict(steps)])
     return "\n".join(lines)

@@ -1,4 +1,4 @@
-"""Admin pages: the console's home and the directory binding tester."""
+"""Admin page: the directory binding tester."""
 
 from __future__ import annotations
 
@@ -56,12 +56,6 @@ class LdapTestForm(Form):
     )
 
 
-@bp.get("/")
-@admin_required
-def home():
-    return render_template("admin/home.html")
-
-
 @bp.route("/ldap/test", methods=["GET", "POST"])
 @admin_required
 def ldap_test():
@@ -111,7 +105,12 @@ def _page(form: LdapTestForm, steps):
         "Group base": cfg["LDAP_GROUP_BASE"] or f"- (using {cfg['LDAP_MEMBEROF_ATTRIBUTE']})",
         "Admin group": cfg["LDAP_ADMIN_GROUP"] or "-",
     }
-    passed = bool(steps) and all(s.ok for s in steps)
+    verdict = ldap_tester.verdict(steps) if steps is not None else None
     return render_template(
-        "admin/ldap_test.html", form=form, steps=steps, passed=passed, configured=configured
+        "admin/ldap_test.html",
+        form=form,
+        steps=steps,
+        verdict=verdict,
+        verdicts=ldap_tester.VERDICTS,
+        configured=configured,
     )

@@ -14,7 +14,7 @@ from identity.auth.forms import MAX_FIELD, Form, PostForm, clean
 from identity.errors import render_error
 from identity.extensions import db
 from identity.models import User
-from identity.security import safe_next
+from identity.security import landing, safe_next
 from identity.throttle import throttle
 
 EXPIRED = (
@@ -145,7 +145,7 @@ def second_factor():
             "authenticator, set up a new one and make new recovery codes.",
             "info",
         )
-    return redirect(state["next"] or url_for("auth.account"), 303)
+    return redirect(state["next"] or landing(), 303)
 
 
 def _step_page(
@@ -198,7 +198,7 @@ def second_factor_enrol():
         return _enrol_page(form, user, target, forced=True, error=problem[1], status=problem[0])
     if signin.complete(state, ["otp", "mfa"]) is None:
         return render_error(403, GONE)
-    after = state["next"] or url_for("auth.account")
+    after = state["next"] or landing()
     if codes is None:  # recovery codes kept from before (an admin reset only the app)
         return redirect(after, 303)
     return render_template("auth/recovery_codes.html", codes=codes, next=after)

@@ -366,7 +366,14 @@ def provision(identity: Identity, *, keep_email: bool = True) -> LinkedIdentity:
                 user_id=user.id, connector=identity.connector, subject=identity.subject
             )
             db.session.add(link)
-            audit.record("register", user, method=identity.connector, jit=True)
+            # The name it has there: the admin page says why ours differs (taken here).
+            audit.record(
+                "register",
+                user,
+                method=identity.connector,
+                jit=True,
+                remote_username=identity.username,
+            )
             db.session.commit()
             return link
         except IntegrityError:

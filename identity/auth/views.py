@@ -27,6 +27,7 @@ from identity.auth.signin import (
     sign_out,
 )
 from identity.connectors import ConnectorError
+from identity.connectors.base import DirectoryMisconfigured
 from identity.connectors.ldap_answers import AccountProblem
 from identity.connectors.local import identity_for
 from identity.connectors.social import LINK_KEY as SOCIAL_LINK_KEY
@@ -37,7 +38,7 @@ from identity.names import fold
 from identity.oidc.logout import end_other_sessions
 from identity.oidc.views import apps_with_access
 from identity.passwords import policy_errors
-from identity.security import safe_next
+from identity.security import landing, safe_next
 from identity.throttle import Refusal, client_ip, throttle, wait_text
 
 log = logging.getLogger("identity.auth")
@@ -51,6 +52,12 @@ LABELS = {
     "passkey": "Passkey",
 }
 BAD_CREDENTIALS = "Wrong username or password."
+# A setting is wrong: waiting will not help, the administrators must hear of it.
+MISCONFIGURED = (
+    "Sign-in with the company directory is misconfigured on this service, so directory "
+    "accounts cannot sign in. Please tell your administrators: trying again will not help "
+    "until they fix it."
+)
 REGISTRATIONS_LIMITED = (
     "Too many accounts were created from this address. Wait {wait} and try again."
 )
@@ -67,7 +74,7 @@ def _retry(wait: int) -> dict:
 def _after_sign_in(next_value: str | None):
     from identity.auth.mfa_views import next_page
 
-    return redirect(next_page(next_value) or safe_next(next_value) or url_for("auth.account"))
+    return redirect(next_page(next_value) or safe_next(next_value) or landing())
 
 
 @bp.get("/")
@@ -95,7 +102,7 @@ def login():
     if refusal:
         return _locked(form, refusal)
 
-    identity, backend_down = None, False
+    identity, backend_down, fault = None, False, None
     for connector in current_app.extensions["idp.password_connectors"]:
         try:
             identity = connector.authenticate(form.username.data, form.password.data)
@@ -109,6 +116,10 @@ def login():
             )
             db.session.commit()
             return _login_page(form, 403, problem.message)
+        except DirectoryMisconfigured as exc:
+            log.error("connector %s is misconfigured: %s", connector.name, exc)
+            backend_down, fault = True, str(exc)
+            continue
         except ConnectorError as exc:
             log.error("connector %s failed: %s", connector.name, exc)
             backend_down = True
@@ -116,9 +127,11 @@ def login():
         if identity is not None:
             break
     if identity is None:
-        reason = "backend_down" if backend_down else "bad_credentials"
+        reason = "misconfigured" if fault else "backend_down" if backend_down else "bad_credentials"
         user = accounts.find(form.username.data)
-        audit.record("signin.failure", user, method="password", reason=reason)
+        # A configuration fault's detail is for the admins (the overview shows the last one).
+        detail = {"detail": fault[:500]} if fault else {}
+        audit.record("signin.failure", user, method="password", reason=reason, **detail)
         # A directory outage is nobody's failure: only refused passwords count.
         if backend_down:
             throttle().signin_release(form.username.data)
@@ -130,7 +143,7 @@ def login():
         db.session.commit()
         form.password.data = ""
         if backend_down:
-            return _login_page(form, 503, BACKEND_DOWN)
+            return _login_page(form, 503, MISCONFIGURED if fault else BACKEND_DOWN)
         return _login_page(form, 401, BAD_CREDENTIALS)
     throttle().signin_release(form.username.data)
     try:

@@ -1,4 +1,5 @@
-"""The connector contract: an Identity value, two small protocols, and ConnectorError."""
+"""The connector contract: an Identity value, two small protocols, ConnectorError and its
+DirectoryMisconfigured."""
 
 from __future__ import annotations
 
@@ -27,6 +28,16 @@ class ConnectorError(Exception):
     """The backend could not answer (directory down, provider timeout): not a wrong password.
 
     The message is for the log; people see a generic "try again later".
+    """
+
+
+class DirectoryMisconfigured(ConnectorError):
+    """The backend answered, and said the service's own settings are wrong (the service
+    account's DN or password, a search base that does not exist, a filter that is not a
+    filter): waiting will not help, an administrator must change a setting.
+
+    The message is for the log and the admin console; people are told to tell the
+    administrators rather than to try again later.
     """
 
 

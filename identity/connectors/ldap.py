@@ -14,12 +14,17 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ldap3 import BASE, NONE, SIMPLE, SUBTREE, Connection, Server
-from ldap3.core.exceptions import LDAPException, LDAPSocketOpenError, LDAPStartTLSError
+from ldap3.core.exceptions import (
+    LDAPException,
+    LDAPInvalidFilterError,
+    LDAPSocketOpenError,
+    LDAPStartTLSError,
+)
 from ldap3.utils.conv import escape_bytes, escape_filter_chars
 from ldap3.utils.dn import escape_rdn, to_dn
 
 from config import normal_dn
-from identity.connectors.base import ConnectorError, Identity
+from identity.connectors.base import ConnectorError, DirectoryMisconfigured, Identity
 from identity.connectors.ldap_answers import (
     AD_DISABLED,
     INVALID_CREDENTIALS,
@@ -35,6 +40,12 @@ log = logging.getLogger("identity.ldap")
 
 # OpenLDAP ppolicy: present when the account is locked (by an administrator, or by failed binds).
 LOCKED_TIME = "pwdAccountLockedTime"
+# Answers to the service account's bind that a setting fixes, not time: no such object,
+# invalid DN syntax, inappropriate authentication, insufficient access, invalid
+# credentials, unwilling to perform (its password expired or locked, say).
+SERVICE_BIND_FAULTS = {32, 34, 48, 49, 50, 53}
+# Answers to a search that a setting fixes: the base does not exist or is not a DN.
+SEARCH_FAULTS = {32: "does not exist", 34: "is not a valid DN"}
 
 
 @dataclass(frozen=True)
@@ -146,15 +157,70 @@ def open_connection(
             if user and not conn.bind():
                 result = conn.result or {}
                 close(conn)
-                raise ConnectorError(
+                failure = (
                     f"service bind as {user} failed at {url}: {result.get('description')} "
                     f"{result.get('message')}".strip()
                 )
+                if result.get("result") in SERVICE_BIND_FAULTS:
+                    raise DirectoryMisconfigured(
+                        f"{failure}: check IDP_LDAP_BIND_DN and IDP_LDAP_BIND_PASSWORD"
+                    )
+                raise ConnectorError(failure)
             return conn
         except (LDAPSocketOpenError, LDAPStartTLSError, LDAPException, OSError) as exc:
             errors.append(f"{url}: {exc}")
             close(conn)
+    if errors and all("certificate verify failed" in e.lower() for e in errors):
+        # Every server answered with a certificate this service does not accept.
+        raise DirectoryMisconfigured(
+            "no directory server's certificate was accepted: "
+            + "; ".join(errors)
+            + ": check that IDP_LDAP_URL's host is among the certificate's names and that "
+            "IDP_LDAP_CA_FILE is its CA (the admin console's directory tester shows both)"
+        )
     raise ConnectorError("no directory server answered: " + "; ".join(errors))
+
+
+def probe(s: Settings) -> None:
+    """Raises DirectoryMisconfigured or ConnectorError unless a server answers, the service
+    account (when configured) binds, the user search base exists and the user filter is a
+    filter: what every directory sign-in needs, checked without anybody's password."""
+    conn = open_connection(s, s.bind_dn, s.bind_password) if s.bind_dn else open_connection(s)
+    try:
+        base = s.user_base or LdapConnector(s).user_base()
+        flt = s.user_filter.format(username="probe")
+        try:
+            conn.search(base, flt, search_scope=BASE, attributes=[])
+        except LDAPInvalidFilterError:
+            raise DirectoryMisconfigured(
+                f"{flt} is not a valid LDAP filter: check IDP_LDAP_USER_FILTER"
+            ) from None
+        answer = conn.result or {}
+        result = answer.get("result")
+        if result in SEARCH_FAULTS:
+            raise DirectoryMisconfigured(_base_fault(s, base, result))
+        if result == 50:  # insufficientAccessRights
+            raise DirectoryMisconfigured(
+                f"the service account may not read {base}: check the directory's access rules"
+            )
+        if result != 0:
+            raise ConnectorError(
+                f"search under {base} failed: {answer.get('description')} "
+                f"{answer.get('message') or ''}".strip()
+            )
+    finally:
+        close(conn)
+
+
+def _base_fault(s: Settings, base: str, result: int) -> str:
+    """What is wrong with `base`, and the setting it comes from."""
+    if s.group_base and base == s.group_base and base != s.user_base:
+        what, setting = "group search base", "IDP_LDAP_GROUP_BASE"
+    elif s.user_base:
+        what, setting = "user search base", "IDP_LDAP_USER_BASE"
+    else:
+        what, setting = "people's base", "IDP_LDAP_USER_DN_TEMPLATE"
+    return f"the {what} {base} {SEARCH_FAULTS[result]} in the directory: check {setting}"
 
 
 class _Pool:
@@ -255,7 +321,8 @@ class LdapConnector:
     def find_user(self, username: str) -> dict | None:
         """The one entry the filter finds for `username`, or None (none, or several)."""
         flt = self.s.user_filter.format(username=escape_filter_chars(username))
-        entries = self._search(self.s.user_base, flt, self.s.user_attributes)
+        # A missing base is a setting's fault, not a person who does not exist.
+        entries = self._search(self.s.user_base, flt, self.s.user_attributes, missing_ok=False)
         if len(entries) != 1:
             if len(entries) > 1:
                 log.warning("LDAP filter %s matched %d entries; refusing", flt, len(entries))
@@ -274,7 +341,14 @@ class LdapConnector:
         """Entries under `base` matching `flt`. A missing base (result 32) finds nothing,
         or with missing_ok=False is an error: nobody is a leaver because a base is wrong."""
         with self._search_pool.connection() as conn:
-            ok = conn.search(base, flt, search_scope=scope, attributes=attributes)
+            try:
+                ok = conn.search(base, flt, search_scope=scope, attributes=attributes)
+            except LDAPInvalidFilterError:
+                # Checked before anything is sent: the filter setting is not a filter.
+                raise DirectoryMisconfigured(
+                    f"{flt} is not a valid LDAP filter: check IDP_LDAP_USER_FILTER "
+                    "and IDP_LDAP_GROUP_FILTER"
+                ) from None
             if conn.closed:
                 raise _Dead(conn.result)
             tolerated = (0, 32) if missing_ok else (0,)
@@ -282,6 +356,8 @@ class LdapConnector:
                 if conn.result.get("result") is None:
                     close(conn)
                     raise _Dead(conn.last_error)
+                if conn.result.get("result") in SEARCH_FAULTS:
+                    raise DirectoryMisconfigured(_base_fault(self.s, base, conn.result["result"]))
                 raise ConnectorError(
                     f"search {flt} under {base} failed: {conn.result.get('description')} "
                     f"{conn.result.get('message')}".strip()

@@ -31,7 +31,7 @@ from oauthlib.oauth2.rfc6749.errors import OAuth2Error
 from identity import audit
 from identity.connectors.base import Identity
 from identity.extensions import db
-from identity.security import safe_next
+from identity.security import landing, safe_next
 
 log = logging.getLogger("identity.social")
 
@@ -368,4 +368,4 @@ def finish(provider: Provider, blueprint, token: dict):
         return redirect(url_for("auth.account"))
     from identity.auth.mfa_views import next_page
 
-    return redirect(next_page(next_url) or next_url or url_for("auth.account"))
+    return redirect(next_page(next_url) or next_url or landing())
