@@ -25,7 +25,7 @@ from identity.auth.passkeys import PasskeyProblem
 from identity.connectors.base import Identity
 from identity.extensions import db
 from identity.models import User
-from identity.security import safe_next
+from identity.security import landing, safe_next
 from identity.throttle import client_ip, throttle, wait_text
 
 ONLY_WAY = (
@@ -188,7 +188,7 @@ def passkey_signin():
     except signin.SignInRefused as refused:
         return _problem(refused.status, refused.message)
     next_value = body.get("next") if isinstance(body.get("next"), str) else None
-    return _go(safe_next(next_value) or url_for("auth.account"))
+    return _go(safe_next(next_value) or landing())
 
 
 # -- the second factor --------------------------------------------------------------------
@@ -213,4 +213,4 @@ def passkey_second():
         return _problem(problem.status, problem.message)
     if signin.complete(state, [*methods, "mfa"]) is None:
         return _problem(403, GONE)
-    return _go(state["next"] or url_for("auth.account"))
+    return _go(state["next"] or landing())
