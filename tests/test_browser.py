@@ -153,6 +153,21 @@ def shot(page: Page, artifacts: Path, name: str) -> Path:
     return path
 
 
+def shots(page: Page, folder: str, name: str) -> None:
+    """The page as it is, on a desktop and a phone, light and dark, saved as
+    test-artifacts/<folder>/<name>-<size>-<scheme>.png to be looked at."""
+    where = ARTIFACTS / folder
+    where.mkdir(parents=True, exist_ok=True)
+    size = page.viewport_size
+    for viewport, label in ((DESKTOP, "desktop"), (PHONE, "phone")):
+        page.set_viewport_size(viewport)
+        for scheme in ("light", "dark"):
+            page.emulate_media(color_scheme=scheme)
+            page.screenshot(path=str(where / f"{name}-{label}-{scheme}.png"), full_page=True)
+    page.emulate_media(color_scheme="light")
+    page.set_viewport_size(size)
+
+
 def publish(page: Page, name: str) -> None:
     """With IDP_SCREENSHOTS set, save what a 1100 x 760 window shows of the page as
     <IDP_SCREENSHOTS>/<name>.png (relative to the project), for the documentation."""

@@ -12,7 +12,7 @@ from types import SimpleNamespace
 import pyotp
 import pytest
 from playwright.sync_api import Page, expect
-from test_browser import DESKTOP, PHONE, launch, playwright, watch_csp  # noqa: F401
+from test_browser import DESKTOP, PHONE, launch, playwright, shots, watch_csp  # noqa: F401
 
 from conftest import PASSWORD, dispose, make_app
 from identity import certs
@@ -21,8 +21,6 @@ from identity.extensions import db
 from servers import https_server, nss_home
 
 pytestmark = pytest.mark.browser
-
-SHOTS = Path("/tmp/mfa-shots")
 
 
 @pytest.fixture(scope="module")
@@ -48,19 +46,6 @@ def home(idp, tmp_path_factory) -> Path:
     return nss_home(tmp_path_factory.mktemp("mfa-home"), idp.ca)
 
 
-def shots(page: Page, name: str) -> None:
-    """The page as it is, on a desktop and a phone, light and dark."""
-    SHOTS.mkdir(exist_ok=True)
-    size = page.viewport_size
-    for viewport, label in ((DESKTOP, "desktop"), (PHONE, "phone")):
-        page.set_viewport_size(viewport)
-        for scheme in ("light", "dark"):
-            page.emulate_media(color_scheme=scheme)
-            page.screenshot(path=str(SHOTS / f"{name}-{label}-{scheme}.png"), full_page=True)
-    page.emulate_media(color_scheme="light")
-    page.set_viewport_size(size)
-
-
 def sign_in(page: Page, idp) -> None:
     page.goto(f"{idp.url}/login")
     page.get_by_label("Username or e-mail").fill("grace")
@@ -79,26 +64,26 @@ def test_enrol_by_reading_the_key_then_sign_in_with_a_code(playwright, idp, home
         expect(page).to_have_url(f"{idp.url}/account/two-factor")
         expect(page.get_by_role("img", name="QR code")).to_be_visible()
         page.get_by_text("Cannot scan? Type the key instead").click()
-        shots(page, "enrol")
+        shots(page, "mfa", "enrol")
         secret = page.locator("#totp-secret").inner_text().replace(" ", "")
         page.get_by_label("Code from the app").fill(pyotp.TOTP(secret).now())
         page.get_by_role("button", name="Confirm").click()
         expect(page.get_by_role("heading", name="Save your recovery codes")).to_be_visible()
         expect(page.locator("#recovery-codes li")).to_have_count(10)
-        shots(page, "recovery-codes")
+        shots(page, "mfa", "recovery-codes")
         page.get_by_role("link", name="I have saved them").click()
         expect(page.locator("#recovery-left")).to_have_text("10 of 10 left")
-        shots(page, "account-with-second-factor")
+        shots(page, "mfa", "account-with-second-factor")
 
         page.get_by_role("button", name="Sign out").click()
         sign_in(page, idp)
         expect(page).to_have_url(f"{idp.url}/login/second-factor")
         expect(page.get_by_label("Code")).to_be_focused()
-        shots(page, "second-factor")
+        shots(page, "mfa", "second-factor")
         page.get_by_label("Code").fill("12ab56")
         page.get_by_role("button", name="Continue").click()
         expect(page.get_by_role("alert")).to_contain_text("6-digit code")
-        shots(page, "second-factor-error")
+        shots(page, "mfa", "second-factor-error")
         # The code of the next step: the one used to enrol is spent.
         page.get_by_label("Code").fill(pyotp.TOTP(secret).at(time.time() + 30))
         page.get_by_role("button", name="Continue").click()
@@ -122,7 +107,7 @@ def test_forced_enrolment_page(playwright, idp, home):  # noqa: F811
         page.get_by_role("button", name="Sign in", exact=True).click()
         expect(page).to_have_url(f"{idp.url}/login/second-factor/enrol")
         expect(page.get_by_text("must use a second factor")).to_be_visible()
-        shots(page, "enrol-forced")
+        shots(page, "mfa", "enrol-forced")
     finally:
         idp.app.config["MFA_REQUIRED"] = "none"
         context.close()

@@ -15,7 +15,7 @@ import pytest
 import requests
 from playwright.sync_api import BrowserContext, Page, expect
 from sqlalchemy import select, update
-from test_browser import DESKTOP, PHONE, launch, playwright, watch_csp  # noqa: F401
+from test_browser import DESKTOP, PHONE, launch, playwright, shots, watch_csp  # noqa: F401
 
 from conftest import PASSWORD, dispose, make_app
 from identity import certs
@@ -27,8 +27,6 @@ from identity.models.users import utcnow
 from servers import https_server, nss_home
 
 pytestmark = pytest.mark.browser
-
-SHOTS = Path("/tmp/passkey-shots")
 
 
 @pytest.fixture(scope="module")
@@ -97,18 +95,6 @@ def browser(
     return context, page, SimpleNamespace(cdp=cdp, id=found["authenticatorId"])
 
 
-def shots(page: Page, name: str) -> None:
-    SHOTS.mkdir(exist_ok=True)
-    size = page.viewport_size
-    for viewport, label in ((DESKTOP, "desktop"), (PHONE, "phone")):
-        page.set_viewport_size(viewport)
-        for scheme in ("light", "dark"):
-            page.emulate_media(color_scheme=scheme)
-            page.screenshot(path=str(SHOTS / f"{name}-{label}-{scheme}.png"), full_page=True)
-    page.emulate_media(color_scheme="light")
-    page.set_viewport_size(size)
-
-
 def password_sign_in(page: Page, idp, username: str) -> None:
     page.goto(f"{idp.url}/login")
     page.get_by_label("Username or e-mail").fill(username)
@@ -171,7 +157,7 @@ def test_register_then_sign_in_without_password_then_remove(playwright, idp, hom
         expect(row).to_contain_text("Work laptop")
         expect(row).to_contain_text("not used yet")
         expect(row).to_contain_text("on this device only")
-        shots(page, "account-passkeys")
+        shots(page, "passkeys", "account-passkeys")
 
         # Passwordless and usernameless: the username field stays empty.
         page.get_by_role("button", name="Sign out").click()
@@ -179,7 +165,7 @@ def test_register_then_sign_in_without_password_then_remove(playwright, idp, hom
         expect(page.get_by_label("Username or e-mail")).to_have_attribute(
             "autocomplete", "username webauthn"
         )
-        shots(page, "login-with-passkey-button")
+        shots(page, "passkeys", "login-with-passkey-button")
         page.get_by_role("button", name="Sign in with a passkey").click()
         expect(page).to_have_url(f"{idp.url}/account")
         # A device-bound key, verified by the authenticator: two factors, no second step.
@@ -233,7 +219,7 @@ def test_a_passkey_as_the_second_factor_after_a_password(playwright, idp, home):
         page.get_by_role("button", name="Sign out").click()
         password_sign_in(page, idp, "bea")
         expect(page).to_have_url(f"{idp.url}/login/second-factor")
-        shots(page, "second-factor-with-passkey")
+        shots(page, "passkeys", "second-factor-with-passkey")
         page.get_by_role("button", name="Use a passkey").click()
         expect(page).to_have_url(f"{idp.url}/account")
         assert session_of(page, idp)["amr"] == ["pwd", "hwk", "user", "mfa"]
@@ -404,7 +390,7 @@ def test_a_cloned_authenticator_is_refused_and_audited(playwright, idp, home):  
         expect(page).to_have_url(f"{idp.url}/login")
         cloned = events(idp, "passkey.cloned")
         assert len(cloned) == 1 and cloned[0].data["stored_count"] == 1000
-        shots(page, "login-passkey-refused")
+        shots(page, "passkeys", "login-passkey-refused")
     finally:
         context.close()
 
@@ -462,7 +448,7 @@ def test_an_app_asking_for_phr_gets_a_passkey_step_after_a_code(playwright, idp,
         page.goto(f"{idp.url}/authorize?{query}")
         expect(page).to_have_url(f"{idp.url}/login/second-factor")
         expect(page.get_by_label("Code")).to_have_count(0)
-        shots(page, "step-up-passkey-only")
+        shots(page, "passkeys", "step-up-passkey-only")
         # The app's address does not resolve here: the request the browser makes is enough.
         with page.expect_request(lambda r: r.url.startswith("https://app.example/cb")) as sent:
             page.get_by_role("button", name="Use a passkey").click()
