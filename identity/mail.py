@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import smtplib
 import ssl
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from email.message import EmailMessage
 
 from flask import current_app
@@ -13,6 +13,7 @@ from flask import current_app
 log = logging.getLogger("identity.mail")
 # Sending after the response keeps "address exists" and "unknown address" equally fast.
 _executor = ThreadPoolExecutor(max_workers=2, thread_name_prefix="mail")
+_pending: set[Future] = set()
 
 
 def send(to: str, subject: str, body: str) -> Future:
@@ -24,7 +25,16 @@ def send(to: str, subject: str, body: str) -> Future:
     msg["Subject"] = subject
     msg.set_content(body)
     settings = {k: cfg[k] for k in cfg if k.startswith("MAIL_")}
-    return _executor.submit(_deliver, msg, settings)
+    future = _executor.submit(_deliver, msg, settings)
+    _pending.add(future)
+    future.add_done_callback(_pending.discard)
+    return future
+
+
+def flush(timeout: float = 10) -> None:
+    """Wait (at most `timeout` seconds) until the messages queued so far are delivered or
+    have failed: before the SMTP server they go to stops (tests, a graceful shutdown)."""
+    wait(list(_pending), timeout=timeout)
 
 
 def _deliver(msg: EmailMessage, cfg: dict) -> None:

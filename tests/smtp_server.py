@@ -9,6 +9,8 @@ from aiosmtpd.controller import Controller
 from aiosmtpd.handlers import Message
 from ports import listen_port
 
+from identity import mail
+
 
 class Inbox(Message):
     def __init__(self):
@@ -33,4 +35,7 @@ def smtp():
     controller = Controller(inbox, hostname="127.0.0.1", port=listen_port(), ready_timeout=30)
     controller.start()
     yield controller, inbox
+    # Messages are sent off the request thread: let those still on their way arrive before
+    # the server stops (else they fail mid-session, and the sockets left open warn later).
+    mail.flush()
     controller.stop()

@@ -728,7 +728,7 @@ def test_an_admin_lands_on_the_overview_at_every_size(playwright, idp, trusted_h
         page.goto(f"{idp.url}/login")
         page.get_by_label("Username or e-mail").fill("ada")
         page.get_by_label("Password", exact=True).fill(d.passwords["ada"])
-        page.get_by_role("button", name="Sign in").click()
+        page.get_by_role("button", name="Sign in", exact=True).click()
         expect(page).to_have_url(f"{idp.url}/admin/")
         expect(page.get_by_role("heading", name="At a glance")).to_be_visible()
         expect(page.get_by_role("row", name=re.compile(r"^Directory OK"))).to_be_visible()
