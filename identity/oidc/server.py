@@ -17,7 +17,11 @@ import warnings
 
 from authlib.integrations.flask_oauth2 import AuthorizationServer, ResourceProtector
 from authlib.oauth2.rfc6749 import grants
-from authlib.oauth2.rfc6749.errors import InvalidGrantError, InvalidRequestError
+from authlib.oauth2.rfc6749.errors import (
+    InvalidGrantError,
+    InvalidRequestError,
+    InvalidScopeError,
+)
 from authlib.oauth2.rfc6750 import BearerTokenValidator
 from authlib.oauth2.rfc7009 import RevocationEndpoint
 from authlib.oauth2.rfc7636 import CodeChallenge
@@ -35,7 +39,7 @@ from sqlalchemy import bindparam, delete, select, update
 from identity import audit
 from identity.extensions import db
 from identity.models import AuthorizationCode, Client, Token, User
-from identity.models.oauth import token_digest
+from identity.models.oauth import OFFLINE_ACCESS, token_digest
 from identity.oidc import client_cache, keys
 
 # RFC 9864 renames "EdDSA" to "Ed25519"; relying parties know the old name, and an admin
@@ -75,6 +79,11 @@ def user_claims(user: User, scope: str) -> UserInfo:
     if "groups" in scopes:
         info["groups"] = list(user.groups or [])
     return info
+
+
+def without_offline_access(scope: str) -> str:
+    """`scope` without `offline_access` (OpenID Connect Core 11: ignored unless consented)."""
+    return " ".join(s for s in scope.split() if s != OFFLINE_ACCESS)
 
 
 def client_algorithm(client: Client) -> str:
@@ -167,12 +176,15 @@ class AuthorizationCodeGrant(grants.AuthorizationCodeGrant):
     def save_authorization_code(self, code: str, request) -> None:
         data = request.payload.data
         now = int(time.time())
+        scope = request.scope or ""
+        if not getattr(request, "offline_access", False):
+            scope = without_offline_access(scope)  # the view grants it (with consent) or no one
         row = AuthorizationCode(
             code=token_digest(code),
             client_id=request.client.client_id,
             redirect_uri=request.payload.redirect_uri or "",
             response_type=request.payload.response_type,
-            scope=request.scope,
+            scope=scope,
             nonce=data.get("nonce"),
             auth_time=session_auth_time(),
             amr=json.dumps(session.get("amr") or []),
@@ -317,7 +329,14 @@ class RefreshTokenGrant(grants.RefreshTokenGrant):
         )
         db.session.commit()
         if spent is not None:
-            return Token(**spent._asdict())  # as it is now; read, never written
+            row = Token(**spent._asdict())  # as it is now; read, never written
+            asked = set((self.request.payload.scope or "").split())
+            if not asked <= set(row.get_scope().split()):
+                # Checked here, not after (Authlib): a refused scope must not spend the
+                # token, whose next use would then be taken for a copy's.
+                _give_back(row)
+                raise InvalidScopeError("A refresh may ask for what was granted, not more.")
+            return row
         row = db.session.scalar(select(Token).where(Token.refresh_token == digest))
         if row is None or row.client_id != client.client_id:
             return None
@@ -345,15 +364,7 @@ class RefreshTokenGrant(grants.RefreshTokenGrant):
         except ConnectorError as exc:
             log.error("directory re-check of %s failed: %s", user.username, exc)
             db.session.rollback()
-            db.session.execute(
-                update(Token)
-                .where(
-                    Token.id == refresh_token.id,
-                    Token.refresh_token_used_at == refresh_token.refresh_token_used_at,
-                )
-                .values(refresh_token_used_at=None)
-            )
-            db.session.commit()
+            _give_back(refresh_token)
             # RFC 6749 5.2 has no "try later" error for the token endpoint (unlike
             # temporarily_unavailable at the authorization endpoint): invalid_grant, and the
             # refresh token stays valid for when the directory answers again.
@@ -367,6 +378,19 @@ class RefreshTokenGrant(grants.RefreshTokenGrant):
 
     def revoke_old_credential(self, refresh_token: Token) -> None:
         pass  # spent in authenticate_refresh_token, before the new one was issued
+
+
+def _give_back(refresh_token: Token) -> None:
+    """Unspend a refresh token this request spent (committed): it stays valid."""
+    db.session.execute(
+        update(Token)
+        .where(
+            Token.id == refresh_token.id,
+            Token.refresh_token_used_at == refresh_token.refresh_token_used_at,
+        )
+        .values(refresh_token_used_at=None)
+    )
+    db.session.commit()
 
 
 class ClientCredentialsGrant(grants.ClientCredentialsGrant):

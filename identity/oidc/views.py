@@ -30,6 +30,7 @@ from identity.connectors import ConnectorError
 from identity.errors import render_error
 from identity.extensions import csrf, db
 from identity.models import Client, Consent, Token
+from identity.models.oauth import OFFLINE_ACCESS
 from identity.oidc import bp, keys, recheck
 from identity.oidc.clients import SCOPES
 from identity.oidc.server import (
@@ -40,6 +41,7 @@ from identity.oidc.server import (
     server,
     session_auth_time,
     user_claims,
+    without_offline_access,
 )
 from identity.throttle import SLOW_DOWN, throttle
 
@@ -214,6 +216,9 @@ def authorize():
 
         client: Client = grant.client
         scope = grant.request.scope or ""
+        if "consent" not in prompts:
+            # OpenID Connect Core 11: offline access only with prompt=consent (else ignored).
+            scope = without_offline_access(scope)
         consent = (
             None  # a first-party app is never asked: its consent is only read to be updated
             if client.skip_consent and request.method == "GET"
@@ -228,6 +233,11 @@ def authorize():
         )
         if ask and "none" in prompts:
             raise ConsentRequiredError()
+        if not ask and request.method == "GET":
+            scope = without_offline_access(scope)  # no one is asked: no offline access
+        # Read when the code is saved (Authlib validates the request again before, which
+        # resets its scope): offline access only when the person was asked for it.
+        grant.request.offline_access = OFFLINE_ACCESS in scope.split()
     except OAuth2Error as error:
         error.redirect_uri = redirect_uri
         error.state = grant.request.payload.state
