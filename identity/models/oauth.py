@@ -90,6 +90,7 @@ class Client(db.Model, OAuth2ClientMixin):
             "id_token_signed_response_alg": meta.get("id_token_signed_response_alg", "RS256"),
             "skip_consent": self.skip_consent,
             "require_acr": meta.get("require_acr"),
+            "subject_type": meta.get("subject_type") or "public",
         }
 
 

@@ -19,7 +19,7 @@ from identity import audit
 from identity.extensions import db
 from identity.models import Client, Token
 from identity.models.oauth import OFFLINE_ACCESS
-from identity.oidc import keys
+from identity.oidc import keys, subjects
 
 log = logging.getLogger("identity.oidc")
 
@@ -87,7 +87,8 @@ def _end(user, condition, *, reason: str, revoke_only=None) -> int:
         client = clients.get(client_id)
         uri = client.client_metadata.get("backchannel_logout_uri") if client else None
         if uri:
-            deliveries.append((client_id, uri, logout_token(client, user.subject, sid)))
+            subject = subjects.subject_for(client, user)  # as this app knows the person
+            deliveries.append((client_id, uri, logout_token(client, subject, sid)))
     audit.record(
         "session.ended",
         user,

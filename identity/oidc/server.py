@@ -40,7 +40,7 @@ from identity import audit
 from identity.extensions import db
 from identity.models import AuthorizationCode, Client, Token, User
 from identity.models.oauth import OFFLINE_ACCESS, token_digest
-from identity.oidc import client_cache, keys
+from identity.oidc import client_cache, keys, subjects
 
 # RFC 9864 renames "EdDSA" to "Ed25519"; relying parties know the old name, and an admin
 # chooses it per app (--id-token-alg), so the warning at every token is noise.
@@ -65,10 +65,11 @@ def issuer() -> str:
 # -- claims -------------------------------------------------------------------------------
 
 
-def user_claims(user: User, scope: str) -> UserInfo:
-    """The claims an app sees about a person, by the scopes it was granted."""
+def user_claims(user: User, scope: str, client: Client | None) -> UserInfo:
+    """The claims `client` sees about a person, by the scopes it was granted (its `sub`:
+    identity.oidc.subjects)."""
     scopes = set(scope.split())
-    info = UserInfo(sub=user.subject)
+    info = UserInfo(sub=subjects.subject_for(client, user))
     if "profile" in scopes:
         info["preferred_username"] = user.username
         if user.name:
@@ -296,8 +297,17 @@ class OpenIDCodeExtension(OpenIDCode):
             claims["sid"] = authorization_code.sid
         return claims
 
+    def encode_id_token(self, token, request):
+        # Authlib asks generate_user_info without the app; its `sub` depends on the app.
+        # The extension is shared by every request: the app goes on this request's `g`.
+        g.idp_id_token_client = request.client
+        try:
+            return super().encode_id_token(token, request)
+        finally:
+            g.pop("idp_id_token_client", None)
+
     def generate_user_info(self, user: User, scope: str) -> UserInfo:
-        return user_claims(user, scope)
+        return user_claims(user, scope, g.get("idp_id_token_client"))
 
 
 class RefreshTokenGrant(grants.RefreshTokenGrant):
@@ -406,6 +416,10 @@ class AccessTokenGenerator(JWTBearerTokenGenerator):
 
     def get_jwks(self):
         return KeySet([keys.signing_key(self.alg)])
+
+    def get_extra_claims(self, client, grant_type, user, scope):
+        # The person's `sub` as this app knows it (pairwise or public).
+        return {"sub": subjects.subject_for(client, user)} if user else {}
 
 
 def _expires_in(client, grant_type: str) -> int:
@@ -593,7 +607,11 @@ class Introspection(IntrospectionEndpoint):
             "iss": issuer(),
             "exp": exp,
             "iat": token.issued_at,
-            "sub": user.subject if user else token.client_id,
+            "sub": (
+                subjects.subject_for(client_cache.lookup(token.client_id), user)
+                if user
+                else token.client_id
+            ),
         }
         if not is_refresh:
             body["jti"] = token.access_token

@@ -31,7 +31,7 @@ from identity.errors import render_error
 from identity.extensions import csrf, db
 from identity.models import Client, Consent, Token
 from identity.models.oauth import OFFLINE_ACCESS
-from identity.oidc import bp, keys, recheck
+from identity.oidc import bp, client_cache, keys, recheck, subjects
 from identity.oidc.clients import SCOPES
 from identity.oidc.server import (
     CLIENT_AUTH_METHODS,
@@ -80,7 +80,7 @@ def discovery():
         "response_types_supported": ["code"],
         "response_modes_supported": ["query"],
         "grant_types_supported": ["authorization_code", "refresh_token", "client_credentials"],
-        "subject_types_supported": ["public"],
+        "subject_types_supported": list(subjects.SUBJECT_TYPES),
         "id_token_signing_alg_values_supported": algs,
         "token_endpoint_auth_methods_supported": CLIENT_AUTH_METHODS,
         "introspection_endpoint_auth_methods_supported": CLIENT_AUTH_METHODS[:2],
@@ -181,7 +181,7 @@ def authorize():
             hinted = decode(params["id_token_hint"])
             if hinted is None or hinted.get("aud") not in (grant.client.client_id, None):
                 raise InvalidRequestError("'id_token_hint' is not an ID token from this provider")
-            if user is not None and hinted.get("sub") != user.subject:
+            if user is not None and hinted.get("sub") != subjects.subject_for(grant.client, user):
                 need_login = True
         if user is not None and not need_login:
             # An app's sign-in through the open session is a sign-in too: a directory-linked
@@ -324,7 +324,7 @@ def userinfo():
         return _bearer_error(error)
     if row.user is None or row.user.disabled:
         return _bearer_error(InvalidTokenError("The account is disabled."))
-    return jsonify(user_claims(row.user, row.scope))
+    return jsonify(user_claims(row.user, row.scope, client_cache.lookup(row.client_id)))
 
 
 def _bearer_error(error: OAuth2Error):
@@ -374,7 +374,7 @@ def end_session():
     someone_else = (
         ending.id_token_claims is not None
         and current_user.is_authenticated
-        and ending.id_token_claims.get("sub") != current_user.subject
+        and ending.id_token_claims.get("sub") != subjects.subject_for(ending.client, current_user)
     )
     if (
         (ending.needs_confirmation or someone_else)
