@@ -10,7 +10,7 @@ PY := $(VENV)/bin/python
 # party written with openid-client (tests/rp-node), and Redis for the lockout counters (the
 # tests use the one on 127.0.0.1:6379). A package counts as there when an installed package
 # provides it (NodeSource's nodejs provides npm).
-TEST_DEBS := chromium libnss3-tools slapd ldap-utils nodejs npm redis-server
+TEST_DEBS := chromium libnss3-tools slapd ldap-utils nodejs npm redis-server apache2 libapache2-mod-auth-openidc
 
 .PHONY: run demo install python test test-deps lint screenshots bench bench-quick bench-signin bench-ldap bench-oidc clean
 

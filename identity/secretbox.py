@@ -13,7 +13,12 @@ from flask import current_app
 def fernet(purpose: bytes) -> Fernet:
     """The Fernet key for one kind of secret (`purpose`, HKDF's info): each kind has its own
     key, all derived from the one configured secret, so that one cannot be swapped for another."""
+    return Fernet(base64.urlsafe_b64encode(derived_key(purpose)))
+
+
+def derived_key(purpose: bytes) -> bytes:
+    """32 bytes for one use (`purpose`, HKDF's info) from KEY_ENCRYPTION_KEY, else SECRET_KEY:
+    the same on every node and after a restart."""
     cfg = current_app.config
     secret = str(cfg["KEY_ENCRYPTION_KEY"] or cfg["SECRET_KEY"]).encode()
-    derived = HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=purpose).derive(secret)
-    return Fernet(base64.urlsafe_b64encode(derived))
+    return HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=purpose).derive(secret)

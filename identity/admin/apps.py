@@ -60,12 +60,18 @@ ERROR_FIELDS = (
     ("--scope", "scopes"),
     ("--id-token-alg", "id_token_alg"),
     ("--acr", "require_acr"),
+    ("--subject-type", "subject_type"),
 )
 # What an app may require of a sign-in (clients.check_acr): step-up asks for what is missing.
 ACR_CHOICES = [
     SelectChoice("", "Whatever the person has set up"),
     SelectChoice("mfa", "Two factors (password and a code, or a passkey)"),
     SelectChoice("phr", "A passkey (phishing-resistant)"),
+]
+# What an app sees as a person's `sub` (identity.oidc.subjects).
+SUBJECT_CHOICES = [
+    SelectChoice("public", "The account's identifier (the same for every app)"),
+    SelectChoice("pairwise", "A pseudonym for this app's host (apps cannot correlate people)"),
 ]
 # Option names in the middle of a message, as the page calls them.
 PAGE_WORDS = {
@@ -165,6 +171,9 @@ class AppForm(Form):
     require_acr = SelectField(
         "Sign-in this app requires", choices=ACR_CHOICES, default="", validate_choice=False
     )
+    subject_type = SelectField(
+        "Subject identifier", choices=SUBJECT_CHOICES, default="public", validate_choice=False
+    )
     id_token_alg = SelectField("ID token signing algorithm", validate_choice=False)
     admin_password = admin_password_field()
 
@@ -178,6 +187,9 @@ class EditForm(Form):
     skip_consent = BooleanField("First-party app: skip the consent screen")
     require_acr = SelectField(
         "Sign-in this app requires", choices=ACR_CHOICES, default="", validate_choice=False
+    )
+    subject_type = SelectField(
+        "Subject identifier", choices=SUBJECT_CHOICES, default="public", validate_choice=False
     )
     admin_password = admin_password_field()
 
@@ -253,6 +265,7 @@ def apps_new():
                 skip_consent=form.skip_consent.data,
                 id_token_alg=form.id_token_alg.data or "",
                 require_acr=form.require_acr.data or None,
+                subject_type=form.subject_type.data or "public",
                 by=_admin(),
             )
         except ClientError as exc:
@@ -278,6 +291,7 @@ def apps_detail(client_id: str):
         form.scopes.data = meta["scope"].split()
         form.skip_consent.data = client.skip_consent
         form.require_acr.data = meta["require_acr"] or ""
+        form.subject_type.data = meta["subject_type"]
     elif confirm(form):
         try:
             changes = clients.update(
@@ -289,6 +303,7 @@ def apps_detail(client_id: str):
                 scopes=form.scopes.data,
                 skip_consent=form.skip_consent.data,
                 require_acr=form.require_acr.data or None,
+                subject_type=form.subject_type.data or "public",
                 by=_admin(),
             )
         except ClientError as exc:
@@ -317,6 +332,7 @@ CHANGE_LABELS = {
     "scope": "scopes",
     "skip_consent": "consent screen",
     "require_acr": "required sign-in",
+    "subject_type": "subject identifier",
 }
 
 

@@ -20,6 +20,9 @@ from identity import acr
 from identity.extensions import db
 from identity.models.users import User, utcnow
 
+# OpenID Connect Core 11: a refresh token usable while the person is away.
+OFFLINE_ACCESS = "offline_access"
+
 
 def secret_digest(secret: str) -> str:
     """SHA-256: client secrets are long random values, so a slow password hash would only cap
@@ -56,6 +59,17 @@ class Client(db.Model, OAuth2ClientMixin):
         uris = self.redirect_uris
         return uris[0] if len(uris) == 1 else None
 
+    def get_allowed_scope(self, scope):
+        """The requested scopes the app is registered for; `offline_access` goes with the
+        refresh grant (OpenID Connect Core 11: it asks for a refresh token, so an app allowed
+        to refresh may ask for it; identity.oidc.views grants it only with consent)."""
+        if not scope:
+            return ""
+        allowed = set(self.scope.split())
+        if self.check_grant_type("refresh_token"):
+            allowed.add(OFFLINE_ACCESS)
+        return " ".join(s for s in scope.split() if s in allowed)
+
     @property
     def public(self) -> bool:
         return self.token_endpoint_auth_method == "none"
@@ -76,6 +90,7 @@ class Client(db.Model, OAuth2ClientMixin):
             "id_token_signed_response_alg": meta.get("id_token_signed_response_alg", "RS256"),
             "skip_consent": self.skip_consent,
             "require_acr": meta.get("require_acr"),
+            "subject_type": meta.get("subject_type") or "public",
         }
 
 

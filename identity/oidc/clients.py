@@ -20,6 +20,7 @@ from identity.cli import Group
 from identity.extensions import db
 from identity.models import Client
 from identity.models.oauth import secret_digest
+from identity.oidc.subjects import SUBJECT_TYPES, sector
 
 GRANT_TYPES = ("authorization_code", "refresh_token", "client_credentials")
 SCOPES = ("openid", "profile", "email", "groups", "offline_access")
@@ -90,6 +91,21 @@ def check_scopes(scopes: list[str]) -> list[str]:
     return scope_list
 
 
+def check_subject_type(value: str, redirect_uris: list[str]) -> str:
+    """`public` or `pairwise` (OpenID Connect Core 8); pairwise needs every redirect URI on
+    one host, the sector within which a person has one pseudonym."""
+    if value not in SUBJECT_TYPES:
+        raise ClientError(f"--subject-type: {value!r} is not one of {', '.join(SUBJECT_TYPES)}")
+    if value == "pairwise" and sector(redirect_uris) is None:
+        hosts = sorted({urlsplit(u).hostname or "" for u in redirect_uris})
+        raise ClientError(
+            "--subject-type pairwise: every redirect URI must be on one host (the sector "
+            "whose people get one pseudonym each); "
+            + (f"these are on {', '.join(hosts)}" if hosts else "this app has none")
+        )
+    return value
+
+
 def check_acr(value: str | None) -> str | None:
     """What an app may require of a sign-in: "mfa" (two factors), "phr" (a passkey), or
     None/"none" (what the person has)."""
@@ -112,6 +128,7 @@ def create(
     skip_consent: bool = False,
     id_token_alg: str = "RS256",  # noqa: S107 (an algorithm name, not a secret)
     require_acr: str | None = None,
+    subject_type: str = "public",
     by: str | None = None,
 ) -> tuple[Client, str | None]:
     """Register an app; return it and its secret (None for a public app). Nothing is stored
@@ -148,6 +165,7 @@ def create(
         )
 
     require_acr = check_acr(require_acr)
+    subject_type = check_subject_type(subject_type, uris)
     secret = None if public else secrets.token_urlsafe(32)
     client = Client(
         name=name,
@@ -168,6 +186,7 @@ def create(
             "token_endpoint_auth_method": "none" if public else "client_secret_basic",
             "id_token_signed_response_alg": id_token_alg,
             "require_acr": require_acr,
+            "subject_type": subject_type,
         }
     )
     db.session.add(client)
@@ -222,6 +241,7 @@ def update(
     scopes: list[str] | None = None,
     skip_consent: bool | None = None,
     require_acr: str | None | object = _UNCHANGED,
+    subject_type: str | None = None,
     by: str | None = None,
 ) -> dict[str, dict]:
     """Change what is given (None: keep; a list replaces the stored one; backchannel
@@ -258,6 +278,21 @@ def update(
         wanted["skip_consent"] = bool(skip_consent)
     if require_acr is not _UNCHANGED:
         wanted["require_acr"] = check_acr(require_acr)
+    if subject_type is not None or redirect_uris is not None:
+        kind = check_subject_type(
+            subject_type or meta["subject_type"], wanted.get("redirect_uris", meta["redirect_uris"])
+        )
+        if (
+            kind == meta["subject_type"] == "pairwise"
+            and "redirect_uris" in wanted
+            and sector(wanted["redirect_uris"]) != sector(meta["redirect_uris"])
+        ):
+            raise ClientError(
+                "--redirect-uri: this app has pairwise subjects for "
+                f"{sector(meta['redirect_uris'])}: another host would change every person's "
+                "`sub`; register a new app for the new host"
+            )
+        wanted["subject_type"] = kind
 
     changes = {k: {"old": meta[k], "new": v} for k, v in wanted.items() if meta[k] != v}
     if not changes:
@@ -349,6 +384,13 @@ def _print(client: Client, secret: str | None, as_json: bool) -> None:
     help="What sign-in the app requires: mfa (two factors) or phr (a passkey); a weaker "
     "session is asked for the missing step.",
 )
+@click.option(
+    "--subject-type",
+    type=click.Choice(SUBJECT_TYPES),
+    default="public",
+    show_default=True,
+    help="pairwise: the app sees a pseudonym per person, not the account's id.",
+)
 @click.option("--json", "as_json", is_flag=True)
 def create_command(
     name,
@@ -361,6 +403,7 @@ def create_command(
     skip_consent,
     id_token_alg,
     require_acr,
+    subject_type,
     as_json,
 ):
     """Register an app; prints its client_id and (once) its client_secret."""
@@ -376,6 +419,7 @@ def create_command(
             skip_consent=skip_consent,
             id_token_alg=id_token_alg,
             require_acr=require_acr,
+            subject_type=subject_type,
         )
     except ClientError as exc:
         _fail(exc)
@@ -458,6 +502,11 @@ def _replacement(values: tuple[str, ...]) -> list[str] | None:
 @click.option(
     "--acr", "require_acr", help="What sign-in the app requires: none, mfa or phr (a passkey)."
 )
+@click.option(
+    "--subject-type",
+    type=click.Choice(SUBJECT_TYPES),
+    help="public or pairwise; changing it changes every person's `sub` for this app.",
+)
 @click.option("--json", "as_json", is_flag=True)
 def update_command(
     client,
@@ -469,6 +518,7 @@ def update_command(
     scopes,
     skip_consent,
     require_acr,
+    subject_type,
     as_json,
 ):
     """Change an app (by client_id or name); prints it, never its secret."""
@@ -494,6 +544,7 @@ def update_command(
             scopes=_replacement(scopes),
             skip_consent=skip_consent,
             require_acr=_UNCHANGED if require_acr is None else require_acr,
+            subject_type=subject_type,
         )
     except ClientError as exc:
         _fail(exc)

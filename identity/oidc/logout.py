@@ -18,7 +18,8 @@ from sqlalchemy import select
 from identity import audit
 from identity.extensions import db
 from identity.models import Client, Token
-from identity.oidc import keys
+from identity.models.oauth import OFFLINE_ACCESS
+from identity.oidc import keys, subjects
 
 log = logging.getLogger("identity.oidc")
 
@@ -29,8 +30,14 @@ _pending: set[threading.Thread] = set()
 
 def end_sessions_by_sid(user, sids: set[str], *, reason: str) -> int:
     """The SSO sessions `sids` of `user` (ended one by one, or a stolen remember-me series):
-    their tokens revoked, their apps told."""
-    return _end(user, (Token.user_id == user.id) & Token.sid.in_(sorted(sids)), reason=reason)
+    their tokens revoked, their apps told. A sign-out leaves `offline_access` grants alone:
+    they were asked for to outlive the session (Back-Channel Logout 1.0, 2.7); a password
+    change, a disabled account and an explicit revocation end them."""
+    condition = (Token.user_id == user.id) & Token.sid.in_(sorted(sids))
+    keep = None
+    if reason == "signout":
+        keep = ~Token.scope.contains(OFFLINE_ACCESS, autoescape=True)
+    return _end(user, condition, reason=reason, revoke_only=keep)
 
 
 def end_other_sessions(user, keep_sid: str | None = None, *, reason: str) -> int:
@@ -54,9 +61,10 @@ def disable_account(user, event: str, **data) -> int:
     return end_other_sessions(user, reason="disabled")
 
 
-def _end(user, condition, *, reason: str) -> int:
-    """Revoke the tokens matching `condition`; POST a logout token, per session, to each app
-    that took part and has a back-channel logout endpoint (in the background)."""
+def _end(user, condition, *, reason: str, revoke_only=None) -> int:
+    """Revoke the tokens matching `condition` (and `revoke_only` when given); POST a logout
+    token, per session, to each app that took part and has a back-channel logout endpoint
+    (in the background)."""
     from identity.oidc.server import revoke_tokens
 
     participants = set(
@@ -64,7 +72,7 @@ def _end(user, condition, *, reason: str) -> int:
             select(Token.sid, Token.client_id).where(condition, Token.sid.is_not(None))
         ).all()
     )
-    revoked = revoke_tokens(condition)
+    revoked = revoke_tokens(condition if revoke_only is None else condition & revoke_only)
     client_ids = {client_id for _, client_id in participants}
     clients = (
         {
@@ -79,7 +87,8 @@ def _end(user, condition, *, reason: str) -> int:
         client = clients.get(client_id)
         uri = client.client_metadata.get("backchannel_logout_uri") if client else None
         if uri:
-            deliveries.append((client_id, uri, logout_token(client, user.subject, sid)))
+            subject = subjects.subject_for(client, user)  # as this app knows the person
+            deliveries.append((client_id, uri, logout_token(client, subject, sid)))
     audit.record(
         "session.ended",
         user,

@@ -17,7 +17,11 @@ import warnings
 
 from authlib.integrations.flask_oauth2 import AuthorizationServer, ResourceProtector
 from authlib.oauth2.rfc6749 import grants
-from authlib.oauth2.rfc6749.errors import InvalidGrantError, InvalidRequestError
+from authlib.oauth2.rfc6749.errors import (
+    InvalidGrantError,
+    InvalidRequestError,
+    InvalidScopeError,
+)
 from authlib.oauth2.rfc6750 import BearerTokenValidator
 from authlib.oauth2.rfc7009 import RevocationEndpoint
 from authlib.oauth2.rfc7636 import CodeChallenge
@@ -35,8 +39,8 @@ from sqlalchemy import bindparam, delete, select, update
 from identity import audit
 from identity.extensions import db
 from identity.models import AuthorizationCode, Client, Token, User
-from identity.models.oauth import token_digest
-from identity.oidc import client_cache, keys
+from identity.models.oauth import OFFLINE_ACCESS, token_digest
+from identity.oidc import client_cache, keys, subjects
 
 # RFC 9864 renames "EdDSA" to "Ed25519"; relying parties know the old name, and an admin
 # chooses it per app (--id-token-alg), so the warning at every token is noise.
@@ -61,10 +65,11 @@ def issuer() -> str:
 # -- claims -------------------------------------------------------------------------------
 
 
-def user_claims(user: User, scope: str) -> UserInfo:
-    """The claims an app sees about a person, by the scopes it was granted."""
+def user_claims(user: User, scope: str, client: Client | None) -> UserInfo:
+    """The claims `client` sees about a person, by the scopes it was granted (its `sub`:
+    identity.oidc.subjects)."""
     scopes = set(scope.split())
-    info = UserInfo(sub=user.subject)
+    info = UserInfo(sub=subjects.subject_for(client, user))
     if "profile" in scopes:
         info["preferred_username"] = user.username
         if user.name:
@@ -75,6 +80,11 @@ def user_claims(user: User, scope: str) -> UserInfo:
     if "groups" in scopes:
         info["groups"] = list(user.groups or [])
     return info
+
+
+def without_offline_access(scope: str) -> str:
+    """`scope` without `offline_access` (OpenID Connect Core 11: ignored unless consented)."""
+    return " ".join(s for s in scope.split() if s != OFFLINE_ACCESS)
 
 
 def client_algorithm(client: Client) -> str:
@@ -167,12 +177,15 @@ class AuthorizationCodeGrant(grants.AuthorizationCodeGrant):
     def save_authorization_code(self, code: str, request) -> None:
         data = request.payload.data
         now = int(time.time())
+        scope = request.scope or ""
+        if not getattr(request, "offline_access", False):
+            scope = without_offline_access(scope)  # the view grants it (with consent) or no one
         row = AuthorizationCode(
             code=token_digest(code),
             client_id=request.client.client_id,
             redirect_uri=request.payload.redirect_uri or "",
             response_type=request.payload.response_type,
-            scope=request.scope,
+            scope=scope,
             nonce=data.get("nonce"),
             auth_time=session_auth_time(),
             amr=json.dumps(session.get("amr") or []),
@@ -284,8 +297,17 @@ class OpenIDCodeExtension(OpenIDCode):
             claims["sid"] = authorization_code.sid
         return claims
 
+    def encode_id_token(self, token, request):
+        # Authlib asks generate_user_info without the app; its `sub` depends on the app.
+        # The extension is shared by every request: the app goes on this request's `g`.
+        g.idp_id_token_client = request.client
+        try:
+            return super().encode_id_token(token, request)
+        finally:
+            g.pop("idp_id_token_client", None)
+
     def generate_user_info(self, user: User, scope: str) -> UserInfo:
-        return user_claims(user, scope)
+        return user_claims(user, scope, g.get("idp_id_token_client"))
 
 
 class RefreshTokenGrant(grants.RefreshTokenGrant):
@@ -317,7 +339,14 @@ class RefreshTokenGrant(grants.RefreshTokenGrant):
         )
         db.session.commit()
         if spent is not None:
-            return Token(**spent._asdict())  # as it is now; read, never written
+            row = Token(**spent._asdict())  # as it is now; read, never written
+            asked = set((self.request.payload.scope or "").split())
+            if not asked <= set(row.get_scope().split()):
+                # Checked here, not after (Authlib): a refused scope must not spend the
+                # token, whose next use would then be taken for a copy's.
+                _give_back(row)
+                raise InvalidScopeError("A refresh may ask for what was granted, not more.")
+            return row
         row = db.session.scalar(select(Token).where(Token.refresh_token == digest))
         if row is None or row.client_id != client.client_id:
             return None
@@ -345,15 +374,7 @@ class RefreshTokenGrant(grants.RefreshTokenGrant):
         except ConnectorError as exc:
             log.error("directory re-check of %s failed: %s", user.username, exc)
             db.session.rollback()
-            db.session.execute(
-                update(Token)
-                .where(
-                    Token.id == refresh_token.id,
-                    Token.refresh_token_used_at == refresh_token.refresh_token_used_at,
-                )
-                .values(refresh_token_used_at=None)
-            )
-            db.session.commit()
+            _give_back(refresh_token)
             # RFC 6749 5.2 has no "try later" error for the token endpoint (unlike
             # temporarily_unavailable at the authorization endpoint): invalid_grant, and the
             # refresh token stays valid for when the directory answers again.
@@ -369,6 +390,19 @@ class RefreshTokenGrant(grants.RefreshTokenGrant):
         pass  # spent in authenticate_refresh_token, before the new one was issued
 
 
+def _give_back(refresh_token: Token) -> None:
+    """Unspend a refresh token this request spent (committed): it stays valid."""
+    db.session.execute(
+        update(Token)
+        .where(
+            Token.id == refresh_token.id,
+            Token.refresh_token_used_at == refresh_token.refresh_token_used_at,
+        )
+        .values(refresh_token_used_at=None)
+    )
+    db.session.commit()
+
+
 class ClientCredentialsGrant(grants.ClientCredentialsGrant):
     TOKEN_ENDPOINT_AUTH_METHODS = CONFIDENTIAL_AUTH_METHODS
 
@@ -382,6 +416,10 @@ class AccessTokenGenerator(JWTBearerTokenGenerator):
 
     def get_jwks(self):
         return KeySet([keys.signing_key(self.alg)])
+
+    def get_extra_claims(self, client, grant_type, user, scope):
+        # The person's `sub` as this app knows it (pairwise or public).
+        return {"sub": subjects.subject_for(client, user)} if user else {}
 
 
 def _expires_in(client, grant_type: str) -> int:
@@ -569,7 +607,11 @@ class Introspection(IntrospectionEndpoint):
             "iss": issuer(),
             "exp": exp,
             "iat": token.issued_at,
-            "sub": user.subject if user else token.client_id,
+            "sub": (
+                subjects.subject_for(client_cache.lookup(token.client_id), user)
+                if user
+                else token.client_id
+            ),
         }
         if not is_refresh:
             body["jti"] = token.access_token

@@ -30,7 +30,8 @@ from identity.connectors import ConnectorError
 from identity.errors import render_error
 from identity.extensions import csrf, db
 from identity.models import Client, Consent, Token
-from identity.oidc import bp, keys, recheck
+from identity.models.oauth import OFFLINE_ACCESS
+from identity.oidc import bp, client_cache, keys, recheck, subjects
 from identity.oidc.clients import SCOPES
 from identity.oidc.server import (
     CLIENT_AUTH_METHODS,
@@ -40,6 +41,7 @@ from identity.oidc.server import (
     server,
     session_auth_time,
     user_claims,
+    without_offline_access,
 )
 from identity.throttle import SLOW_DOWN, throttle
 
@@ -78,7 +80,7 @@ def discovery():
         "response_types_supported": ["code"],
         "response_modes_supported": ["query"],
         "grant_types_supported": ["authorization_code", "refresh_token", "client_credentials"],
-        "subject_types_supported": ["public"],
+        "subject_types_supported": list(subjects.SUBJECT_TYPES),
         "id_token_signing_alg_values_supported": algs,
         "token_endpoint_auth_methods_supported": CLIENT_AUTH_METHODS,
         "introspection_endpoint_auth_methods_supported": CLIENT_AUTH_METHODS[:2],
@@ -179,7 +181,7 @@ def authorize():
             hinted = decode(params["id_token_hint"])
             if hinted is None or hinted.get("aud") not in (grant.client.client_id, None):
                 raise InvalidRequestError("'id_token_hint' is not an ID token from this provider")
-            if user is not None and hinted.get("sub") != user.subject:
+            if user is not None and hinted.get("sub") != subjects.subject_for(grant.client, user):
                 need_login = True
         if user is not None and not need_login:
             # An app's sign-in through the open session is a sign-in too: a directory-linked
@@ -214,6 +216,9 @@ def authorize():
 
         client: Client = grant.client
         scope = grant.request.scope or ""
+        if "consent" not in prompts:
+            # OpenID Connect Core 11: offline access only with prompt=consent (else ignored).
+            scope = without_offline_access(scope)
         consent = (
             None  # a first-party app is never asked: its consent is only read to be updated
             if client.skip_consent and request.method == "GET"
@@ -228,6 +233,11 @@ def authorize():
         )
         if ask and "none" in prompts:
             raise ConsentRequiredError()
+        if not ask and request.method == "GET":
+            scope = without_offline_access(scope)  # no one is asked: no offline access
+        # Read when the code is saved (Authlib validates the request again before, which
+        # resets its scope): offline access only when the person was asked for it.
+        grant.request.offline_access = OFFLINE_ACCESS in scope.split()
     except OAuth2Error as error:
         error.redirect_uri = redirect_uri
         error.state = grant.request.payload.state
@@ -314,7 +324,7 @@ def userinfo():
         return _bearer_error(error)
     if row.user is None or row.user.disabled:
         return _bearer_error(InvalidTokenError("The account is disabled."))
-    return jsonify(user_claims(row.user, row.scope))
+    return jsonify(user_claims(row.user, row.scope, client_cache.lookup(row.client_id)))
 
 
 def _bearer_error(error: OAuth2Error):
@@ -364,7 +374,7 @@ def end_session():
     someone_else = (
         ending.id_token_claims is not None
         and current_user.is_authenticated
-        and ending.id_token_claims.get("sub") != current_user.subject
+        and ending.id_token_claims.get("sub") != subjects.subject_for(ending.client, current_user)
     )
     if (
         (ending.needs_confirmation or someone_else)
