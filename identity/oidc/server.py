@@ -500,9 +500,11 @@ def session_auth_time() -> int:
 # -- validating our own tokens ---------------------------------------------------------------
 
 
-def decode(token_string: str, *, typ: str | None = None) -> dict | None:
-    """The claims of a JWT signed by one of our published keys with one of our algorithms
-    (never `none` nor HMAC), issued by us; None for anything else. Expiry is the caller's."""
+def decode(token_string: str, *, typ: str) -> dict | None:
+    """The claims of a JWT of type `typ` (RFC 8725 3.11: every read says which kind of token
+    it expects, so that one kind is never taken for another) signed by one of our published
+    keys with one of our algorithms (never `none` nor HMAC), issued by us; None for anything
+    else. Expiry is the caller's."""
     try:
         decoded = jwt.decode(
             token_string,
@@ -513,7 +515,7 @@ def decode(token_string: str, *, typ: str | None = None) -> dict | None:
         return None
     if decoded.claims.get("iss") != issuer():
         return None
-    if typ is not None and decoded.header.get("typ") != typ:
+    if decoded.header.get("typ") != typ:
         return None
     return decoded.claims
 
