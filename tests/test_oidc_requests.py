@@ -29,6 +29,7 @@ def test_discovery_lists_the_response_modes_supported(idp):
     [
         ({"request": "eyJhbGciOiJub25lIn0.e30."}, "request_not_supported"),
         ({"request_uri": "https://app.example/request.jwt"}, "request_uri_not_supported"),
+        ({"registration": '{"client_name": "x"}'}, "registration_not_supported"),
         ({"response_mode": "fragment"}, "invalid_request"),
         ({"response_mode": "jwt"}, "invalid_request"),
     ],

@@ -50,6 +50,13 @@ class RequestUriNotSupportedError(OAuth2Error):
     description = "'request_uri' is not supported: send the parameters as such."
 
 
+class RegistrationNotSupportedError(OAuth2Error):
+    """OpenID Connect Core 3.1.2.6 and 7.2.1: no registration by request parameter."""
+
+    error = "registration_not_supported"
+    description = "'registration' is not supported: apps are registered by an administrator."
+
+
 def refuse_repeated_parameters(request) -> None:
     """Raise invalid_request when any authorization parameter appears more than once (no
     redirect: which `redirect_uri` or `state` the app meant is not known)."""
@@ -78,14 +85,16 @@ def checked_redirect_uri(request, client) -> str:
 
 def check_request_features(grant, redirect_uri: str) -> None:
     """Refuse what this provider does not do, rather than ignore it: request objects (by value
-    or reference) and response modes other than query and form_post. The errors go back to
-    the app's (checked) redirect URI."""
+    or reference), registration by parameter, response modes other than query and form_post.
+    The errors go back to the app's (checked) redirect URI."""
     data = grant.request.payload.data
     try:
         if "request" in data:
             raise RequestNotSupportedError()
         if "request_uri" in data:
             raise RequestUriNotSupportedError()
+        if "registration" in data:
+            raise RegistrationNotSupportedError()
         mode = data.get("response_mode", DEFAULT_RESPONSE_MODE)
         if mode not in RESPONSE_MODES:
             raise InvalidRequestError(
