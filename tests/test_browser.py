@@ -747,3 +747,56 @@ def test_an_admin_lands_on_the_overview_at_every_size(playwright, idp, trusted_h
         assert csp == [], f"Content-Security-Policy violations: {csp}"
     finally:
         context.close()
+
+
+class _FormPostCallback(http.server.BaseHTTPRequestHandler):
+    """An app's redirect URI that takes the answer as a POSTed form (form_post)."""
+
+    def do_POST(self):
+        length = int(self.headers.get("Content-Length") or 0)
+        self.server.posted.append(self.rfile.read(length).decode())
+        self.send_response(200)
+        self.send_header("Content-Type", "text/html; charset=utf-8")
+        self.end_headers()
+        self.wfile.write(b"<!doctype html><title>App</title><h1>Posted to the app</h1>")
+
+    def log_message(self, *args):
+        pass
+
+
+def test_form_post_answer_is_submitted_by_the_browser_under_the_csp(playwright, idp, trusted_home):
+    """response_mode=form_post in a real browser: the page's script file (no inline script,
+    which the CSP forbids) posts the code and state to the app, with no CSP violation."""
+    d = idp.directory
+    callback = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _FormPostCallback)
+    callback.posted = []
+    threading.Thread(target=callback.serve_forever, daemon=True).start()
+    redirect_uri = f"http://127.0.0.1:{callback.server_address[1]}/callback"
+    with idp.app.app_context():
+        registered, _ = clients.create("Form Post App", [redirect_uri], skip_consent=True)
+    session = OAuth2Session(
+        registered.client_id,
+        scope="openid",
+        redirect_uri=redirect_uri,
+        code_challenge_method="S256",
+    )
+    url, state = session.create_authorization_url(
+        f"{idp.url}/authorize", code_verifier="v" * 64, response_mode="form_post"
+    )
+    context = launch(playwright, trusted_home, "form-post", viewport=DESKTOP)
+    try:
+        page = context.new_page()
+        csp = watch_csp(page)
+        page.goto(url)
+        page.get_by_label("Username or e-mail").fill("ada")
+        page.get_by_label("Password", exact=True).fill(d.passwords["ada"])
+        page.get_by_role("button", name="Sign in", exact=True).click()
+        expect(page.get_by_role("heading", name="Posted to the app")).to_be_visible()
+        assert page.url == redirect_uri
+        assert len(callback.posted) == 1
+        assert "code=" in callback.posted[0] and f"state={state}" in callback.posted[0]
+        assert csp == [], f"Content-Security-Policy violations: {csp}"
+    finally:
+        context.close()
+        callback.shutdown()
+        callback.server_close()

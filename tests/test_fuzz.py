@@ -48,6 +48,11 @@ PARAMETERS = [
     "next",
     "csrf_token",
     "login_hint",
+    "response_mode",
+    "request",
+    "request_uri",
+    "acr_values",
+    "claims",
 ]
 text = st.text(
     alphabet=st.characters(codec="utf-8", exclude_categories=("Cs",)), max_size=300

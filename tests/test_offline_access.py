@@ -60,9 +60,20 @@ def test_offline_access_needs_the_refresh_grant(idp):
     assert "refresh_token" not in tokens
 
 
-def test_a_first_party_app_that_asks_no_one_gets_no_offline_access(idp):
-    app, _, tokens = _offline_grant(idp, skip_consent=True)
+def test_a_first_party_app_gets_offline_access_only_when_the_person_was_asked(idp):
+    # Without prompt=consent a first-party app asks no one: no offline_access.
+    app = App(idp, register(idp, "portal", skip_consent=True), scope=OFFLINE)
+    person = Person(idp)
+    page = person.sign_in(person.open(app.authorization_url()))
+    assert "Allow" not in page.text  # nobody was asked
+    tokens = app.redeem(page)
     assert "offline_access" not in tokens["scope"].split()
+    # With prompt=consent even a first-party app shows the consent page (issue 15 item 3),
+    # and what the person allows there includes offline_access.
+    asked = person.open(app.authorization_url(prompt="consent"))
+    assert "Allow" in asked.text and "Stay connected" in asked.text
+    tokens = app.redeem(person.submit(asked, {"decision": "allow"}))
+    assert "offline_access" in tokens["scope"].split()
 
 
 def test_sign_out_keeps_an_offline_access_grant_and_ends_a_plain_one(idp):

@@ -16,6 +16,7 @@ import time
 import warnings
 
 from authlib.integrations.flask_oauth2 import AuthorizationServer, ResourceProtector
+from authlib.oauth2.base import invalid_error_characters
 from authlib.oauth2.rfc6749 import grants
 from authlib.oauth2.rfc6749.errors import (
     InvalidGrantError,
@@ -40,7 +41,7 @@ from identity import audit
 from identity.extensions import db
 from identity.models import AuthorizationCode, Client, Token, User
 from identity.models.oauth import OFFLINE_ACCESS, token_digest
-from identity.oidc import client_cache, keys, subjects
+from identity.oidc import authorize_rules, client_cache, keys, subjects
 
 # RFC 9864 renames "EdDSA" to "Ed25519"; relying parties know the old name, and an admin
 # chooses it per app (--id-token-alg), so the warning at every token is noise.
@@ -173,6 +174,19 @@ class S256Challenge(CodeChallenge):
 
 class AuthorizationCodeGrant(grants.AuthorizationCodeGrant):
     TOKEN_ENDPOINT_AUTH_METHODS = CLIENT_AUTH_METHODS
+    DEFAULT_RESPONSE_MODE = authorize_rules.DEFAULT_RESPONSE_MODE
+
+    @staticmethod
+    def validate_no_multiple_request_parameter(request) -> None:
+        authorize_rules.refuse_repeated_parameters(request)
+
+    def validate_authorization_redirect_uri(self, request, client) -> str:
+        return authorize_rules.checked_redirect_uri(request, client)
+
+    def validate_authorization_request(self) -> str:
+        redirect_uri = super().validate_authorization_request()
+        authorize_rules.check_request_features(self, redirect_uri)
+        return redirect_uri
 
     def save_authorization_code(self, code: str, request) -> None:
         data = request.payload.data
@@ -524,9 +538,11 @@ def session_auth_time() -> int:
 # -- validating our own tokens ---------------------------------------------------------------
 
 
-def decode(token_string: str, *, typ: str | None = None) -> dict | None:
-    """The claims of a JWT signed by one of our published keys with one of our algorithms
-    (never `none` nor HMAC), issued by us; None for anything else. Expiry is the caller's."""
+def decode(token_string: str, *, typ: str) -> dict | None:
+    """The claims of a JWT of type `typ` (RFC 8725 3.11: every read says which kind of token
+    it expects, so that one kind is never taken for another) signed by one of our published
+    keys with one of our algorithms (never `none` nor HMAC), issued by us; None for anything
+    else. Expiry is the caller's."""
     try:
         decoded = jwt.decode(
             token_string,
@@ -537,9 +553,27 @@ def decode(token_string: str, *, typ: str | None = None) -> dict | None:
         return None
     if decoded.claims.get("iss") != issuer():
         return None
-    if typ is not None and decoded.header.get("typ") != typ:
+    if decoded.header.get("typ") != typ:
         return None
     return decoded.claims
+
+
+ID_TOKEN_TYP = "JWT"  # what joserfc writes in the ID tokens Authlib makes (never at+jwt)
+# Claims that mark one of our other JWTs: access tokens (RFC 9068) and logout tokens.
+NOT_ID_TOKEN_CLAIMS = ("scope", "client_id", "events")
+
+
+def id_token_hint_claims(token_string: str) -> dict | None:
+    """The claims of an ID token this provider issued to one of its apps, expired or not (a
+    hint may be old); None for anything else, our access and logout tokens included (RFC 8725
+    3.11: told apart by `typ`, and by claims an ID token never carries)."""
+    claims = decode(token_string, typ=ID_TOKEN_TYP)
+    if claims is None or any(name in claims for name in NOT_ID_TOKEN_CLAIMS):
+        return None
+    aud, sub = claims.get("aud"), claims.get("sub")
+    if not isinstance(aud, str) or not isinstance(sub, str) or client_cache.lookup(aud) is None:
+        return None
+    return claims
 
 
 # Asked at every userinfo call: built once (with its account, joined).
@@ -647,6 +681,9 @@ class EndSession(EndSessionEndpoint):
         return list(current_app.config["SIGNING_ALGORITHMS"])
 
     def validate_request(self, request):
+        hint = request.payload.data.get("id_token_hint")
+        if hint and id_token_hint_claims(hint) is None:
+            raise InvalidRequestError("'id_token_hint' is not an ID token from this provider")
         validated = super().validate_request(request)
         claims = validated.id_token_claims
         if claims is not None and claims.get("iss") != issuer():
@@ -660,6 +697,15 @@ class EndSession(EndSessionEndpoint):
 
 
 # -- wiring -------------------------------------------------------------------------------
+
+
+class Server(AuthorizationServer):
+    def get_authorization_grant(self, request):
+        """Authlib's, except that a response_type no error description can repeat (RFC 6749
+        5.2: printable ASCII, no quote or backslash) is refused without repeating it."""
+        if invalid_error_characters(request.payload.response_type or ""):
+            raise InvalidRequestError("'response_type' must be 'code'.")
+        return super().get_authorization_grant(request)
 
 
 class Issuer(IssuerParameter):
@@ -676,7 +722,7 @@ def init_app(app: Flask) -> AuthorizationServer:
         return client_cache.lookup(client_id)
 
     client_cache.init_app(app)
-    authorization = AuthorizationServer(
+    authorization = Server(
         app, query_client=query_client, save_token=lambda token, request: save_token(token, request)
     )
     from identity.oidc.clients import SCOPES

@@ -7,7 +7,7 @@ from __future__ import annotations
 import base64
 import logging
 import time
-from urllib.parse import urlencode
+from urllib.parse import parse_qsl, urlencode, urlsplit
 
 from authlib.oauth2 import OAuth2Error
 from authlib.oauth2.rfc6749.errors import InvalidRequestError, MissingAuthorizationError
@@ -31,11 +31,11 @@ from identity.errors import render_error
 from identity.extensions import csrf, db
 from identity.models import Client, Consent, Token
 from identity.models.oauth import OFFLINE_ACCESS
-from identity.oidc import bp, client_cache, keys, recheck, subjects
+from identity.oidc import authorize_rules, bp, client_cache, keys, recheck, subjects
 from identity.oidc.clients import SCOPES
 from identity.oidc.server import (
     CLIENT_AUTH_METHODS,
-    decode,
+    id_token_hint_claims,
     issuer,
     revoke_tokens,
     server,
@@ -78,7 +78,7 @@ def discovery():
         "end_session_endpoint": f"{base}/end_session",
         "scopes_supported": list(SCOPES),
         "response_types_supported": ["code"],
-        "response_modes_supported": ["query"],
+        "response_modes_supported": authorize_rules.RESPONSE_MODES,
         "grant_types_supported": ["authorization_code", "refresh_token", "client_credentials"],
         "subject_types_supported": list(subjects.SUBJECT_TYPES),
         "id_token_signing_alg_values_supported": algs,
@@ -136,10 +136,33 @@ def _error(error: OAuth2Error):
         current_app.extensions["idp.oauth.issuer_parameter"].add_issuer_parameter(
             server(), response
         )
-        return response
+        return _delivered(response, error.redirect_uri)
     return render_error(
         400, f"This sign-in request is not valid: {error.description or error.error}"
     )
+
+
+def _delivered(response, redirect_uri: str, client: Client | None = None):
+    """The answer to the app in the response mode it asked for: Authlib's redirect as is
+    (query), or its parameters POSTed to the redirect URI by a page (form_post; only to an
+    http(s) URI, as the request's validation made sure)."""
+    location = response.headers.get("Location", "") if response.status_code == 302 else ""
+    if (
+        authorize_rules.response_mode(request.args) != "form_post"
+        or not location.startswith(redirect_uri)
+        or urlsplit(redirect_uri).scheme not in ("http", "https")
+    ):
+        return response
+    # The redirect URI's own query stays in the action; the answer's parameters follow it.
+    own = len(parse_qsl(urlsplit(redirect_uri).query, keep_blank_values=True))
+    fields = parse_qsl(urlsplit(location).query, keep_blank_values=True)[own:]
+    page = render_template(
+        "oidc/form_post.html",
+        action=redirect_uri,
+        fields=fields,
+        client_name=client.name if client is not None else None,
+    )
+    return page, 200, {"Cache-Control": "no-store"}
 
 
 def _login_redirect(params: dict, hint: str | None):
@@ -178,8 +201,8 @@ def authorize():
             if user is not None and time.time() - session_auth_time() > int(max_age):
                 need_login = True
         if params.get("id_token_hint"):
-            hinted = decode(params["id_token_hint"])
-            if hinted is None or hinted.get("aud") not in (grant.client.client_id, None):
+            hinted = id_token_hint_claims(params["id_token_hint"])
+            if hinted is None or hinted.get("aud") != grant.client.client_id:
                 raise InvalidRequestError("'id_token_hint' is not an ID token from this provider")
             if user is not None and hinted.get("sub") != subjects.subject_for(grant.client, user):
                 need_login = True
@@ -228,8 +251,9 @@ def authorize():
                 )
             )
         )
-        ask = not client.skip_consent and (
-            "consent" in prompts or consent is None or not consent.covers(scope)
+        # prompt=consent asks every app, first-party ones included (Core 3.1.2.1).
+        ask = "consent" in prompts or (
+            not client.skip_consent and (consent is None or not consent.covers(scope))
         )
         if ask and "none" in prompts:
             raise ConsentRequiredError()
@@ -250,7 +274,11 @@ def authorize():
         if request.form.get("decision") != "allow":
             audit.record("consent.denied", user, client_id=client.client_id, scope=scope)
             db.session.commit()
-            return server().create_authorization_response(grant=grant, grant_user=None)
+            return _delivered(
+                server().create_authorization_response(grant=grant, grant_user=None),
+                redirect_uri,
+                client,
+            )
         _remember_consent(user, client, scope, consent)
     elif ask:
         return render_template(
@@ -260,7 +288,9 @@ def authorize():
             form=PostForm(),
             action=request.full_path,
         )
-    return server().create_authorization_response(grant=grant, grant_user=user)
+    return _delivered(
+        server().create_authorization_response(grant=grant, grant_user=user), redirect_uri, client
+    )
 
 
 def _remember_consent(user, client: Client, scope: str, consent: Consent | None) -> None:
@@ -293,6 +323,27 @@ def _malformed_basic_credentials():
         return None
     body = {"error": "invalid_client", "error_description": "Malformed Basic credentials."}
     return jsonify(body), 401, {"WWW-Authenticate": 'Basic error="invalid_client"'}
+
+
+@bp.before_request
+def _one_client_authentication():
+    """RFC 6749 2.3: a client uses one authentication method per request. Basic credentials
+    with a client_secret (or a client_assertion) in the body are refused, rather than one of
+    them silently winning."""
+    if request.endpoint not in ("oidc.token", "oidc.introspect", "oidc.revoke"):
+        return None
+    used = [
+        request.headers.get("Authorization", "")[:6].lower() == "basic ",
+        "client_secret" in request.form,
+        "client_assertion" in request.form,
+    ]
+    if sum(used) < 2:
+        return None
+    body = {
+        "error": "invalid_request",
+        "error_description": "Use one client authentication method per request (RFC 6749 2.3).",
+    }
+    return jsonify(body), 400, {"Cache-Control": "no-store"}
 
 
 @bp.post("/token")
