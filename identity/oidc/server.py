@@ -534,45 +534,63 @@ def _token_from_string(token_string: str, hint: str | None) -> Token | None:
     return db.session.scalar(select(Token).where(Token.refresh_token == token_digest(token_string)))
 
 
+class PresentedToken:
+    """The token one introspection request presented: its row and which of the row's two
+    tokens it is, each with its own state (RFC 7662 2.2: a refresh token is active while
+    /token accepts it, whatever became of the access token issued with it).
+
+    Made per request: Authlib's endpoint objects are shared by every request and thread."""
+
+    def __init__(self, row: Token, refresh: bool):
+        self.row = row
+        self.refresh = refresh
+
+    def is_expired(self) -> bool:
+        if self.refresh:
+            return (self.row.refresh_token_expires_at or 0) <= time.time()
+        return self.row.is_expired()
+
+    def is_revoked(self) -> bool:
+        if self.refresh:
+            # A spent (rotated) refresh token is refused by /token: not active either.
+            return bool(self.row.refresh_token_revoked_at or self.row.refresh_token_used_at)
+        return self.row.is_revoked()
+
+
 class Introspection(IntrospectionEndpoint):
     CLIENT_AUTH_METHODS = CONFIDENTIAL_AUTH_METHODS
 
     def query_token(self, token_string, token_type_hint):
-        self._hint = token_type_hint
-        self._string = token_string
-        return _token_from_string(token_string, token_type_hint)
+        row = _token_from_string(token_string, token_type_hint)
+        if row is None:
+            return None
+        refresh = row.refresh_token is not None and row.refresh_token == token_digest(token_string)
+        return PresentedToken(row, refresh)
 
-    def check_permission(self, token: Token, client: Client, request) -> bool:
+    def check_permission(self, token: PresentedToken, client: Client, request) -> bool:
         # An app learns about its own tokens only.
-        return token.client_id == client.client_id
+        return token.row.client_id == client.client_id
 
-    def introspect_token(self, token: Token) -> dict:
-        is_refresh = token.refresh_token is not None and token.refresh_token == token_digest(
-            self._string
-        )
-        if is_refresh:
-            active = token.refresh_usable()
-            exp = token.refresh_token_expires_at
-        else:
-            active = not token.is_revoked() and not token.is_expired()
-            exp = token.issued_at + token.expires_in
-        if not active:
-            return {"active": False}
-        user = db.session.get(User, token.user_id) if token.user_id else None
-        if token.user_id and (user is None or user.disabled):
+    def introspect_token(self, token: PresentedToken) -> dict:
+        # Authlib answered {"active": false} already for an expired or revoked token.
+        row = token.row
+        user = db.session.get(User, row.user_id) if row.user_id else None
+        if row.user_id and (user is None or user.disabled):
             return {"active": False}
         body = {
             "active": True,
-            "client_id": token.client_id,
-            "token_type": "refresh_token" if is_refresh else "Bearer",
-            "scope": token.scope,
+            "client_id": row.client_id,
+            "token_type": "refresh_token" if token.refresh else "Bearer",
+            "scope": row.scope,
             "iss": issuer(),
-            "exp": exp,
-            "iat": token.issued_at,
-            "sub": user.subject if user else token.client_id,
+            "exp": row.refresh_token_expires_at
+            if token.refresh
+            else row.issued_at + row.expires_in,
+            "iat": row.issued_at,
+            "sub": user.subject if user else row.client_id,
         }
-        if not is_refresh:
-            body["jti"] = token.access_token
+        if not token.refresh:
+            body["jti"] = row.access_token
         if user:
             body["username"] = user.username
         return body
