@@ -111,6 +111,8 @@ def _end(user, condition, *, reason: str) -> int:
                 )
             )
     db.session.add_all(deliveries)
+    db.session.flush()
+    delivery_ids = [d.id for d in deliveries]
     audit.record(
         "session.ended",
         user,
@@ -120,8 +122,8 @@ def _end(user, condition, *, reason: str) -> int:
         revoked_tokens=revoked,
     )
     db.session.commit()
-    for delivery in deliveries:
-        _submit(current_app._get_current_object(), delivery.id)
+    for row_id in delivery_ids:
+        _submit(current_app._get_current_object(), row_id)
     return len(deliveries)
 
 

@@ -47,7 +47,9 @@ log = logging.getLogger("identity.oidc")
 CLIENT_AUTH_METHODS = ["client_secret_basic", "client_secret_post", "none"]
 CONFIDENTIAL_AUTH_METHODS = ["client_secret_basic", "client_secret_post"]
 CODE_KEPT = 3600  # seconds a spent or expired code is remembered after it expires
-CODE_SWEEP_INTERVAL = 60  # seconds between two deletions of codes past CODE_KEPT
+TOKEN_KEPT = 3600  # seconds a token row is kept after the last moment it could matter
+SWEEP_INTERVAL = 60  # seconds between two sweeps of one table, per process
+SWEEP_BATCH = 1000  # rows deleted at most per sweep: a short transaction, a short lock
 
 
 def server() -> AuthorizationServer:
@@ -185,14 +187,8 @@ class AuthorizationCodeGrant(grants.AuthorizationCodeGrant):
         )
         db.session.add(row)
         # Spent and expired codes are kept an hour, so that a replay is recognised (and its
-        # grant revoked) while it matters; older ones go (indexed on expires_at), looked for
-        # once a minute per process rather than at every authorization.
-        sweeps = current_app.extensions.setdefault("idp.code_sweep", {"next": 0.0})
-        if time.monotonic() >= sweeps["next"]:
-            sweeps["next"] = time.monotonic() + CODE_SWEEP_INTERVAL
-            db.session.execute(
-                delete(AuthorizationCode).where(AuthorizationCode.expires_at < now - CODE_KEPT)
-            )
+        # grant revoked) while it matters; older ones go (indexed on expires_at).
+        sweep(AuthorizationCode, AuthorizationCode.expires_at < now - CODE_KEPT)
         db.session.commit()
 
     def query_authorization_code(self, code: str, client: Client):
@@ -392,6 +388,44 @@ def _refresh_token(client, grant_type, user, scope) -> str:
     return secrets.token_urlsafe(32)
 
 
+def sweep(model, *conditions) -> int:
+    """Delete at most SWEEP_BATCH rows of `model` matching `conditions`, in the caller's
+    transaction, at most once every SWEEP_INTERVAL seconds per process and table (looked for
+    on the hot path, but not at every request); a full batch makes the next call sweep again.
+    Returns how many rows went."""
+    sweeps = current_app.extensions.setdefault("idp.sweeps", {})
+    if time.monotonic() < sweeps.get(model.__tablename__, 0.0):
+        return 0
+    ids = select(model.id).where(*conditions).limit(SWEEP_BATCH)
+    # A subquery of ids: DELETE ... LIMIT is neither standard nor in PostgreSQL.
+    deleted = db.session.execute(
+        delete(model)
+        .where(model.id.in_(ids.scalar_subquery()))
+        .execution_options(synchronize_session=False)
+    ).rowcount
+    sweeps[model.__tablename__] = (
+        0.0 if deleted >= SWEEP_BATCH else time.monotonic() + SWEEP_INTERVAL
+    )
+    return deleted
+
+
+def prunable_tokens(now: int) -> tuple:
+    """The conditions of a token row that can no longer matter (TOKEN_KEPT after): its
+    access token expired; its refresh token, if any, expired or revoked (a spent one stays
+    until it expires: presenting it again must still revoke the grant); and, with a `sid`,
+    the SSO session it belongs to is over, so that a sign-out still finds every app of the
+    session to send a back-channel logout to. What happened is in the audit log."""
+    cutoff = now - TOKEN_KEPT
+    return (
+        Token.issued_at < cutoff,  # implied by the next one; lets the database narrow first
+        Token.issued_at + Token.expires_in < cutoff,
+        Token.refresh_token.is_(None)
+        | (Token.refresh_token_expires_at < cutoff)
+        | ((Token.refresh_token_revoked_at > 0) & (Token.refresh_token_revoked_at < cutoff)),
+        Token.sid.is_(None) | (Token.issued_at + current_app.config["SESSION_LIFETIME"] < cutoff),
+    )
+
+
 def _code_grant_id(code: AuthorizationCode) -> str:
     return f"code-{code.id}"
 
@@ -436,6 +470,7 @@ def save_token(token: dict, request) -> None:
             ),
         },
     )
+    sweep(Token, *prunable_tokens(now))
     audit.insert(
         # A refresh is its own event: the grant goes on, no one signed in again.
         "token.refreshed" if previous is not None else "token.issued",
