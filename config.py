@@ -124,7 +124,8 @@ class Config:
     ID_TOKEN_LIFETIME = 10 * 60
     # Every refresh gives a new refresh token valid this long; each is used once.
     REFRESH_TOKEN_LIFETIME = 30 * 24 * 3600
-    # Seconds to wait for an app's back-channel logout endpoint (sent in the background).
+    # Seconds one back-channel logout delivery may take in all (connection, TLS, request and
+    # answer), not per read: a slow app is cut off then and retried later with backoff.
     BACKCHANNEL_LOGOUT_TIMEOUT = 5
     # Seconds each worker keeps a registered app in memory instead of reading it for every
     # token request. A change made in one process (rotated secret, deleted app) applies

@@ -70,6 +70,7 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
     app.register_blueprint(auth_bp)
     app.register_blueprint(certs_bp)
     from identity.oidc import bp as oidc_bp
+    from identity.oidc import logout as oidc_logout
     from identity.oidc import server as oidc_server
     from identity.oidc.clients import client_cli
     from identity.oidc.keys import keys_cli
@@ -77,6 +78,8 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
     app.register_blueprint(admin_bp)
     # The OpenID Connect provider: Authlib's authorization server, our keys and storage.
     oidc_server.init_app(app)
+    # Back-channel logouts not delivered yet are retried, looked for after requests.
+    oidc_logout.init_app(app)
     app.register_blueprint(oidc_bp)
     app.cli.add_command(keys_cli)
     app.cli.add_command(client_cli)

@@ -617,7 +617,7 @@ def test_codes_expired_for_an_hour_are_deleted(idp):
     with idp.app.app_context():
         # Swept once a minute per process: the first authorization above started the minute.
         assert len(db.session.scalars(select(AuthorizationCode)).all()) == 2
-    idp.app.extensions["idp.code_sweep"]["next"] = 0.0
+    idp.app.extensions["idp.sweeps"]["oauth_codes"] = 0.0
     person.open(app.authorization_url())
     with idp.app.app_context():
         rows = db.session.scalars(select(AuthorizationCode)).all()

@@ -360,7 +360,22 @@ def _facts(client: Client) -> dict:
         "issued": issued,
         "live_tokens": live_tokens,
         "consents": consents,
+        **_logout_failures(client),
     }
+
+
+def _logout_failures(client: Client) -> dict:
+    """The app's last failed back-channel logouts (audited) and how many still wait."""
+    from identity.models import Event, LogoutDelivery
+
+    recent = db.session.scalars(
+        select(Event).where(Event.type == "logout.failed").order_by(Event.id.desc()).limit(200)
+    ).all()
+    failures = [e for e in recent if e.data.get("client_id") == client.client_id][:5]
+    waiting = db.session.scalar(
+        select(func.count(LogoutDelivery.id)).where(LogoutDelivery.client_id == client.client_id)
+    )
+    return {"logout_failures": failures, "logouts_waiting": waiting}
 
 
 @bp.route("/apps/<client_id>/rotate", methods=["GET", "POST"])

@@ -3,7 +3,7 @@
 from identity.models.audit import Event
 from identity.models.factors import Passkey, RecoveryCode, TotpFactor, WebauthnChallenge
 from identity.models.keys import SigningKey
-from identity.models.oauth import AuthorizationCode, Client, Consent, Token
+from identity.models.oauth import AuthorizationCode, Client, Consent, LogoutDelivery, Token
 from identity.models.sessions import BrowserSession, RememberToken
 from identity.models.users import LinkedIdentity, PasswordReset, User
 from identity.models.verification import EmailVerification
@@ -13,6 +13,7 @@ __all__ = [
     "BrowserSession",
     "Consent",
     "EmailVerification",
+    "LogoutDelivery",
     "Token",
     "TotpFactor",
     "Client",

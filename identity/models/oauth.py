@@ -174,3 +174,21 @@ class Consent(db.Model):
 
     def covers(self, scope: str) -> bool:
         return set(scope.split()) <= set(self.scope.split())
+
+
+class LogoutDelivery(db.Model):
+    """A back-channel logout not delivered yet: kept until the app answers 200 or it can no
+    longer matter (`expires_at`), so that it survives a restart. A process claims a row
+    (`claimed_until`) before sending, so that two processes never send it at once."""
+
+    __tablename__ = "oidc_logout_deliveries"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    client_id: Mapped[str] = mapped_column(String(48), index=True)
+    subject: Mapped[str] = mapped_column(String(64))
+    sid: Mapped[str] = mapped_column(String(64))
+    attempts: Mapped[int] = mapped_column(default=0)
+    next_attempt_at: Mapped[int] = mapped_column(index=True)
+    claimed_until: Mapped[int] = mapped_column(default=0)
+    expires_at: Mapped[int]
+    last_error: Mapped[str | None] = mapped_column(String(200))

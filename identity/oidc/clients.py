@@ -58,6 +58,21 @@ def check_uri(uri: str, field: str) -> str:
     return uri
 
 
+def check_backchannel_uri(uri: str) -> str:
+    """A back-channel logout URI: a valid URI (check_uri) that, in production, does not name
+    this machine, a link-local address or a cloud metadata service."""
+    from identity.oidc import destinations
+
+    uri = check_uri(uri, "--backchannel-logout-uri")
+    try:
+        destinations.check_host(urlsplit(uri).hostname)
+    except destinations.ForbiddenDestination as exc:
+        raise ClientError(
+            f"--backchannel-logout-uri: {uri!r}: {exc}; logout tokens are not sent there"
+        ) from None
+    return uri
+
+
 def _loopback(host: str) -> bool:
     if host in LOOPBACK_NAMES:
         return True
@@ -152,11 +167,7 @@ def create(
         raise ClientError("--redirect-uri: at least one is needed for authorization_code")
     scope_list = check_scopes(scopes or DEFAULT_SCOPES)
     logout_uris = check_uris(post_logout_redirect_uris, "--post-logout-redirect-uri")
-    backchannel = (
-        check_uri(backchannel_logout_uri, "--backchannel-logout-uri")
-        if backchannel_logout_uri
-        else None
-    )
+    backchannel = check_backchannel_uri(backchannel_logout_uri) if backchannel_logout_uri else None
 
     if id_token_alg not in current_app.config["SIGNING_ALGORITHMS"]:
         raise ClientError(
@@ -266,9 +277,7 @@ def update(
         )
     if backchannel_logout_uri is not _UNCHANGED:
         wanted["backchannel_logout_uri"] = (
-            check_uri(backchannel_logout_uri, "--backchannel-logout-uri")
-            if backchannel_logout_uri
-            else None
+            check_backchannel_uri(backchannel_logout_uri) if backchannel_logout_uri else None
         )
     if scopes is not None:
         if not scopes:

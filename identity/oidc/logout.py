@@ -1,31 +1,52 @@
 """Ending an SSO session: its tokens are revoked and every app that took part and registered
 a `backchannel_logout_uri` receives a signed logout token (OpenID Connect Back-Channel
-Logout 1.0), sent in the background so that a slow app never holds the person up."""
+Logout 1.0), sent in the background so that a slow app never holds the person up.
+
+Each logout to deliver is first a row (LogoutDelivery), committed with the sign-out: a
+bounded pool of threads sends them concurrently, each exchange with a total deadline, and a
+failed one is retried with backoff by whichever process of the service next notices it is
+due (a check piggybacked on requests): nothing else to run, and a restart loses nothing."""
 
 from __future__ import annotations
 
+import contextlib
+import http.client
 import logging
+import os
 import secrets
+import socket
+import ssl
 import threading
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
+from urllib.parse import urlencode, urlsplit
 
-import requests
-from flask import current_app
+import requests.certs
+from flask import Flask, current_app
 from joserfc import jwt
 from joserfc.jwk import KeySet
-from sqlalchemy import select
+from sqlalchemy import bindparam, delete, select, update
 
 from identity import audit
 from identity.extensions import db
-from identity.models import Client, Token
+from identity.models import Client, LogoutDelivery, Token
 from identity.models.oauth import OFFLINE_ACCESS
-from identity.oidc import keys, subjects
+from identity.oidc import destinations, keys, subjects
 
 log = logging.getLogger("identity.oidc")
 
 LOGOUT_EVENT = "http://schemas.openid.net/event/backchannel-logout"
-# Threads still delivering logout tokens (tests wait for them; nothing else needs to).
-_pending: set[threading.Thread] = set()
+LOGOUT_TOKEN_LIFETIME = 120
+# A few sends at once per process: enough that one slow app never delays another, few
+# enough that a wave of sign-outs cannot pile up threads.
+POOL = ThreadPoolExecutor(max_workers=8, thread_name_prefix="backchannel-logout")
+MAX_ATTEMPTS = 5
+BACKOFF = (0, 30, 120, 600, 3600)  # seconds before attempt n+1 (attempt 1 at once)
+RETRY_CHECK_INTERVAL = 30  # seconds between two looks for due deliveries, per process
+RETRY_BATCH = 20
+# Deliveries submitted and not finished (tests wait for them; nothing else needs to).
+_pending: set[Future] = set()
+_pending_lock = threading.Lock()
 
 
 def end_sessions_by_sid(user, sids: set[str], *, reason: str) -> int:
@@ -82,32 +103,41 @@ def _end(user, condition, *, reason: str, revoke_only=None) -> int:
         if client_ids
         else {}
     )
+    now = int(time.time())
     deliveries = []
     for sid, client_id in sorted(participants):
         client = clients.get(client_id)
-        uri = client.client_metadata.get("backchannel_logout_uri") if client else None
-        if uri:
-            subject = subjects.subject_for(client, user)  # as this app knows the person
-            deliveries.append((client_id, uri, logout_token(client, subject, sid)))
+        if client and client.client_metadata.get("backchannel_logout_uri"):
+            deliveries.append(
+                LogoutDelivery(
+                    client_id=client_id,
+                    subject=subjects.subject_for(client, user),  # as this app knows the person
+                    sid=sid,
+                    next_attempt_at=now,
+                    # Worth sending while the app's session from this sign-in may live on.
+                    expires_at=now + current_app.config["SESSION_LIFETIME"],
+                )
+            )
+    db.session.add_all(deliveries)
+    db.session.flush()
+    delivery_ids = [d.id for d in deliveries]
     audit.record(
         "session.ended",
         user,
         reason=reason,
         apps=sorted(client_ids),
-        notified=sorted({c for c, _, _ in deliveries}),
+        notified=sorted({d.client_id for d in deliveries}),
         revoked_tokens=revoked,
     )
     db.session.commit()
-    if deliveries:
-        timeout = current_app.config["BACKCHANNEL_LOGOUT_TIMEOUT"]
-        thread = threading.Thread(target=_deliver, args=(deliveries, timeout), daemon=True)
-        _pending.add(thread)
-        thread.start()
+    for row_id in delivery_ids:
+        _submit(current_app._get_current_object(), row_id)
     return len(deliveries)
 
 
 def logout_token(client: Client, subject: str, sid: str) -> str:
-    """A logout token (Back-Channel Logout 1.0, section 2.4) for one app."""
+    """A logout token (Back-Channel Logout 1.0, section 2.4) for one app, made for one
+    attempt: a retry gets a new one (new jti and iat), never a stale copy."""
     from identity.oidc.server import client_algorithm
 
     alg = client_algorithm(client)
@@ -117,7 +147,7 @@ def logout_token(client: Client, subject: str, sid: str) -> str:
         "sub": subject,
         "aud": client.client_id,
         "iat": now,
-        "exp": now + 120,
+        "exp": now + LOGOUT_TOKEN_LIFETIME,
         "jti": secrets.token_urlsafe(16),
         "sid": sid,
         "events": {LOGOUT_EVENT: {}},
@@ -126,39 +156,206 @@ def logout_token(client: Client, subject: str, sid: str) -> str:
     return jwt.encode(header, claims, KeySet([keys.signing_key(alg)]), algorithms=[alg])
 
 
-def _deliver(deliveries: list[tuple[str, str, str]], timeout: float) -> None:
+# -- delivery -------------------------------------------------------------------------------
+
+_rows = LogoutDelivery.__table__
+# Taking a due delivery: one conditional UPDATE, so that of several processes (or nodes)
+# noticing the same row, one sends it. The claim lapses by itself if that process dies.
+CLAIM = (
+    update(_rows)
+    .where(
+        _rows.c.id == bindparam("row"),
+        _rows.c.claimed_until < bindparam("now"),
+        _rows.c.next_attempt_at <= bindparam("now"),
+    )
+    .values(claimed_until=bindparam("until"), attempts=_rows.c.attempts + 1)
+    .returning(*_rows.c)
+)
+
+
+def _submit(app: Flask, row_id: int) -> None:
+    future = POOL.submit(_attempt, app, row_id)
+    with _pending_lock:
+        _pending.add(future)
+    future.add_done_callback(_forget)
+
+
+def _forget(future: Future) -> None:
+    with _pending_lock:
+        _pending.discard(future)
+    if future.exception() is not None:
+        log.error("back-channel logout delivery crashed", exc_info=future.exception())
+
+
+def _attempt(app: Flask, row_id: int) -> None:
+    """One attempt at one delivery, if still due and not taken by another process."""
+    with app.app_context():
+        try:
+            _attempt_in_context(row_id)
+        finally:
+            db.session.remove()
+
+
+def _attempt_in_context(row_id: int) -> None:
+    timeout = float(current_app.config["BACKCHANNEL_LOGOUT_TIMEOUT"])
+    now = int(time.time())
+    claimed = (
+        db.session.connection()
+        .execute(CLAIM, {"row": row_id, "now": now, "until": now + int(timeout) + 30})
+        .first()
+    )
+    db.session.commit()
+    if claimed is None:
+        return
+    client = db.session.scalar(select(Client).where(Client.client_id == claimed.client_id))
+    uri = client.client_metadata.get("backchannel_logout_uri") if client else None
+    if not uri:
+        db.session.execute(delete(LogoutDelivery).where(LogoutDelivery.id == row_id))
+        db.session.commit()
+        return
+    token = logout_token(client, claimed.subject, claimed.sid)
+    error = send(uri, token, timeout)
+    if error is None:
+        db.session.execute(delete(LogoutDelivery).where(LogoutDelivery.id == row_id))
+        audit.record("logout.delivered", None, client_id=client.client_id, attempt=claimed.attempts)
+        db.session.commit()
+        return
+    log.warning("back-channel logout to %s (%s) failed: %s", client.client_id, uri, error)
+    now = int(time.time())
+    retry_at = now + BACKOFF[min(claimed.attempts, len(BACKOFF) - 1)]
+    final = claimed.attempts >= MAX_ATTEMPTS or retry_at >= claimed.expires_at
+    if final:
+        db.session.execute(delete(LogoutDelivery).where(LogoutDelivery.id == row_id))
+    else:
+        db.session.execute(
+            update(LogoutDelivery)
+            .where(LogoutDelivery.id == row_id)
+            .values(next_attempt_at=retry_at, claimed_until=0, last_error=error[:200])
+        )
+    audit.record(
+        "logout.failed",
+        None,
+        client_id=client.client_id,
+        uri=uri,
+        attempt=claimed.attempts,
+        error=error[:200],
+        retry_at=None if final else retry_at,
+    )
+    db.session.commit()
+
+
+def send(uri: str, token: str, timeout: float) -> str | None:
+    """POST the logout token to `uri`: None on a 200, else what went wrong. The whole
+    exchange (resolution, connection, TLS, request, answer) ends within `timeout` seconds:
+    an endpoint that answers a byte at a time is cut off, not waited for byte by byte.
+    The connection goes to the address destinations.resolve() checked (DNS rebinding)."""
+    deadline = time.monotonic() + timeout
+    parts = urlsplit(uri)
+    https = parts.scheme == "https"
+    port = parts.port or (443 if https else 80)
     try:
-        with requests.Session() as http:
-            for client_id, uri, token in deliveries:
-                try:
-                    response = http.post(
-                        uri,
-                        data={"logout_token": token},
-                        timeout=timeout,
-                        allow_redirects=False,
-                        headers={"Cache-Control": "no-store"},
-                    )
-                except requests.RequestException as exc:
-                    log.warning(
-                        "back-channel logout to %s (%s) failed: %s",
-                        client_id,
-                        uri,
-                        type(exc).__name__,
-                    )
-                    continue
-                if response.status_code != 200:
-                    log.warning(
-                        "back-channel logout to %s (%s) answered %s",
-                        client_id,
-                        uri,
-                        response.status_code,
-                    )
+        address = destinations.resolve(parts.hostname, port)
+    except destinations.ForbiddenDestination as exc:
+        return f"refused: {exc}"
+    sock = None
+    timer = None
+    try:
+        sock = socket.create_connection((address, port), timeout=max(0.1, timeout))
+        # The deadline of the whole exchange: shutting the socket down wakes a blocked read.
+        timer = threading.Timer(max(0.0, deadline - time.monotonic()), _cut, (sock,))
+        timer.daemon = True
+        timer.start()
+        connection_class = http.client.HTTPSConnection if https else http.client.HTTPConnection
+        connection = connection_class(parts.hostname, parts.port, timeout=timeout)
+        if https:
+            sock = _tls_context().wrap_socket(sock, server_hostname=parts.hostname)
+            timer.args = (sock,)
+        connection.sock = sock
+        body = urlencode({"logout_token": token})
+        path = parts.path or "/"
+        if parts.query:
+            path += "?" + parts.query
+        connection.request(
+            "POST",
+            path,
+            body,
+            {"Content-Type": "application/x-www-form-urlencoded", "Cache-Control": "no-store"},
+        )
+        response = connection.getresponse()
+        response.read(65536)
+        status = response.status
+    except (OSError, http.client.HTTPException, ValueError) as exc:
+        if time.monotonic() >= deadline:
+            return f"no answer within {timeout:g} s"
+        return f"{type(exc).__name__}: {exc}"[:200]
     finally:
-        _pending.discard(threading.current_thread())
+        if timer is not None:
+            timer.cancel()
+        if sock is not None:
+            sock.close()
+    return None if status == 200 else f"answered {status}"
+
+
+def _cut(sock: socket.socket) -> None:
+    try:
+        sock.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass
+
+
+def _tls_context() -> ssl.SSLContext:
+    # The trust store requests would use (REQUESTS_CA_BUNDLE when set, else certifi's).
+    return ssl.create_default_context(
+        cafile=os.environ.get("REQUESTS_CA_BUNDLE") or requests.certs.where()
+    )
+
+
+# -- retries ----------------------------------------------------------------------------------
+
+
+def init_app(app: Flask) -> None:
+    """Retries ride on requests: at most every RETRY_CHECK_INTERVAL seconds per process,
+    after a response, due deliveries are handed to the pool (claimed there, so that a row
+    is sent by one process only). A restarted provider resumes at its first request."""
+    state = {"next": 0.0}
+    lock = threading.Lock()
+
+    @app.teardown_request
+    def _retry_due(_exc) -> None:
+        with lock:
+            if time.monotonic() < state["next"]:
+                return
+            state["next"] = time.monotonic() + RETRY_CHECK_INTERVAL
+        try:
+            retry_due(app)
+        except Exception:  # noqa: BLE001 - a failed look must never fail the request
+            log.exception("looking for back-channel logouts to retry failed")
+
+
+def retry_due(app: Flask) -> int:
+    """Hand the deliveries that are due (and not claimed) to the pool; how many."""
+    now = int(time.time())
+    with app.app_context():
+        ids = db.session.scalars(
+            select(LogoutDelivery.id)
+            .where(LogoutDelivery.next_attempt_at <= now, LogoutDelivery.claimed_until < now)
+            .order_by(LogoutDelivery.next_attempt_at)
+            .limit(RETRY_BATCH)
+        ).all()
+        db.session.commit()
+    for row_id in ids:
+        _submit(app, row_id)
+    return len(ids)
 
 
 def wait_for_deliveries(timeout: float = 10.0) -> None:
-    """Block until background deliveries are done (tests, and a clean shutdown)."""
+    """Block until submitted deliveries are done (tests, and a clean shutdown)."""
     deadline = time.monotonic() + timeout
-    for thread in list(_pending):
-        thread.join(max(0.0, deadline - time.monotonic()))
+    while True:
+        with _pending_lock:
+            futures = list(_pending)
+        if not futures or time.monotonic() >= deadline:
+            return
+        for future in futures:
+            with contextlib.suppress(Exception):  # logged by _forget
+                future.result(max(0.0, deadline - time.monotonic()))

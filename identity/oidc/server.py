@@ -52,7 +52,9 @@ log = logging.getLogger("identity.oidc")
 CLIENT_AUTH_METHODS = ["client_secret_basic", "client_secret_post", "none"]
 CONFIDENTIAL_AUTH_METHODS = ["client_secret_basic", "client_secret_post"]
 CODE_KEPT = 3600  # seconds a spent or expired code is remembered after it expires
-CODE_SWEEP_INTERVAL = 60  # seconds between two deletions of codes past CODE_KEPT
+TOKEN_KEPT = 3600  # seconds a token row is kept after the last moment it could matter
+SWEEP_INTERVAL = 60  # seconds between two sweeps of one table, per process
+SWEEP_BATCH = 1000  # rows deleted at most per sweep: a short transaction, a short lock
 
 
 def server() -> AuthorizationServer:
@@ -212,14 +214,8 @@ class AuthorizationCodeGrant(grants.AuthorizationCodeGrant):
         )
         db.session.add(row)
         # Spent and expired codes are kept an hour, so that a replay is recognised (and its
-        # grant revoked) while it matters; older ones go (indexed on expires_at), looked for
-        # once a minute per process rather than at every authorization.
-        sweeps = current_app.extensions.setdefault("idp.code_sweep", {"next": 0.0})
-        if time.monotonic() >= sweeps["next"]:
-            sweeps["next"] = time.monotonic() + CODE_SWEEP_INTERVAL
-            db.session.execute(
-                delete(AuthorizationCode).where(AuthorizationCode.expires_at < now - CODE_KEPT)
-            )
+        # grant revoked) while it matters; older ones go (indexed on expires_at).
+        sweep(AuthorizationCode, AuthorizationCode.expires_at < now - CODE_KEPT)
         db.session.commit()
 
     def query_authorization_code(self, code: str, client: Client):
@@ -444,6 +440,44 @@ def _refresh_token(client, grant_type, user, scope) -> str:
     return secrets.token_urlsafe(32)
 
 
+def sweep(model, *conditions) -> int:
+    """Delete at most SWEEP_BATCH rows of `model` matching `conditions`, in the caller's
+    transaction, at most once every SWEEP_INTERVAL seconds per process and table (looked for
+    on the hot path, but not at every request); a full batch makes the next call sweep again.
+    Returns how many rows went."""
+    sweeps = current_app.extensions.setdefault("idp.sweeps", {})
+    if time.monotonic() < sweeps.get(model.__tablename__, 0.0):
+        return 0
+    ids = select(model.id).where(*conditions).limit(SWEEP_BATCH)
+    # A subquery of ids: DELETE ... LIMIT is neither standard nor in PostgreSQL.
+    deleted = db.session.execute(
+        delete(model)
+        .where(model.id.in_(ids.scalar_subquery()))
+        .execution_options(synchronize_session=False)
+    ).rowcount
+    sweeps[model.__tablename__] = (
+        0.0 if deleted >= SWEEP_BATCH else time.monotonic() + SWEEP_INTERVAL
+    )
+    return deleted
+
+
+def prunable_tokens(now: int) -> tuple:
+    """The conditions of a token row that can no longer matter (TOKEN_KEPT after): its
+    access token expired; its refresh token, if any, expired or revoked (a spent one stays
+    until it expires: presenting it again must still revoke the grant); and, with a `sid`,
+    the SSO session it belongs to is over, so that a sign-out still finds every app of the
+    session to send a back-channel logout to. What happened is in the audit log."""
+    cutoff = now - TOKEN_KEPT
+    return (
+        Token.issued_at < cutoff,  # implied by the next one; lets the database narrow first
+        Token.issued_at + Token.expires_in < cutoff,
+        Token.refresh_token.is_(None)
+        | (Token.refresh_token_expires_at < cutoff)
+        | ((Token.refresh_token_revoked_at > 0) & (Token.refresh_token_revoked_at < cutoff)),
+        Token.sid.is_(None) | (Token.issued_at + current_app.config["SESSION_LIFETIME"] < cutoff),
+    )
+
+
 def _code_grant_id(code: AuthorizationCode) -> str:
     return f"code-{code.id}"
 
@@ -488,6 +522,7 @@ def save_token(token: dict, request) -> None:
             ),
         },
     )
+    sweep(Token, *prunable_tokens(now))
     audit.insert(
         # A refresh is its own event: the grant goes on, no one signed in again.
         "token.refreshed" if previous is not None else "token.issued",
@@ -606,49 +641,67 @@ def _token_from_string(token_string: str, hint: str | None) -> Token | None:
     return db.session.scalar(select(Token).where(Token.refresh_token == token_digest(token_string)))
 
 
+class PresentedToken:
+    """The token one introspection request presented: its row and which of the row's two
+    tokens it is, each with its own state (RFC 7662 2.2: a refresh token is active while
+    /token accepts it, whatever became of the access token issued with it).
+
+    Made per request: Authlib's endpoint objects are shared by every request and thread."""
+
+    def __init__(self, row: Token, refresh: bool):
+        self.row = row
+        self.refresh = refresh
+
+    def is_expired(self) -> bool:
+        if self.refresh:
+            return (self.row.refresh_token_expires_at or 0) <= time.time()
+        return self.row.is_expired()
+
+    def is_revoked(self) -> bool:
+        if self.refresh:
+            # A spent (rotated) refresh token is refused by /token: not active either.
+            return bool(self.row.refresh_token_revoked_at or self.row.refresh_token_used_at)
+        return self.row.is_revoked()
+
+
 class Introspection(IntrospectionEndpoint):
     CLIENT_AUTH_METHODS = CONFIDENTIAL_AUTH_METHODS
 
     def query_token(self, token_string, token_type_hint):
-        self._hint = token_type_hint
-        self._string = token_string
-        return _token_from_string(token_string, token_type_hint)
+        row = _token_from_string(token_string, token_type_hint)
+        if row is None:
+            return None
+        refresh = row.refresh_token is not None and row.refresh_token == token_digest(token_string)
+        return PresentedToken(row, refresh)
 
-    def check_permission(self, token: Token, client: Client, request) -> bool:
+    def check_permission(self, token: PresentedToken, client: Client, request) -> bool:
         # An app learns about its own tokens only.
-        return token.client_id == client.client_id
+        return token.row.client_id == client.client_id
 
-    def introspect_token(self, token: Token) -> dict:
-        is_refresh = token.refresh_token is not None and token.refresh_token == token_digest(
-            self._string
-        )
-        if is_refresh:
-            active = token.refresh_usable()
-            exp = token.refresh_token_expires_at
-        else:
-            active = not token.is_revoked() and not token.is_expired()
-            exp = token.issued_at + token.expires_in
-        if not active:
-            return {"active": False}
-        user = db.session.get(User, token.user_id) if token.user_id else None
-        if token.user_id and (user is None or user.disabled):
+    def introspect_token(self, token: PresentedToken) -> dict:
+        # Authlib answered {"active": false} already for an expired or revoked token.
+        row = token.row
+        user = db.session.get(User, row.user_id) if row.user_id else None
+        if row.user_id and (user is None or user.disabled):
             return {"active": False}
         body = {
             "active": True,
-            "client_id": token.client_id,
-            "token_type": "refresh_token" if is_refresh else "Bearer",
-            "scope": token.scope,
+            "client_id": row.client_id,
+            "token_type": "refresh_token" if token.refresh else "Bearer",
+            "scope": row.scope,
             "iss": issuer(),
-            "exp": exp,
-            "iat": token.issued_at,
+            "exp": row.refresh_token_expires_at
+            if token.refresh
+            else row.issued_at + row.expires_in,
+            "iat": row.issued_at,
             "sub": (
-                subjects.subject_for(client_cache.lookup(token.client_id), user)
+                subjects.subject_for(client_cache.lookup(row.client_id), user)
                 if user
-                else token.client_id
+                else row.client_id
             ),
         }
-        if not is_refresh:
-            body["jti"] = token.access_token
+        if not token.refresh:
+            body["jti"] = row.access_token
         if user:
             body["username"] = user.username
         return body
