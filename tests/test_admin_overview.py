@@ -7,6 +7,7 @@ import re
 
 import pytest
 from ldap_server import dead_url
+from redis_server import REDIS_URL
 from test_admin_console import make_admin
 from test_ldap import ldap_settings
 
@@ -16,8 +17,6 @@ from identity.admin.overview import counts
 from identity.auth import accounts
 from identity.extensions import db
 from identity.oidc import clients
-
-REDIS_URL = "redis://127.0.0.1:6379/0"
 
 
 def page_of(browser) -> str:

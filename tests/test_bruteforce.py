@@ -6,14 +6,13 @@ from __future__ import annotations
 
 import base64
 import logging
-import os
 import subprocess
 import time
-import uuid
 
 import pytest
 import redis
 from ports import listen_port
+from redis_server import REDIS_URL
 from sqlalchemy import select
 from test_admin_console import make_admin
 from test_admin_users import create_form
@@ -25,7 +24,6 @@ from identity.extensions import db as _db
 from identity.models import Event, User
 from identity.oidc import clients
 
-REDIS_URL = os.environ.get("IDP_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 WRONG = "not the password at all"
 LOCKED = "Too many failed sign-in attempts."
 
@@ -292,19 +290,6 @@ def test_token_endpoint_limits_failed_client_authentication_per_address(client, 
 
 
 # -- storage: real Redis, and Redis down ------------------------------------------------------
-
-
-@pytest.fixture
-def redis_prefix():
-    """A key prefix of this test's own in the machine's Redis; its keys are deleted after."""
-    prefix = f"idp-test-{uuid.uuid4().hex[:12]}"
-    server = redis.Redis.from_url(REDIS_URL)
-    server.ping()  # fails the test (not skips it) when Redis is not running
-    yield prefix
-    keys = list(server.scan_iter(match=f"{prefix}:*"))
-    if keys:
-        server.delete(*keys)
-    server.close()
 
 
 def redis_settings(prefix: str) -> dict:

@@ -19,6 +19,7 @@ import redis
 import requests
 from oidc_rp import App, Person
 from ports import listen_port
+from redis_server import REDIS_URL
 from sqlalchemy import create_engine, text
 from sqlalchemy.pool import NullPool
 
@@ -30,7 +31,6 @@ BIN = Path(sys.executable).parent
 POSTGRES = os.environ.get(
     "IDP_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 )
-REDIS = os.environ.get("IDP_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 CALLBACK = "https://app.example/callback"
 
 
@@ -48,7 +48,7 @@ def cluster(tmp_path) -> Iterator[SimpleNamespace]:
     env = {
         **os.environ,
         "IDP_DATABASE_URL": f"{POSTGRES}?options=-csearch_path%3D{schema}",
-        "IDP_REDIS_URL": REDIS,
+        "IDP_REDIS_URL": REDIS_URL,
         "IDP_REDIS_KEY_PREFIX": prefix,
         "IDP_SECRET_KEY": secrets.token_hex(32),
         # Behind a load balancer every node has the balancer's address as its issuer.
@@ -102,7 +102,7 @@ def cluster(tmp_path) -> Iterator[SimpleNamespace]:
         with engine.begin() as conn:
             conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
         engine.dispose()
-        store = redis.Redis.from_url(REDIS)
+        store = redis.Redis.from_url(REDIS_URL)
         for key in store.scan_iter(f"{prefix}*"):
             store.delete(key)
         store.close()

@@ -7,13 +7,12 @@ from __future__ import annotations
 
 import secrets
 import threading
-import uuid
 from collections import Counter
 from contextlib import ExitStack
 
 import pytest
-import redis
 import requests
+from redis_server import REDIS_URL
 
 from conftest import PASSWORD, csrf_from, dispose, make_app
 from identity import certs
@@ -22,22 +21,9 @@ from identity.connectors import local
 from identity.extensions import db
 from servers import https_server
 
-REDIS_URL = "redis://127.0.0.1:6379/0"
 FAILURES = 5
 BURST = 50
 WRONG = "not the password at all"
-
-
-@pytest.fixture
-def redis_prefix():
-    prefix = f"idp-test-{uuid.uuid4().hex[:12]}"
-    server = redis.Redis.from_url(REDIS_URL)
-    server.ping()
-    yield prefix
-    keys = list(server.scan_iter(match=f"{prefix}:*"))
-    if keys:
-        server.delete(*keys)
-    server.close()
 
 
 @pytest.fixture

@@ -5,33 +5,18 @@ requests per address. Counted in real Redis, shared by two app instances (nodes)
 from __future__ import annotations
 
 import time
-import uuid
 
 import pytest
-import redis
+from redis_server import REDIS_URL
 
 from config import ConfigError
 from conftest import PASSWORD, Browser, https_client, make_app
 from identity.extensions import db as _db
 from identity.models import Event, User
 
-REDIS_URL = "redis://127.0.0.1:6379/0"
 WRONG = "not the password at all"
 ELSEWHERE = {"REMOTE_ADDR": "192.0.2.7"}
 JSON = {"Accept": "application/json"}
-
-
-@pytest.fixture
-def redis_prefix():
-    """A key prefix of this test's own in the machine's Redis; its keys are deleted after."""
-    prefix = f"idp-test-{uuid.uuid4().hex[:12]}"
-    server = redis.Redis.from_url(REDIS_URL)
-    server.ping()
-    yield prefix
-    keys = list(server.scan_iter(match=f"{prefix}:*"))
-    if keys:
-        server.delete(*keys)
-    server.close()
 
 
 @pytest.fixture
