@@ -136,7 +136,8 @@ def _ldap_op(d: dict, reuse: bool):
     returns an error text or None; done() closes the reused connections."""
     from ldap3 import NONE, SIMPLE, SUBTREE, Connection, Server
 
-    from identity.connectors.ldap import PPOLICY_OID, Settings, close
+    from identity.connectors.ldap_answers import PPOLICY_OID
+    from identity.connectors.ldap_connection import Settings, close
 
     attributes = Settings(urls=(d["url"],), group_base=d["groups_dn"]).user_attributes
     flt = FILTER.format(username=USERNAME)
@@ -199,7 +200,8 @@ def ldap_ops_per_sign_in(d: dict) -> tuple[collections.Counter[str], list[str]]:
     service's own connector (pools already warm, as in a worker), and the groups found."""
     from ldap3 import Connection
 
-    from identity.connectors.ldap import LdapConnector, Settings
+    from identity.connectors.ldap import LdapConnector
+    from identity.connectors.ldap_connection import Settings
 
     connector = LdapConnector(
         Settings(

@@ -132,7 +132,8 @@ def _init_login(app: Flask, login_manager) -> None:
 
 def _init_connectors(app: Flask) -> None:
     from identity import passwords
-    from identity.connectors.ldap import LdapConnector, Settings
+    from identity.connectors.ldap import LdapConnector
+    from identity.connectors.ldap_connection import Settings
     from identity.connectors.local import LocalConnector
 
     def ldap() -> LdapConnector:

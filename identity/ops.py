@@ -126,7 +126,8 @@ def _redis() -> None:
 def _directory() -> None:
     """A directory server answers (with StartTLS when configured), the service account (when
     configured) binds, the user search base exists and the user filter parses."""
-    from identity.connectors.ldap import Settings, probe
+    from identity.connectors.ldap_connection import Settings
+    from identity.connectors.ldap_probe import probe
 
     probe(Settings.from_config(current_app.config))
 

@@ -47,7 +47,7 @@ from ldap3.utils.dn import escape_rdn
 from ports import listen_port
 
 from identity import certs
-from identity.connectors.ldap import close
+from identity.connectors.ldap_connection import close
 
 SLAPD_SEARCH_PATH = os.pathsep.join(
     [os.environ.get("PATH", ""), "/usr/sbin", "/usr/local/sbin", "/usr/local/libexec"]

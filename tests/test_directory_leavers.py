@@ -15,7 +15,8 @@ from test_ldap import UNAVAILABLE, ldap_settings
 from test_social import dance, signed_in_as, social_settings
 
 from conftest import PASSWORD, Browser, https_client, make_app
-from identity.connectors.ldap import LdapConnector, Settings
+from identity.connectors.ldap import LdapConnector
+from identity.connectors.ldap_connection import Settings
 from identity.extensions import db
 from identity.models import Event, User
 

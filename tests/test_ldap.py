@@ -8,8 +8,9 @@ from sqlalchemy import select
 
 from conftest import PASSWORD, Browser, https_client, make_app
 from identity.connectors import ConnectorError
-from identity.connectors.ldap import LdapConnector, Settings
+from identity.connectors.ldap import LdapConnector
 from identity.connectors.ldap_answers import AccountProblem
+from identity.connectors.ldap_connection import Settings
 from identity.extensions import db
 from identity.models import Event, LinkedIdentity, User
 
@@ -352,7 +353,7 @@ def test_active_directory_bind_reasons(message, reason):
 def test_object_guid_and_disabled_user_account_control():
     import uuid as _uuid
 
-    from identity.connectors.ldap import stable_id
+    from identity.connectors.ldap_entries import stable_id
 
     guid = _uuid.UUID("3f2504e0-4f89-11d3-9a0c-0305e82c3301")
     assert stable_id({"objectGUID": [guid.bytes_le]}, "objectGUID") == str(guid)

@@ -8,7 +8,9 @@ from test_ldap import UNAVAILABLE, WRONG, ldap_settings
 
 from conftest import Browser, dispose, https_client, make_app
 from identity.connectors.base import DirectoryMisconfigured
-from identity.connectors.ldap import LdapConnector, Settings, probe
+from identity.connectors.ldap import LdapConnector
+from identity.connectors.ldap_connection import Settings
+from identity.connectors.ldap_probe import probe
 from identity.extensions import db
 from identity.models import Event
 

@@ -13,7 +13,7 @@ import pytest
 
 from identity import certs
 from identity.connectors.base import ConnectorError
-from identity.connectors.ldap import Settings, close, open_connection
+from identity.connectors.ldap_connection import Settings, close, open_connection
 
 
 @contextmanager

@@ -415,7 +415,7 @@ def ldap_test(
 ):
     """Run the steps of a directory sign-in and show each one's result (exit 0: all passed)."""
     from identity.admin import ldap_tester
-    from identity.connectors.ldap import Settings
+    from identity.connectors.ldap_connection import Settings
 
     cfg = current_app.config
     if not urls and not cfg["LDAP_URL"]:

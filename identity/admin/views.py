@@ -12,7 +12,7 @@ from config import template_problem
 from identity.admin import bp, ldap_tester
 from identity.admin.guard import admin_required
 from identity.auth.forms import Form, clean
-from identity.connectors.ldap import Settings
+from identity.connectors.ldap_connection import Settings
 
 
 def _ldap_url(form, field) -> None:

@@ -8,7 +8,8 @@ from flask import current_app
 
 from identity import audit
 from identity.connectors.base import Identity
-from identity.connectors.ldap import LdapConnector, Settings
+from identity.connectors.ldap import LdapConnector
+from identity.connectors.ldap_connection import Settings
 from identity.extensions import db
 from identity.models import LinkedIdentity, User
 from identity.models.users import utcnow
