@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import threading
 import uuid
 from dataclasses import dataclass
 
@@ -54,7 +53,6 @@ class LdapConnector:
 
     def __init__(self, settings: Settings):
         self.s = settings
-        self._lock = threading.Lock()
         self._search_pool = Pool(self._service_connection, settings.pool_size)
         # Connections used only for checking passwords: each bind replaces the last identity,
         # so they never need re-binding as the service account.
@@ -151,11 +149,7 @@ class LdapConnector:
                     f"search {flt} under {base} failed: {conn.result.get('description')} "
                     f"{conn.result.get('message')}".strip()
                 )
-            return [
-                {"dn": e["dn"], "attributes": e["raw_attributes"]}
-                for e in conn.response or []
-                if e.get("type") == "searchResEntry"
-            ]
+            return _entries(conn)
 
     def _check_password(self, dn: str, password: str, *, read_entry: bool = False):
         """False for a wrong password; else True, or the entry read as the user."""
@@ -175,11 +169,7 @@ class LdapConnector:
                 conn.search(
                     dn, "(objectClass=*)", search_scope=BASE, attributes=self.s.user_attributes
                 )
-                entries = [
-                    {"dn": e["dn"], "attributes": e["raw_attributes"]}
-                    for e in conn.response or []
-                    if e.get("type") == "searchResEntry"
-                ]
+                entries = _entries(conn)
                 if not entries:
                     raise ConnectorError(f"{dn} bound but its entry cannot be read")
                 return entries[0]
@@ -220,10 +210,6 @@ class LdapConnector:
             group_dns=tuple(sorted(groups)),
             amr=("pwd",),
         )
-
-    def groups(self, dn: str, username: str, attrs: dict) -> set[str]:
-        """Group names: from a group search (nested groups followed) or from memberOf."""
-        return set(self.group_entries(dn, username, attrs).values())
 
     def group_entries(self, dn: str, username: str, attrs: dict) -> dict[str, str]:
         """The person's groups, as normalised DN -> name: from a group search (nested groups
@@ -282,3 +268,12 @@ class Lookup:
     state: str
     dn: str | None = None
     identity: Identity | None = None
+
+
+def _entries(conn) -> list[dict]:
+    """The entries of the connection's last search, as {"dn", "attributes" (raw)}."""
+    return [
+        {"dn": e["dn"], "attributes": e["raw_attributes"]}
+        for e in conn.response or []
+        if e.get("type") == "searchResEntry"
+    ]
