@@ -23,7 +23,6 @@ from ldap3.core.exceptions import (
 from ldap3.utils.conv import escape_bytes, escape_filter_chars
 from ldap3.utils.dn import escape_rdn, to_dn
 
-from config import normal_dn
 from identity.connectors.base import ConnectorError, DirectoryMisconfigured, Identity
 from identity.connectors.ldap_answers import (
     AD_DISABLED,
@@ -35,6 +34,7 @@ from identity.connectors.ldap_answers import (
     ppolicy_error,
 )
 from identity.connectors.ldap_tls import CheckedTls
+from identity.settings.ldap import normal_dn
 
 log = logging.getLogger("identity.ldap")
 
