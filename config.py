@@ -2,25 +2,9 @@
 
 from __future__ import annotations
 
-import math
-import os
-import re
-import secrets
-import string
-from collections import Counter
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
-
-# Values that must never reach production as a SECRET_KEY.
-KNOWN_WEAK_SECRETS = {"", "dev", "secret", "changeme", "change-me", "development", "test"}
-MIN_SECRET_KEY_LENGTH = 32
-# Estimated entropy a production key needs (see estimated_entropy_bits): a 32-character
-# secrets.token_hex() scored at least 86 in a million draws; 32 'a's score 0.
-MIN_SECRET_KEY_BITS = 80
-# argon2id (memory KiB, iterations) at parallelism 1 that OWASP's Password Storage Cheat
-# Sheet gives as equally strong minimums; production needs at least one of them.
-OWASP_ARGON2ID_MINIMUMS = ((47104, 1), (19456, 2), (12288, 3), (9216, 4), (7168, 5))
 
 
 class ConfigError(Exception):
@@ -248,6 +232,15 @@ class Config:
 
 def load(app: Any, overrides: dict[str, Any] | None = None) -> None:
     """Fill app.config from Config, the IDP_* environment and overrides; derive the rest."""
+    # Imported here, not at the top: identity/__init__ imports this module.
+    from identity.settings.files import instance_secret_key, private_dir, private_file, sqlite_file
+    from identity.settings.ldap import ldap_settings
+    from identity.settings.production import (
+        insecure_production_settings,
+        refuse_insecure_production,
+    )
+    from identity.settings.rate_limits import throttle_settings
+
     app.config.from_object(Config)
     app.config.from_prefixed_env("IDP")
     if overrides:
@@ -258,9 +251,9 @@ def load(app: Any, overrides: dict[str, Any] | None = None) -> None:
     if cfg["ENV"] not in ("development", "production"):
         raise ConfigError(f"IDP_ENV must be 'development' or 'production', not {cfg['ENV']!r}")
     if cfg["ENV"] == "production":
-        _refuse_insecure_production(cfg)
+        refuse_insecure_production(cfg)
     if not cfg.get("SECRET_KEY"):
-        cfg["SECRET_KEY"] = _instance_secret_key(instance)
+        cfg["SECRET_KEY"] = instance_secret_key(instance)
 
     if not cfg.get("DATABASE_URL"):
         private_dir(instance)
@@ -308,11 +301,11 @@ def load(app: Any, overrides: dict[str, Any] | None = None) -> None:
         raise ConfigError(f"IDP_LOG_FORMAT must be text or json, not {cfg['LOG_FORMAT']!r}")
     if cfg["METRICS_TOKEN"] is not None and len(str(cfg["METRICS_TOKEN"])) < 32:
         raise ConfigError("IDP_METRICS_TOKEN must be at least 32 characters")
-    _ldap_settings(cfg)
-    _throttle_settings(cfg)
+    ldap_settings(cfg)
+    throttle_settings(cfg)
     # What production was told to accept anyway; create_app logs each as an error.
     cfg["INSECURE_ALLOWED"] = (
-        _insecure_production_settings(cfg) if cfg["ENV"] == "production" else []
+        insecure_production_settings(cfg) if cfg["ENV"] == "production" else []
     )
     unknown_algs = set(cfg["SIGNING_ALGORITHMS"]) - {"RS256", "ES256", "EdDSA"}
     if unknown_algs or not cfg["SIGNING_ALGORITHMS"]:
@@ -372,306 +365,3 @@ def load(app: Any, overrides: dict[str, Any] | None = None) -> None:
         # A login page left open for hours must still work: the token lives with the session.
         WTF_CSRF_TIME_LIMIT=None,
     )
-
-
-def _ldap_settings(cfg: Any) -> None:
-    """Normalise LDAP_URL to a list, derive PASSWORD_CONNECTORS, and refuse half a setup."""
-    urls = cfg["LDAP_URL"]
-    if isinstance(urls, str):
-        urls = [u for u in urls.replace(",", " ").split() if u]
-    urls = list(urls or [])
-    for url in urls:
-        if not isinstance(url, str) or not url.startswith(("ldap://", "ldaps://")):
-            raise ConfigError(f"IDP_LDAP_URL: {url!r} is not an ldap:// or ldaps:// URL")
-    cfg["LDAP_URL"] = [u.rstrip("/") for u in urls]  # ldap3 rejects a trailing slash
-    if cfg["PASSWORD_CONNECTORS"] is None:
-        cfg["PASSWORD_CONNECTORS"] = ["ldap", "local"] if urls else ["local"]
-    if cfg["LDAP_ADMIN_GROUP"] is not None:
-        given = str(cfg["LDAP_ADMIN_GROUP"]).strip()
-        admin_dn = normal_dn(given)
-        if admin_dn is None or "," not in admin_dn:
-            # A bare name would match a group of that name anywhere in the directory.
-            from ldap3.utils.dn import escape_rdn
-
-            first = given if admin_dn else f"cn={escape_rdn(given)}"
-            base = cfg["LDAP_GROUP_BASE"] or "ou=groups,dc=example,dc=org"
-            raise ConfigError(
-                f"IDP_LDAP_ADMIN_GROUP must be the group's full DN, such as {first},{base} "
-                f"(not {given!r}: a name matches same-named groups elsewhere in the directory)"
-            )
-        cfg["LDAP_ADMIN_GROUP"] = admin_dn
-    if not urls:
-        return
-    if not cfg["LDAP_USER_DN_TEMPLATE"] and not cfg["LDAP_USER_BASE"]:
-        raise ConfigError(
-            "IDP_LDAP_USER_BASE (search, then bind) or IDP_LDAP_USER_DN_TEMPLATE "
-            "(direct bind) must be set with IDP_LDAP_URL"
-        )
-    for key, allowed, required in (
-        ("LDAP_USER_FILTER", ("username",), "username"),
-        ("LDAP_USER_DN_TEMPLATE", ("username",), "username"),
-        ("LDAP_GROUP_FILTER", ("dn", "username"), None),
-    ):
-        if cfg[key] and (problem := template_problem(str(cfg[key]), allowed, required)):
-            raise ConfigError(f"IDP_{key}: {problem}")
-    # Also with a DN template: entries are read again, as the service, to find leavers.
-    if not cfg["LDAP_BIND_DN"] and not cfg["LDAP_ANONYMOUS_SEARCH"]:
-        raise ConfigError(
-            "IDP_LDAP_BIND_DN must be set to search the directory "
-            "(or IDP_LDAP_ANONYMOUS_SEARCH=true, if anonymous binds may read every person's "
-            "entry): the service reads entries again to find people deleted or locked there"
-        )
-    if cfg["LDAP_BIND_DN"] and not cfg["LDAP_BIND_PASSWORD"]:
-        raise ConfigError(
-            "IDP_LDAP_BIND_PASSWORD must be set with IDP_LDAP_BIND_DN "
-            "(an empty password would bind anonymously)"
-        )
-    if cfg["LDAP_CA_FILE"] and not Path(cfg["LDAP_CA_FILE"]).is_file():
-        raise ConfigError(f"IDP_LDAP_CA_FILE: no such file: {cfg['LDAP_CA_FILE']}")
-
-
-def _throttle_settings(cfg: Any) -> None:
-    """Refuse lockout settings that would switch the protection off or cannot be parsed."""
-    from limits import parse_many
-
-    for key in (
-        "LOCKOUT_ACCOUNT_FAILURES",
-        "LOCKOUT_IP_FAILURES",
-        "LOCKOUT_WINDOW",
-        "LOCKOUT_DURATION",
-    ):
-        if cfg[key] < 1:
-            raise ConfigError(f"IDP_{key} must be at least 1")
-    for key in (
-        "TOKEN_RATE_LIMIT",
-        "TOKEN_FAILURE_RATE_LIMIT",
-        "PASSWORD_CHECK_RATE_LIMIT",
-        "REGISTRATION_RATE_LIMIT",
-        "RESET_REQUEST_RATE_LIMIT",
-        "RESET_EMAIL_RATE_LIMIT",
-    ):
-        try:
-            items = parse_many(cfg[key]) if isinstance(cfg[key], str) else []
-        except ValueError:
-            items = []
-        if not items or any(item.amount < 1 for item in items):
-            raise ConfigError(
-                f"IDP_{key}: {cfg[key]!r} is not a rate limit; write it like "
-                f"'100/second' or '100/second;2000/minute'"
-            )
-    url = cfg["REDIS_URL"]
-    if url is not None and (
-        not isinstance(url, str) or not url.startswith(("redis://", "rediss://", "redis+unix://"))
-    ):
-        raise ConfigError(
-            f"IDP_REDIS_URL must be a redis://, rediss:// or redis+unix:// URL, not {url!r}"
-        )
-    cfg["REDIS_KEY_PREFIX"] = str(cfg["REDIS_KEY_PREFIX"])
-    if not cfg["REDIS_KEY_PREFIX"] or not cfg["REDIS_KEY_PREFIX"].isprintable():
-        raise ConfigError("IDP_REDIS_KEY_PREFIX must be a non-empty printable string")
-    timeout = cfg["REDIS_TIMEOUT"]
-    if not isinstance(timeout, int | float) or isinstance(timeout, bool) or timeout <= 0:
-        raise ConfigError(
-            f"IDP_REDIS_TIMEOUT must be a positive number of seconds, not {timeout!r}"
-        )
-
-
-def normal_dn(dn: str) -> str | None:
-    """`dn` in one canonical form (attribute types and values lower-cased, spaces around
-    separators dropped, escapes rewritten the one way), so that two spellings of one DN
-    compare equal; None when it is not a DN."""
-    from ldap3.utils.dn import escape_rdn, parse_dn
-
-    try:
-        parts = parse_dn(dn.strip(), strip=True)
-    except Exception:  # noqa: BLE001 - ldap3 raises several kinds for a malformed DN
-        return None
-    if not parts:
-        return None
-    out = []
-    for attr, value, separator in parts:
-        raw = _unescape_dn_value(value.strip())
-        if raw is None or not attr.strip():
-            return None
-        out.append(f"{attr.strip().lower()}={escape_rdn(raw.lower())}{separator}")
-    return "".join(out)
-
-
-def _unescape_dn_value(value: str) -> str | None:
-    """An RFC 4514 attribute value with its escapes (a backslash before a character, or
-    before two hex digits) undone; None when it ends in a lone backslash or is not UTF-8."""
-    data, i = bytearray(), 0
-    while i < len(value):
-        ch = value[i]
-        if ch != "\\":
-            data += ch.encode()
-            i += 1
-        elif re.fullmatch(r"[0-9a-fA-F]{2}", value[i + 1 : i + 3]):
-            data.append(int(value[i + 1 : i + 3], 16))
-            i += 3
-        elif i + 1 < len(value):
-            data += value[i + 1].encode()
-            i += 2
-        else:
-            return None
-    try:
-        return data.decode()
-    except UnicodeDecodeError:
-        return None
-
-
-def template_problem(
-    template: str, allowed: tuple[str, ...], required: str | None = "username"
-) -> str | None:
-    """Why `template` (an LDAP filter or DN with {placeholders}) cannot be used, or None.
-
-    Literal braces must be doubled ({{ }}); only the `allowed` placeholders exist."""
-    try:
-        fields = {name for _, name, _, _ in string.Formatter().parse(template) if name is not None}
-    except ValueError as exc:
-        return f"{exc} (write a literal brace as {{{{ or }}}})"
-    unknown = sorted(f for f in fields if f not in allowed)
-    if unknown:
-        return f"unknown placeholder {{{unknown[0]}}}; use " + " and ".join(
-            "{" + a + "}" for a in allowed
-        )
-    if required is not None and required not in fields:
-        return f"must contain {{{required}}}"
-    if not fields:
-        return "must contain " + " or ".join("{" + a + "}" for a in allowed)
-    return None
-
-
-def _refuse_insecure_production(cfg: Any) -> None:
-    key = cfg.get("SECRET_KEY")
-    if not key:
-        raise ConfigError(
-            "IDP_SECRET_KEY must be set when IDP_ENV=production "
-            "(generate one: python -c 'import secrets; print(secrets.token_hex(32))')"
-        )
-    if str(key).lower() in KNOWN_WEAK_SECRETS or len(str(key)) < MIN_SECRET_KEY_LENGTH:
-        raise ConfigError(
-            f"IDP_SECRET_KEY is a default or too short (at least "
-            f"{MIN_SECRET_KEY_LENGTH} characters) for IDP_ENV=production"
-        )
-    if not str(cfg["ISSUER"]).startswith("https://"):
-        raise ConfigError(
-            f"IDP_ISSUER must be an https:// URL when IDP_ENV=production, not {cfg['ISSUER']!r}"
-        )
-    if cfg.get("DEBUG"):
-        raise ConfigError("IDP_DEBUG must be off when IDP_ENV=production")
-
-
-def private_dir(path: Path) -> None:
-    """Create the folder `path` (and missing parents) open to its owner only (0700); an
-    existing folder is left as it is."""
-    path.mkdir(parents=True, exist_ok=True, mode=0o700)
-
-
-def private_file(path: Path) -> None:
-    """Create `path` empty and readable by its owner only (0600), unless it exists."""
-    try:
-        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
-    except FileExistsError:
-        pass
-
-
-def sqlite_file(url: str) -> Path | None:
-    """The file of a SQLite database URL; None for other databases and in-memory ones."""
-    from sqlalchemy.engine import make_url
-    from sqlalchemy.exc import ArgumentError
-
-    try:
-        parsed = make_url(url)
-    except ArgumentError:
-        return None
-    name = parsed.database
-    if parsed.get_backend_name() != "sqlite" or not name or name == ":memory:":
-        return None
-    if name.startswith("file:"):  # a URI filename: SQLite parses it, not us
-        return None
-    return Path(name)
-
-
-def _insecure_production_settings(cfg: Any) -> list[str]:
-    """Refuse (ConfigError) each insecure setting in production, unless its
-    IDP_ALLOW_INSECURE_* is true; return what was allowed, as messages to log."""
-    allowed = []
-
-    def refuse(allow: str, problem: str) -> None:
-        if cfg[allow] is True:
-            allowed.append(f"IDP_{allow} is set: {problem}")
-            return
-        raise ConfigError(
-            f"{problem}; IDP_ENV=production refuses this (or set IDP_{allow}=true to accept "
-            f"it, logged as an error at every start)"
-        )
-
-    for key in ("SECRET_KEY", "KEY_ENCRYPTION_KEY"):
-        value = cfg[key]
-        if value is not None and (bits := estimated_entropy_bits(str(value))) < (
-            MIN_SECRET_KEY_BITS
-        ):
-            refuse(
-                "ALLOW_INSECURE_SECRET_KEY",
-                f"IDP_{key} looks guessable (about {bits:.0f} bits of entropy estimated, at "
-                f"least {MIN_SECRET_KEY_BITS} needed): generate one with python -c 'import "
-                f"secrets; print(secrets.token_hex(32))'",
-            )
-    if cfg["LDAP_URL"] and cfg["LDAP_TLS_INSECURE_SKIP_VERIFY"]:
-        refuse(
-            "ALLOW_INSECURE_LDAP_TLS",
-            "IDP_LDAP_TLS_INSECURE_SKIP_VERIFY is on: directory certificates are not verified, "
-            "and anyone on the network path can read every password; turn it off and set "
-            "IDP_LDAP_CA_FILE to the directory's CA",
-        )
-    plain = [u for u in cfg["LDAP_URL"] if u.startswith("ldap://")]
-    if plain and not cfg["LDAP_START_TLS"]:
-        refuse(
-            "ALLOW_INSECURE_LDAP_PLAINTEXT",
-            f"IDP_LDAP_URL {plain[0]} sends passwords in clear: set IDP_LDAP_START_TLS=true "
-            f"or use an ldaps:// URL",
-        )
-    if (
-        cfg["MAIL_SERVER"]
-        and cfg["MAIL_USERNAME"]
-        and not (cfg["MAIL_USE_STARTTLS"] or cfg["MAIL_USE_SSL"])
-    ):
-        refuse(
-            "ALLOW_INSECURE_SMTP",
-            "IDP_MAIL_USERNAME logs in to the SMTP server without TLS, its password in clear: "
-            "set IDP_MAIL_USE_STARTTLS=true or IDP_MAIL_USE_SSL=true",
-        )
-    m, t = cfg["ARGON2_MEMORY_COST"], cfg["ARGON2_TIME_COST"]
-    if cfg["ARGON2_PARALLELISM"] < 1 or not any(
-        m >= min_m and t >= min_t for min_m, min_t in OWASP_ARGON2ID_MINIMUMS
-    ):
-        refuse(
-            "ALLOW_INSECURE_ARGON2",
-            f"IDP_ARGON2_MEMORY_COST={m} (KiB) with IDP_ARGON2_TIME_COST={t} is below "
-            f"OWASP's minimum for argon2id: use 19456 KiB with 2 iterations (the default), "
-            f"or 47104 with 1, 12288 with 3, 9216 with 4, 7168 with 5, or more",
-        )
-    return allowed
-
-
-def estimated_entropy_bits(secret: str) -> float:
-    """An honest, simple estimate of a secret's entropy in bits: its characters' Shannon
-    entropy over the shortest unit it repeats ('abcabcabc' counts as 'abc'). It sees
-    repetition and small alphabets, not meaning: a sentence scores like random letters."""
-    period = (secret + secret).find(secret, 1)  # len(secret) when nothing repeats
-    unit = secret[:period] if secret else ""
-    return -sum(n * math.log2(n / len(unit)) for n in Counter(unit).values()) + 0.0
-
-
-def _instance_secret_key(instance: Path) -> str:
-    """A random key created once and kept in instance/ so restarts keep sessions."""
-    path = instance / "secret_key"
-    private_dir(instance)
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        return path.read_text().strip()
-    with os.fdopen(fd, "w") as fh:
-        fh.write(secrets.token_hex(32))
-    return path.read_text().strip()

@@ -19,13 +19,13 @@ from flask_migrate import upgrade
 from sqlalchemy import func, select
 from werkzeug.serving import get_sockaddr, is_running_from_reloader, select_address_family
 
-from config import sqlite_file
 from identity import certs
 from identity.auth import accounts
 from identity.extensions import db
 from identity.models import User
 from identity.oidc import keys
 from identity.passwords import policy_errors
+from identity.settings.files import sqlite_file
 
 
 @click.command("setup")

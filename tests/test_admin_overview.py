@@ -11,12 +11,12 @@ from redis_server import REDIS_URL
 from test_admin_console import make_admin
 from test_ldap import ldap_settings
 
-from config import normal_dn
 from conftest import PASSWORD, Browser, dispose, https_client, make_app
 from identity.admin.overview import counts
 from identity.auth import accounts
 from identity.extensions import db
 from identity.oidc import clients
+from identity.settings.ldap import normal_dn
 
 
 def page_of(browser) -> str:

@@ -18,6 +18,7 @@ from flask import Flask
 import config
 from config import Config, ConfigError
 from identity import create_app
+from identity.settings.production import MIN_SECRET_KEY_BITS, estimated_entropy_bits
 
 ROOT = Path(__file__).resolve().parent.parent
 GOOD_KEY = "5d1c0e8f3a7b94c2e6f0a1d8b3c7e9f24a6d0b8c1e3f5a7d9b2c4e6f8a0b1c3d"
@@ -172,7 +173,7 @@ def test_production_starts_with_real_settings(tmp_path, monkeypatch):
     [("a" * 32, 0), ("ab" * 16, 2), ("9f" * 32, 2), ("changeme" * 4, 22), ("Ab1!" * 10, 8)],
 )
 def test_production_refuses_a_secret_key_of_little_entropy(tmp_path, monkeypatch, key, estimate):
-    assert round(config.estimated_entropy_bits(key)) == estimate
+    assert round(estimated_entropy_bits(key)) == estimate
     with pytest.raises(ConfigError) as refused:
         build(tmp_path, monkeypatch, **{**PROD, "SECRET_KEY": key})
     message = str(refused.value)
@@ -188,7 +189,7 @@ def test_production_refuses_a_secret_key_of_little_entropy(tmp_path, monkeypatch
 
 def test_random_keys_of_32_hex_characters_or_more_pass(tmp_path, monkeypatch):
     for _ in range(20_000):
-        assert config.estimated_entropy_bits(secrets.token_hex(16)) >= config.MIN_SECRET_KEY_BITS
+        assert estimated_entropy_bits(secrets.token_hex(16)) >= MIN_SECRET_KEY_BITS
     for key in (secrets.token_hex(16), secrets.token_hex(32), secrets.token_urlsafe(32)):
         app = build(tmp_path, monkeypatch, **{**PROD, "SECRET_KEY": key})
         assert app.config["INSECURE_ALLOWED"] == []

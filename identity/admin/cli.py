@@ -13,7 +13,6 @@ from email_validator import EmailNotValidError, validate_email
 from flask import current_app
 from sqlalchemy.exc import IntegrityError
 
-from config import template_problem
 from identity.admin import users
 from identity.auth import accounts
 from identity.auth.forms import BAD_CHARS, USERNAME_RE
@@ -22,6 +21,7 @@ from identity.extensions import db
 from identity.models import User
 from identity.names import fold
 from identity.passwords import policy_errors
+from identity.settings.ldap import template_problem
 
 user_cli = Group("user", help="Manage accounts.")
 

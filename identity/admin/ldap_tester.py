@@ -16,11 +16,11 @@ from ldap3.utils.conv import escape_filter_chars
 from ldap3.utils.dn import escape_rdn
 from ldap3.utils.uri import parse_uri
 
-from config import normal_dn
 from identity.connectors.ldap import LdapConnector
 from identity.connectors.ldap_answers import PPOLICY_OID, ad_reason, ppolicy_error
 from identity.connectors.ldap_connection import Settings, close, make_server
 from identity.connectors.ldap_entries import first_text, stable_id
+from identity.settings.ldap import normal_dn
 
 RESULT_HINTS = {
     13: "the server requires an encrypted connection: use ldaps:// or IDP_LDAP_START_TLS=true",

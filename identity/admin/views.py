@@ -8,11 +8,11 @@ from flask import current_app, render_template, request
 from wtforms import PasswordField, StringField
 from wtforms.validators import Length, Optional, ValidationError
 
-from config import template_problem
 from identity.admin import bp, ldap_tester
 from identity.admin.guard import admin_required
 from identity.auth.forms import Form, clean
 from identity.connectors.ldap_connection import Settings
+from identity.settings.ldap import template_problem
 
 
 def _ldap_url(form, field) -> None:

@@ -18,7 +18,8 @@ class Identity:
     email_verified: bool = False
     name: str | None = None
     groups: tuple[str, ...] = ()
-    # The same groups' DNs, normalised (config.normal_dn): names are not unique in a directory.
+    # The same groups' DNs, normalised (identity.settings.ldap.normal_dn): names are not
+    # unique in a directory.
     group_dns: tuple[str, ...] = ()
     # Authentication methods (RFC 8176): "pwd" for a password, "fed" for a federated sign-in.
     amr: tuple[str, ...] = ("pwd",)

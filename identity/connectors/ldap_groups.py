@@ -6,9 +6,9 @@ from collections.abc import Callable
 
 from ldap3.utils.conv import escape_filter_chars
 
-from config import normal_dn
 from identity.connectors.ldap_connection import Settings
 from identity.connectors.ldap_entries import first_text, rdn_value, texts
+from identity.settings.ldap import normal_dn
 
 # How the connector searches: (base, filter, attributes) -> [{"dn": ..., "attributes": ...}].
 Search = Callable[[str, str, list[str]], list[dict]]

@@ -33,8 +33,8 @@ class User(UserMixin, db.Model):
     password_hash: Mapped[str | None] = mapped_column(String(255))
     is_admin: Mapped[bool] = mapped_column(default=False)
     # Group names from the directory (the `groups` claim), and the same groups' DNs in
-    # config.normal_dn form (what IDP_LDAP_ADMIN_GROUP is compared with); refreshed at each
-    # directory sign-in and re-check (identity.oidc.recheck).
+    # identity.settings.ldap.normal_dn form (what IDP_LDAP_ADMIN_GROUP is compared with);
+    # refreshed at each directory sign-in and re-check (identity.oidc.recheck).
     groups: Mapped[list] = mapped_column(JSON, default=list)
     group_dns: Mapped[list] = mapped_column(JSON, default=list)
     disabled: Mapped[bool] = mapped_column(default=False)

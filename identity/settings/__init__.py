@@ -1,0 +1,1 @@
+"""Checks and file helpers behind config.load, one idea per module."""
