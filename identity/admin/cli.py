@@ -14,7 +14,7 @@ from flask import current_app
 from sqlalchemy.exc import IntegrityError
 
 from config import template_problem
-from identity.admin import users
+from identity.admin import accounts as users
 from identity.auth import accounts
 from identity.auth.forms import BAD_CHARS, USERNAME_RE
 from identity.cli import Group
