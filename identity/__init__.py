@@ -62,7 +62,9 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
     _init_connectors(app)
     # Pages and command-line groups.
     from identity.admin import bp as admin_bp
-    from identity.admin.cli import audit_cli, ldap_cli, user_cli
+    from identity.admin.cli_audit import audit_cli
+    from identity.admin.cli_ldap import ldap_cli
+    from identity.admin.cli_users import user_cli
     from identity.auth import bp as auth_bp
     from identity.bootstrap import setup_command
     from identity.certs import bp as certs_bp

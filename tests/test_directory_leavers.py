@@ -66,13 +66,13 @@ def state(app, username: str) -> dict:
 def directory_person_with_password(app, browser: Browser, directory, uid: str = "ada") -> None:
     """`uid` signs in with the directory once (the account is created and linked), then an
     administrator gives the account a local password as well."""
-    from identity.admin import users
+    from identity.admin import accounts
 
     assert browser.login(uid, directory.passwords[uid]).status_code == 302
     browser.logout()
     with app.app_context():
         user = db.session.scalar(select(User).where(User.username == uid))
-        users.set_password(user, PASSWORD, via="cli")
+        accounts.set_password(user, PASSWORD, via="cli")
 
 
 def directory_person_with_google(app, browser: Browser, directory, emulator) -> None:

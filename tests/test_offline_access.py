@@ -110,14 +110,14 @@ def test_a_password_change_ends_offline_access_grants_of_other_sessions(idp):
 
 
 def test_disabling_the_account_ends_offline_access_grants(idp):
-    from identity.admin import users
+    from identity.admin import accounts
     from identity.extensions import db
     from identity.models import User
     from identity.oidc.logout import wait_for_deliveries
 
     app, _, tokens = _offline_grant(idp)
     with idp.app.app_context():
-        users.disable(db.session.scalar(db.select(User).filter_by(username="alice")))
+        accounts.disable(db.session.scalar(db.select(User).filter_by(username="alice")))
     wait_for_deliveries()
     refused = _refresh(app, tokens["refresh_token"], OFFLINE)
     assert refused.status_code == 400 and refused.json()["error"] == "invalid_grant"

@@ -235,25 +235,25 @@ def test_removing_the_authenticator_app_keeps_the_passkeys_and_recovery_codes(
 
 
 def test_an_admin_reset_removes_the_passkeys_and_their_link(app, verified):
-    from identity.admin import users
+    from identity.admin import accounts as admin_accounts
 
     passkey_for(app, "alice")
     with app.app_context():
         alice = accounts.find("alice")
-        users.reset_mfa(alice)
+        admin_accounts.reset_mfa(alice)
         assert mfa.factors(alice) == []
         assert db.session.scalars(select(Passkey)).all() == []
         assert [link.connector for link in User.find("alice").links] == ["local"]
 
 
 def test_an_admin_unlinking_passkey_sign_in_removes_the_passkeys(app, verified):
-    from identity.admin import users
+    from identity.admin import accounts as admin_accounts
 
     passkey_for(app, "alice")
     with app.app_context():
         alice = accounts.find("alice")
         link = next(link for link in alice.links if link.connector == "passkey")
-        users.unlink(alice, link)
+        admin_accounts.unlink(alice, link)
         assert db.session.scalars(select(Passkey)).all() == []
 
 

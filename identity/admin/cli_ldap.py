@@ -1,0 +1,124 @@
+"""`flask --app idp ldap test` and `ldap sync`: the company directory, from the shell."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import sys
+
+import click
+from flask import current_app
+
+from identity.admin.cli_stdin import read_password
+from identity.cli import Group
+from identity.extensions import db
+from identity.models import User
+from identity.settings.ldap import template_problem
+
+ldap_cli = Group("ldap", help="The company directory.")
+
+
+@ldap_cli.command("test")
+@click.option("--username", help="Also look this person up and, with --password-stdin, bind.")
+@click.option("--password-stdin", is_flag=True, help="Read the user's password from stdin.")
+@click.option(
+    "--bind-password-stdin",
+    is_flag=True,
+    help="Read the service account's password from stdin (first line when both).",
+)
+@click.option("--url", "urls", multiple=True, help="Test this URL instead (repeatable).")
+@click.option("--bind-dn", help="Service account DN instead of IDP_LDAP_BIND_DN.")
+@click.option("--base", help="User search base instead of IDP_LDAP_USER_BASE.")
+@click.option("--filter", "user_filter", help="User filter instead of IDP_LDAP_USER_FILTER.")
+@click.option("--json", "as_json", is_flag=True, help="Print the steps as JSON.")
+def ldap_test(
+    username, password_stdin, bind_password_stdin, urls, bind_dn, base, user_filter, as_json
+):
+    """Run the steps of a directory sign-in and show each one's result (exit 0: all passed)."""
+    from identity.admin import ldap_tester
+    from identity.connectors.ldap import Settings
+
+    cfg = current_app.config
+    if not urls and not cfg["LDAP_URL"]:
+        raise click.ClickException("IDP_LDAP_URL is not set; pass --url to test a server")
+    for url in urls:
+        if not url.startswith(("ldap://", "ldaps://")):
+            raise click.ClickException(f"--url: {url!r} is not an ldap:// or ldaps:// URL")
+    if password_stdin and not username:
+        raise click.ClickException("--password-stdin needs --username")
+    if user_filter is not None and (problem := template_problem(user_filter, ("username",))):
+        raise click.ClickException(f"--filter: {problem}")
+    bind_password = read_password() if bind_password_stdin else None
+    password = read_password() if password_stdin else None
+    # A changed URL never receives the stored bind password: it may be someone else's server.
+    withheld = bool(urls) and bind_password is None
+    settings = Settings.from_config(
+        cfg,
+        urls=tuple(u.rstrip("/") for u in urls) or None,
+        bind_dn=bind_dn,
+        bind_password=bind_password if (bind_password or urls) else None,
+        user_base=base,
+        user_filter=user_filter,
+    )
+    if withheld:
+        settings = dataclasses.replace(settings, bind_password=None)
+    steps = ldap_tester.run(settings, username, password, bind_password_withheld=withheld)
+    if as_json:
+        click.echo(
+            json.dumps(
+                {
+                    "ok": ldap_tester.verdict(steps) == "passed",
+                    "verdict": ldap_tester.verdict(steps),
+                    "steps": [s.as_dict() for s in steps],
+                },
+                indent=2,
+            )
+        )
+    else:
+        click.echo(ldap_tester.as_text(steps))
+    sys.exit(0 if ldap_tester.verdict(steps) == "passed" else 1)
+
+
+@ldap_cli.command("sync")
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+def ldap_sync(as_json: bool):
+    """Read the directory entry of every directory-linked account now (for cron): leavers
+    (deleted or locked there) are disabled, groups, names and e-mail addresses follow.
+    Exits 1 when the directory cannot be asked."""
+    from sqlalchemy import select
+
+    from identity.connectors import ConnectorError
+    from identity.models import LinkedIdentity
+    from identity.oidc import recheck
+
+    if recheck.connector() is None:
+        raise click.ClickException("IDP_LDAP_URL is not set: there is no directory to sync with")
+    summary = {"checked": 0, "updated": 0, "disabled": 0, "errors": 0}
+    failure = None
+    ids = db.session.scalars(
+        select(User.id)
+        .join(LinkedIdentity)
+        .where(LinkedIdentity.connector == "ldap", User.disabled.is_(False))
+        .order_by(User.id)
+    ).all()
+    for user_id in ids:
+        user = db.session.get(User, user_id)
+        try:
+            outcome = recheck.check(user, force=True)
+        except ConnectorError as exc:
+            db.session.rollback()
+            summary["errors"] += 1
+            failure = f"the directory did not answer for {user.username}: {exc}"
+            break  # unreachable: every other account would wait for the same timeout
+        summary["checked"] += 1
+        if outcome in (recheck.UPDATED, recheck.DISABLED):
+            summary[outcome] += 1
+    if as_json:
+        click.echo(json.dumps({**summary, "ok": failure is None, "error": failure}))
+    else:
+        click.echo(
+            f"checked {summary['checked']}, updated {summary['updated']}, "
+            f"disabled {summary['disabled']}, errors {summary['errors']}"
+        )
+    if failure:
+        raise click.ClickException(failure + " (the other accounts were not checked)")
