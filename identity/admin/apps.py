@@ -50,18 +50,18 @@ SCOPE_CHOICES = [
 assert [c.value for c in GRANT_CHOICES] == list(client_rules.GRANT_TYPES)
 assert [c.value for c in SCOPE_CHOICES] == list(client_rules.SCOPES)
 
-# Which field a ClientError is about: its message starts with the command-line option.
-ERROR_FIELDS = (
-    ("--name", "name"),
-    ("--redirect-uri", "redirect_uris"),
-    ("--post-logout-redirect-uri", "post_logout_redirect_uris"),
-    ("--backchannel-logout-uri", "backchannel_logout_uri"),
-    ("--grant-type", "grant_types"),
-    ("--scope", "scopes"),
-    ("--id-token-alg", "id_token_alg"),
-    ("--acr", "require_acr"),
-    ("--subject-type", "subject_type"),
-)
+# The form field of each setting a ClientError names (its `option`).
+ERROR_FIELDS = {
+    "--name": "name",
+    "--redirect-uri": "redirect_uris",
+    "--post-logout-redirect-uri": "post_logout_redirect_uris",
+    "--backchannel-logout-uri": "backchannel_logout_uri",
+    "--grant-type": "grant_types",
+    "--scope": "scopes",
+    "--id-token-alg": "id_token_alg",
+    "--acr": "require_acr",
+    "--subject-type": "subject_type",
+}
 # What an app may require of a sign-in (client_rules.check_acr): step-up asks for the rest.
 ACR_CHOICES = [
     SelectChoice("", "Whatever the person has set up"),
@@ -200,20 +200,19 @@ class ConfirmForm(Form):
 
 def _place(form: Form, exc: ClientError) -> None:
     """Put a ClientError on the field it is about, in the page's words."""
-    message = str(exc)
-    for option, name in ERROR_FIELDS:
-        if message.startswith(option) and hasattr(form, name):
-            text = message[len(option) :].lstrip(": ")
-            for cli_words, page_words in PAGE_WORDS.items():
-                text = text.replace(cli_words, page_words)
-            unknown = _NOT_SUPPORTED.match(text)
-            if unknown:
-                text = f"Not supported: {unknown[1]}. Use {unknown[2]}."
-            elif text[:1].islower() and text.split()[0] not in KNOWN_WORDS:
-                text = text[:1].upper() + text[1:]
-            getattr(form, name).errors.append(text)
-            return
-    form.form_errors.append(message)
+    name = ERROR_FIELDS.get(exc.option or "")
+    if name is None or not hasattr(form, name):
+        form.form_errors.append(str(exc))
+        return
+    text = exc.detail
+    for cli_words, page_words in PAGE_WORDS.items():
+        text = text.replace(cli_words, page_words)
+    unknown = _NOT_SUPPORTED.match(text)
+    if unknown:
+        text = f"Not supported: {unknown[1]}. Use {unknown[2]}."
+    elif text[:1].islower() and text.split()[0] not in KNOWN_WORDS:
+        text = text[:1].upper() + text[1:]
+    getattr(form, name).errors.append(text)
 
 
 def _app_or_404(client_id: str) -> Client:

@@ -26,7 +26,14 @@ CONFIDENTIAL_AUTH_METHODS = ["client_secret_basic", "client_secret_post"]
 
 
 class ClientError(ValueError):
-    """A registration that cannot be accepted; the message names the field."""
+    """A registration that cannot be accepted: `option` names the setting that is wrong as the
+    command line spells it (None when no single one is), `detail` says what is wrong; the
+    message is the two together, so that a form can put `detail` on its own field."""
+
+    def __init__(self, detail: str, option: str | None = None, *, joined_by: str = ": "):
+        super().__init__(f"{option}{joined_by}{detail}" if option else detail)
+        self.option = option
+        self.detail = detail
 
 
 def check_uri(uri: str, field: str) -> str:
@@ -34,21 +41,22 @@ def check_uri(uri: str, field: str) -> str:
     wildcards: redirect URIs are compared exactly, character for character."""
     if not uri or len(uri) > 2000 or _CONTROL.search(uri) or " " in uri:
         raise ClientError(
-            f"{field}: {uri!r} is empty, too long or contains spaces or control characters"
+            f"{uri!r} is empty, too long or contains spaces or control characters", field
         )
     parts = urlsplit(uri)
     if "*" in uri:
-        raise ClientError(f"{field}: {uri!r}: wildcards are not allowed; register each URI")
+        raise ClientError(f"{uri!r}: wildcards are not allowed; register each URI", field)
     if parts.scheme not in ("https", "http") or not parts.hostname:
-        raise ClientError(f"{field}: {uri!r} must be an absolute https:// URI")
+        raise ClientError(f"{uri!r} must be an absolute https:// URI", field)
     if parts.fragment or "#" in uri:
-        raise ClientError(f"{field}: {uri!r} must not contain a fragment (#…)")
+        raise ClientError(f"{uri!r} must not contain a fragment (#…)", field)
     if parts.username or parts.password:
-        raise ClientError(f"{field}: {uri!r} must not contain a user name or password")
+        raise ClientError(f"{uri!r} must not contain a user name or password", field)
     if parts.scheme == "http" and not _loopback(parts.hostname):
         raise ClientError(
-            f"{field}: {uri!r}: http:// is allowed on loopback only (127.0.0.1, "
-            "[::1], localhost); use https://"
+            f"{uri!r}: http:// is allowed on loopback only (127.0.0.1, [::1], localhost); "
+            "use https://",
+            field,
         )
     return uri
 
@@ -63,7 +71,7 @@ def check_backchannel_uri(uri: str) -> str:
         destinations.check_host(urlsplit(uri).hostname)
     except destinations.ForbiddenDestination as exc:
         raise ClientError(
-            f"--backchannel-logout-uri: {uri!r}: {exc}; logout tokens are not sent there"
+            f"{uri!r}: {exc}; logout tokens are not sent there", "--backchannel-logout-uri"
         ) from None
     return uri
 
@@ -80,9 +88,9 @@ def _loopback(host: str) -> bool:
 def check_name(name: str) -> str:
     name = (name or "").strip()
     if not 1 <= len(name) <= 100 or _CONTROL.search(name):
-        raise ClientError("--name: 1 to 100 characters, no control characters")
+        raise ClientError("1 to 100 characters, no control characters", "--name")
     if db.session.scalar(select(Client.id).where(Client.name == name)) is not None:
-        raise ClientError(f"--name: an app named {name!r} exists already")
+        raise ClientError(f"an app named {name!r} exists already", "--name")
     return name
 
 
@@ -96,7 +104,7 @@ def check_scopes(scopes: list[str]) -> list[str]:
     bad_scopes = [s for s in scope_list if s not in SCOPES]
     if bad_scopes:
         raise ClientError(
-            f"--scope: {', '.join(bad_scopes)} not supported; use {', '.join(SCOPES)}"
+            f"{', '.join(bad_scopes)} not supported; use {', '.join(SCOPES)}", "--scope"
         )
     return scope_list
 
@@ -105,13 +113,15 @@ def check_subject_type(value: str, redirect_uris: list[str]) -> str:
     """`public` or `pairwise` (OpenID Connect Core 8); pairwise needs every redirect URI on
     one host, the sector within which a person has one pseudonym."""
     if value not in SUBJECT_TYPES:
-        raise ClientError(f"--subject-type: {value!r} is not one of {', '.join(SUBJECT_TYPES)}")
+        raise ClientError(f"{value!r} is not one of {', '.join(SUBJECT_TYPES)}", "--subject-type")
     if value == "pairwise" and sector(redirect_uris) is None:
         hosts = sorted({urlsplit(u).hostname or "" for u in redirect_uris})
         raise ClientError(
-            "--subject-type pairwise: every redirect URI must be on one host (the sector "
-            "whose people get one pseudonym each); "
-            + (f"these are on {', '.join(hosts)}" if hosts else "this app has none")
+            "pairwise: every redirect URI must be on one host (the sector whose people get "
+            "one pseudonym each); "
+            + (f"these are on {', '.join(hosts)}" if hosts else "this app has none"),
+            "--subject-type",
+            joined_by=" ",
         )
     return value
 
@@ -122,7 +132,7 @@ def check_acr(value: str | None) -> str | None:
     if value in (None, "", "none"):
         return None
     if value not in acr.REQUIRABLE:
-        raise ClientError(f"--acr: {value!r} is not one of none, {', '.join(acr.REQUIRABLE)}")
+        raise ClientError(f"{value!r} is not one of none, {', '.join(acr.REQUIRABLE)}", "--acr")
     return value
 
 
@@ -134,15 +144,19 @@ def check_grants(grant_types: list[str] | None, public: bool) -> list[str]:
     unknown = [g for g in grants if g not in GRANT_TYPES]
     if unknown:
         raise ClientError(
-            f"--grant-type: {', '.join(unknown)} not supported; use {', '.join(GRANT_TYPES)}"
+            f"{', '.join(unknown)} not supported; use {', '.join(GRANT_TYPES)}", "--grant-type"
         )
     if public and "client_credentials" in grants:
         raise ClientError(
-            "--grant-type client_credentials needs a confidential app "
-            "(without --public): a public app cannot keep a secret"
+            "client_credentials needs a confidential app (without --public): a public app "
+            "cannot keep a secret",
+            "--grant-type",
+            joined_by=" ",
         )
     if "refresh_token" in grants and "authorization_code" not in grants:
-        raise ClientError("--grant-type refresh_token goes with authorization_code")
+        raise ClientError(
+            "refresh_token goes with authorization_code", "--grant-type", joined_by=" "
+        )
     return grants
 
 
@@ -150,7 +164,8 @@ def check_id_token_alg(id_token_alg: str) -> str:
     """One of IDP_SIGNING_ALGORITHMS."""
     if id_token_alg not in current_app.config["SIGNING_ALGORITHMS"]:
         raise ClientError(
-            f"--id-token-alg: {id_token_alg!r} is not one of IDP_SIGNING_ALGORITHMS "
-            f"({', '.join(current_app.config['SIGNING_ALGORITHMS'])})"
+            f"{id_token_alg!r} is not one of IDP_SIGNING_ALGORITHMS "
+            f"({', '.join(current_app.config['SIGNING_ALGORITHMS'])})",
+            "--id-token-alg",
         )
     return id_token_alg

@@ -50,7 +50,7 @@ def create(
     grants = check_grants(grant_types, public)
     uris = check_uris(redirect_uris, "--redirect-uri")
     if "authorization_code" in grants and not uris:
-        raise ClientError("--redirect-uri: at least one is needed for authorization_code")
+        raise ClientError("at least one is needed for authorization_code", "--redirect-uri")
     scope_list = check_scopes(scopes or DEFAULT_SCOPES)
     logout_uris = check_uris(post_logout_redirect_uris, "--post-logout-redirect-uri")
     backchannel = check_backchannel_uri(backchannel_logout_uri) if backchannel_logout_uri else None
@@ -149,7 +149,7 @@ def update(
     if redirect_uris is not None:
         uris = check_uris(redirect_uris, "--redirect-uri")
         if "authorization_code" in meta["grant_types"] and not uris:
-            raise ClientError("--redirect-uri: at least one is needed for authorization_code")
+            raise ClientError("at least one is needed for authorization_code", "--redirect-uri")
         wanted["redirect_uris"] = uris
     if post_logout_redirect_uris is not None:
         wanted["post_logout_redirect_uris"] = check_uris(
@@ -161,7 +161,7 @@ def update(
         )
     if scopes is not None:
         if not scopes:
-            raise ClientError("--scope: at least one is needed")
+            raise ClientError("at least one is needed", "--scope")
         wanted["scope"] = " ".join(check_scopes(scopes))
     if skip_consent is not None:
         wanted["skip_consent"] = bool(skip_consent)
@@ -177,9 +177,9 @@ def update(
             and sector(wanted["redirect_uris"]) != sector(meta["redirect_uris"])
         ):
             raise ClientError(
-                "--redirect-uri: this app has pairwise subjects for "
-                f"{sector(meta['redirect_uris'])}: another host would change every person's "
-                "`sub`; register a new app for the new host"
+                f"this app has pairwise subjects for {sector(meta['redirect_uris'])}: another "
+                "host would change every person's `sub`; register a new app for the new host",
+                "--redirect-uri",
             )
         wanted["subject_type"] = kind
 
