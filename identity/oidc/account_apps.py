@@ -1,5 +1,7 @@
-"""The account page's apps with access: which apps hold consent or a live refresh token for
-the person, and cutting one off (its consent removed, its tokens revoked)."""
+"""The account page's apps with access, and cutting one off.
+
+An app has access while it holds consent or a live refresh token; cutting it off removes its
+consent and revokes its tokens."""
 
 from __future__ import annotations
 

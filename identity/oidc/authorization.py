@@ -1,6 +1,9 @@
-"""/authorize: the person behind an app's sign-in request (signed in when needed: prompt,
-max_age, id_token_hint, acr_values, the directory read again), consent, and the answer to
-the app (redirect or form_post) or the error page for requests that must not be redirected."""
+"""/authorize: sign-in when needed, consent, and the answer to the app.
+
+The person behind an app's sign-in request is signed in when needed (prompt, max_age,
+id_token_hint, acr_values, the directory read again) and asked for consent; the app gets its
+answer (redirect or form_post), or the person an error page when a request must not be
+redirected."""
 
 from __future__ import annotations
 

@@ -1,5 +1,6 @@
-"""What the provider says: its issuer, the claims about a person by scope, the algorithm of
-an app's ID tokens, and when the session's person signed in."""
+"""What the provider says: its issuer, a person's claims, an app's ID token algorithm.
+
+The claims about a person go by scope; `auth_time` is when the session's person signed in."""
 
 from __future__ import annotations
 

@@ -1,5 +1,6 @@
-"""`flask --app idp client …`: register, list, show, change, delete apps and rotate their
-secrets from the command line (identity.oidc.clients does the work)."""
+"""`flask --app idp client …`: apps registered, listed, shown, changed and deleted.
+
+Also rotating their secrets; identity.oidc.clients does the work."""
 
 from __future__ import annotations
 

@@ -1,5 +1,6 @@
-"""What an app may be registered with: grant types, scopes, how it authenticates, exact
-redirect URIs (https but on loopback), and ClientError naming the field that is wrong."""
+"""What an app may be registered with, and ClientError naming the setting that is wrong.
+
+Grant types, scopes, how it authenticates, exact redirect URIs (https but on loopback)."""
 
 from __future__ import annotations
 

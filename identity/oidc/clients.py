@@ -1,5 +1,7 @@
-"""Registering, changing and removing apps (the admin pages and `flask client` both call
-these), validated by identity.oidc.client_rules and recorded in the audit log."""
+"""Registering, changing and removing apps.
+
+The admin pages and `flask client` both call these, validated by identity.oidc.client_rules
+and recorded in the audit log."""
 
 from __future__ import annotations
 

@@ -1,8 +1,8 @@
-"""The grants: authorization code (single use, S256 PKCE, OpenID Connect's ID token),
-refresh token (rotated, single use, the account checked again) and client credentials.
+"""The grants: authorization code, refresh token and client credentials, each single use.
 
-Spending a code or a refresh token is one conditional UPDATE: a second use revokes the whole
-grant."""
+The code is single use with S256 PKCE and OpenID Connect's ID token; the refresh token is
+rotated and the account checked again. Spending a code or a refresh token is one conditional
+UPDATE: a second use revokes the whole grant."""
 
 from __future__ import annotations
 

@@ -1,6 +1,8 @@
-"""The authorization server, wired: Authlib's server with our grants (oidc.grants), token
-generator and storage (oidc.tokens), endpoints that read our tokens back (oidc.validation),
-the issuer parameter, and the resource protector of /userinfo."""
+"""The authorization server, wired: our grants, token generator, endpoints and protector.
+
+Authlib's server with the grants (oidc.grants), the token generator and storage
+(oidc.tokens), the endpoints that read our tokens back (oidc.validation), the issuer
+parameter, and the resource protector of /userinfo."""
 
 from __future__ import annotations
 

@@ -1,6 +1,8 @@
-"""Issuing, recording and revoking tokens: RFC 9068 JWT access tokens, rotating refresh
-tokens, each recorded (by `jti`, by digest) with the grant it belongs to, revoked by grant or
-by condition, and the bounded sweeps that prune spent codes and tokens."""
+"""Tokens issued, recorded, revoked and pruned.
+
+RFC 9068 JWT access tokens and rotating refresh tokens, each recorded (by `jti`, by digest)
+with the grant it belongs to, revoked by grant or by condition, and the bounded sweeps that
+prune spent codes and tokens."""
 
 from __future__ import annotations
 

@@ -1,6 +1,7 @@
-"""Our own tokens presented back to us: JWTs checked (signature, algorithm, issuer, `typ`),
-ID token hints, access tokens at our endpoints, and the introspection, revocation and
-end-session endpoints that read them."""
+"""Our own tokens presented back to us, and the endpoints that read them.
+
+JWTs checked (signature, algorithm, issuer, `typ`), ID token hints, access tokens at our
+endpoints, and the introspection, revocation and end-session endpoints."""
 
 from __future__ import annotations
 

@@ -1,5 +1,7 @@
-"""The provider's endpoints for apps: discovery, keys, token, userinfo, introspection,
-revocation (Authlib validates and answers), and end_session (the person confirms)."""
+"""The provider's endpoints for apps, beside /authorize.
+
+Discovery, keys, token, userinfo, introspection, revocation (Authlib validates and answers),
+and end_session (the person confirms)."""
 
 from __future__ import annotations
 
