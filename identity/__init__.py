@@ -74,7 +74,7 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
     from identity.oidc import bp as oidc_bp
     from identity.oidc import logout as oidc_logout
     from identity.oidc import server as oidc_server
-    from identity.oidc.clients import client_cli
+    from identity.oidc.client_cli import client_cli
     from identity.oidc.keys import keys_cli
 
     app.register_blueprint(admin_bp)

@@ -21,7 +21,7 @@ from test_admin_console import make_admin
 from conftest import dispose, make_app
 from identity.extensions import db
 from identity.models import Event, LogoutDelivery
-from identity.oidc import clients, destinations, logout
+from identity.oidc import client_rules, clients, destinations, logout
 
 TIMEOUT = 4
 
@@ -205,7 +205,7 @@ def test_failed_logouts_are_listed_on_the_admin_app_page(app, db, browser):
 )
 @pytest.mark.parametrize("app_overrides", [{"ENV": "production"}])
 def test_production_refuses_internal_back_channel_logout_uris_at_registration(app, db, uri):
-    with app.app_context(), pytest.raises(clients.ClientError) as refused:
+    with app.app_context(), pytest.raises(client_rules.ClientError) as refused:
         clients.create("Wiki", ["https://wiki.example/cb"], backchannel_logout_uri=uri)
     assert "--backchannel-logout-uri" in str(refused.value)
     assert (
@@ -233,7 +233,7 @@ def test_development_allows_loopback_http(app, db):
             "Wiki", ["https://wiki.example/cb"], backchannel_logout_uri="http://127.0.0.1:9/l"
         )
         assert client.client_metadata["backchannel_logout_uri"] == "http://127.0.0.1:9/l"
-        with pytest.raises(clients.ClientError, match="loopback only"):
+        with pytest.raises(client_rules.ClientError, match="loopback only"):
             clients.update(client, backchannel_logout_uri="http://10.0.0.1/l")
 
 

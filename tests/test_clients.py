@@ -206,3 +206,50 @@ def test_client_ids_never_start_with_a_dash(app):
     ids = [new_client_id() for _ in range(2000)]
     assert not [i for i in ids if i.startswith("-")]
     assert len(set(ids)) == len(ids) and {len(i) for i in ids} == {24}
+
+
+@pytest.mark.parametrize(
+    "kwargs, option, message",
+    [
+        (
+            {"redirect_uris": ["http://a.example/cb"]},
+            "--redirect-uri",
+            "--redirect-uri: 'http://a.example/cb': http:// is allowed on loopback only "
+            "(127.0.0.1, [::1], localhost); use https://",
+        ),
+        (
+            {"redirect_uris": ["https://a.example/cb"], "scopes": ["admin"]},
+            "--scope",
+            "--scope: admin not supported; use openid, profile, email, groups, offline_access",
+        ),
+        (
+            {"redirect_uris": [], "grant_types": ["client_credentials"], "public": True},
+            "--grant-type",
+            "--grant-type client_credentials needs a confidential app (without --public): a "
+            "public app cannot keep a secret",
+        ),
+        (
+            {"redirect_uris": ["https://a.example/cb", "https://b.example/cb"]}
+            | {"subject_type": "pairwise"},
+            "--subject-type",
+            "--subject-type pairwise: every redirect URI must be on one host (the sector whose "
+            "people get one pseudonym each); these are on a.example, b.example",
+        ),
+        (
+            {"redirect_uris": ["https://a.example/cb"], "id_token_alg": "none"},
+            "--id-token-alg",
+            "--id-token-alg: 'none' is not one of IDP_SIGNING_ALGORITHMS (RS256, ES256, EdDSA)",
+        ),
+    ],
+)
+def test_registration_errors_name_the_setting_they_are_about(app, kwargs, option, message):
+    # The admin pages put `detail` on the field of `option`: they never parse the message,
+    # which stays the command line's (option, then what is wrong).
+    from identity.oidc import clients
+    from identity.oidc.client_rules import ClientError
+
+    with app.app_context(), pytest.raises(ClientError) as refused:
+        clients.create("X", **kwargs)
+    assert refused.value.option == option
+    assert str(refused.value) == message
+    assert message.endswith(refused.value.detail) and not refused.value.detail.startswith("-")

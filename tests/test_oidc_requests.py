@@ -214,7 +214,7 @@ def test_a_logout_token_or_a_signed_token_of_ours_without_id_token_shape_is_no_h
     from joserfc import jwt
 
     from identity.oidc import keys
-    from identity.oidc.server import id_token_hint_claims
+    from identity.oidc.validation import id_token_hint_claims
 
     app = App(idp, register(idp))
     base = {"iss": idp.url, "sub": "someone", "aud": app.registered.client_id, "iat": 1}

@@ -13,7 +13,7 @@ from test_cli import run
 from conftest import make_app
 from identity.extensions import db
 from identity.models import Client, User
-from identity.oidc import clients, subjects
+from identity.oidc import client_rules, clients, subjects
 
 __all__ = ["admin"]  # the fixture
 
@@ -115,7 +115,7 @@ def test_the_pseudonym_is_stable_across_restarts_and_nodes(database_url, tmp_pat
 
 def test_pairwise_needs_one_host_for_every_redirect_uri(app):
     with app.app_context():
-        with pytest.raises(clients.ClientError, match="one host.*app.example, other.example"):
+        with pytest.raises(client_rules.ClientError, match="one host.*app.example, other.example"):
             clients.create(
                 "two-hosts",
                 ["https://app.example/cb", "https://other.example/cb"],
@@ -126,9 +126,9 @@ def test_pairwise_needs_one_host_for_every_redirect_uri(app):
             ["https://app.example/cb", "https://app.example:8443/cb"],
             subject_type="pairwise",
         )
-        with pytest.raises(clients.ClientError, match="would change every person's `sub`"):
+        with pytest.raises(client_rules.ClientError, match="would change every person's `sub`"):
             clients.update(client, redirect_uris=["https://moved.example/cb"])
-        with pytest.raises(clients.ClientError, match="not one of public, pairwise"):
+        with pytest.raises(client_rules.ClientError, match="not one of public, pairwise"):
             clients.update(client, subject_type="secret")
         assert clients.update(client, subject_type="public") == {
             "subject_type": {"old": "pairwise", "new": "public"}

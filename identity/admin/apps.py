@@ -28,9 +28,9 @@ from identity.admin.guard import admin_password_field, admin_required, confirm
 from identity.auth.forms import BAD_CHARS, Form, clean
 from identity.extensions import db
 from identity.models import Client, Consent, Token
-from identity.oidc import clients
-from identity.oidc.clients import ClientError
-from identity.oidc.server import issuer
+from identity.oidc import client_rules, clients
+from identity.oidc.claims import issuer
+from identity.oidc.client_rules import ClientError
 
 MAX_URI_LIST = 20_000  # characters in one "one per line" box (each URI: 2,000 at most)
 _NEWLINE = re.compile(r"\r\n|\n|\r")
@@ -47,22 +47,22 @@ SCOPE_CHOICES = [
     SelectChoice("groups", "groups: the groups they belong to"),
     SelectChoice("offline_access", "offline_access: access while they are away"),
 ]
-assert [c.value for c in GRANT_CHOICES] == list(clients.GRANT_TYPES)
-assert [c.value for c in SCOPE_CHOICES] == list(clients.SCOPES)
+assert [c.value for c in GRANT_CHOICES] == list(client_rules.GRANT_TYPES)
+assert [c.value for c in SCOPE_CHOICES] == list(client_rules.SCOPES)
 
-# Which field a ClientError is about: its message starts with the command-line option.
-ERROR_FIELDS = (
-    ("--name", "name"),
-    ("--redirect-uri", "redirect_uris"),
-    ("--post-logout-redirect-uri", "post_logout_redirect_uris"),
-    ("--backchannel-logout-uri", "backchannel_logout_uri"),
-    ("--grant-type", "grant_types"),
-    ("--scope", "scopes"),
-    ("--id-token-alg", "id_token_alg"),
-    ("--acr", "require_acr"),
-    ("--subject-type", "subject_type"),
-)
-# What an app may require of a sign-in (clients.check_acr): step-up asks for what is missing.
+# The form field of each setting a ClientError names (its `option`).
+ERROR_FIELDS = {
+    "--name": "name",
+    "--redirect-uri": "redirect_uris",
+    "--post-logout-redirect-uri": "post_logout_redirect_uris",
+    "--backchannel-logout-uri": "backchannel_logout_uri",
+    "--grant-type": "grant_types",
+    "--scope": "scopes",
+    "--id-token-alg": "id_token_alg",
+    "--acr": "require_acr",
+    "--subject-type": "subject_type",
+}
+# What an app may require of a sign-in (client_rules.check_acr): step-up asks for the rest.
 ACR_CHOICES = [
     SelectChoice("", "Whatever the person has set up"),
     SelectChoice("mfa", "Two factors (password and a code, or a passkey)"),
@@ -79,7 +79,7 @@ PAGE_WORDS = {
     "IDP_SIGNING_ALGORITHMS": "the configured algorithms",
 }
 _NOT_SUPPORTED = re.compile(r"^(.+) not supported; use (.+)$", re.S)
-KNOWN_WORDS = set(clients.GRANT_TYPES) | set(clients.SCOPES)  # names, not sentence starts
+KNOWN_WORDS = set(client_rules.GRANT_TYPES) | set(client_rules.SCOPES)  # names, not starts
 
 
 def _lines(text: str | None) -> list[str]:
@@ -104,7 +104,7 @@ def _at_least_one(message: str):
 
 
 def _known_shape(form, field) -> None:
-    """Choices are checked by identity.oidc.clients; refuse here only what is no name at
+    """Choices are checked by identity.oidc.client_rules; refuse here only what is no name at
     all, so that a 60 kB value is not repeated back in the error message."""
     for value in field.data or []:
         if len(value) > 64 or BAD_CHARS.search(value):
@@ -147,8 +147,8 @@ def _scopes_field() -> SelectMultipleField:
     return SelectMultipleField(
         "Scopes the app may ask for",
         choices=SCOPE_CHOICES,
-        default=list(clients.DEFAULT_SCOPES),
-        validate_choice=False,  # clients.check_scopes says which are unknown
+        default=list(client_rules.DEFAULT_SCOPES),
+        validate_choice=False,  # client_rules.check_scopes says which are unknown
         validators=[_known_shape, _at_least_one("Choose at least one scope.")],
     )
 
@@ -162,7 +162,7 @@ class AppForm(Form):
     grant_types = SelectMultipleField(
         "Grant types",
         choices=GRANT_CHOICES,
-        default=list(clients.DEFAULT_GRANTS),
+        default=list(client_rules.DEFAULT_GRANTS),
         validate_choice=False,
         validators=[_known_shape, _at_least_one("Choose at least one grant type.")],
     )
@@ -200,20 +200,19 @@ class ConfirmForm(Form):
 
 def _place(form: Form, exc: ClientError) -> None:
     """Put a ClientError on the field it is about, in the page's words."""
-    message = str(exc)
-    for option, name in ERROR_FIELDS:
-        if message.startswith(option) and hasattr(form, name):
-            text = message[len(option) :].lstrip(": ")
-            for cli_words, page_words in PAGE_WORDS.items():
-                text = text.replace(cli_words, page_words)
-            unknown = _NOT_SUPPORTED.match(text)
-            if unknown:
-                text = f"Not supported: {unknown[1]}. Use {unknown[2]}."
-            elif text[:1].islower() and text.split()[0] not in KNOWN_WORDS:
-                text = text[:1].upper() + text[1:]
-            getattr(form, name).errors.append(text)
-            return
-    form.form_errors.append(message)
+    name = ERROR_FIELDS.get(exc.option or "")
+    if name is None or not hasattr(form, name):
+        form.form_errors.append(str(exc))
+        return
+    text = exc.detail
+    for cli_words, page_words in PAGE_WORDS.items():
+        text = text.replace(cli_words, page_words)
+    unknown = _NOT_SUPPORTED.match(text)
+    if unknown:
+        text = f"Not supported: {unknown[1]}. Use {unknown[2]}."
+    elif text[:1].islower() and text.split()[0] not in KNOWN_WORDS:
+        text = text[:1].upper() + text[1:]
+    getattr(form, name).errors.append(text)
 
 
 def _app_or_404(client_id: str) -> Client:

@@ -126,7 +126,7 @@ def users_new():
 @admin_required
 def users_show(user_id: int):
     from identity.auth import devices, remember
-    from identity.oidc.views import apps_with_access
+    from identity.oidc.account_apps import apps_with_access
 
     user = _target(user_id)
     events = db.session.scalars(

@@ -35,8 +35,8 @@ from identity.errors import render_error, wants_json
 from identity.extensions import db
 from identity.models import User
 from identity.names import fold
+from identity.oidc.account_apps import apps_with_access
 from identity.oidc.logout import end_other_sessions
-from identity.oidc.views import apps_with_access
 from identity.passwords import policy_errors
 from identity.security import landing, safe_next
 from identity.throttle import Refusal, client_ip, throttle, wait_text

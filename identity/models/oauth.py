@@ -62,7 +62,7 @@ class Client(db.Model, OAuth2ClientMixin):
     def get_allowed_scope(self, scope):
         """The requested scopes the app is registered for; `offline_access` goes with the
         refresh grant (OpenID Connect Core 11: it asks for a refresh token, so an app allowed
-        to refresh may ask for it; identity.oidc.views grants it only with consent)."""
+        to refresh may ask for it; identity.oidc.authorization grants it only with consent)."""
         if not scope:
             return ""
         allowed = set(self.scope.split())

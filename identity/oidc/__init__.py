@@ -4,4 +4,8 @@ from flask import Blueprint
 
 bp = Blueprint("oidc", __name__)
 
-from identity.oidc import views  # noqa: E402,F401  (routes register on bp)
+from identity.oidc import (  # noqa: E402,F401  (routes register on bp)
+    account_apps,
+    authorization,
+    views,
+)

@@ -32,6 +32,8 @@ from identity.extensions import db
 from identity.models import Client, LogoutDelivery, Token
 from identity.models.oauth import OFFLINE_ACCESS
 from identity.oidc import destinations, keys, subjects
+from identity.oidc.claims import client_algorithm
+from identity.oidc.tokens import revoke_tokens
 
 log = logging.getLogger("identity.oidc")
 
@@ -86,8 +88,6 @@ def _end(user, condition, *, reason: str, revoke_only=None) -> int:
     """Revoke the tokens matching `condition` (and `revoke_only` when given); POST a logout
     token, per session, to each app that took part and has a back-channel logout endpoint
     (in the background)."""
-    from identity.oidc.server import revoke_tokens
-
     participants = set(
         db.session.execute(
             select(Token.sid, Token.client_id).where(condition, Token.sid.is_not(None))
@@ -138,8 +138,6 @@ def _end(user, condition, *, reason: str, revoke_only=None) -> int:
 def logout_token(client: Client, subject: str, sid: str) -> str:
     """A logout token (Back-Channel Logout 1.0, section 2.4) for one app, made for one
     attempt: a retry gets a new one (new jti and iat), never a stale copy."""
-    from identity.oidc.server import client_algorithm
-
     alg = client_algorithm(client)
     now = int(time.time())
     claims = {

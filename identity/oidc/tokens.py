@@ -1,0 +1,177 @@
+"""Tokens issued, recorded, revoked and pruned.
+
+RFC 9068 JWT access tokens and rotating refresh tokens, each recorded (by `jti`, by digest)
+with the grant it belongs to, revoked by grant or by condition, and the bounded sweeps that
+prune spent codes and tokens."""
+
+from __future__ import annotations
+
+import base64
+import json
+import secrets
+import time
+
+from authlib.oauth2.rfc9068 import JWTBearerTokenGenerator
+from flask import current_app
+from joserfc.jwk import KeySet
+from sqlalchemy import delete, select, update
+
+from identity import audit
+from identity.extensions import db
+from identity.models import AuthorizationCode, Token
+from identity.models.oauth import token_digest
+from identity.oidc import keys, subjects
+
+TOKEN_KEPT = 3600  # seconds a token row is kept after the last moment it could matter
+SWEEP_INTERVAL = 60  # seconds between two sweeps of one table, per process
+SWEEP_BATCH = 1000  # rows deleted at most per sweep: a short transaction, a short lock
+
+
+class AccessTokenGenerator(JWTBearerTokenGenerator):
+    """RFC 9068 access tokens (`typ: at+jwt`), signed with the current key (imported once
+    per process, see keys.signing_key)."""
+
+    def get_jwks(self):
+        return KeySet([keys.signing_key(self.alg)])
+
+    def get_extra_claims(self, client, grant_type, user, scope):
+        # The person's `sub` as this app knows it (pairwise or public).
+        return {"sub": subjects.subject_for(client, user)} if user else {}
+
+
+def expires_in(client, grant_type: str) -> int:
+    return current_app.config["ACCESS_TOKEN_LIFETIME"]
+
+
+def new_refresh_token(client, grant_type, user, scope) -> str:
+    return secrets.token_urlsafe(32)
+
+
+def _unverified_claims(token: str) -> dict:
+    """The payload of a JWT we just signed ourselves (for its jti and exp)."""
+    payload = token.split(".")[1]
+    return json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+
+
+def sweep(model, *conditions) -> int:
+    """Delete at most SWEEP_BATCH rows of `model` matching `conditions`, in the caller's
+    transaction, at most once every SWEEP_INTERVAL seconds per process and table (looked for
+    on the hot path, but not at every request); a full batch makes the next call sweep again.
+    Returns how many rows went."""
+    sweeps = current_app.extensions.setdefault("idp.sweeps", {})
+    if time.monotonic() < sweeps.get(model.__tablename__, 0.0):
+        return 0
+    ids = select(model.id).where(*conditions).limit(SWEEP_BATCH)
+    # A subquery of ids: DELETE ... LIMIT is neither standard nor in PostgreSQL.
+    deleted = db.session.execute(
+        delete(model)
+        .where(model.id.in_(ids.scalar_subquery()))
+        .execution_options(synchronize_session=False)
+    ).rowcount
+    sweeps[model.__tablename__] = (
+        0.0 if deleted >= SWEEP_BATCH else time.monotonic() + SWEEP_INTERVAL
+    )
+    return deleted
+
+
+def prunable_tokens(now: int) -> tuple:
+    """The conditions of a token row that can no longer matter (TOKEN_KEPT after): its
+    access token expired; its refresh token, if any, expired or revoked (a spent one stays
+    until it expires: presenting it again must still revoke the grant); and, with a `sid`,
+    the SSO session it belongs to is over, so that a sign-out still finds every app of the
+    session to send a back-channel logout to. What happened is in the audit log."""
+    cutoff = now - TOKEN_KEPT
+    return (
+        Token.issued_at < cutoff,  # implied by the next one; lets the database narrow first
+        Token.issued_at + Token.expires_in < cutoff,
+        Token.refresh_token.is_(None)
+        | (Token.refresh_token_expires_at < cutoff)
+        | ((Token.refresh_token_revoked_at > 0) & (Token.refresh_token_revoked_at < cutoff)),
+        Token.sid.is_(None) | (Token.issued_at + current_app.config["SESSION_LIFETIME"] < cutoff),
+    )
+
+
+def code_grant_id(code: AuthorizationCode) -> str:
+    return f"code-{code.id}"
+
+
+# One statement, compiled once; the values are parameters of each execution.
+TOKEN_INSERT = Token.__table__.insert()
+
+
+def save_token(token: dict, request) -> None:
+    """Record a token response: the access token's jti, the refresh token's digest, and the
+    grant it belongs to."""
+    now = int(time.time())
+    claims = _unverified_claims(token["access_token"])
+    code = getattr(request, "authorization_code", None)
+    previous = getattr(request, "refresh_token", None)
+    if code is not None:
+        grant_id, sid, auth_time = code_grant_id(code), code.sid, code.auth_time
+    elif previous is not None:
+        grant_id, sid, auth_time = previous.grant_id, previous.sid, previous.auth_time
+    else:
+        grant_id, sid, auth_time = f"cc-{secrets.token_hex(8)}", None, None
+    refresh = token.get("refresh_token")
+    scope = token.get("scope", "")
+    # Core INSERTs: nothing reads these rows back in this request, and the ORM's unit of work
+    # for two new objects cost more than the writes themselves.
+    db.session.connection().execute(
+        TOKEN_INSERT,
+        {
+            "client_id": request.client.client_id,
+            "token_type": token["token_type"],
+            "access_token": claims["jti"],
+            "refresh_token": token_digest(refresh) if refresh else None,
+            "scope": scope,
+            "issued_at": now,
+            "expires_in": token["expires_in"],
+            "user_id": request.user.id if request.user else None,
+            "grant_id": grant_id,
+            "sid": sid,
+            "auth_time": auth_time,
+            "refresh_token_expires_at": (
+                now + current_app.config["REFRESH_TOKEN_LIFETIME"] if refresh else None
+            ),
+        },
+    )
+    sweep(Token, *prunable_tokens(now))
+    audit.insert(
+        # A refresh is its own event: the grant goes on, no one signed in again.
+        "token.refreshed" if previous is not None else "token.issued",
+        request.user if request.user else None,
+        client_id=request.client.client_id,
+        grant_type=request.payload.grant_type,
+        scope=scope,
+        refresh=bool(refresh),
+    )
+    db.session.commit()
+
+
+def revoke_grant(grant_id: str) -> int:
+    """Revoke every token of one grant (the caller commits)."""
+    return revoke_tokens(Token.grant_id == grant_id)
+
+
+def revoke_tokens(*conditions) -> int:
+    """Revoke the tokens matching `conditions` that are not revoked yet (the caller commits).
+
+    The rows are locked in id order first: concurrent revocations of one grant (the losers
+    of a refresh-token race all revoke it) otherwise deadlock on PostgreSQL."""
+    now = int(time.time())
+    ids = db.session.scalars(
+        select(Token.id)
+        .where(
+            *conditions,
+            (Token.access_token_revoked_at == 0) | (Token.refresh_token_revoked_at == 0),
+        )
+        .order_by(Token.id)
+        .with_for_update()
+    ).all()
+    if not ids:
+        return 0
+    return db.session.execute(
+        update(Token)
+        .where(Token.id.in_(ids))
+        .values(access_token_revoked_at=now, refresh_token_revoked_at=now)
+    ).rowcount

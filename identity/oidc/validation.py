@@ -1,0 +1,208 @@
+"""Our own tokens presented back to us, and the endpoints that read them.
+
+JWTs checked (signature, algorithm, issuer, `typ`), ID token hints, access tokens at our
+endpoints, and the introspection, revocation and end-session endpoints."""
+
+from __future__ import annotations
+
+import time
+
+from authlib.oauth2.rfc6749.errors import InvalidRequestError
+from authlib.oauth2.rfc6750 import BearerTokenValidator
+from authlib.oauth2.rfc7009 import RevocationEndpoint
+from authlib.oauth2.rfc7662 import IntrospectionEndpoint
+from authlib.oidc.rpinitiated import EndSessionEndpoint
+from flask import current_app
+from joserfc import jwt
+from joserfc.errors import JoseError
+from joserfc.jwk import KeySet
+from sqlalchemy import bindparam, select
+
+from identity import audit
+from identity.extensions import db
+from identity.models import Client, Token, User
+from identity.models.oauth import token_digest
+from identity.oidc import client_cache, keys, subjects
+from identity.oidc.claims import issuer
+from identity.oidc.client_rules import CLIENT_AUTH_METHODS, CONFIDENTIAL_AUTH_METHODS
+from identity.oidc.tokens import revoke_grant
+
+
+def verifying_keys() -> KeySet:
+    return keys.public_keyset()
+
+
+def decode(token_string: str, *, typ: str) -> dict | None:
+    """The claims of a JWT of type `typ` (RFC 8725 3.11: every read says which kind of token
+    it expects, so that one kind is never taken for another) signed by one of our published
+    keys with one of our algorithms (never `none` nor HMAC), issued by us; None for anything
+    else. Expiry is the caller's."""
+    try:
+        decoded = jwt.decode(
+            token_string,
+            verifying_keys(),
+            algorithms=list(current_app.config["SIGNING_ALGORITHMS"]),
+        )
+    except (JoseError, ValueError, TypeError):
+        return None
+    if decoded.claims.get("iss") != issuer():
+        return None
+    if decoded.header.get("typ") != typ:
+        return None
+    return decoded.claims
+
+
+ID_TOKEN_TYP = "JWT"  # what joserfc writes in the ID tokens Authlib makes (never at+jwt)
+# Claims that mark one of our other JWTs: access tokens (RFC 9068) and logout tokens.
+NOT_ID_TOKEN_CLAIMS = ("scope", "client_id", "events")
+
+
+def id_token_hint_claims(token_string: str) -> dict | None:
+    """The claims of an ID token this provider issued to one of its apps, expired or not (a
+    hint may be old); None for anything else, our access and logout tokens included (RFC 8725
+    3.11: told apart by `typ`, and by claims an ID token never carries)."""
+    claims = decode(token_string, typ=ID_TOKEN_TYP)
+    if claims is None or any(name in claims for name in NOT_ID_TOKEN_CLAIMS):
+        return None
+    aud, sub = claims.get("aud"), claims.get("sub")
+    if not isinstance(aud, str) or not isinstance(sub, str) or client_cache.lookup(aud) is None:
+        return None
+    return claims
+
+
+# Asked at every userinfo call: built once (with its account, joined).
+TOKEN_BY_JTI = select(Token).where(Token.access_token == bindparam("jti"))
+
+
+def access_token_row(token_string: str) -> Token | None:
+    """The recorded access token behind a JWT access token of ours."""
+    claims = decode(token_string, typ="at+jwt")
+    if claims is None or not isinstance(claims.get("jti"), str):
+        return None
+    return db.session.scalar(TOKEN_BY_JTI, {"jti": claims["jti"]})
+
+
+class AccessTokenValidator(BearerTokenValidator):
+    """Our access tokens at our own endpoints: signature, issuer, then the recorded row, so
+    that a revoked token is refused at once (Authlib checks expiry, revocation, scope)."""
+
+    def authenticate_token(self, token_string: str) -> Token | None:
+        return access_token_row(token_string)
+
+
+def _token_from_string(token_string: str, hint: str | None) -> Token | None:
+    """A token we issued, by its string: a JWT access token (verified, then found by jti) or
+    a refresh token (found by digest)."""
+    if token_string.count(".") == 2:
+        return access_token_row(token_string) if hint != "refresh_token" else None
+    if hint == "access_token":
+        return None
+    return db.session.scalar(select(Token).where(Token.refresh_token == token_digest(token_string)))
+
+
+class PresentedToken:
+    """The token one introspection request presented: its row and which of the row's two
+    tokens it is, each with its own state (RFC 7662 2.2: a refresh token is active while
+    /token accepts it, whatever became of the access token issued with it).
+
+    Made per request: Authlib's endpoint objects are shared by every request and thread."""
+
+    def __init__(self, row: Token, refresh: bool):
+        self.row = row
+        self.refresh = refresh
+
+    def is_expired(self) -> bool:
+        if self.refresh:
+            return (self.row.refresh_token_expires_at or 0) <= time.time()
+        return self.row.is_expired()
+
+    def is_revoked(self) -> bool:
+        if self.refresh:
+            # A spent (rotated) refresh token is refused by /token: not active either.
+            return bool(self.row.refresh_token_revoked_at or self.row.refresh_token_used_at)
+        return self.row.is_revoked()
+
+
+class Introspection(IntrospectionEndpoint):
+    CLIENT_AUTH_METHODS = CONFIDENTIAL_AUTH_METHODS
+
+    def query_token(self, token_string, token_type_hint):
+        row = _token_from_string(token_string, token_type_hint)
+        if row is None:
+            return None
+        refresh = row.refresh_token is not None and row.refresh_token == token_digest(token_string)
+        return PresentedToken(row, refresh)
+
+    def check_permission(self, token: PresentedToken, client: Client, request) -> bool:
+        # An app learns about its own tokens only.
+        return token.row.client_id == client.client_id
+
+    def introspect_token(self, token: PresentedToken) -> dict:
+        # Authlib answered {"active": false} already for an expired or revoked token.
+        row = token.row
+        user = db.session.get(User, row.user_id) if row.user_id else None
+        if row.user_id and (user is None or user.disabled):
+            return {"active": False}
+        body = {
+            "active": True,
+            "client_id": row.client_id,
+            "token_type": "refresh_token" if token.refresh else "Bearer",
+            "scope": row.scope,
+            "iss": issuer(),
+            "exp": row.refresh_token_expires_at
+            if token.refresh
+            else row.issued_at + row.expires_in,
+            "iat": row.issued_at,
+            "sub": (
+                subjects.subject_for(client_cache.lookup(row.client_id), user)
+                if user
+                else row.client_id
+            ),
+        }
+        if not token.refresh:
+            body["jti"] = row.access_token
+        if user:
+            body["username"] = user.username
+        return body
+
+
+class Revocation(RevocationEndpoint):
+    CLIENT_AUTH_METHODS = CLIENT_AUTH_METHODS
+
+    def query_token(self, token_string, token_type_hint):
+        return _token_from_string(token_string, token_type_hint)
+
+    def revoke_token(self, token: Token, request) -> None:
+        """Revoking a refresh token ends its grant; revoking an access token ends that token
+        (RFC 7009 2.1)."""
+        if token.refresh_token and token.refresh_token == token_digest(request.form["token"]):
+            count = revoke_grant(token.grant_id)
+        else:
+            now = int(time.time())
+            token.access_token_revoked_at = now
+            count = 1
+        audit.record("token.revoked", token.user, client_id=token.client_id, tokens=count)
+        db.session.commit()
+
+
+class EndSession(EndSessionEndpoint):
+    def get_server_jwks(self):
+        return verifying_keys()
+
+    def get_algorithms(self) -> list[str]:
+        return list(current_app.config["SIGNING_ALGORITHMS"])
+
+    def validate_request(self, request):
+        hint = request.payload.data.get("id_token_hint")
+        if hint and id_token_hint_claims(hint) is None:
+            raise InvalidRequestError("'id_token_hint' is not an ID token from this provider")
+        validated = super().validate_request(request)
+        claims = validated.id_token_claims
+        if claims is not None and claims.get("iss") != issuer():
+            raise InvalidRequestError("'id_token_hint' was not issued by this provider")
+        if request.payload.data.get("client_id") and validated.client is None:
+            raise InvalidRequestError("unknown 'client_id'")
+        return validated
+
+    def end_session(self, end_session_request) -> None:
+        pass  # the view then signs out (auth.signin.sign_out), which ends the SSO session
