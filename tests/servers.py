@@ -19,6 +19,26 @@ from identity import certs
 NSS_NICKNAME = "idp-test-ca"
 
 
+def _buffered(app):
+    """The app with each response read whole and closed before Werkzeug writes it.
+
+    Werkzeug's dev server skips the response's close() when reading the rest of a request
+    fails (a browser that drops a connection, as Chromium does with cached static files): the
+    static file then stays open until garbage collection, and its ResourceWarning lands in
+    whichever test runs then. Responses here are small; reading them first costs nothing.
+    """
+
+    def buffered(environ, start_response):
+        body = app(environ, start_response)
+        try:
+            return [b"".join(body)]
+        finally:
+            if hasattr(body, "close"):
+                body.close()
+
+    return buffered
+
+
 def _not_ready(environ, start_response):
     """Answers until the real app is attached (the app needs the port in its ISSUER)."""
     start_response("503 Service Unavailable", [("Content-Type", "text/plain")])
@@ -50,7 +70,7 @@ def https_server(
     except BaseException:
         server.server_close()
         raise
-    server.app = app
+    server.app = _buffered(app)
     thread = threading.Thread(
         target=server.serve_forever,
         kwargs={"poll_interval": 0.05},
