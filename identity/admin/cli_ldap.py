@@ -83,17 +83,18 @@ def ldap_test(
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 def ldap_sync(as_json: bool):
     """Read the directory entry of every directory-linked account now (for cron): leavers
-    (deleted or locked there) are disabled, groups, names and e-mail addresses follow.
+    (deleted or locked there by an administrator) are disabled, groups, names and e-mail
+    addresses follow; an entry locked for a while by failed binds is counted, not changed.
     Exits 1 when the directory cannot be asked."""
     from sqlalchemy import select
 
-    from identity.connectors import ConnectorError
+    from identity.connectors import ConnectorError, LockedOut
     from identity.models import LinkedIdentity
     from identity.oidc import recheck
 
     if recheck.connector() is None:
         raise click.ClickException("IDP_LDAP_URL is not set: there is no directory to sync with")
-    summary = {"checked": 0, "updated": 0, "disabled": 0, "errors": 0}
+    summary = {"checked": 0, "updated": 0, "disabled": 0, "locked_out": 0, "errors": 0}
     failure = None
     ids = db.session.scalars(
         select(User.id)
@@ -105,6 +106,11 @@ def ldap_sync(as_json: bool):
         user = db.session.get(User, user_id)
         try:
             outcome = recheck.check(user, force=True)
+        except LockedOut:
+            # Locked by failed binds, for a while: not a leaver, nothing to change.
+            summary["checked"] += 1
+            summary["locked_out"] += 1
+            continue
         except ConnectorError as exc:
             db.session.rollback()
             summary["errors"] += 1
@@ -118,7 +124,8 @@ def ldap_sync(as_json: bool):
     else:
         click.echo(
             f"checked {summary['checked']}, updated {summary['updated']}, "
-            f"disabled {summary['disabled']}, errors {summary['errors']}"
+            f"disabled {summary['disabled']}, locked out {summary['locked_out']}, "
+            f"errors {summary['errors']}"
         )
     if failure:
         raise click.ClickException(failure + " (the other accounts were not checked)")

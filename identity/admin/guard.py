@@ -12,7 +12,7 @@ from wtforms.validators import DataRequired, Length
 
 from identity.auth.reauth import NOT_YOURS, password_problem  # noqa: F401 (NOT_YOURS: by name)
 from identity.auth.signin import BACKEND_DOWN
-from identity.connectors import ConnectorError
+from identity.connectors import ConnectorError, LockedOut
 from identity.errors import render_error
 from identity.oidc import recheck
 
@@ -33,6 +33,8 @@ def admin_required(view):
         user = current_user._get_current_object()
         try:
             recheck.check(user)
+        except LockedOut:
+            abort(403)
         except ConnectorError as exc:
             log.error("directory re-check of %s failed: %s", user.username, exc)
             return render_error(503, BACKEND_DOWN)

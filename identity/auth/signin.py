@@ -17,7 +17,7 @@ from sqlalchemy.orm import joinedload
 from identity import audit
 from identity.auth import accounts, sessions
 from identity.auth import remember as remember_me
-from identity.connectors.base import ConnectorError, Identity
+from identity.connectors.base import ConnectorError, Identity, LockedOut
 from identity.extensions import db
 from identity.models import BrowserSession, LinkedIdentity, User
 from identity.models.users import utcnow
@@ -68,6 +68,9 @@ def sign_in(identity: Identity, *, remember: bool = False, label: str | None = N
 
         try:
             recheck.check(user)
+        except LockedOut as exc:
+            log.info("directory re-check of %s: %s", user.username, exc)
+            _refuse("locked_out", identity, user)
         except ConnectorError as exc:
             log.error("directory re-check of %s failed: %s", user.username, exc)
             _refuse("backend_down", identity, user, BACKEND_DOWN, status=503)
@@ -429,6 +432,10 @@ def _find_link(identity: Identity) -> LinkedIdentity | None:
 _MESSAGES = {
     "no_account": "No account is linked to this sign-in.",
     "disabled": "This account is disabled. Ask an administrator.",
+    "locked_out": (
+        "Your directory account is locked after too many wrong passwords. It unlocks by "
+        "itself after a while, or ask an administrator."
+    ),
 }
 
 

@@ -2,9 +2,10 @@
 
 from identity.connectors.base import (
     ConnectorError,
+    LockedOut,
     Identity,
     PasswordConnector,
     RedirectConnector,
 )
 
-__all__ = ["ConnectorError", "Identity", "PasswordConnector", "RedirectConnector"]
+__all__ = ["ConnectorError", "Identity", "LockedOut", "PasswordConnector", "RedirectConnector"]

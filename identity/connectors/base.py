@@ -1,5 +1,5 @@
 """The connector contract: an Identity value, two small protocols, ConnectorError and its
-DirectoryMisconfigured."""
+DirectoryMisconfigured and LockedOut."""
 
 from __future__ import annotations
 
@@ -39,6 +39,14 @@ class DirectoryMisconfigured(ConnectorError):
 
     The message is for the log and the admin console; people are told to tell the
     administrators rather than to try again later.
+    """
+
+
+class LockedOut(ConnectorError):
+    """The backend answered: the person's entry is locked for now (OpenLDAP ppolicy after
+    failed binds), not removed. Nobody signs in to that account while it lasts, and nothing
+    is decided: it is not a leaver, and whoever can fail a few binds must not be able to
+    disable someone else's account for good.
     """
 
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 from flask import current_app
 
 from identity import audit
-from identity.connectors.base import Identity
+from identity.connectors.base import Identity, LockedOut
 from identity.connectors.ldap import LdapConnector
 from identity.connectors.ldap_connection import Settings
 from identity.extensions import db
@@ -53,7 +53,9 @@ def check(user: User, *, force: bool = False) -> str:
     logouts; audited), present brings groups, name and e-mail up to date. Commits.
 
     Returns NOT_LINKED, FRESH, UNCHANGED, UPDATED or DISABLED. Raises ConnectorError when
-    the directory cannot tell: the caller refuses, nothing is decided on stale data."""
+    the directory cannot tell: the caller refuses, nothing is decided on stale data; and its
+    LockedOut while failed binds keep the entry locked: the caller refuses, nothing is
+    decided either, and the next check reads the entry again."""
     link = directory_link(user)
     if link is None:
         return NOT_LINKED
@@ -65,6 +67,8 @@ def check(user: User, *, force: bool = False) -> str:
     if not force and link.checked_at and (now - link.checked_at).total_seconds() < window:
         return FRESH
     found = ldap.lookup(link.subject)
+    if found.state == "locked_out":
+        raise LockedOut(f"{found.dn} is locked by failed binds")
     link.checked_at = now
     if found.state != "present":
         if user.disabled:
