@@ -167,6 +167,18 @@ def test_a_lockout_by_failed_binds_refuses_sign_in_and_disables_nothing(app, bro
     assert browser.login("ada", PASSWORD).status_code == 302
 
 
+def test_an_open_admin_session_loses_the_console_during_a_lockout(app, browser, directory):
+    directory_person_with_password(app, browser, directory)
+    assert browser.login("ada", PASSWORD).status_code == 302
+    assert browser.get("/admin/users").status_code == 200
+    lock_by_failed_binds(directory, "ada")
+    age_directory_check(app, "ada")
+    assert browser.get("/admin/users").status_code == 403
+    assert not state(app, "ada")["disabled"]
+    unlock(directory, "ada")
+    assert browser.get("/admin/users").status_code == 200
+
+
 def test_removed_from_the_admin_group_loses_the_console_at_the_next_local_sign_in(
     app, browser, directory
 ):
