@@ -397,6 +397,31 @@ def test_ldap_sync_disables_leavers_and_refreshes_groups(app, browser, directory
     assert "checked 1, updated 0, disabled 0, locked out 0, errors 0" in r.output
 
 
+def test_ldap_sync_changes_nothing_when_more_would_leave_than_allowed(app, browser, directory):
+    for uid in ("ada", "grace", "linus"):
+        assert browser.login(uid, directory.passwords[uid]).status_code == 302
+        browser.logout()
+    directory.modify(directory.group_dn("engineers"), {"member": directory.dn("linus")})
+    lock_entry(directory, "linus")
+    delete_entry(directory, "grace")
+    runner = app.test_cli_runner()
+    r = runner.invoke(args=["ldap", "sync", "--max-disable", "1"])
+    assert r.exit_code == 1
+    assert "2 accounts would be disabled, more than --max-disable 1" in r.output
+    assert "run again with --max-disable 2 (nothing was changed)" in r.output
+    for uid in ("grace", "linus"):
+        assert not state(app, uid)["disabled"]
+    assert "engineers" in state(app, "ada")["groups"]  # not even the groups
+    r = runner.invoke(args=["ldap", "sync", "--max-disable", "2"])
+    assert r.exit_code == 0, r.output
+    assert "checked 3, updated 1, disabled 2, locked out 0, errors 0" in r.output
+
+
+def test_ldap_sync_refuses_a_negative_max_disable(app):
+    r = app.test_cli_runner().invoke(args=["ldap", "sync", "--max-disable", "-1"])
+    assert r.exit_code == 2 and "Invalid value for '--max-disable'" in r.output
+
+
 def test_ldap_sync_counts_a_lockout_and_disables_nobody(app, browser, directory):
     for uid in ("ada", "grace"):
         assert browser.login(uid, directory.passwords[uid]).status_code == 302
@@ -414,7 +439,7 @@ def test_ldap_sync_fails_when_the_directory_is_unreachable(app, browser, directo
     r = app.test_cli_runner().invoke(args=["ldap", "sync"])
     assert r.exit_code == 1
     assert "checked 0, updated 0, disabled 0, locked out 0, errors 1" in r.output
-    assert "the directory did not answer" in r.output
+    assert "the directory did not answer" in r.output and "(nothing was changed)" in r.output
     assert not state(app, "ada")["disabled"]
 
 
