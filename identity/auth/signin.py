@@ -17,7 +17,7 @@ from sqlalchemy.orm import joinedload
 from identity import audit
 from identity.auth import accounts, sessions
 from identity.auth import remember as remember_me
-from identity.connectors.base import ConnectorError, Identity, LockedOut
+from identity.connectors.base import ConnectorError, DirectoryMisconfigured, Identity, LockedOut
 from identity.extensions import db
 from identity.models import BrowserSession, LinkedIdentity, User
 from identity.models.users import utcnow
@@ -26,11 +26,17 @@ from identity.names import fold
 log = logging.getLogger("identity.auth")
 
 
-# What people see when the directory cannot be asked (login form, and the re-check of a
-# directory-linked account signing in another way).
+# What people see when the directory cannot be asked (login form, the re-check of a
+# directory-linked account signing in another way, the console): down, or, when its answer
+# says the service's own settings are wrong, misconfigured (waiting will not help).
 BACKEND_DOWN = (
     "The company directory is unavailable, so directory accounts cannot sign in right now. "
     "Please try again in a few minutes."
+)
+DIRECTORY_MISCONFIGURED = (
+    "Sign-in with the company directory is misconfigured on this service, so directory "
+    "accounts cannot sign in. Please tell your administrators: trying again will not help "
+    "until they fix it."
 )
 
 
@@ -71,6 +77,11 @@ def sign_in(identity: Identity, *, remember: bool = False, label: str | None = N
         except LockedOut as exc:
             log.info("directory re-check of %s: %s", user.username, exc)
             _refuse("locked_out", identity, user)
+        except DirectoryMisconfigured as exc:
+            log.error(
+                "directory re-check of %s: the directory is misconfigured: %s", user.username, exc
+            )
+            _refuse("misconfigured", identity, user, DIRECTORY_MISCONFIGURED, status=503)
         except ConnectorError as exc:
             log.error("directory re-check of %s failed: %s", user.username, exc)
             _refuse("backend_down", identity, user, BACKEND_DOWN, status=503)

@@ -20,6 +20,7 @@ from identity.auth.forms import (
 )
 from identity.auth.signin import (
     BACKEND_DOWN,
+    DIRECTORY_MISCONFIGURED,
     SignInRefused,
     enforce_session_lifetime,
     keep_this_session,
@@ -53,11 +54,6 @@ LABELS = {
 }
 BAD_CREDENTIALS = "Wrong username or password."
 # A setting is wrong: waiting will not help, the administrators must hear of it.
-MISCONFIGURED = (
-    "Sign-in with the company directory is misconfigured on this service, so directory "
-    "accounts cannot sign in. Please tell your administrators: trying again will not help "
-    "until they fix it."
-)
 REGISTRATIONS_LIMITED = (
     "Too many accounts were created from this address. Wait {wait} and try again."
 )
@@ -143,7 +139,7 @@ def login():
         db.session.commit()
         form.password.data = ""
         if backend_down:
-            return _login_page(form, 503, MISCONFIGURED if fault else BACKEND_DOWN)
+            return _login_page(form, 503, DIRECTORY_MISCONFIGURED if fault else BACKEND_DOWN)
         return _login_page(form, 401, BAD_CREDENTIALS)
     throttle().signin_release(form.username.data)
     try:

@@ -2,8 +2,8 @@
 
 from identity.connectors.base import (
     ConnectorError,
-    LockedOut,
     Identity,
+    LockedOut,
     PasswordConnector,
     RedirectConnector,
 )
