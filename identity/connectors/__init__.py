@@ -5,6 +5,13 @@ from identity.connectors.base import (
     Identity,
     PasswordConnector,
     RedirectConnector,
+    RedirectFailure,
 )
 
-__all__ = ["ConnectorError", "Identity", "PasswordConnector", "RedirectConnector"]
+__all__ = [
+    "ConnectorError",
+    "Identity",
+    "PasswordConnector",
+    "RedirectConnector",
+    "RedirectFailure",
+]
