@@ -38,6 +38,7 @@ An OAuth 2.0 provider that Flask-Dance knows is only data: see identity.connecto
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from typing import Any
 
@@ -51,6 +52,7 @@ EMAIL = "email"
 EXISTING = "existing"
 
 KINDS = (PASSWORD, REDIRECT)
+ICON = re.compile(r"[a-z0-9-]{1,40}")
 POLICIES = (DIRECTORY, EMAIL, EXISTING)
 
 # Labels of ways of signing in that are not configured connectors: an account's passkeys
@@ -84,6 +86,8 @@ class Registry:
                 f"connector {connector.id}: kind {connector.kind!r} must be one of {KINDS}, "
                 f"provisioning {connector.provisioning!r} one of {POLICIES}"
             )
+        if connector.icon is not None and not ICON.fullmatch(connector.icon):
+            raise ValueError(f"connector {connector.id}: icon {connector.icon!r} is not a name")
         if connector.id in self._connectors or connector.id in OTHER_LABELS:
             raise ValueError(f"two connectors have the id {connector.id!r}")
         self._connectors[connector.id] = connector
