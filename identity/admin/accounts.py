@@ -16,7 +16,7 @@ from sqlalchemy import func, or_, select, update
 from identity import audit, mail
 from identity.auth import accounts, reset
 from identity.auth.forms import BAD_CHARS
-from identity.auth.views import LABELS
+from identity.connectors import registry
 from identity.extensions import db
 from identity.models import LinkedIdentity, PasswordReset, User
 from identity.models.users import utcnow
@@ -35,7 +35,7 @@ class Refused(Exception):
 
 
 def label(connector: str) -> str:
-    return LABELS.get(connector, connector)
+    return registry.label(connector)
 
 
 def _who(by: str | None, via: str) -> dict:

@@ -21,7 +21,7 @@ from identity.admin.accounts import MAX_SEARCH, PER_PAGE, label
 from identity.admin.guard import admin_required, confirm
 from identity.admin.user_forms import AdminRoleForm, ConfirmForm, CreateUserForm, SetPasswordForm
 from identity.auth.forms import BAD_CHARS, PostForm
-from identity.auth.views import LABELS
+from identity.connectors.registry import registry
 from identity.errors import render_error
 from identity.extensions import db
 from identity.models import Event, User
@@ -61,7 +61,7 @@ def _bad_list_request(message: str, q: str):
         page=1,
         pages=1,
         error=message,
-        labels=LABELS,
+        labels=registry().labels,
     ), 400
 
 
@@ -89,7 +89,7 @@ def users():
         page=page,
         pages=pages,
         error=None,
-        labels=LABELS,
+        labels=registry().labels,
     )
 
 
@@ -137,7 +137,7 @@ def users_show(user_id: int):
         "admin/user.html",
         user=user,
         me=_me(),
-        labels=LABELS,
+        labels=registry().labels,
         apps=apps_with_access(user),
         devices=devices.listing(
             user,
@@ -167,7 +167,7 @@ def _confirm_page(
         form=form,
         refusal=refusal,
         me=_me(),
-        labels=LABELS,
+        labels=registry().labels,
         **extra,
     ), status
 

@@ -14,7 +14,7 @@ from identity import audit, useragent
 from identity.auth import bp, sessions
 from identity.auth import remember as remember_me
 from identity.auth.forms import PostForm
-from identity.auth.views import LABELS
+from identity.connectors.registry import label
 from identity.extensions import db
 from identity.models import RememberToken, User
 
@@ -43,7 +43,7 @@ def listing(user: User, *, sid: str | None = None, series: str | None = None) ->
     `series` mark this browser's own."""
     lines = []
     for row in sessions.of_user(user):
-        method = LABELS.get(row.connector, row.connector)
+        method = label(row.connector)
         lines.append(
             Device(
                 key=row.sid,
@@ -64,7 +64,7 @@ def listing(user: User, *, sid: str | None = None, series: str | None = None) ->
             started=_when(row.created_at),
             last_seen=_when(row.rotated_at),
             address=row.ip or "unknown",
-            method=LABELS.get(row.connector, row.connector),
+            method=label(row.connector),
             current=row.series == series,
         )
         for row in remember_me.of_user(user)

@@ -17,6 +17,7 @@ from sqlalchemy.orm import joinedload
 from identity import audit
 from identity.auth import accounts, sessions
 from identity.auth import remember as remember_me
+from identity.connectors import registry as connectors
 from identity.connectors.base import ConnectorError, DirectoryMisconfigured, Identity, LockedOut
 from identity.extensions import db
 from identity.models import BrowserSession, LinkedIdentity, User
@@ -64,7 +65,8 @@ def sign_in(identity: Identity, *, remember: bool = False, label: str | None = N
     if link is None:
         link = _first_sign_in(identity, label or identity.connector)
     user = link.user
-    if identity.connector in current_app.extensions["idp.jit_connectors"]:
+    policy = connectors.registry().provisioning(identity.connector)
+    if policy == connectors.DIRECTORY:
         refresh(user, identity)
         link.checked_at = utcnow()  # the directory just vouched for the entry as it is
     elif not user.disabled:
@@ -267,12 +269,13 @@ def keep_this_session(user: User) -> None:
 
 
 def _first_sign_in(identity: Identity, label: str) -> LinkedIdentity:
-    """An identity seen for the first time: a new account, or (social, opted in, verified
-    e-mail) the account with that address. Never joined by an unverified address, on
-    either side."""
-    if identity.connector in current_app.extensions["idp.jit_connectors"]:
+    """An identity seen for the first time, as its connector's provisioning policy says
+    (identity.connectors.registry): a new account, or (EMAIL, opted in, verified e-mail)
+    the account with that address. Never joined by an unverified address, on either side."""
+    policy = connectors.registry().provisioning(identity.connector)
+    if policy == connectors.DIRECTORY:
         return provision(identity)
-    if identity.connector not in current_app.extensions["idp.social_connectors"]:
+    if policy != connectors.EMAIL:
         _refuse("no_account", identity, None)
     owner = None
     if identity.email:

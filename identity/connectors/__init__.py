@@ -6,6 +6,14 @@ from identity.connectors.base import (
     LockedOut,
     PasswordConnector,
     RedirectConnector,
+    RedirectFailure,
 )
 
-__all__ = ["ConnectorError", "Identity", "LockedOut", "PasswordConnector", "RedirectConnector"]
+__all__ = [
+    "ConnectorError",
+    "Identity",
+    "LockedOut",
+    "PasswordConnector",
+    "RedirectConnector",
+    "RedirectFailure",
+]

@@ -51,7 +51,12 @@ class _Dead(Exception):
 
 
 class LdapConnector:
-    name = "ldap"
+    id = "ldap"
+    label = "Company directory"
+    icon = None
+    kind = "password"
+    # The directory vouches for people: a first sign-in creates the account.
+    provisioning = "directory"
 
     def __init__(self, settings: Settings):
         self.s = settings
@@ -202,7 +207,7 @@ class LdapConnector:
         username = first_text(attrs, self.s.username_attribute) or entry["dn"]
         groups = self.group_entries(entry["dn"], username, attrs)
         return Identity(
-            connector=self.name,
+            connector=self.id,
             subject=subject,
             username=username,
             email=first_text(attrs, self.s.email_attribute),

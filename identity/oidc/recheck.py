@@ -36,7 +36,7 @@ def connector() -> LdapConnector | None:
     """The directory connector (the login form's, or one of its own when the directory is not
     a password connector); None when no directory is configured."""
     app = current_app._get_current_object()
-    for c in app.extensions["idp.password_connectors"]:
+    for c in app.extensions["idp.connectors"].password():
         if isinstance(c, LdapConnector):
             return c
     if not app.config["LDAP_URL"]:
