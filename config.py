@@ -84,6 +84,14 @@ class Config:
     MAIL_PASSWORD: str | None = None
     MAIL_SENDER = "Identity <no-reply@localhost>"
     MAIL_TIMEOUT = 10
+    # The name people see on every page (header, window title) and in every e-mail.
+    BRAND_NAME = "Identity"
+    # A logo beside the name: an https:// URL or a path under /static/ (a file in
+    # identity/static). Unset: the name alone.
+    BRAND_LOGO_URL: str | None = None
+    # Accent colour (links, main buttons) as #rrggbb. Unset: the built-in blue. Made darker
+    # or lighter where needed so that text stays readable in light and dark mode.
+    BRAND_ACCENT: str | None = None
     # Log level of the service's own logger.
     LOG_LEVEL = "INFO"
     # "text" for people, "json" for log collectors: one JSON object per line with the
@@ -238,6 +246,7 @@ class Config:
 def load(app: Any, overrides: dict[str, Any] | None = None) -> None:
     """Fill app.config from Config, the IDP_* environment and overrides; derive the rest."""
     # Imported here, not at the top: identity/__init__ imports this module.
+    from identity.settings.brand import brand_settings
     from identity.settings.files import instance_secret_key, private_dir, private_file, sqlite_file
     from identity.settings.ldap import ldap_settings
     from identity.settings.production import (
@@ -308,6 +317,7 @@ def load(app: Any, overrides: dict[str, Any] | None = None) -> None:
         raise ConfigError("IDP_METRICS_TOKEN must be at least 32 characters")
     ldap_settings(cfg)
     throttle_settings(cfg)
+    brand_settings(cfg, app.static_folder)
     # What production was told to accept anyway; create_app logs each as an error.
     cfg["INSECURE_ALLOWED"] = (
         insecure_production_settings(cfg) if cfg["ENV"] == "production" else []

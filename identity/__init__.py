@@ -71,6 +71,10 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
 
     app.register_blueprint(auth_bp)
     app.register_blueprint(certs_bp)
+    # The brand (IDP_BRAND_*): every template's `brand`, and /brand.css for the accent.
+    from identity import brand
+
+    brand.init_app(app)
     from identity.oidc import bp as oidc_bp
     from identity.oidc import logout as oidc_logout
     from identity.oidc import server as oidc_server

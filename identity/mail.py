@@ -17,13 +17,17 @@ _pending: set[Future] = set()
 
 
 def send(to: str, subject: str, body: str) -> Future:
-    """Queue one plain-text message; failures are logged, never shown to the visitor."""
+    """Queue one plain-text message; failures are logged, never shown to the visitor.
+
+    The subject is prefixed with IDP_BRAND_NAME ("Acme: Reset your password") and the body
+    signed with it and IDP_ISSUER, so that people know which service wrote to them."""
     cfg = current_app.config
+    brand = cfg["BRAND_NAME"]
     msg = EmailMessage()
     msg["From"] = cfg["MAIL_SENDER"]
     msg["To"] = to
-    msg["Subject"] = subject
-    msg.set_content(body)
+    msg["Subject"] = f"{brand}: {subject}"
+    msg.set_content(f"{body.rstrip()}\n\n-- \n{brand}\n{cfg['ISSUER']}\n")
     settings = {k: cfg[k] for k in cfg if k.startswith("MAIL_")}
     future = _executor.submit(_deliver, msg, settings)
     _pending.add(future)

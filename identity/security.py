@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from urllib.parse import unquote, unquote_to_bytes, urlsplit
 
-from flask import Flask, Response, request
+from flask import Flask, Response, g, request
 from flask.sessions import SecureCookieSessionInterface
 
 # Raw control characters are refused anywhere in `next`; in its path also whitespace and
@@ -52,7 +52,6 @@ def landing() -> str:
 
 
 HEADERS = (
-    ("Content-Security-Policy", CSP),
     ("X-Content-Type-Options", "nosniff"),
     ("X-Frame-Options", "DENY"),
     # same-origin keeps Flask-WTF's HTTPS Referer check working and leaks nothing outside.
@@ -72,15 +71,36 @@ class SessionCookies(SecureCookieSessionInterface):
         return super().open_session(app, request)
 
 
+def allow_images_from(origin: str) -> None:
+    """Let this response's page show images from `origin` (https://host[:port], checked by
+    identity.settings.brand.image_origin): an app's logo on the pages of its sign-in."""
+    g.setdefault("csp_image_origins", set()).add(origin)
+
+
+def _csp(base_images: tuple[str, ...]) -> str:
+    extra = tuple(sorted(g.get("csp_image_origins", ())))
+    images = " ".join(dict.fromkeys(base_images + extra))
+    if not images:
+        return CSP
+    return CSP.replace("img-src 'self' data:;", f"img-src 'self' data: {images};")
+
+
 def install_headers(app: Flask) -> None:
-    """Add the security headers to every response."""
+    """Add the security headers to every response. The Content-Security-Policy admits
+    images from the brand logo's origin (IDP_BRAND_LOGO_URL) and the origins a view allowed
+    with allow_images_from, and from nowhere else outside this service."""
+    from identity.settings.brand import image_origin
 
     hsts = f"max-age={app.config['HSTS_MAX_AGE']}" if app.config["HSTS_MAX_AGE"] else None
+    logo = app.config.get("BRAND_LOGO_URL")
+    base_images = (image_origin(logo, "IDP_BRAND_LOGO_URL"),) if logo and logo[0] != "/" else ()
 
     @app.after_request
     def _headers(response: Response) -> Response:
         h = response.headers
         present = {name.lower() for name, _ in h.items()}
+        if "content-security-policy" not in present:
+            h.add("Content-Security-Policy", _csp(base_images))
         for name, value in HEADERS:
             if name.lower() not in present:
                 h.add(name, value)

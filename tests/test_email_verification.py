@@ -65,7 +65,7 @@ def test_registration_mails_a_link_that_verifies_the_address_once(app, browser, 
     assert r.status_code == 302
     (message,) = inbox.wait(1)
     assert message["To"] == "Bob@Example.org"
-    assert message["Subject"] == "Verify your e-mail address"
+    assert message["Subject"] == "Identity: Verify your e-mail address"
     assert "within 24 hours" in message.get_payload(decode=True).decode()
     (path,) = links_in(inbox)
     page = text(browser.get("/account"))

@@ -47,7 +47,8 @@ def test_reset_by_email_end_to_end(app, browser, user, smtp):
     r = ask_reset(browser)
     assert r.status_code == 200 and "If an account uses" in r.get_data(as_text=True)
     (message,) = inbox.wait(1)
-    assert message["To"] == "Alice@Example.org" and message["Subject"] == "Reset your password"
+    assert message["To"] == "Alice@Example.org"
+    assert message["Subject"] == "Identity: Reset your password"
     assert message["From"] == "Identity <idp@idp.test>"
     path = link_from(inbox)
     assert "Choose a new password" in browser.get(path).get_data(as_text=True)

@@ -213,14 +213,15 @@ def send_reset_link(
     if welcome:
         subject = "Your new account"
         opening = (
-            f"An administrator created an account for you at {issuer} with the username "
-            f"{user.username}. To choose your password, open this link within {minutes} minutes:"
+            f"An administrator created an account for you at {cfg['BRAND_NAME']} ({issuer}) "
+            f"with the username {user.username}. To choose your password, open this link "
+            f"within {minutes} minutes:"
         )
     else:
         subject = "Choose a new password"
         opening = (
-            "An administrator asked you to choose a new password for your account. Open this "
-            f"link within {minutes} minutes:"
+            "An administrator asked you to choose a new password for your "
+            f"{cfg['BRAND_NAME']} account. Open this link within {minutes} minutes:"
         )
     return mail.send(
         user.email,
@@ -293,7 +294,8 @@ def reset_mfa(user: User, *, by: str | None = None, via: str = "console") -> Fut
         "Your second factor was reset",
         (
             f"Hello {user.username},\n\nAn administrator removed the authenticator app and "
-            f"the recovery codes of your account at {issuer}. Your next sign-in asks only "
+            f"the recovery codes of your account at {current_app.config['BRAND_NAME']} "
+            f"({issuer}). Your next sign-in asks only "
             "for your password (or, where a second factor is required, has you set up a new "
             "app).\n\nIf you did not ask for this, tell your administrator at once.\n"
         ),

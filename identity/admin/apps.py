@@ -61,6 +61,7 @@ ERROR_FIELDS = {
     "--id-token-alg": "id_token_alg",
     "--acr": "require_acr",
     "--subject-type": "subject_type",
+    "--logo-uri": "logo_uri",
 }
 # What an app may require of a sign-in (client_rules.check_acr): step-up asks for the rest.
 ACR_CHOICES = [
@@ -73,6 +74,7 @@ SUBJECT_CHOICES = [
     SelectChoice("public", "The account's identifier (the same for every app)"),
     SelectChoice("pairwise", "A pseudonym for this app's host (apps cannot correlate people)"),
 ]
+LOGO_LABEL = "Logo URI (optional)"
 # Option names in the middle of a message, as the page calls them.
 PAGE_WORDS = {
     " (without --public)": " (leave “Public app” unticked)",
@@ -132,9 +134,9 @@ def _name_field() -> StringField:
     )
 
 
-def _backchannel_field() -> StringField:
+def _uri_field(label: str = "Back-channel logout URI (optional)") -> StringField:
     return StringField(
-        "Back-channel logout URI (optional)",
+        label,
         validators=[
             Optional(),
             clean,
@@ -157,7 +159,7 @@ class AppForm(Form):
     name = _name_field()
     redirect_uris = _uri_box("Redirect URIs, one per line")
     post_logout_redirect_uris = _uri_box("Post-logout redirect URIs, one per line (optional)")
-    backchannel_logout_uri = _backchannel_field()
+    backchannel_logout_uri = _uri_field()
     public = BooleanField("Public app: no secret (a browser or mobile app; PKCE only)")
     grant_types = SelectMultipleField(
         "Grant types",
@@ -175,6 +177,7 @@ class AppForm(Form):
         "Subject identifier", choices=SUBJECT_CHOICES, default="public", validate_choice=False
     )
     id_token_alg = SelectField("ID token signing algorithm", validate_choice=False)
+    logo_uri = _uri_field(LOGO_LABEL)
     admin_password = admin_password_field()
 
 
@@ -182,7 +185,7 @@ class EditForm(Form):
     name = _name_field()
     redirect_uris = _uri_box("Redirect URIs, one per line")
     post_logout_redirect_uris = _uri_box("Post-logout redirect URIs, one per line (optional)")
-    backchannel_logout_uri = _backchannel_field()
+    backchannel_logout_uri = _uri_field()
     scopes = _scopes_field()
     skip_consent = BooleanField("First-party app: skip the consent screen")
     require_acr = SelectField(
@@ -191,6 +194,7 @@ class EditForm(Form):
     subject_type = SelectField(
         "Subject identifier", choices=SUBJECT_CHOICES, default="public", validate_choice=False
     )
+    logo_uri = _uri_field(LOGO_LABEL)
     admin_password = admin_password_field()
 
 
@@ -265,6 +269,7 @@ def apps_new():
                 id_token_alg=form.id_token_alg.data or "",
                 require_acr=form.require_acr.data or None,
                 subject_type=form.subject_type.data or "public",
+                logo_uri=form.logo_uri.data,
                 by=_admin(),
             )
         except ClientError as exc:
@@ -291,6 +296,7 @@ def apps_detail(client_id: str):
         form.skip_consent.data = client.skip_consent
         form.require_acr.data = meta["require_acr"] or ""
         form.subject_type.data = meta["subject_type"]
+        form.logo_uri.data = meta["logo_uri"] or ""
     elif confirm(form):
         try:
             changes = clients.update(
@@ -303,6 +309,7 @@ def apps_detail(client_id: str):
                 skip_consent=form.skip_consent.data,
                 require_acr=form.require_acr.data or None,
                 subject_type=form.subject_type.data or "public",
+                logo_uri=form.logo_uri.data,
                 by=_admin(),
             )
         except ClientError as exc:
@@ -332,6 +339,7 @@ CHANGE_LABELS = {
     "skip_consent": "consent screen",
     "require_acr": "required sign-in",
     "subject_type": "subject identifier",
+    "logo_uri": "logo",
 }
 
 

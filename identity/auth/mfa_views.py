@@ -14,6 +14,7 @@ from identity.auth.forms import MAX_FIELD, Form, PostForm, clean
 from identity.errors import render_error
 from identity.extensions import db
 from identity.models import User
+from identity.oidc import app_context
 from identity.security import landing, safe_next
 from identity.throttle import throttle
 
@@ -69,6 +70,12 @@ def next_page(next_value: str | None) -> str | None:
         return None
     second_step.set_next(safe_next(next_value))
     return url_for("auth.second_factor")
+
+
+def _app():
+    """The app this pending sign-in is for (its `next` is an /authorize request), or None."""
+    state = second_step.pending()
+    return app_context.for_next(state.get("next")) if state else None
 
 
 def _pending_or_login():
@@ -164,6 +171,7 @@ def _step_page(
             post_form=PostForm(),
             username=user.username,
             help=mfa.CODE_HELP,
+            app=_app(),
         ),
         status,
         headers,
@@ -263,6 +271,7 @@ def _enrol_page(form, user: User, target: str, *, forced: bool, error=None, stat
             uri=uri,
             secret=" ".join(secret[i : i + 4] for i in range(0, len(secret), 4)),
             qr=mfa.qr_svg_data_uri(uri),
+            app=_app() if forced else None,
         ),
         status,
         {"Retry-After": "60"} if status == 429 else {},

@@ -58,7 +58,8 @@ def request_reset(email: str) -> None:
         "Reset your password",
         (
             f"Hello {user.username},\n\n"
-            f"Someone asked to reset the password of your account. To choose a new password, "
+            f"Someone asked to reset the password of your {current_app.config['BRAND_NAME']} "
+            "account. To choose a new password, "
             f"open this link within {minutes} minutes:\n\n{link}\n\n"
             "The link works once. If you did not ask for it, ignore this message: your password "
             "stays as it is.\n"

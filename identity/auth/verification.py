@@ -88,7 +88,8 @@ def send(user: User) -> Future:
         "Verify your e-mail address",
         (
             f"Hello {user.username},\n\n"
-            f"To confirm that {user.email} is your address, open this link within {within}:"
+            f"To confirm that {user.email} is your address at {cfg['BRAND_NAME']}, open this "
+            f"link within {within}:"
             f"\n\n{link}\n\n"
             "The link works once. If you did not create an account, ignore this message: "
             "the address stays unverified.\n"

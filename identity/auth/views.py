@@ -37,6 +37,7 @@ from identity.errors import render_error, wants_json
 from identity.extensions import db
 from identity.models import User
 from identity.names import fold
+from identity.oidc import app_context
 from identity.oidc.account_apps import apps_with_access
 from identity.oidc.logout import end_other_sessions
 from identity.passwords import policy_errors
@@ -172,6 +173,7 @@ def _login_page(form: LoginForm, status: int = 200, error: str | None = None):
         error=error,
         registration=current_app.config["REGISTRATION_ENABLED"],
         redirect_connectors=registry().redirect(),
+        app=app_context.for_next(form.next.data),
     ), status
 
 

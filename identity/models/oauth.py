@@ -91,6 +91,7 @@ class Client(db.Model, OAuth2ClientMixin):
             "skip_consent": self.skip_consent,
             "require_acr": meta.get("require_acr"),
             "subject_type": meta.get("subject_type") or "public",
+            "logo_uri": meta.get("logo_uri"),
         }
 
 

@@ -29,7 +29,7 @@ from identity.errors import render_error
 from identity.extensions import db
 from identity.models import Client, Consent
 from identity.models.oauth import OFFLINE_ACCESS
-from identity.oidc import authorize_rules, bp, recheck, subjects
+from identity.oidc import app_context, authorize_rules, bp, recheck, subjects
 from identity.oidc.claims import session_auth_time, without_offline_access
 from identity.oidc.server import server
 from identity.oidc.validation import id_token_hint_claims
@@ -212,6 +212,7 @@ def authorize():
         return render_template(
             "oidc/consent.html",
             client=client,
+            app=app_context.for_client(client, redirect_uri),
             scopes=[(s, SCOPE_TEXT.get(s, s)) for s in scope.split()],
             form=PostForm(),
             action=request.full_path,

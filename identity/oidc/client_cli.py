@@ -67,6 +67,7 @@ def _print(client: Client, secret: str | None, as_json: bool) -> None:
     show_default=True,
     help="pairwise: the app sees a pseudonym per person, not the account's id.",
 )
+@click.option("--logo-uri", help="https:// URI of the app's logo, shown when people sign in to it.")
 @click.option("--json", "as_json", is_flag=True)
 def create_command(
     name,
@@ -80,6 +81,7 @@ def create_command(
     id_token_alg,
     require_acr,
     subject_type,
+    logo_uri,
     as_json,
 ):
     """Register an app; prints its client_id and (once) its client_secret."""
@@ -96,6 +98,7 @@ def create_command(
             id_token_alg=id_token_alg,
             require_acr=require_acr,
             subject_type=subject_type,
+            logo_uri=logo_uri,
         )
     except ClientError as exc:
         _fail(exc)
@@ -183,6 +186,8 @@ def _replacement(values: tuple[str, ...]) -> list[str] | None:
     type=click.Choice(SUBJECT_TYPES),
     help="public or pairwise; changing it changes every person's `sub` for this app.",
 )
+@click.option("--logo-uri", help="https:// URI of the app's logo; replaces the stored one.")
+@click.option("--no-logo-uri", "no_logo", is_flag=True, help="Remove the logo.")
 @click.option("--json", "as_json", is_flag=True)
 def update_command(
     client,
@@ -195,6 +200,8 @@ def update_command(
     skip_consent,
     require_acr,
     subject_type,
+    logo_uri,
+    no_logo,
     as_json,
 ):
     """Change an app (by client_id or name); prints it, never its secret."""
@@ -203,6 +210,8 @@ def update_command(
             raise ClientError(
                 "--backchannel-logout-uri and --no-backchannel-logout-uri: use one of them"
             )
+        if no_logo and logo_uri is not None:
+            raise ClientError("--logo-uri and --no-logo-uri: use one of them")
         found = find(client)
         backchannel = (
             None
@@ -221,6 +230,7 @@ def update_command(
             skip_consent=skip_consent,
             require_acr=UNCHANGED if require_acr is None else require_acr,
             subject_type=subject_type,
+            logo_uri=None if no_logo else UNCHANGED if logo_uri is None else logo_uri,
         )
     except ClientError as exc:
         _fail(exc)

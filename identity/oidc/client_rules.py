@@ -77,6 +77,24 @@ def check_backchannel_uri(uri: str) -> str:
     return uri
 
 
+def check_logo_uri(uri: str | None) -> str | None:
+    """None, or an https URI of the app's logo (shown on the pages of its sign-in; the page's
+    Content-Security-Policy then admits images from that host)."""
+    from config import ConfigError
+    from identity.settings.brand import image_origin
+
+    uri = (uri or "").strip()
+    if not uri:
+        return None
+    if len(uri) > 2000:
+        raise ClientError("must be at most 2,000 characters", "--logo-uri")
+    try:
+        image_origin(uri, "--logo-uri")
+    except ConfigError:
+        raise ClientError(f"{uri!r} must be an https:// URI", "--logo-uri") from None
+    return uri
+
+
 def _loopback(host: str) -> bool:
     if host in LOOPBACK_NAMES:
         return True

@@ -22,6 +22,7 @@ from identity.oidc.client_rules import (
     check_backchannel_uri,
     check_grants,
     check_id_token_alg,
+    check_logo_uri,
     check_name,
     check_scopes,
     check_subject_type,
@@ -44,6 +45,7 @@ def create(
     id_token_alg: str = "RS256",  # noqa: S107 (an algorithm name, not a secret)
     require_acr: str | None = None,
     subject_type: str = "public",
+    logo_uri: str | None = None,
     by: str | None = None,
 ) -> tuple[Client, str | None]:
     """Register an app; return it and its secret (None for a public app). Nothing is stored
@@ -59,6 +61,7 @@ def create(
     id_token_alg = check_id_token_alg(id_token_alg)
     require_acr = check_acr(require_acr)
     subject_type = check_subject_type(subject_type, uris)
+    logo_uri = check_logo_uri(logo_uri)
     secret = None if public else secrets.token_urlsafe(32)
     client = Client(
         name=name,
@@ -80,6 +83,7 @@ def create(
             "id_token_signed_response_alg": id_token_alg,
             "require_acr": require_acr,
             "subject_type": subject_type,
+            "logo_uri": logo_uri,
         }
     )
     db.session.add(client)
@@ -135,6 +139,7 @@ def update(
     skip_consent: bool | None = None,
     require_acr: str | None | object = UNCHANGED,
     subject_type: str | None = None,
+    logo_uri: str | None | object = UNCHANGED,
     by: str | None = None,
 ) -> dict[str, dict]:
     """Change what is given (None: keep; a list replaces the stored one; backchannel
@@ -169,6 +174,8 @@ def update(
         wanted["skip_consent"] = bool(skip_consent)
     if require_acr is not UNCHANGED:
         wanted["require_acr"] = check_acr(require_acr)
+    if logo_uri is not UNCHANGED:
+        wanted["logo_uri"] = check_logo_uri(logo_uri)  # type: ignore[arg-type]
     if subject_type is not None or redirect_uris is not None:
         kind = check_subject_type(
             subject_type or meta["subject_type"], wanted.get("redirect_uris", meta["redirect_uris"])
