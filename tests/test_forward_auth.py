@@ -152,6 +152,9 @@ def test_group_rule_refuses_others_and_lets_members_pass(app, person):
     r = ask(app, value, host="staff.example.test")
     assert r.status_code == 403
     assert "only for members of: Staff" in r.get_data(as_text=True)
+    # Shown on the site's own host: the stylesheet is this service's, and allowed by the CSP.
+    assert f'href="{IDP}/static/idp.css"' in r.get_data(as_text=True)
+    assert f"style-src {IDP};" in r.headers["Content-Security-Policy"]
     with app.app_context():
         User.find("alice").groups = ["staff", "R&D, Europe", "Zoë"]
         db.session.commit()

@@ -6,11 +6,11 @@ from __future__ import annotations
 
 from urllib.parse import urlencode
 
-from flask import current_app, redirect, request, session, url_for
+from flask import current_app, redirect, render_template, request, session, url_for
 from flask_login import current_user
 
 from identity import acr, audit
-from identity.errors import render_error
+from identity.errors import render_error, wants_json
 from identity.extensions import db
 from identity.forward_auth import bp, cookie, forwarded, headers, rules
 
@@ -54,19 +54,32 @@ def _decide(*, redirect_to_login: bool):
         return render_error(400, f"Forward authentication: {problem}")
     rule = rules.deciding(asked.host, path)
     if rule is None:
-        return render_error(403, NO_RULE.format(host=asked.host, path=path))
+        return _forbidden(NO_RULE.format(host=asked.host, path=path))
     who = cookie.read()
     if who is None:
         return _to_login(asked, None, redirect_to_login)
     user, amr = who
     if not rules.in_groups(rule, user):
-        return render_error(
-            403,
-            NOT_ALLOWED.format(user=user.username, host=asked.host, groups=", ".join(rule.groups)),
+        return _forbidden(
+            NOT_ALLOWED.format(user=user.username, host=asked.host, groups=", ".join(rule.groups))
         )
     if not acr.meets(amr, rule.acr):
         return _to_login(asked, rule.acr, redirect_to_login)
     return "", 200, {**headers.of(user), "Cache-Control": "no-store"}
+
+
+def _forbidden(message: str):
+    """403, as a page that Caddy and Traefik show on the site's own host: its stylesheet and
+    links are this service's (absolute), and its CSP allows just that stylesheet."""
+    if wants_json():
+        return render_error(403, message)
+    issuer = current_app.config["ISSUER"]
+    page = render_template("forward_auth/forbidden.html", message=message, issuer=issuer)
+    policy = (
+        f"default-src 'none'; style-src {issuer}; img-src {issuer}; base-uri 'none'; "
+        "form-action 'none'; frame-ancestors 'none'"
+    )
+    return page, 403, {"Content-Security-Policy": policy}
 
 
 def _to_login(asked: forwarded.Original, needed: str | None, redirect_to_login: bool):
