@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import html
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -383,3 +384,36 @@ def test_a_forged_header_without_a_cookie_gets_nowhere(proxy, tls):
 
 
 ARTIFACTS  # noqa: B018 - shots() saves under test-artifacts/forward-auth
+
+
+ROOT = Path(__file__).resolve().parent.parent
+# The directives that decide what reaches the app: the documentation's must be the tested ones.
+DECIDING = {
+    "nginx": (
+        "auth_request",
+        "error_page",
+        "proxy_set_header",
+        "proxy_pass_request_body",
+        "internal",
+    ),
+    "caddy": ("request_header", "uri ", "copy_headers", "route"),
+}
+
+
+@pytest.mark.parametrize("kind", ["nginx", "caddy"])
+def test_the_documented_configurations_are_the_tested_ones(kind, tmp_path):
+    build = nginx_config if kind == "nginx" else caddy_config
+    tested = {
+        line.strip()
+        for line in build(tmp_path, 1, SimpleNamespace(port=2), 3, tmp_path).splitlines()
+    }
+    pages = [ROOT / "docs" / "forward-auth.md"] + ([ROOT / "README.md"] if kind == "caddy" else [])
+    checked = 0
+    for page in pages:
+        for block in re.findall(rf"```{kind}\n(.*?)```", page.read_text(), re.S):
+            for line in block.splitlines():
+                line = line.strip()
+                if line.startswith(DECIDING[kind]):
+                    assert line in tested, f"{page.name}: {line!r} is not what the test runs"
+                    checked += 1
+    assert checked >= (10 if kind == "nginx" else 8), checked
