@@ -8,7 +8,7 @@ import time
 
 from flask import Response, current_app, request, session
 from itsdangerous import BadSignature, URLSafeTimedSerializer
-from sqlalchemy import bindparam, select
+from sqlalchemy import Row, bindparam, select
 
 from identity.extensions import db
 from identity.models import BrowserSession, User
@@ -19,9 +19,17 @@ NAME = "__Secure-idp-forward-auth"
 SALT = "identity.forward-auth"
 LONGEST = 1024
 
-# Asked at every request a proxy checks: one query, built once.
+# Asked at every request a proxy checks: one query for the columns needed, built once.
 LIVE_USER = (
-    select(User)
+    select(
+        User.username,
+        User.email,
+        User.email_verified,
+        User.name,
+        User.groups,
+        User.disabled,
+        User.session_epoch,
+    )
     .join(BrowserSession, BrowserSession.user_id == User.id)
     .where(
         BrowserSession.sid == bindparam("sid"),
@@ -57,9 +65,9 @@ def issue(response: Response, user: User) -> None:
     )
 
 
-def read() -> tuple[User, list[str]] | None:
-    """The account and sign-in methods of the request's cookie, when its session is still
-    live on the server; None otherwise."""
+def read() -> tuple[Row, list[str]] | None:
+    """The account (username, email, email_verified, name, groups) and sign-in methods of
+    the request's cookie, when its session is still live on the server; None otherwise."""
     raw = request.cookies.get(NAME)
     if not raw or len(raw) > LONGEST:
         return None
@@ -77,7 +85,7 @@ def read() -> tuple[User, list[str]] | None:
         and isinstance(amr, list)
     ):
         return None
-    user = db.session.scalar(LIVE_USER, {"sid": sid, "uid": uid, "now": int(time.time())})
+    user = db.session.execute(LIVE_USER, {"sid": sid, "uid": uid, "now": int(time.time())}).first()
     if user is None or user.disabled or user.session_epoch != epoch:
         return None
     return user, [m for m in amr if isinstance(m, str)]

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from urllib.parse import quote
 
+from sqlalchemy import Row
+
 from identity.models import User
 
 # Printable ASCII stays as typed, but "%" (so that decoding is unambiguous) and, in
@@ -18,7 +20,7 @@ def encode(value: str, *, keep_comma: bool = True) -> str:
     return quote(value, safe=_KEPT + ("," if keep_comma else ""))
 
 
-def of(user: User) -> dict[str, str]:
+def of(user: User | Row) -> dict[str, str]:
     """The four headers for `user`. The e-mail address only when it was verified (an app
     must not take an unverified address as the person's); groups comma-separated."""
     groups = [g for g in user.groups or [] if isinstance(g, str)]

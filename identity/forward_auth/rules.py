@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from urllib.parse import unquote
 
 from flask import current_app
-from sqlalchemy import select
+from sqlalchemy import Row, bindparam, select
 
 from identity import acr as acr_classes
 from identity.extensions import db
@@ -62,15 +62,22 @@ def _covers(prefix: str, path: str) -> bool:
     return prefix == "/" or path == prefix or path.startswith(prefix + "/")
 
 
-def deciding(host: str, path: str) -> ForwardAuthRule | None:
-    """The rule for `host` (normal_host) whose prefix covers `path` (canonical_path) and is
-    the longest; None: no rule, the request is refused."""
-    rules = db.session.scalars(select(ForwardAuthRule).where(ForwardAuthRule.host == host))
-    covering = [r for r in rules if _covers(canonical_path(r.path_prefix), path)]
-    return max(covering, key=lambda r: len(canonical_path(r.path_prefix)), default=None)
+# Asked at every request a proxy checks: the columns only, built once.
+OF_HOST = select(ForwardAuthRule.path_prefix, ForwardAuthRule.groups, ForwardAuthRule.acr).where(
+    ForwardAuthRule.host == bindparam("host")
+)
 
 
-def in_groups(rule: ForwardAuthRule, user: User) -> bool:
+def deciding(host: str, path: str) -> Row | None:
+    """The rule (path_prefix, groups, acr) for `host` (normal_host) whose prefix covers
+    `path` (canonical_path) and is the longest; None: no rule, the request is refused.
+    Stored prefixes are normalised by check(): folding their case is all that is left."""
+    rules = db.session.execute(OF_HOST, {"host": host}).all()
+    covering = [r for r in rules if _covers(r.path_prefix.casefold(), path)]
+    return max(covering, key=lambda r: len(r.path_prefix), default=None)
+
+
+def in_groups(rule: ForwardAuthRule | Row, user: User | Row) -> bool:
     """Whether `user` is one the rule lets pass: anyone signed in, or a member of one of its
     groups (names compared case-insensitively, as directories do)."""
     if not rule.groups:
