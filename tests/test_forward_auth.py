@@ -10,6 +10,7 @@ import re
 from urllib.parse import parse_qs, quote, urlsplit
 
 import pytest
+from test_mfa import enrolled, now_code
 
 from config import ConfigError
 from conftest import PASSWORD, csrf_from, make_app
@@ -176,6 +177,28 @@ def test_a_rule_asking_a_second_factor_sends_a_password_session_to_step_up(app, 
     step = urlsplit(r.headers["Location"])
     assert step.path == "/login/step-up"
     assert parse_qs(step.query)["acr"] == ["mfa"]
+
+
+def test_after_the_step_up_the_new_cookie_passes_the_rule(app, person):
+    """The second factor asked through the same step-up as apps (identity.auth.step_up):
+    back at /forward-auth/login, the cookie then carries the stronger sign-in."""
+    add_rule(app, "secure.example.test", strength="mfa")
+    sign_in(person)
+    weak = fa_cookie(person, "https://secure.example.test/")
+    secret, _codes = enrolled(app)
+    asked = ask(app, weak, host="secure.example.test", uri="/a")
+    start = urlsplit(asked.headers["Location"])
+    step = person.get(f"{start.path}?{start.query}", base_url=IDP)
+    r = person.get(step.headers["Location"], base_url=IDP)
+    assert r.status_code == 303 and r.headers["Location"].endswith("/login/second-factor")
+    r = _post(person, "/login/second-factor", {"code": now_code(secret, 1)})
+    assert r.status_code in (302, 303), r.get_data(as_text=True)[:300]
+    back = r.headers["Location"]
+    assert back == f"{start.path}?{start.query}", back
+    strong = fa_cookie(person, "https://secure.example.test/a")
+    assert ask(app, strong, host="secure.example.test", uri="/a").status_code == 200
+    # The weak one belonged to the session the step replaced.
+    assert ask(app, weak, host="secure.example.test", uri="/a").status_code == 302
 
 
 # -- the cookie is the server-side session -----------------------------------------------------
