@@ -7,11 +7,14 @@ sign-out. The proxy configurations are the ones docs/forward-auth.md shows, with
 from __future__ import annotations
 
 import html
+import http.server
 import os
 import re
 import shutil
 import socket
+import ssl
 import subprocess
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,7 +22,6 @@ from types import SimpleNamespace
 
 import pytest
 import requests
-from flask import Flask, request
 from playwright.sync_api import BrowserContext, Playwright, sync_playwright
 from ports import listen_port
 from test_browser import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS, TIMEOUT_MS, shots
@@ -80,28 +82,44 @@ def idp(database_url, tmp_path_factory, tls) -> Iterator[SimpleNamespace]:
     dispose(app)
 
 
-def _echo_app(_port: int) -> Flask:
-    """The protected app: shows the Remote-* headers it received (and every header whose
-    name starts with "remote", however spelled)."""
-    app = Flask("protected")
+class _Echo(http.server.BaseHTTPRequestHandler):
+    """The protected app: shows every header whose name starts with "remote", as received
+    (Remote_User too). Plain http.server rather than Werkzeug, which drops header names with
+    underscores itself and would hide whether the proxy passed them on."""
 
-    @app.get("/", defaults={"path": ""})
-    @app.get("/<path:path>")
-    def echo(path):
+    def do_GET(self):  # noqa: N802 - http.server's name
         lines = [
             f"<li>{html.escape(name)}: {html.escape(value)}</li>"
-            for name, value in request.headers.items()
+            for name, value in self.headers.items()
             if name.lower().startswith("remote")
         ]
-        return f"<h1>protected app</h1><p id=path>/{html.escape(path)}</p><ul>{''.join(lines)}</ul>"
+        path = html.escape(self.path)
+        body = f"<h1>protected app</h1><p id=path>{path}</p><ul>{''.join(lines)}</ul>".encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "text/html; charset=utf-8")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
 
-    return app
+    def log_message(self, *_args):
+        pass
 
 
 @pytest.fixture(scope="module")
 def backend(tls) -> Iterator[int]:
-    with https_server(_echo_app, tls) as (_app, port):
-        yield port
+    """The app over HTTPS on a free loopback port, in a thread."""
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Echo)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(tls / certs.TLS_CERT, tls / certs.TLS_KEY)
+    server.socket = context.wrap_socket(server.socket, server_side=True)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05})
+    thread.start()
+    try:
+        yield server.server_address[1]
+    finally:
+        server.shutdown()
+        thread.join(timeout=10)
+        server.server_close()
 
 
 def _wait(proc: subprocess.Popen, port: int, name: str, logs: Path) -> None:
