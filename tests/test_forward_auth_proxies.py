@@ -24,7 +24,7 @@ import pytest
 import requests
 from playwright.sync_api import BrowserContext, Playwright, sync_playwright
 from ports import listen_port
-from test_browser import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS, TIMEOUT_MS, shots
+from test_browser import CHROMIUM, CHROMIUM_ARGS, TIMEOUT_MS, shots
 
 from conftest import dispose, make_app
 from identity import certs
@@ -41,6 +41,19 @@ HOSTS = ["id.example.test", "app.example.test", "staff.example.test"]
 USERNAME, PASSWORD = "grace", "a few unrelated words here"
 STARTUP = 20  # seconds for a proxy to answer
 REMOTE = ("Remote-User", "Remote-Email", "Remote-Name", "Remote-Groups")
+
+ROOT = Path(__file__).resolve().parent.parent
+# The directives that decide what reaches the app: the documentation's must be the tested ones.
+DECIDING = {
+    "nginx": (
+        "auth_request",
+        "error_page",
+        "proxy_set_header",
+        "proxy_pass_request_body",
+        "internal",
+    ),
+    "caddy": ("request_header", "uri ", "copy_headers", "route"),
+}
 
 
 @pytest.fixture(scope="module")
@@ -399,23 +412,6 @@ def test_a_forged_header_without_a_cookie_gets_nowhere(proxy, tls):
     )
     assert r.status_code == 302, (r.status_code, r.text)
     assert "/forward-auth/login?rd=" in r.headers["Location"]
-
-
-ARTIFACTS  # noqa: B018 - shots() saves under test-artifacts/forward-auth
-
-
-ROOT = Path(__file__).resolve().parent.parent
-# The directives that decide what reaches the app: the documentation's must be the tested ones.
-DECIDING = {
-    "nginx": (
-        "auth_request",
-        "error_page",
-        "proxy_set_header",
-        "proxy_pass_request_body",
-        "internal",
-    ),
-    "caddy": ("request_header", "uri ", "copy_headers", "route"),
-}
 
 
 @pytest.mark.parametrize("kind", ["nginx", "caddy"])
