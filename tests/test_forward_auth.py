@@ -461,28 +461,39 @@ def test_admin_page_adds_and_removes_rules(app, person):
     sign_in(person)
     page = person.get("/admin/forward-auth", base_url=IDP)
     assert page.status_code == 200 and "No rule yet" in page.get_data(as_text=True)
+    rule = {"host": "wiki.example.test", "path": "/admin", "groups": "ops, dev", "acr": "phr"}
     r = _post(
-        person,
-        "/admin/forward-auth",
-        {"host": "evil.test", "path": "/", "groups": "", "acr": "any"},
+        person, "/admin/forward-auth", {**rule, "host": "evil.test", "admin_password": PASSWORD}
     )
-    assert r.status_code == 400 and "evil.test is not under example.test" in r.get_data(
-        as_text=True
-    )
-    r = _post(
-        person,
-        "/admin/forward-auth",
-        {"host": "wiki.example.test", "path": "/admin", "groups": "ops, dev", "acr": "phr"},
-    )
+    assert r.status_code == 400
+    assert "evil.test is not under example.test" in r.get_data(as_text=True)
+    r = _post(person, "/admin/forward-auth", {**rule, "admin_password": "wrong"})
+    assert r.status_code == 400 and "No rule yet" in r.get_data(as_text=True)
+    r = _post(person, "/admin/forward-auth", {**rule, "admin_password": PASSWORD})
     assert r.status_code == 303
+    add_rule(app, "wiki.example.test")
     page = person.get("/admin/forward-auth", base_url=IDP).get_data(as_text=True)
     assert "wiki.example.test/admin" in page and "ops, dev" in page and "a passkey" in page
-    rule_id = re.search(r"/admin/forward-auth/(\d+)/remove", page).group(1)
-    r = _post(person, f"/admin/forward-auth/{rule_id}/remove", {}, token_from="/admin/forward-auth")
-    assert r.status_code == 303
-    assert "No rule yet" in person.get("/admin/forward-auth", base_url=IDP).get_data(as_text=True)
-    r = person.post(f"/admin/forward-auth/{rule_id}/remove", base_url=IDP)
+    ids = re.findall(r"/admin/forward-auth/(\d+)/remove", page)
+    assert len(ids) == 2
+    admin_rule = ids[1]  # by host, then path: "/" first
+    # The confirmation says what decides once the rule is gone.
+    confirm_page = person.get(f"/admin/forward-auth/{admin_rule}/remove", base_url=IDP)
+    text = confirm_page.get_data(as_text=True)
+    assert "the rule for <code>wiki.example.test/</code> decides here: anyone signed in" in text
+    path = f"/admin/forward-auth/{admin_rule}/remove"
+    r = _post(person, path, {"admin_password": "wrong"})
     assert r.status_code == 400
+    r = _post(person, path, {"admin_password": PASSWORD})
+    assert r.status_code == 303
+    page = person.get("/admin/forward-auth", base_url=IDP).get_data(as_text=True)
+    assert "Rule removed: wiki.example.test/admin." in page
+    assert "<code>wiki.example.test/admin</code>" not in page
+    last = re.search(r"/admin/forward-auth/(\d+)/remove", page).group(1)
+    text = person.get(f"/admin/forward-auth/{last}/remove", base_url=IDP).get_data(as_text=True)
+    assert "nobody can reach <code>wiki.example.test/</code>" in text
+    assert person.get(path, base_url=IDP).status_code == 404
+    assert person.post(path, base_url=IDP).status_code in (400, 404)
 
 
 def test_non_admins_cannot_manage_rules(app, person):

@@ -388,6 +388,9 @@ def test_sign_in_groups_forged_headers_and_sign_out_through_a_real_proxy(
         page.goto(f"{idp.url}/admin/forward-auth")
         assert "staff.example.test/" in page.content()
         shots(page, "forward-auth", "admin-rules")
+        page.click("a[aria-label='Remove the rule for staff.example.test/']")
+        assert "nobody can reach" in page.content()
+        shots(page, "forward-auth", "admin-remove")
 
         # Sign out at the service: the app asks again.
         page.goto(f"{idp.url}/account")

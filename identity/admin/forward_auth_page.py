@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from flask import current_app, flash, redirect, render_template, url_for
+from flask import abort, current_app, flash, redirect, render_template, request, url_for
 from flask_login import current_user
 from wtforms import SelectField, StringField
 from wtforms.fields.choices import SelectChoice
@@ -10,7 +10,7 @@ from wtforms.validators import Length
 
 from identity import audit
 from identity.admin import bp
-from identity.admin.guard import admin_required
+from identity.admin.guard import admin_password_field, admin_required, confirm
 from identity.auth.forms import Form
 from identity.extensions import db
 from identity.forward_auth import rules
@@ -32,10 +32,11 @@ class RuleForm(Form):
         ],
         default="any",
     )
+    admin_password = admin_password_field()
 
 
 class RemoveForm(Form):
-    pass
+    admin_password = admin_password_field()
 
 
 @bp.get("/forward-auth", endpoint="forward_auth")
@@ -48,7 +49,7 @@ def forward_auth_rules():
 @admin_required
 def forward_auth_add():
     form = RuleForm()
-    if not form.validate():
+    if not confirm(form):
         return _page(form), 400
     try:
         wanted = rules.check(
@@ -65,22 +66,32 @@ def forward_auth_add():
     return redirect(url_for("admin.forward_auth"), 303)
 
 
-@bp.post("/forward-auth/<int:rule_id>/remove", endpoint="forward_auth_remove")
+@bp.route(
+    "/forward-auth/<int:rule_id>/remove", methods=["GET", "POST"], endpoint="forward_auth_remove"
+)
 @admin_required
 def forward_auth_remove(rule_id: int):
-    form = RemoveForm()
-    if not form.validate():
-        return _page(RuleForm(formdata=None), error=form.csrf_token.errors[0]), 400
+    """A confirmation page: removing a rule can let more people in (the path falls to a
+    shorter prefix of the host), so it says what decides afterwards and asks the password."""
     rule = db.session.get(ForwardAuthRule, rule_id)
     if rule is None:
-        flash("That rule was removed already.", "info")
-        return redirect(url_for("admin.forward_auth"), 303)
+        abort(404)
+    form = RemoveForm()
     d = rules.describe(rule)
-    db.session.delete(rule)
-    audit.record("forward_auth.rule_removed", current_user._get_current_object(), **_facts(d))
-    db.session.commit()
-    flash(f"Rule removed: {d['host']}{d['path']}.", "success")
-    return redirect(url_for("admin.forward_auth"), 303)
+    if request.method == "POST" and confirm(form):
+        db.session.delete(rule)
+        audit.record("forward_auth.rule_removed", current_user._get_current_object(), **_facts(d))
+        db.session.commit()
+        flash(f"Rule removed: {d['host']}{d['path']}.", "success")
+        return redirect(url_for("admin.forward_auth"), 303)
+    after = rules.deciding_without(rule)
+    page = render_template(
+        "admin/forward_auth_remove.html",
+        rule=d,
+        after=rules.describe(after) if after is not None else None,
+        form=form,
+    )
+    return (page, 400) if request.method == "POST" else page
 
 
 def _facts(d: dict) -> dict:
@@ -93,12 +104,10 @@ def _facts(d: dict) -> dict:
     }
 
 
-def _page(form: RuleForm, error: str | None = None):
+def _page(form: RuleForm):
     return render_template(
         "admin/forward_auth.html",
         rules=[rules.describe(r) for r in rules.listed()],
         form=form,
-        remove=RemoveForm(),
         domain=current_app.config["FORWARD_AUTH_COOKIE_DOMAIN"],
-        error=error,
     )

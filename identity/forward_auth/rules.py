@@ -77,6 +77,18 @@ def deciding(host: str, path: str) -> Row | None:
     return max(covering, key=lambda r: len(r.path_prefix), default=None)
 
 
+def deciding_without(rule: ForwardAuthRule) -> ForwardAuthRule | None:
+    """The rule that decides the path `rule.path_prefix` of its host once `rule` is gone."""
+    others = db.session.scalars(
+        select(ForwardAuthRule).where(
+            ForwardAuthRule.host == rule.host, ForwardAuthRule.id != rule.id
+        )
+    )
+    path = rule.path_prefix.casefold()
+    covering = [r for r in others if _covers(r.path_prefix.casefold(), path)]
+    return max(covering, key=lambda r: len(r.path_prefix), default=None)
+
+
 def in_groups(rule: ForwardAuthRule | Row, user: User | Row) -> bool:
     """Whether `user` is one the rule lets pass: anyone signed in, or a member of one of its
     groups (names compared case-insensitively, as directories do)."""
