@@ -499,3 +499,46 @@ def test_admin_page_adds_and_removes_rules(app, person):
 def test_non_admins_cannot_manage_rules(app, person):
     sign_in(person)
     assert person.get("/admin/forward-auth", base_url=IDP).status_code == 403
+
+
+NASTY = [
+    "",
+    " ",
+    "%",
+    "%zz",
+    "%00",
+    "%c0%af",
+    "/%2e%2e%2f%2e%2e%2f",
+    "\u00e9",
+    "\u202e",
+    "\ufeff/",
+    "/" * 3000,
+    "x" * 10_000,
+    "https://app.example.test:/",
+    "https://[::1]/",
+    "https://app.example.test:65536/",
+    "https://.example.test/",
+    "https://app..example.test/",
+    "https://-a.example.test/",
+    "app.example.test:443:443",
+    "[::1]:443",
+    "\\\\evil.test",
+]
+
+
+def test_garbage_in_every_proxy_header_and_in_rd_never_breaks_the_service(app, person):
+    add_rule(app, "app.example.test")
+    sign_in(person)
+    value = fa_cookie(person)
+    for nasty in NASTY:
+        for header in ("X-Forwarded-Proto", "X-Forwarded-Host", "X-Forwarded-Uri", "Cookie"):
+            sent = {header: nasty} if header != "Cookie" else {}
+            r = ask(app, nasty if header == "Cookie" else value, **sent)
+            assert r.status_code in (200, 302, 400, 403), (header, nasty[:40], r.status_code)
+        r = person.get(f"/forward-auth/login?rd={quote(nasty, safe='')}", base_url=IDP)
+        assert r.status_code == 400, (nasty[:40], r.status_code)
+        r = person.get(
+            f"/forward-auth/login?rd=https%3A%2F%2Fapp.example.test%2F&acr={quote(nasty)}",
+            base_url=IDP,
+        )
+        assert r.status_code in (303, 400), (nasty[:40], r.status_code)
