@@ -248,6 +248,7 @@ def test_forged_or_foreign_cookies_are_refused(app, person, database_url, tmp_pa
     other = make_app(database_url, tmp_path, ISSUER=IDP, FORWARD_AUTH_COOKIE_DOMAIN=DOMAIN)
     with other.app_context():
         other_value = cookie._serializer().dumps({"sid": "s", "uid": 1, "ep": "e", "amr": []})
+    close(other)
     assert ask(app, other_value).status_code == 302
     # The service's own session cookie is not a forward-auth cookie.
     session_cookie = person.get_cookie("__Host-session", domain="id.example.test")
@@ -400,9 +401,20 @@ def test_bad_acr_in_the_sign_in_link(app, person):
 def test_off_without_a_cookie_domain(database_url, tmp_path):
     app = make_app(database_url, tmp_path)
     client = app.test_client()
-    for path in ("/forward-auth", "/forward-auth/nginx", "/forward-auth/login?rd=x"):
-        r = client.get(path, base_url="https://idp.test")
-        assert r.status_code == 404 and "IDP_FORWARD_AUTH_COOKIE_DOMAIN" in r.get_data(as_text=True)
+    try:
+        for path in ("/forward-auth", "/forward-auth/nginx", "/forward-auth/login?rd=x"):
+            r = client.get(path, base_url="https://idp.test")
+            assert r.status_code == 404
+            assert "IDP_FORWARD_AUTH_COOKIE_DOMAIN" in r.get_data(as_text=True)
+    finally:
+        close(app)
+
+
+def close(app) -> None:
+    """The database connections of an app built in a test (not the fixture's)."""
+    with app.app_context():
+        db.session.remove()
+        db.engine.dispose()
 
 
 @pytest.mark.parametrize(
@@ -422,6 +434,7 @@ def test_cookie_domain_setting_is_checked(database_url, tmp_path, domain, issuer
 def test_cookie_domain_setting_is_normalised(database_url, tmp_path):
     app = make_app(database_url, tmp_path, ISSUER=IDP, FORWARD_AUTH_COOKIE_DOMAIN=".Example.TEST")
     assert app.config["FORWARD_AUTH_COOKIE_DOMAIN"] == "example.test"
+    close(app)
 
 
 # -- command line and admin page ----------------------------------------------------------------
