@@ -160,6 +160,12 @@ class Config:
     # client address is the TCP peer and the headers are ignored.
     TRUSTED_PROXIES = 0
 
+    # Forward authentication (docs/forward-auth.md): the parent domain, such as example.org,
+    # of the sites that nginx, Caddy or Traefik protect by asking /forward-auth. Its own
+    # cookie is set for this domain, so this service's host (IDP_ISSUER) must be under it.
+    # Unset: forward authentication is off.
+    FORWARD_AUTH_COOKIE_DOMAIN: str | None = None
+
     # Company directory (LDAP). One or more URLs (ldap:// or ldaps://), tried in order.
     LDAP_URL: str | list[str] | None = None
     # Upgrade ldap:// connections with StartTLS.
@@ -248,6 +254,7 @@ def load(app: Any, overrides: dict[str, Any] | None = None) -> None:
     # Imported here, not at the top: identity/__init__ imports this module.
     from identity.settings.brand import brand_settings
     from identity.settings.files import instance_secret_key, private_dir, private_file, sqlite_file
+    from identity.settings.forward_auth import forward_auth_settings
     from identity.settings.ldap import ldap_settings
     from identity.settings.production import (
         insecure_production_settings,
@@ -318,6 +325,7 @@ def load(app: Any, overrides: dict[str, Any] | None = None) -> None:
     ldap_settings(cfg)
     throttle_settings(cfg)
     brand_settings(cfg, app.static_folder)
+    forward_auth_settings(cfg)
     # What production was told to accept anyway; create_app logs each as an error.
     cfg["INSECURE_ALLOWED"] = (
         insecure_production_settings(cfg) if cfg["ENV"] == "production" else []

@@ -68,6 +68,8 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
     from identity.auth import bp as auth_bp
     from identity.bootstrap import setup_command
     from identity.certs import bp as certs_bp
+    from identity.forward_auth import bp as forward_auth_bp
+    from identity.forward_auth.cli import forward_auth_cli
 
     app.register_blueprint(auth_bp)
     app.register_blueprint(certs_bp)
@@ -82,6 +84,8 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
     from identity.oidc.keys import keys_cli
 
     app.register_blueprint(admin_bp)
+    # Forward authentication for reverse proxies (after auth: it sends people to /login).
+    app.register_blueprint(forward_auth_bp)
     # The OpenID Connect provider: Authlib's authorization server, our keys and storage.
     oidc_server.init_app(app)
     # Back-channel logouts not delivered yet are retried, looked for after requests.
@@ -92,6 +96,7 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
     app.cli.add_command(user_cli)
     app.cli.add_command(audit_cli)
     app.cli.add_command(ldap_cli)
+    app.cli.add_command(forward_auth_cli)
     app.cli.add_command(setup_command)
     # Security headers on every response; error pages that never show a stack trace.
     security.install_headers(app)

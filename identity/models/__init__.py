@@ -2,6 +2,7 @@
 
 from identity.models.audit import Event
 from identity.models.factors import Passkey, RecoveryCode, TotpFactor, WebauthnChallenge
+from identity.models.forward_auth import ForwardAuthRule
 from identity.models.keys import SigningKey
 from identity.models.oauth import AuthorizationCode, Client, Consent, LogoutDelivery, Token
 from identity.models.sessions import BrowserSession, RememberToken
@@ -13,6 +14,7 @@ __all__ = [
     "BrowserSession",
     "Consent",
     "EmailVerification",
+    "ForwardAuthRule",
     "LogoutDelivery",
     "Token",
     "TotpFactor",

@@ -1,0 +1,91 @@
+"""The forward-auth cookie: set for the whole parent domain, it names a server-side session
+(a browser_sessions row), so signing out, ending the session, a password change or disabling
+the account ends it too."""
+
+from __future__ import annotations
+
+import time
+
+from flask import Response, current_app, request, session
+from itsdangerous import BadSignature, URLSafeTimedSerializer
+from sqlalchemy import Row, bindparam, select
+
+from identity.extensions import db
+from identity.models import BrowserSession, User
+
+# __Secure-: browsers take it only over HTTPS with the Secure attribute (a __Host- name
+# cannot have a Domain).
+NAME = "__Secure-idp-forward-auth"
+SALT = "identity.forward-auth"
+LONGEST = 1024
+
+# Asked at every request a proxy checks: one query for the columns needed, built once.
+LIVE_USER = (
+    select(
+        User.username,
+        User.email,
+        User.email_verified,
+        User.name,
+        User.groups,
+        User.disabled,
+        User.session_epoch,
+    )
+    .join(BrowserSession, BrowserSession.user_id == User.id)
+    .where(
+        BrowserSession.sid == bindparam("sid"),
+        BrowserSession.user_id == bindparam("uid"),
+        BrowserSession.expires_at > bindparam("now"),
+    )
+)
+
+
+def _serializer() -> URLSafeTimedSerializer:
+    return URLSafeTimedSerializer(current_app.config["SECRET_KEY"], salt=SALT)
+
+
+def issue(response: Response, user: User) -> None:
+    """Give this browser's session (its sid, account, epoch and sign-in methods) to every
+    host under the domain. A browser-session cookie, like this service's own."""
+    value = _serializer().dumps(
+        {
+            "sid": session["sid"],
+            "uid": user.id,
+            "ep": user.session_epoch,
+            "amr": list(session.get("amr") or []),
+        }
+    )
+    response.set_cookie(
+        NAME,
+        value,
+        domain=current_app.config["FORWARD_AUTH_COOKIE_DOMAIN"],
+        path="/",
+        secure=True,
+        httponly=True,
+        samesite="Lax",
+    )
+
+
+def read() -> tuple[Row, list[str]] | None:
+    """The account (username, email, email_verified, name, groups) and sign-in methods of
+    the request's cookie, when its session is still live on the server; None otherwise."""
+    raw = request.cookies.get(NAME)
+    if not raw or len(raw) > LONGEST:
+        return None
+    try:
+        data = _serializer().loads(raw, max_age=current_app.config["SESSION_LIFETIME"])
+    except BadSignature:  # also too old (SignatureExpired)
+        return None
+    if not isinstance(data, dict):
+        return None
+    sid, uid, epoch, amr = data.get("sid"), data.get("uid"), data.get("ep"), data.get("amr")
+    if not (
+        isinstance(sid, str)
+        and isinstance(uid, int)
+        and isinstance(epoch, str)
+        and isinstance(amr, list)
+    ):
+        return None
+    user = db.session.execute(LIVE_USER, {"sid": sid, "uid": uid, "now": int(time.time())}).first()
+    if user is None or user.disabled or user.session_epoch != epoch:
+        return None
+    return user, [m for m in amr if isinstance(m, str)]
