@@ -1,6 +1,7 @@
 """The container's entry command, run outside a container (no engine on this machine): with
-the Dockerfile's own environment and command, the service migrates an empty database and
-serves; and the files the Dockerfile copies are all the service needs."""
+the Dockerfile's own environment and command, the service migrates an empty database,
+creates the first administrator and serves; and the files the Dockerfile copies are all the
+service needs."""
 
 from __future__ import annotations
 
@@ -55,6 +56,10 @@ def test_the_entry_command_migrates_and_serves(tmp_path):
         "IDP_DATABASE_URL": f"sqlite:///{tmp_path / 'idp.sqlite3'}",
         "PROMETHEUS_MULTIPROC_DIR": str(tmp_path),
         "IDP_METRICS_TOKEN": "m" * 40,
+        # The first administrator, as compose.yaml gives it.
+        "IDP_ADMIN_USERNAME": "admin",
+        "IDP_ADMIN_EMAIL": "admin@example.org",
+        "IDP_ADMIN_PASSWORD": "entry-command passphrase 7",
     }
     assert env["IDP_ENV"] == "production" and env["IDP_LOG_FORMAT"] == "json"
     proc = subprocess.Popen(
@@ -99,9 +104,15 @@ def test_the_entry_command_migrates_and_serves(tmp_path):
         )
         assert metrics.status_code == 200
         assert 'idp_request_seconds_count{endpoint="ops.readyz",method="GET"}' in metrics.text
+        # gunicorn (the entry command exec'd it: same pid) runs without the admin's password.
+        environ = Path(f"/proc/{proc.pid}/environ").read_bytes().split(b"\0")
+        assert b"IDP_ADMIN_USERNAME=admin" in environ
+        assert not [v for v in environ if v.startswith(b"IDP_ADMIN_PASSWORD=")]
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
         output, _ = proc.communicate(timeout=30)
+    assert "created the administrator admin (admin@example.org)" in output
+    assert "entry-command passphrase" not in output
     # Logs are JSON lines (the migration's Alembic lines aside).
     app_lines = [line for line in output.splitlines() if line.startswith("{")]
     assert all(json.loads(line)["level"] for line in app_lines)
