@@ -8,9 +8,10 @@ PY := $(VENV)/bin/python
 # System packages the tests need: Chromium for the browser test, certutil to make it trust
 # the generated CA, OpenLDAP for the directory tests, Node.js with npm for the relying
 # party written with openid-client (tests/rp-node), and Redis for the lockout counters (the
-# tests use the one on 127.0.0.1:6379). A package counts as there when an installed package
-# provides it (NodeSource's nodejs provides npm).
-TEST_DEBS := chromium libnss3-tools slapd ldap-utils nodejs npm redis-server apache2 libapache2-mod-auth-openidc
+# tests use the one on 127.0.0.1:6379), and docker-compose (1.29, Python) to validate
+# compose.yaml against the Compose Specification without a Docker engine. A package counts
+# as there when an installed package provides it (NodeSource's nodejs provides npm).
+TEST_DEBS := chromium libnss3-tools slapd ldap-utils nodejs npm redis-server apache2 libapache2-mod-auth-openidc docker-compose
 
 .PHONY: run demo install python test test-deps lint screenshots bench bench-quick bench-signin bench-ldap bench-oidc clean
 
