@@ -43,13 +43,14 @@ EXPORTED = {
 }
 
 
-def compose(*args: str, file: Path = COMPOSE, env: dict | None = None):
-    """docker-compose (1.29, Debian's package: `make test-deps` installs it) on `file`,
-    with only `env` (the caller's own IDP_* and LDAP_* left out)."""
+def compose(*args: str, files: tuple[Path, ...] = (COMPOSE,), env: dict | None = None):
+    """docker-compose (1.29, Debian's package: `make test-deps` installs it) on `files`,
+    merged, with only `env` (the caller's own IDP_* and LDAP_* left out)."""
     assert shutil.which("docker-compose"), "docker-compose not found: run `make test-deps`"
     clean = {k: v for k, v in os.environ.items() if not k.startswith(("IDP_", "LDAP_"))}
+    given = [arg for file in files for arg in ("-f", str(file))]
     return subprocess.run(
-        ["docker-compose", "--project-directory", str(ROOT), "-f", str(file), *args],
+        ["docker-compose", "--project-directory", str(ROOT), *given, *args],
         env={**clean, **(EXPORTED if env is None else env)},
         capture_output=True,
         text=True,
@@ -89,7 +90,7 @@ def test_compose_yaml_validates_against_the_compose_specification(tmp_path):
     # The validator is real: a misspelt key and a missing secret key are refused.
     broken = tmp_path / "compose.yaml"
     broken.write_text(COMPOSE.read_text().replace("healthcheck:", "helthcheck:", 1))
-    r = compose("config", "-q", file=broken)
+    r = compose("config", "-q", files=(broken,))
     assert r.returncode != 0 and "helthcheck" in r.stderr
     r = compose("config", "-q", env={k: v for k, v in EXPORTED.items() if k != "IDP_SECRET_KEY"})
     assert r.returncode != 0 and "set IDP_SECRET_KEY" in r.stderr
@@ -264,3 +265,18 @@ def test_the_demo_directory_needs_adas_password_on_its_first_start(demo):
         "demo directory: LDAP_ADA_PASSWORD is not set: the first start needs it "
         "(or LDAP_ADA_PASSWORD_FILE)"
     )
+
+
+def test_the_docker_secrets_override_in_docs_validates_with_compose_yaml(tmp_path):
+    """docs/docker.md's compose.override.yaml, merged with compose.yaml as Compose does:
+    valid, and the IdP gets the password file instead of the password."""
+    (block,) = re.findall(r"```yaml\n(.*?)```", (ROOT / "docs/docker.md").read_text(), re.S)
+    override = tmp_path / "compose.override.yaml"
+    override.write_text(block)
+    env = {k: v for k, v in EXPORTED.items() if k != "IDP_ADMIN_PASSWORD"}
+    r = compose("config", files=(COMPOSE, override), env=env)
+    assert r.returncode == 0, r.stderr
+    idp = yaml.safe_load(r.stdout)["services"]["idp"]
+    assert idp["environment"]["IDP_ADMIN_PASSWORD_FILE"] == "/run/secrets/idp_admin_password"
+    assert idp["environment"]["IDP_ADMIN_PASSWORD"] == ""  # empty counts as unset
+    assert [s["source"] for s in idp["secrets"]] == ["idp_admin_password"]
