@@ -33,21 +33,23 @@ from identity.settings.files import sqlite_file
 def setup_command() -> None:
     """Create or upgrade the database, signing keys and the first administrator (from
     IDP_ADMIN_*, else a demo admin in development); certificates in development."""
-    password = prepare(click.echo)
+    # The local CA serves the development server; behind a proxy (production) it is unused.
+    password = prepare(click.echo, certificates=current_app.config["ENV"] == "development")
     if password:
         click.echo(admin_box(password, current_app.config["ISSUER"]))
 
 
-def prepare(echo: Callable[[str], object]) -> str | None:
-    """Certificates (development), the database at the newest revision, signing keys, and
-    the first administrator: from IDP_ADMIN_* when set (identity.admin.first_admin), else
-    in development a demo admin when there is no account yet. Each step is reported through
+def prepare(echo: Callable[[str], object], certificates: bool = True) -> str | None:
+    """The local CA's certificates (unless `certificates` is false), the database at the
+    newest revision, signing keys, and the first administrator: from IDP_ADMIN_* when set
+    (identity.admin.first_admin), else in development a demo admin when there is no
+    account yet. Each step is reported through
     `echo` in one line; returns the demo admin's password when one was created (it is shown
     once: the caller shows it last), else None."""
     cfg = current_app.config
     for path in _owner_only(cfg["DATABASE_URL"], Path(current_app.instance_path)):
         echo(f"made {path} readable by its owner only")
-    if cfg["ENV"] == "development":  # for the development server; production has a proxy
+    if certificates:
         for path in certs.ensure(cfg["CERTS_DIR"], certs.hosts_for(cfg["HOST"])):
             echo(f"wrote {path}")
     before = _revision()

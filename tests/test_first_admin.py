@@ -270,3 +270,21 @@ def test_two_nodes_starting_together_make_one_admin(tmp_path, monkeypatch, datab
         db.drop_all()
         db.engine.dispose()
     assert said[1] == "the administrator ada was created meanwhile by another process"
+
+
+def test_a_disabled_administrator_of_that_name_is_named_not_replaced(tmp_path):
+    database = f"sqlite:///{tmp_path / 'idp.sqlite3'}"
+    assert setup(database, tmp_path, **ADA, ADMIN_PASSWORD=PASSWORD).returncode == 0
+    app = make_app(database, tmp_path)
+    with app.app_context():
+        ada = accounts.find("ada", by_email=False)
+        ada.disabled = True
+        db.session.commit()
+        db.session.remove()
+        db.engine.dispose()
+    r = setup(database, tmp_path, **ADA, ADMIN_PASSWORD=PASSWORD)
+    assert r.returncode == 1
+    assert (
+        "Error: IDP_ADMIN_USERNAME: the administrator ada exists but is disabled; enable it "
+        "with `flask --app idp user enable ada`"
+    ) in r.stderr

@@ -59,6 +59,11 @@ def ensure(echo: Callable[[str], object]) -> None:
         setting = SETTINGS.get(invalid.field) or _password_setting(cfg)
         raise click.ClickException(f"{setting}: {invalid.detail}") from None
     other = local_accounts.find(username, by_email=False)
+    if other is not None and other.is_admin:  # the only administrators are disabled
+        raise click.ClickException(
+            f"IDP_ADMIN_USERNAME: the administrator {other.username} exists but is disabled; "
+            f"enable it with `flask --app idp user enable {other.username}`"
+        )
     if other is not None:
         # Never promote it: anyone could have registered that name before this start.
         raise click.ClickException(
