@@ -212,6 +212,7 @@ def test_the_demo_directory_seeds_ada_and_the_idp_signs_her_in(demo, tmp_path):
     ada = "uid=ada,ou=people,dc=example,dc=org"
     assert binds(directory.url, ada, EXPORTED["LDAP_ADA_PASSWORD"])
     assert not binds(directory.url, ada, "not her password")
+    assert not binds(directory.url, "cn=admin,dc=example,dc=org", "admin")  # no rootpw set
     # Anonymous clients read nothing but the root DSE.
     anonymous = Connection(Server(directory.url), auto_bind=True)
     anonymous.search("dc=example,dc=org", "(uid=ada)")
@@ -280,3 +281,38 @@ def test_the_docker_secrets_override_in_docs_validates_with_compose_yaml(tmp_pat
     assert idp["environment"]["IDP_ADMIN_PASSWORD_FILE"] == "/run/secrets/idp_admin_password"
     assert idp["environment"]["IDP_ADMIN_PASSWORD"] == ""  # empty counts as unset
     assert [s["source"] for s in idp["secrets"]] == ["idp_admin_password"]
+
+
+def test_the_demo_directory_reads_passwords_from_files_and_the_rootdn_binds(demo, tmp_path):
+    directory, services = demo
+    secret = tmp_path / "rootdn-password"
+    secret.write_text("rootdn passphrase 42\n")  # as `echo … > file` writes it
+    directory.env["LDAP_ADMIN_PASSWORD_FILE"] = str(secret)
+    directory.start()
+    directory.wait_healthy(services["openldap"]["healthcheck"]["test"])
+    assert binds(directory.url, "cn=admin,dc=example,dc=org", "rootdn passphrase 42")
+    directory.stop()
+    assert oct((tmp_path / "ldap" / "db" / "data.mdb").stat().st_mode & 0o777) == "0o600"
+
+
+def test_the_demo_directory_refuses_an_unreadable_password_file(demo, tmp_path):
+    directory, _ = demo
+    directory.env["LDAP_ADMIN_PASSWORD_FILE"] = str(tmp_path / "missing")
+    proc = directory.start()
+    output, _ = proc.communicate(timeout=30)
+    assert proc.returncode == 1
+    assert output.strip() == (
+        f"demo directory: LDAP_ADMIN_PASSWORD_FILE: cannot read {tmp_path / 'missing'}"
+    )
+
+
+def test_the_demo_directory_refuses_a_password_and_its_file(demo, tmp_path):
+    directory, _ = demo
+    directory.env["LDAP_ADA_PASSWORD_FILE"] = str(tmp_path / "x")
+    proc = directory.start()
+    output, _ = proc.communicate(timeout=30)
+    assert proc.returncode == 1
+    assert (
+        output.strip()
+        == "demo directory: set LDAP_ADA_PASSWORD or LDAP_ADA_PASSWORD_FILE, not both"
+    )

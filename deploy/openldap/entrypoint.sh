@@ -14,6 +14,7 @@
 #   LDAP_HOST  (every address)      LDAP_PORT 1389 (above 1024: slapd needs no root)
 #   LDAP_SCHEMA_DIR /etc/ldap/schema, LDAP_MODULE_DIR /usr/lib/ldap (Debian's paths)
 set -eu
+umask 077  # the database holds password hashes
 DIR="${LDAP_DIR:-/var/lib/ldap-demo}"
 PORT="${LDAP_PORT:-1389}"
 HOST="${LDAP_HOST:-}"
@@ -50,13 +51,13 @@ first_start() {
     ada=$(hash LDAP_ADA_PASSWORD)
     service=$(hash LDAP_SERVICE_PASSWORD)
     rootpw=""
-    if [ -n "$(secret LDAP_ADMIN_PASSWORD)" ]; then
+    admin=$(secret LDAP_ADMIN_PASSWORD)
+    if [ -n "$admin" ]; then
         rootpw="rootpw $(hash LDAP_ADMIN_PASSWORD)"
     fi
     rm -rf "$DIR/db" "$DIR/seed.ldif"
     mkdir -p "$DIR/db"
     (
-        umask 077
         cat > "$DIR/slapd.conf.new" <<CONF
 include $SCHEMAS/core.schema
 include $SCHEMAS/cosine.schema
