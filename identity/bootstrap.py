@@ -17,6 +17,7 @@ from alembic.migration import MigrationContext
 from flask import Flask, current_app
 from flask_migrate import upgrade
 from sqlalchemy import func, select
+from sqlalchemy.exc import OperationalError
 from werkzeug.serving import get_sockaddr, is_running_from_reloader, select_address_family
 
 from identity import certs
@@ -34,7 +35,13 @@ def setup_command() -> None:
     """Create or upgrade the database, signing keys and the first administrator (from
     IDP_ADMIN_*, else a demo admin in development); certificates in development."""
     # The local CA serves the development server; behind a proxy (production) it is unused.
-    password = prepare(click.echo, certificates=current_app.config["ENV"] == "development")
+    try:
+        password = prepare(click.echo, certificates=current_app.config["ENV"] == "development")
+    except OperationalError as exc:  # the container's first command: one line, no traceback
+        first = str(exc.orig).splitlines()[0] if exc.orig else type(exc).__name__
+        raise click.ClickException(
+            f"the database cannot be used ({first}): check IDP_DATABASE_URL"
+        ) from None
     if password:
         click.echo(admin_box(password, current_app.config["ISSUER"]))
 

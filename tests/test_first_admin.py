@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from ports import listen_port
 from sqlalchemy import create_engine, select, text
 from sqlalchemy.pool import NullPool
 
@@ -288,3 +289,15 @@ def test_a_disabled_administrator_of_that_name_is_named_not_replaced(tmp_path):
         "Error: IDP_ADMIN_USERNAME: the administrator ada exists but is disabled; enable it "
         "with `flask --app idp user enable ada`"
     ) in r.stderr
+
+
+def test_a_database_that_cannot_be_reached_is_one_line(tmp_path):
+    port = listen_port()  # nothing listens there
+    r = setup(f"postgresql+psycopg://idp:idp@127.0.0.1:{port}/idp", tmp_path, **ADA)
+    assert r.returncode == 1 and "Traceback" not in r.stderr
+    assert (
+        r.stderr.strip()
+        .splitlines()[-1]
+        .startswith("Error: the database cannot be used (connection failed:")
+    )
+    assert r.stderr.strip().endswith("check IDP_DATABASE_URL")
