@@ -9,9 +9,10 @@ PY := $(VENV)/bin/python
 # the generated CA, OpenLDAP for the directory tests, Node.js with npm for the relying
 # party written with openid-client (tests/rp-node), and Redis for the lockout counters (the
 # tests use the one on 127.0.0.1:6379), nginx and Caddy in front of an app for forward
-# authentication (run as the tests' own processes). A package counts as there when an
-# installed package provides it (NodeSource's nodejs provides npm).
-TEST_DEBS := chromium libnss3-tools slapd ldap-utils nodejs npm redis-server apache2 libapache2-mod-auth-openidc nginx caddy
+# authentication (run as the tests' own processes), and docker-compose (1.29, Python) to
+# validate compose.yaml against the Compose Specification without a Docker engine. A package
+# counts as there when an installed package provides it (NodeSource's nodejs provides npm).
+TEST_DEBS := chromium libnss3-tools slapd ldap-utils nodejs npm redis-server apache2 libapache2-mod-auth-openidc nginx caddy docker-compose
 
 .PHONY: run demo install python test test-deps lint screenshots bench bench-quick bench-signin bench-ldap bench-oidc clean
 

@@ -44,6 +44,13 @@ class Config:
     DATABASE_URL: str | None = None
     # Folder for the local CA, TLS certificate and keys (relative to the project).
     CERTS_DIR = "certs"
+    # The first administrator, created by `flask setup` (the container's entry command) when
+    # the database has no administrator; never printed. The password is read only then:
+    # from ADMIN_PASSWORD, or from the file ADMIN_PASSWORD_FILE names (a Docker secret).
+    ADMIN_USERNAME: str | None = None
+    ADMIN_EMAIL: str | None = None
+    ADMIN_PASSWORD: str | None = None
+    ADMIN_PASSWORD_FILE: str | None = None
     # Whether anyone may create an account at /register.
     REGISTRATION_ENABLED = True
     # Password policy.
@@ -254,6 +261,7 @@ def load(app: Any, overrides: dict[str, Any] | None = None) -> None:
     # Imported here, not at the top: identity/__init__ imports this module.
     from identity.settings.brand import brand_settings
     from identity.settings.files import instance_secret_key, private_dir, private_file, sqlite_file
+    from identity.settings.first_admin import admin_settings
     from identity.settings.forward_auth import forward_auth_settings
     from identity.settings.ldap import ldap_settings
     from identity.settings.production import (
@@ -267,6 +275,7 @@ def load(app: Any, overrides: dict[str, Any] | None = None) -> None:
     if overrides:
         app.config.update(overrides)
     cfg = app.config
+    admin_settings(cfg, overrides)
     instance = Path(app.instance_path)
 
     if cfg["ENV"] not in ("development", "production"):

@@ -17,9 +17,11 @@ from alembic.migration import MigrationContext
 from flask import Flask, current_app
 from flask_migrate import upgrade
 from sqlalchemy import func, select
+from sqlalchemy.exc import OperationalError
 from werkzeug.serving import get_sockaddr, is_running_from_reloader, select_address_family
 
 from identity import certs
+from identity.admin import first_admin
 from identity.auth import accounts
 from identity.extensions import db
 from identity.models import User
@@ -30,22 +32,33 @@ from identity.settings.files import sqlite_file
 
 @click.command("setup")
 def setup_command() -> None:
-    """Create certificates, create or upgrade the database, and a demo admin if it is new."""
-    password = prepare(click.echo)
+    """Create or upgrade the database, signing keys and the first administrator (from
+    IDP_ADMIN_*, else a demo admin in development); certificates in development."""
+    # The local CA serves the development server; behind a proxy (production) it is unused.
+    try:
+        password = prepare(click.echo, certificates=current_app.config["ENV"] == "development")
+    except OperationalError as exc:  # the container's first command: one line, no traceback
+        first = str(exc.orig).splitlines()[0] if exc.orig else type(exc).__name__
+        raise click.ClickException(
+            f"the database cannot be used ({first}): check IDP_DATABASE_URL"
+        ) from None
     if password:
         click.echo(admin_box(password, current_app.config["ISSUER"]))
 
 
-def prepare(echo: Callable[[str], object]) -> str | None:
-    """Certificates, the database at the newest revision, signing keys, and a demo admin
-    when there is no account yet, each step reported through `echo` in one line; returns
-    the demo admin's password when one was created (it is shown once: the caller shows it
-    last), else None."""
+def prepare(echo: Callable[[str], object], certificates: bool = True) -> str | None:
+    """The local CA's certificates (unless `certificates` is false), the database at the
+    newest revision, signing keys, and the first administrator: from IDP_ADMIN_* when set
+    (identity.admin.first_admin), else in development a demo admin when there is no
+    account yet. Each step is reported through
+    `echo` in one line; returns the demo admin's password when one was created (it is shown
+    once: the caller shows it last), else None."""
     cfg = current_app.config
     for path in _owner_only(cfg["DATABASE_URL"], Path(current_app.instance_path)):
         echo(f"made {path} readable by its owner only")
-    for path in certs.ensure(cfg["CERTS_DIR"], certs.hosts_for(cfg["HOST"])):
-        echo(f"wrote {path}")
+    if certificates:
+        for path in certs.ensure(cfg["CERTS_DIR"], certs.hosts_for(cfg["HOST"])):
+            echo(f"wrote {path}")
     before = _revision()
     # quiet: one line here instead of alembic's line per migration (migrations/env.py).
     upgrade(directory=current_app.extensions["migrate"].directory, x_arg=["quiet=true"])
@@ -56,6 +69,18 @@ def prepare(echo: Callable[[str], object]) -> str | None:
         echo(f"upgraded the database from revision {before} to {after}")
     for key in keys.ensure_keys():
         echo(f"created signing key {key.alg} {key.kid} ({key.state})")
+    if cfg["ADMIN_USERNAME"]:
+        first_admin.ensure(echo)
+        return None
+    if cfg["ENV"] == "production":
+        # No demo password in a production log: the operator names the first administrator.
+        if not first_admin.administrators():
+            echo(
+                "no administrator yet: set IDP_ADMIN_USERNAME, IDP_ADMIN_EMAIL and "
+                "IDP_ADMIN_PASSWORD_FILE (or IDP_ADMIN_PASSWORD) and run this again, or "
+                "create one with `flask --app idp user create --admin`"
+            )
+        return None
     if db.session.scalar(select(func.count(User.id))) != 0:
         return None
     password = secrets.token_urlsafe(12)

@@ -1,6 +1,7 @@
 """The container's entry command, run outside a container (no engine on this machine): with
-the Dockerfile's own environment and command, the service migrates an empty database and
-serves; and the files the Dockerfile copies are all the service needs."""
+the Dockerfile's own environment and command, the service migrates an empty database,
+creates the first administrator and serves; and the files the Dockerfile copies are all the
+service needs."""
 
 from __future__ import annotations
 
@@ -39,6 +40,71 @@ def test_the_image_copies_every_file_the_service_imports():
     assert (ROOT / cmd[0]).exists() and os.access(ROOT / cmd[0], os.X_OK)
 
 
+# Runs in a fresh interpreter: records every file under the project that the service
+# imports or opens while it starts, migrates an empty database and serves its pages.
+RUNTIME_FILES = r"""
+import json, os, sys
+root = sys.argv[1]
+touched = set()
+
+def hook(event, args):
+    if event == "open" and isinstance(args[0], (str, bytes)):
+        touched.add(os.path.abspath(os.fsdecode(args[0])))
+    elif event in ("os.listdir", "os.scandir") and args and isinstance(args[0], (str, bytes)):
+        touched.add(os.path.abspath(os.fsdecode(args[0])))
+
+sys.addaudithook(hook)
+import idp
+from flask_migrate import upgrade
+
+with idp.app.app_context():
+    upgrade(directory=idp.app.extensions["migrate"].directory, x_arg=["quiet=true"])
+client = idp.app.test_client()
+for path in sys.argv[2:]:
+    assert client.get(path, base_url="https://id.example.org").status_code < 500, path
+touched |= {os.path.abspath(m.__file__) for m in list(sys.modules.values())
+            if getattr(m, "__file__", None)}
+print(json.dumps(sorted(os.path.relpath(p, root) for p in touched
+                        if p.startswith(root + os.sep))))
+"""
+
+
+def test_the_image_copies_what_the_service_reads_at_runtime(tmp_path):
+    """Every file under the project that the service imports or opens while starting,
+    migrating a new database and serving its pages (templates, the stylesheet, migrations)
+    is in a path the Dockerfile copies."""
+    env, _, copied = dockerfile()
+    run_env = {k: v for k, v in os.environ.items() if not k.startswith("IDP_")} | env
+    run_env |= {
+        "IDP_SECRET_KEY": secrets.token_hex(32),
+        "IDP_ISSUER": "https://id.example.org",
+        "IDP_DATABASE_URL": f"sqlite:///{tmp_path / 'idp.sqlite3'}",
+        "IDP_LOG_LEVEL": "WARNING",
+    }
+    pages = ["/login", "/register", "/reset", "/static/idp.css", "/healthz", "/readyz"]
+    pages += ["/.well-known/openid-configuration", "/jwks.json", "/no-such-page"]
+    r = subprocess.run(
+        [sys.executable, "-c", RUNTIME_FILES, str(ROOT), *pages],
+        cwd=ROOT,
+        env=run_env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert r.returncode == 0, r.stderr
+    needed = [
+        p
+        for p in json.loads(r.stdout.splitlines()[-1])
+        if not p.startswith((".venv/", "tests/")) and "__pycache__" not in p.split("/")
+    ]
+    for sample in ("identity/static/idp.css", "templates/auth/login.html", "idp.py", "config.py"):
+        assert sample in needed, sample  # the recording works
+    assert any(p.startswith("identity/migrations/versions/") for p in needed)
+    sources = [p.rstrip("/") for p in copied]
+    missing = [p for p in needed if not any(p == s or p.startswith(s + "/") for s in sources)]
+    assert not missing, f"the Dockerfile does not copy {missing}"
+
+
 def test_the_entry_command_migrates_and_serves(tmp_path):
     env, cmd, _ = dockerfile()
     port = listen_port()
@@ -55,6 +121,10 @@ def test_the_entry_command_migrates_and_serves(tmp_path):
         "IDP_DATABASE_URL": f"sqlite:///{tmp_path / 'idp.sqlite3'}",
         "PROMETHEUS_MULTIPROC_DIR": str(tmp_path),
         "IDP_METRICS_TOKEN": "m" * 40,
+        # The first administrator, as compose.yaml gives it.
+        "IDP_ADMIN_USERNAME": "admin",
+        "IDP_ADMIN_EMAIL": "admin@example.org",
+        "IDP_ADMIN_PASSWORD": "entry-command passphrase 7",
     }
     assert env["IDP_ENV"] == "production" and env["IDP_LOG_FORMAT"] == "json"
     proc = subprocess.Popen(
@@ -99,9 +169,15 @@ def test_the_entry_command_migrates_and_serves(tmp_path):
         )
         assert metrics.status_code == 200
         assert 'idp_request_seconds_count{endpoint="ops.readyz",method="GET"}' in metrics.text
+        # gunicorn (the entry command exec'd it: same pid) runs without the admin's password.
+        environ = Path(f"/proc/{proc.pid}/environ").read_bytes().split(b"\0")
+        assert b"IDP_ADMIN_USERNAME=admin" in environ
+        assert not [v for v in environ if v.startswith(b"IDP_ADMIN_PASSWORD=")]
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
         output, _ = proc.communicate(timeout=30)
+    assert "created the administrator admin (admin@example.org)" in output
+    assert "entry-command passphrase" not in output
     # Logs are JSON lines (the migration's Alembic lines aside).
     app_lines = [line for line in output.splitlines() if line.startswith("{")]
     assert all(json.loads(line)["level"] for line in app_lines)

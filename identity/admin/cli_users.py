@@ -3,22 +3,18 @@
 from __future__ import annotations
 
 import json
-import re
 
 import click
-from email_validator import EmailNotValidError, validate_email
 from flask import current_app
 from sqlalchemy.exc import IntegrityError
 
-from identity.admin import accounts
+from identity.admin import accounts, new_account
 from identity.admin.cli_stdin import read_password
 from identity.auth import accounts as local_accounts
-from identity.auth.forms import BAD_CHARS, USERNAME_RE
+from identity.auth.forms import BAD_CHARS
 from identity.cli import Group
 from identity.extensions import db
 from identity.models import User
-from identity.names import fold
-from identity.passwords import policy_errors
 
 user_cli = Group("user", help="Manage accounts.")
 
@@ -59,28 +55,17 @@ def create(
     """Create a local account and print it as JSON."""
     if password_stdin == send_reset_link:
         raise click.UsageError("give either --password-stdin or --send-reset-link")
-    username = fold(username)
-    if not 2 <= len(username) <= 64 or not re.match(USERNAME_RE, username):
-        raise click.ClickException(
-            "--username: use 2 to 64 characters: letters, digits, "
-            "'.', '_' and '-', starting with a letter or digit"
-        )
-    if len(email) > 254 or BAD_CHARS.search(email):
-        raise click.ClickException("--email: not a valid e-mail address")
     try:
-        email = validate_email(email.strip(), check_deliverability=False).normalized
-    except EmailNotValidError as exc:
-        raise click.ClickException(f"--email: {exc}") from None
-    if name is not None and (len(name) > 200 or BAD_CHARS.search(name)):
-        raise click.ClickException("--name: at most 200 characters, no control characters")
+        username, email = new_account.names(username, email, name)
+    except new_account.Invalid as invalid:
+        raise click.ClickException(f"--{invalid.field}: {invalid.detail}") from None
     password = None
     if password_stdin:
         password = read_password()
-        if BAD_CHARS.search(password):
-            raise click.ClickException("the password contains control characters")
-        problems = policy_errors(password, username, email)
-        if problems:
-            raise click.ClickException("password: " + " ".join(problems))
+        try:
+            new_account.password(password, username, email)
+        except new_account.Invalid as invalid:
+            raise click.ClickException(f"password: {invalid.detail}") from None
     if local_accounts.find(username, by_email=False):
         raise click.ClickException(f"the username {username!r} is taken")
     if local_accounts.email_taken(email):
