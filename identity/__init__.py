@@ -164,9 +164,9 @@ def _init_connectors(app: Flask) -> None:
     # Connectors whose first sign-in creates an account (the directory vouches for people).
     app.extensions["idp.jit_connectors"] = {"ldap"}
     # Social providers: a button each on the login page; their own rules for new identities.
-    from identity.connectors import social
+    from identity.auth import social_signin
 
-    app.extensions["idp.redirect_connectors"] = social.init_app(app)
+    app.extensions["idp.redirect_connectors"] = social_signin.init_app(app)
     app.extensions["idp.social_connectors"] = {
         c.name for c in app.extensions["idp.redirect_connectors"]
     }

@@ -309,7 +309,7 @@ def test_a_whole_flow_is_audited_and_no_secret_is_stored(idp, caplog):
 
 
 def test_sign_in_methods_are_named_as_the_account_page_names_them(app, browser, admin):
-    from identity.auth.views import LABELS
+    from identity.labels import LABELS
 
     add_events(
         app,

@@ -25,8 +25,8 @@ from wtforms.validators import DataRequired, Length, Optional, ValidationError
 
 from identity.admin import bp
 from identity.admin.guard import admin_password_field, admin_required, confirm
-from identity.auth.forms import BAD_CHARS, Form, clean
 from identity.extensions import db
+from identity.forms import BAD_CHARS, Form, clean
 from identity.models import Client, Consent, Token
 from identity.oidc import client_rules, clients
 from identity.oidc.claims import issuer

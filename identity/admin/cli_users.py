@@ -13,9 +13,10 @@ from sqlalchemy.exc import IntegrityError
 from identity.admin import accounts
 from identity.admin.cli_stdin import read_password
 from identity.auth import accounts as local_accounts
-from identity.auth.forms import BAD_CHARS, USERNAME_RE
+from identity.auth.forms import USERNAME_RE
 from identity.cli import Group
 from identity.extensions import db
+from identity.forms import BAD_CHARS
 from identity.models import User
 from identity.names import fold
 from identity.passwords import policy_errors

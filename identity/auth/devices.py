@@ -13,9 +13,9 @@ from flask_login import current_user, login_required
 from identity import audit, useragent
 from identity.auth import bp, sessions
 from identity.auth import remember as remember_me
-from identity.auth.forms import PostForm
-from identity.auth.views import LABELS
 from identity.extensions import db
+from identity.forms import PostForm
+from identity.labels import label
 from identity.models import RememberToken, User
 
 MAX_ID = 2**31 - 1  # an INTEGER column: PostgreSQL refuses to compare with more
@@ -43,7 +43,7 @@ def listing(user: User, *, sid: str | None = None, series: str | None = None) ->
     `series` mark this browser's own."""
     lines = []
     for row in sessions.of_user(user):
-        method = LABELS.get(row.connector, row.connector)
+        method = label(row.connector)
         lines.append(
             Device(
                 key=row.sid,
@@ -64,7 +64,7 @@ def listing(user: User, *, sid: str | None = None, series: str | None = None) ->
             started=_when(row.created_at),
             last_seen=_when(row.rotated_at),
             address=row.ip or "unknown",
-            method=LABELS.get(row.connector, row.connector),
+            method=label(row.connector),
             current=row.series == series,
         )
         for row in remember_me.of_user(user)

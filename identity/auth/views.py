@@ -13,7 +13,6 @@ from identity.auth import accounts, bp, reset, signin, verification
 from identity.auth.forms import (
     ChangePasswordForm,
     LoginForm,
-    PostForm,
     RegisterForm,
     ResetForm,
     ResetRequestForm,
@@ -33,6 +32,8 @@ from identity.connectors.local import identity_for
 from identity.connectors.social import LINK_KEY as SOCIAL_LINK_KEY
 from identity.errors import render_error, wants_json
 from identity.extensions import db
+from identity.forms import PostForm
+from identity.labels import LABELS, label
 from identity.models import User
 from identity.names import fold
 from identity.oidc.account_apps import apps_with_access
@@ -43,14 +44,6 @@ from identity.throttle import Refusal, client_ip, throttle, wait_text
 
 log = logging.getLogger("identity.auth")
 
-LABELS = {
-    "local": "Password",
-    "ldap": "Company directory",
-    "facebook": "Facebook",
-    "google": "Google",
-    "twitter": "X",
-    "passkey": "Passkey",
-}
 BAD_CREDENTIALS = "Wrong username or password."
 # A setting is wrong: waiting will not help, the administrators must hear of it.
 MISCONFIGURED = (
@@ -419,7 +412,7 @@ def connect(provider: str):
         abort(404)
     user: User = current_user._get_current_object()
     if signin.address_unproven(user):
-        flash(signin.unproven_message(user, LABELS.get(provider, provider)), "error")
+        flash(signin.unproven_message(user, label(provider)), "error")
         return redirect(url_for("auth.account")), 303
     session[SOCIAL_LINK_KEY] = provider
     return redirect(url_for(f"{provider}.login"))
@@ -446,5 +439,5 @@ def disconnect(connector: str):
     db.session.delete(link)
     audit.record("unlink", user, method=connector)
     db.session.commit()
-    flash(f"{LABELS.get(connector, connector)} is disconnected.", "success")
+    flash(f"{label(connector)} is disconnected.", "success")
     return redirect(url_for("auth.account"))

@@ -12,9 +12,9 @@ from flask_login import current_user
 from sqlalchemy import select
 
 from identity import audit
-from identity.auth.forms import PostForm
 from identity.errors import render_error
 from identity.extensions import db
+from identity.forms import PostForm
 from identity.models import Client, Consent, Token
 from identity.oidc import bp
 from identity.oidc.tokens import revoke_tokens

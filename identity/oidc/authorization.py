@@ -23,10 +23,10 @@ from flask_login import current_user
 from sqlalchemy import select
 
 from identity import acr, audit
-from identity.auth.forms import PostForm
 from identity.connectors import ConnectorError
 from identity.errors import render_error
 from identity.extensions import db
+from identity.forms import PostForm
 from identity.models import Client, Consent
 from identity.models.oauth import OFFLINE_ACCESS
 from identity.oidc import authorize_rules, bp, recheck, subjects
