@@ -19,9 +19,7 @@ from sqlalchemy.orm import Mapped, mapped_column, relationship
 from identity import acr
 from identity.extensions import db
 from identity.models.users import User, utcnow
-
-# OpenID Connect Core 11: a refresh token usable while the person is away.
-OFFLINE_ACCESS = "offline_access"
+from identity.scopes import OFFLINE_ACCESS
 
 
 def secret_digest(secret: str) -> str:

@@ -16,7 +16,6 @@ from identity.extensions import db
 from identity.models import AuthorizationCode, Client, Consent, Token
 from identity.models.oauth import secret_digest
 from identity.oidc.client_rules import (
-    DEFAULT_SCOPES,
     ClientError,
     check_acr,
     check_backchannel_uri,
@@ -29,6 +28,7 @@ from identity.oidc.client_rules import (
 )
 from identity.oidc.subjects import sector
 from identity.oidc.tokens import revoke_tokens
+from identity.scopes import DEFAULTS as DEFAULT_SCOPES
 
 
 def create(

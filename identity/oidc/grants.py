@@ -33,10 +33,10 @@ from identity.oidc.claims import (
     issuer,
     session_auth_time,
     user_claims,
-    without_offline_access,
 )
 from identity.oidc.client_rules import CLIENT_AUTH_METHODS, CONFIDENTIAL_AUTH_METHODS
 from identity.oidc.tokens import code_grant_id, revoke_grant, sweep
+from identity.scopes import without_offline_access
 
 log = logging.getLogger("identity.oidc")
 

@@ -12,11 +12,11 @@ from authlib.oauth2.rfc6749.errors import MissingAuthorizationError
 from authlib.oauth2.rfc6750.errors import InvalidTokenError
 from flask import current_app, jsonify, request
 
-from identity import acr
+from identity import acr, scopes
 from identity.extensions import csrf
 from identity.oidc import authorize_rules, bp, client_cache, keys, subjects
 from identity.oidc.claims import issuer, user_claims
-from identity.oidc.client_rules import CLIENT_AUTH_METHODS, SCOPES
+from identity.oidc.client_rules import CLIENT_AUTH_METHODS
 from identity.oidc.server import server
 from identity.throttle import SLOW_DOWN, throttle
 
@@ -34,7 +34,7 @@ def discovery():
         "introspection_endpoint": f"{base}/introspect",
         "revocation_endpoint": f"{base}/revoke",
         "end_session_endpoint": f"{base}/end_session",
-        "scopes_supported": list(SCOPES),
+        "scopes_supported": list(scopes.NAMES),
         "response_types_supported": ["code"],
         "response_modes_supported": authorize_rules.RESPONSE_MODES,
         "grant_types_supported": ["authorization_code", "refresh_token", "client_credentials"],
@@ -56,11 +56,7 @@ def discovery():
             "acr",
             "sid",
             "at_hash",
-            "name",
-            "preferred_username",
-            "email",
-            "email_verified",
-            "groups",
+            *scopes.CLAIMS,
         ],
         "prompt_values_supported": ["none", "login", "consent"],
         "acr_values_supported": acr.SUPPORTED,
