@@ -35,8 +35,9 @@ from identity.oidc.claims import (
     user_claims,
 )
 from identity.oidc.client_rules import CLIENT_AUTH_METHODS, CONFIDENTIAL_AUTH_METHODS
-from identity.oidc.tokens import code_grant_id, revoke_grant, sweep
+from identity.oidc.tokens import code_grant_id, revoke_grant
 from identity.scopes import without_offline_access
+from identity.sweeps import sweep
 
 log = logging.getLogger("identity.oidc")
 
