@@ -211,6 +211,8 @@ class Config:
     GOOGLE_OAUTH_CLIENT_SECRET: str | None = None
     TWITTER_OAUTH_CLIENT_ID: str | None = None
     TWITTER_OAUTH_CLIENT_SECRET: str | None = None
+    GITHUB_OAUTH_CLIENT_ID: str | None = None
+    GITHUB_OAUTH_CLIENT_SECRET: str | None = None
     # Provider endpoints; point them at an emulator for tests and staging.
     FACEBOOK_AUTHORIZATION_URL = "https://www.facebook.com/dialog/oauth"
     FACEBOOK_TOKEN_URL = "https://graph.facebook.com/oauth/access_token"
@@ -221,6 +223,9 @@ class Config:
     TWITTER_AUTHORIZATION_URL = "https://x.com/i/oauth2/authorize"
     TWITTER_TOKEN_URL = "https://api.x.com/2/oauth2/token"
     TWITTER_API_BASE_URL = "https://api.x.com/"
+    GITHUB_AUTHORIZATION_URL = "https://github.com/login/oauth/authorize"
+    GITHUB_TOKEN_URL = "https://github.com/login/oauth/access_token"
+    GITHUB_API_BASE_URL = "https://api.github.com/"
     # Seconds to wait for any answer from a provider.
     SOCIAL_TIMEOUT = 10
     # Link a new social sign-in to the existing account with the same e-mail address, only
@@ -337,7 +342,7 @@ def load(app: Any, overrides: dict[str, Any] | None = None) -> None:
         )
     if cfg["KEY_ENCRYPTION_KEY"] is not None and len(str(cfg["KEY_ENCRYPTION_KEY"])) < 32:
         raise ConfigError("IDP_KEY_ENCRYPTION_KEY must be at least 32 characters")
-    for provider in ("FACEBOOK", "GOOGLE", "TWITTER"):
+    for provider in ("FACEBOOK", "GOOGLE", "TWITTER", "GITHUB"):
         key = f"{provider}_OAUTH_CLIENT_ID"
         if cfg[key] is not None:  # from_prefixed_env reads a numeric app id as an int
             cfg[key] = str(cfg[key])

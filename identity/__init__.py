@@ -159,17 +159,23 @@ def _init_connectors(app: Flask) -> None:
         )
     if "ldap" in names and not app.config["LDAP_URL"]:
         raise ConfigError("IDP_PASSWORD_CONNECTORS names ldap but IDP_LDAP_URL is not set")
-    connectors = [available[name]() for name in names]
-    app.extensions["idp.password_connectors"] = connectors
-    # Connectors whose first sign-in creates an account (the directory vouches for people).
-    app.extensions["idp.jit_connectors"] = {"ldap"}
-    # Social providers: a button each on the login page; their own rules for new identities.
-    from identity.auth import social_signin
+    # One registry: the password connectors in the order the login form tries them, then
+    # the redirect connectors (a button each) in the order of their buttons.
+    from identity.auth.finalize import handler
+    from identity.connectors import oauth2
+    from identity.connectors.providers import PROVIDERS
+    from identity.connectors.registry import Registry
 
-    app.extensions["idp.redirect_connectors"] = social_signin.init_app(app)
-    app.extensions["idp.social_connectors"] = {
-        c.name for c in app.extensions["idp.redirect_connectors"]
-    }
+    known = {"local": LocalConnector.label, "ldap": LdapConnector.label}
+    known |= {p.id: p.label for p in PROVIDERS.values()}
+    registry = Registry(known_labels=known, known_policies={"ldap": LdapConnector.provisioning})
+    for name in names:
+        registry.add(available[name]())
+    for provider in oauth2.configured(app.config):
+        connector = oauth2.OAuth2Connector(provider)
+        connector.init_app(app, handler)
+        registry.add(connector)
+    app.extensions["idp.connectors"] = registry
     with app.app_context():
         passwords.warm_up()
 

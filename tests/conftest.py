@@ -99,8 +99,7 @@ def app(database_url, tmp_path, app_overrides) -> Iterator[Flask]:
 def dispose(app: Flask) -> None:
     """After a test: close LDAP pools, empty every table (children first) so the next test
     starts clean, and close the database connections."""
-    for connector in app.extensions["idp.password_connectors"]:
-        getattr(connector, "close", lambda: None)()
+    app.extensions["idp.connectors"].close()
     with app.app_context():
         _db.session.remove()
         with _db.engine.begin() as conn:

@@ -1,13 +1,17 @@
-"""Google, Facebook and X (Twitter) OAuth 2.0 emulated by a real HTTPS server on loopback.
+"""Google, Facebook, X (Twitter) and GitHub OAuth 2.0 emulated by a real HTTPS server on
+loopback.
 
 One server (a small Flask app under Werkzeug, threaded, TLS from a CA of its own made by
-identity.certs.ensure) speaks the authorization-code flow of three providers under path
+identity.certs.ensure) speaks the authorization-code flow of four providers under path
 prefixes; `ProviderEmulator.endpoints(provider)` gives the URLs to configure:
 
     provider  authorize                    token                        API base, profile
     google    /google/o/oauth2/v2/auth     /google/token                /google/ oauth2/v3/userinfo
     facebook  /facebook/dialog/oauth       /facebook/oauth/access_token /facebook/ me?fields=
     twitter   /twitter/i/oauth2/authorize  /twitter/2/oauth2/token      /twitter/ 2/users/me
+    github    /github/login/oauth/authorize /github/login/oauth/access_token
+                                                                        /github/api/ user,
+                                                                        user/emails
 
 Behaviour, as the real providers (and RFC 6749 / RFC 7636) would have it:
 
@@ -26,12 +30,16 @@ Behaviour, as the real providers (and RFC 6749 / RFC 7636) would have it:
   invalid_grant). Only a successful exchange spends a code; presenting a spent code fails
   and revokes the access token it gave. Success: 200 {"access_token", "token_type":
   "Bearer", "expires_in": 3600, "scope": <the scope string as requested, when one was>},
-  X also "refresh_token" (the refresh grant itself is not emulated).
+  X also "refresh_token" (the refresh grant itself is not emulated). GitHub as GitHub does:
+  the scope comma-separated, the body form-encoded unless the request accepts JSON, and
+  errors about the code or client with status 200 ({"error": ...} in the body).
 * profile (GET): `Authorization: Bearer <token this emulator issued for that provider>`
   (else 401 invalid_token). Google answers the profile as configured; Facebook only the
   `fields` asked for (id,name when none), "picture" as {"data": {"url": ...}}; X
-  {"data": {...}} with id, name, username plus the `user.fields` asked for. A field missing
-  from the configured profile is left out of the answer.
+  {"data": {...}} with id, name, username plus the `user.fields` asked for; GitHub's
+  `user` the profile without its "emails", `user/emails` that list ({"email", "primary",
+  "verified", "visibility"} each). A field missing from the configured profile is left out
+  of the answer. The profile knobs apply to GitHub's both calls.
 
 Knobs are per provider (`emulator.knobs["google"].deny = True`, or `configure()`, which
 sets them for one provider or, without one, for all); see `Knobs`. `reset()` puts knobs,
@@ -58,6 +66,7 @@ import copy
 import dataclasses
 import hashlib
 import hmac
+import json
 import secrets
 import socket
 import ssl
@@ -75,20 +84,33 @@ from werkzeug.serving import ThreadedWSGIServer
 
 from identity import certs
 
-PROVIDERS = ("google", "facebook", "twitter")
+PROVIDERS = ("google", "facebook", "twitter", "github")
 
 AUTHORIZE_PATHS = {
     "google": "/google/o/oauth2/v2/auth",
     "facebook": "/facebook/dialog/oauth",
     "twitter": "/twitter/i/oauth2/authorize",
+    "github": "/github/login/oauth/authorize",
 }
 TOKEN_PATHS = {
     "google": "/google/token",
     "facebook": "/facebook/oauth/access_token",
     "twitter": "/twitter/2/oauth2/token",
+    "github": "/github/login/oauth/access_token",
 }
-API_PREFIXES = {"google": "/google/", "facebook": "/facebook/", "twitter": "/twitter/"}
-PROFILE_PATHS = {"google": "oauth2/v3/userinfo", "facebook": "me", "twitter": "2/users/me"}
+API_PREFIXES = {
+    "google": "/google/",
+    "facebook": "/facebook/",
+    "twitter": "/twitter/",
+    "github": "/github/api/",
+}
+PROFILE_PATHS = {
+    "google": "oauth2/v3/userinfo",
+    "facebook": "me",
+    "twitter": "2/users/me",
+    "github": "user",
+}
+GITHUB_EMAILS_PATH = "user/emails"
 
 GOOGLE_SCOPES = (
     "openid",
@@ -119,6 +141,17 @@ DEFAULT_PROFILES: dict[str, dict[str, Any]] = {
         "profile_image_url": "https://pbs.twimg.test/profile_images/xena_normal.jpg",
         "confirmed_email": "xena@x.test",
     },
+    "github": {
+        "id": 4004,
+        "login": "octo",
+        "name": "Octo Cat",
+        "email": None,  # the public address: people may leave it empty
+        "avatar_url": "https://avatars.githubusercontent.test/u/4004",
+        "emails": [
+            {"email": "old@octo.test", "primary": False, "verified": True, "visibility": None},
+            {"email": "octo@octo.test", "primary": True, "verified": True, "visibility": "private"},
+        ],
+    },
 }
 TWITTER_DEFAULT_FIELDS = ("id", "name", "username")
 FACEBOOK_DEFAULT_FIELDS = ("id", "name")
@@ -137,6 +170,7 @@ class Knobs:
     token_scope: str | None = None  # token: answer this "scope" instead of the requested one
     profile_delay: float = 0.0  # profile: seconds to wait before answering
     profile_status: int | None = None  # profile: this status (>= 500: HTML body, else JSON)
+    profile_malformed: bool = False  # profile: 200, JSON content type, a body cut short
 
 
 KNOB_NAMES = frozenset(f.name for f in dataclasses.fields(Knobs))
@@ -377,6 +411,13 @@ class ProviderEmulator:
                 defaults={"provider": p},
                 methods=["GET"],
             )
+        app.add_url_rule(
+            API_PREFIXES["github"] + GITHUB_EMAILS_PATH,
+            "github_emails",
+            self._profile,
+            defaults={"provider": "github", "emails": True},
+            methods=["GET"],
+        )
         app.before_request(self._record)
         return app
 
@@ -474,6 +515,28 @@ class ProviderEmulator:
         return client_id if ok else None
 
     def _token(self, provider: str) -> Response:
+        resp = self._token_answer(provider)
+        if provider != "github":
+            return resp
+        # GitHub answers a refused code or client with 200 and the error in the body, and
+        # form-encodes unless asked for JSON.
+        if resp.status_code in (400, 401) and resp.is_json:
+            resp.status_code = 200
+            resp.headers.pop("WWW-Authenticate", None)
+        if not resp.is_json:
+            return resp
+        # An OAuth app's token does not expire; its type is written in lower case.
+        body = {k: v for k, v in resp.get_json().items() if k != "expires_in"}
+        if "token_type" in body:
+            body["token_type"] = "bearer"
+        if "application/json" in request.headers.get("Accept", ""):
+            resp.set_data(json.dumps(body))
+        else:
+            resp.set_data(urlencode(body))
+            resp.mimetype = "application/x-www-form-urlencoded"
+        return resp
+
+    def _token_answer(self, provider: str) -> Response:
         knobs, wake = self._snapshot(provider)
         params = request.form if request.method == "POST" else request.args
         if knobs.token_delay and wake.wait(knobs.token_delay):
@@ -522,14 +585,14 @@ class ProviderEmulator:
         }
         scope = knobs.token_scope if knobs.token_scope is not None else record.scope
         if scope is not None:
-            body["scope"] = scope
+            body["scope"] = ",".join(scope.split()) if provider == "github" else scope
         if provider == "twitter":
             body["refresh_token"] = f"twitter-rt-{secrets.token_urlsafe(24)}"
         resp = jsonify(body)
         resp.headers["Cache-Control"] = "no-store"
         return resp
 
-    def _profile(self, provider: str) -> Response:
+    def _profile(self, provider: str, emails: bool = False) -> Response:
         knobs, wake = self._snapshot(provider)
         if knobs.profile_delay and wake.wait(knobs.profile_delay):
             return _html(503, "The emulator was reset or closed during the delay.")
@@ -548,8 +611,13 @@ class ProviderEmulator:
                 "A valid Bearer access token is required.",
                 **{"WWW-Authenticate": 'Bearer error="invalid_token"'},
             )
+        if knobs.profile_malformed:
+            return Response('{"id": "cut-sh', status=200, mimetype="application/json")
         if provider == "google":
             return jsonify(profile)
+        if provider == "github":
+            listed = profile.pop("emails", [])
+            return jsonify(listed if emails else profile)
         if provider == "facebook":
             wanted = request.args.get("fields")
             fields = wanted.split(",") if wanted else FACEBOOK_DEFAULT_FIELDS

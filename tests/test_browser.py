@@ -374,6 +374,15 @@ def test_admin_runs_the_directory_binding_test(playwright, idp, trusted_home, ar
         context.close()
 
 
+# The provider buttons' backgrounds, as each brand asks, in light and dark mode alike.
+BRAND_BACKGROUNDS = {
+    "google": "rgb(255, 255, 255)",
+    "facebook": "rgb(24, 119, 242)",
+    "twitter": "rgb(0, 0, 0)",
+    "github": "rgb(36, 41, 47)",
+}
+
+
 @pytest.mark.screenshots
 def test_sign_in_with_google_through_the_emulator(playwright, idp, trusted_home, artifacts):
     """The whole dance in a real browser: our button, the provider, our callback."""
@@ -382,9 +391,19 @@ def test_sign_in_with_google_through_the_emulator(playwright, idp, trusted_home,
         page = context.new_page()
         csp = watch_csp(page)
         page.goto(f"{idp.url}/login")
-        for label in ("Google", "Facebook", "X"):
+        for label in ("Google", "Facebook", "X", "GitHub"):
             expect(page.get_by_role("link", name=f"Continue with {label}")).to_be_visible()
+        # Each button carries its provider's mark (inline SVG, no request) and colours.
+        for name, background in BRAND_BACKGROUNDS.items():
+            button = page.locator(f"a.provider-{name}")
+            expect(button.locator("svg.mark")).to_be_visible()
+            for scheme in ("light", "dark"):
+                page.emulate_media(color_scheme=scheme)
+                color = button.evaluate("b => getComputedStyle(b).backgroundColor")
+                assert color == background, (name, scheme, color)
+        page.emulate_media(color_scheme="light")
         shot(page, artifacts, "login-with-providers-desktop")
+        shots(page, "connectors", "login")
         publish(page, "login")
         page.get_by_role("link", name="Continue with Google").click()
         expect(page).to_have_url(f"{idp.url}/account")
@@ -392,7 +411,10 @@ def test_sign_in_with_google_through_the_emulator(playwright, idp, trusted_home,
         expect(page.get_by_role("heading", name="How you sign in")).to_be_visible()
         expect(page.get_by_text("Google", exact=True)).to_be_visible()
         expect(page.get_by_role("button", name="Connect Facebook")).to_be_visible()
+        connect_github = page.get_by_role("button", name="Connect GitHub")
+        expect(connect_github.locator("svg.mark")).to_be_visible()
         shot(page, artifacts, "account-social-desktop")
+        shots(page, "connectors", "account")
         publish(page, "account")
         assert csp == [], f"Content-Security-Policy violations: {csp}"
     finally:

@@ -96,6 +96,27 @@ def lock_entry(directory, uid: str) -> None:
     directory.modify(directory.dn(uid), {"pwdAccountLockedTime": "000001010000Z"})
 
 
+def lock_by_failed_binds(directory, uid: str) -> None:
+    """ppolicy locks the entry as it does for anyone who guesses: three wrong binds, here
+    straight at the directory (another app, or an attacker who can reach it), for 10 minutes."""
+    from ldap3 import Connection, Server
+
+    directory.modify(directory.policy_dn, {"pwdMaxFailure": "3", "pwdLockoutDuration": "600"})
+    for _ in range(3):
+        conn = Connection(Server(directory.url), directory.dn(uid), "not the password")
+        assert not conn.bind()
+        conn.unbind()
+    with directory.admin() as conn:
+        conn.search(directory.dn(uid), "(objectClass=*)", attributes=["pwdAccountLockedTime"])
+        (value,) = conn.entries[0]["pwdAccountLockedTime"].values
+    assert value != "000001010000Z"  # a time: locked for pwdLockoutDuration, not for ever
+
+
+def unlock(directory, uid: str) -> None:
+    """As when pwdLockoutDuration has passed, or an administrator unlocks the entry."""
+    directory.modify(directory.dn(uid), {"pwdAccountLockedTime": None, "pwdFailureTime": None})
+
+
 # -- every sign-in, whatever the method -----------------------------------------------------
 
 
@@ -123,6 +144,39 @@ def test_locked_person_cannot_sign_in_with_google(app, browser, directory, emula
     after = state(app, "ada")
     assert after["disabled"]
     assert ("directory.account_disabled", "locked") in after["events"]
+
+
+LOCKED_OUT = "Your directory account is locked"
+
+
+def test_a_lockout_by_failed_binds_refuses_sign_in_and_disables_nothing(app, browser, directory):
+    # Failed binds lock an entry for a while: refused while it lasts, but no leaver. Were the
+    # account disabled here, anyone able to fail three binds could disable anyone, for good.
+    directory_person_with_password(app, browser, directory)
+    lock_by_failed_binds(directory, "ada")
+    age_directory_check(app, "ada")
+    for _ in range(2):  # the refusal is not remembered as a fresh reading of the entry
+        r = browser.login("ada", PASSWORD)
+        assert r.status_code == 403 and LOCKED_OUT in r.get_data(as_text=True)
+    assert browser.get("/account").status_code == 302  # not signed in
+    after = state(app, "ada")
+    assert not after["disabled"]
+    assert ("signin.failure", "locked_out") in after["events"]
+    assert not [e for e in after["events"] if e[0] == "directory.account_disabled"]
+    unlock(directory, "ada")
+    assert browser.login("ada", PASSWORD).status_code == 302
+
+
+def test_an_open_admin_session_loses_the_console_during_a_lockout(app, browser, directory):
+    directory_person_with_password(app, browser, directory)
+    assert browser.login("ada", PASSWORD).status_code == 302
+    assert browser.get("/admin/users").status_code == 200
+    lock_by_failed_binds(directory, "ada")
+    age_directory_check(app, "ada")
+    assert browser.get("/admin/users").status_code == 403
+    assert not state(app, "ada")["disabled"]
+    unlock(directory, "ada")
+    assert browser.get("/admin/users").status_code == 200
 
 
 def test_removed_from_the_admin_group_loses_the_console_at_the_next_local_sign_in(
@@ -285,6 +339,20 @@ def test_refresh_while_the_directory_is_down_is_refused_and_revokes_nothing(idp,
     assert again.status_code == 200, again.text
 
 
+def test_refresh_during_a_lockout_is_refused_and_revokes_nothing(idp, directory):
+    app, _, tokens = _ada_in_an_app(idp, directory)
+    lock_by_failed_binds(directory, "ada")
+    age_directory_check(idp.app, "ada")
+    r = _refresh(app, tokens["refresh_token"])
+    assert r.status_code == 400 and r.json()["error"] == "invalid_grant"
+    assert "locked" in r.json()["error_description"]
+    assert app.post("/introspect", {"token": tokens["access_token"]}).json()["active"]
+    assert not state(idp.app, "ada")["disabled"]
+    unlock(directory, "ada")
+    again = _refresh(app, tokens["refresh_token"])
+    assert again.status_code == 200, again.text
+
+
 def test_an_open_session_of_a_deleted_person_gets_no_code_for_another_app(idp, directory):
     first, person, _ = _ada_in_an_app(idp, directory)
     second = App(idp, register(idp, "second", skip_consent=True))
@@ -321,12 +389,48 @@ def test_ldap_sync_disables_leavers_and_refreshes_groups(app, browser, directory
     runner = app.test_cli_runner()
     r = runner.invoke(args=["ldap", "sync"])
     assert r.exit_code == 0, r.output
-    assert "checked 3, updated 1, disabled 2, errors 0" in r.output
+    assert "checked 3, updated 1, disabled 2, locked out 0, errors 0" in r.output
     assert state(app, "ada")["groups"] == {"staff", "idp-admins"}
     assert state(app, "grace")["disabled"] and state(app, "linus")["disabled"]
     # Disabled accounts are not walked again.
     r = runner.invoke(args=["ldap", "sync"])
-    assert "checked 1, updated 0, disabled 0, errors 0" in r.output
+    assert "checked 1, updated 0, disabled 0, locked out 0, errors 0" in r.output
+
+
+def test_ldap_sync_changes_nothing_when_more_would_leave_than_allowed(app, browser, directory):
+    for uid in ("ada", "grace", "linus"):
+        assert browser.login(uid, directory.passwords[uid]).status_code == 302
+        browser.logout()
+    directory.modify(directory.group_dn("engineers"), {"member": directory.dn("linus")})
+    lock_entry(directory, "linus")
+    delete_entry(directory, "grace")
+    runner = app.test_cli_runner()
+    r = runner.invoke(args=["ldap", "sync", "--max-disable", "1"])
+    assert r.exit_code == 1
+    assert "2 accounts would be disabled, more than --max-disable 1" in r.output
+    assert "run again with --max-disable 2 (nothing was changed)" in r.output
+    for uid in ("grace", "linus"):
+        assert not state(app, uid)["disabled"]
+    assert "engineers" in state(app, "ada")["groups"]  # not even the groups
+    r = runner.invoke(args=["ldap", "sync", "--max-disable", "2"])
+    assert r.exit_code == 0, r.output
+    assert "checked 3, updated 1, disabled 2, locked out 0, errors 0" in r.output
+
+
+def test_ldap_sync_refuses_a_negative_max_disable(app):
+    r = app.test_cli_runner().invoke(args=["ldap", "sync", "--max-disable", "-1"])
+    assert r.exit_code == 2 and "Invalid value for '--max-disable'" in r.output
+
+
+def test_ldap_sync_counts_a_lockout_and_disables_nobody(app, browser, directory):
+    for uid in ("ada", "grace"):
+        assert browser.login(uid, directory.passwords[uid]).status_code == 302
+        browser.logout()
+    lock_by_failed_binds(directory, "grace")
+    r = app.test_cli_runner().invoke(args=["ldap", "sync"])
+    assert r.exit_code == 0, r.output
+    assert "checked 2, updated 0, disabled 0, locked out 1, errors 0" in r.output
+    assert not state(app, "grace")["disabled"]
 
 
 def test_ldap_sync_fails_when_the_directory_is_unreachable(app, browser, directory):
@@ -334,8 +438,8 @@ def test_ldap_sync_fails_when_the_directory_is_unreachable(app, browser, directo
     directory.stop()
     r = app.test_cli_runner().invoke(args=["ldap", "sync"])
     assert r.exit_code == 1
-    assert "checked 0, updated 0, disabled 0, errors 1" in r.output
-    assert "the directory did not answer" in r.output
+    assert "checked 0, updated 0, disabled 0, locked out 0, errors 1" in r.output
+    assert "the directory did not answer" in r.output and "(nothing was changed)" in r.output
     assert not state(app, "ada")["disabled"]
 
 

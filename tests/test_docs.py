@@ -91,7 +91,7 @@ def test_readme_shows_the_frame_that_setup_prints():
 def every_provider_app(database_url, tmp_path):
     providers = {
         f"{name}_OAUTH_{part}": "x"
-        for name in ("GOOGLE", "FACEBOOK", "TWITTER")
+        for name in ("GOOGLE", "FACEBOOK", "TWITTER", "GITHUB")
         for part in ("CLIENT_ID", "CLIENT_SECRET")
     }
     return make_app(database_url, tmp_path, **providers)
@@ -108,6 +108,7 @@ def test_readme_gives_each_providers_redirect_uri_and_settings(every_provider_ap
     ]
     assert sorted(callbacks) == [
         "/login/facebook/authorized",
+        "/login/github/authorized",
         "/login/google/authorized",
         "/login/twitter/authorized",
     ]

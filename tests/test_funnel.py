@@ -83,7 +83,11 @@ def test_identity_from_another_connector_links_by_subject_not_by_name(app, user)
 
 
 class DownConnector:
-    name = "down"
+    id = "down"
+    label = "Down"
+    icon = None
+    kind = "password"
+    provisioning = "existing"
 
     def authenticate(self, username, password):
         raise ConnectorError("ldap://10.0.0.1: timed out")
@@ -100,7 +104,11 @@ class RecordingLocal(LocalConnector):
 def test_connectors_are_tried_in_order_and_a_down_backend_is_not_a_wrong_password(
     app, browser, user, caplog
 ):
-    app.extensions["idp.password_connectors"] = [DownConnector(), RecordingLocal()]
+    from identity.connectors.registry import Registry
+
+    registry = app.extensions["idp.connectors"] = Registry()
+    registry.add(DownConnector())
+    registry.add(RecordingLocal())
     assert browser.login().status_code == 302  # the next connector still signs alice in
     assert RecordingLocal.calls == 1
     browser.logout()

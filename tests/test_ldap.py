@@ -42,7 +42,7 @@ def app_overrides(directory):
 
 @pytest.fixture
 def connector(app):
-    (ldap,) = [c for c in app.extensions["idp.password_connectors"] if c.name == "ldap"]
+    ldap = app.extensions["idp.connectors"].get("ldap")
     return ldap
 
 
@@ -63,7 +63,7 @@ def account(app, username):
 
 
 def test_directory_is_tried_before_local_accounts(app):
-    assert [c.name for c in app.extensions["idp.password_connectors"]] == ["ldap", "local"]
+    assert [c.id for c in app.extensions["idp.connectors"].password()] == ["ldap", "local"]
 
 
 def test_search_then_bind_creates_a_linked_account_with_groups(app, browser, directory):
@@ -129,7 +129,7 @@ def test_direct_bind_from_dn_template_without_service_account(database_url, tmp_
         assert b.login("ada", "not her password").status_code == 401
         assert b.login(OBRIEN, directory.passwords[OBRIEN]).status_code == 302
     finally:
-        app.extensions["idp.password_connectors"][0].close()
+        app.extensions["idp.connectors"].get("ldap").close()
         with app.app_context():
             for table in reversed(db.metadata.sorted_tables):
                 db.session.execute(table.delete())

@@ -110,3 +110,52 @@ def test_a_certificate_no_server_passes_is_a_configuration_fault(
         dispose(app)
     assert r.status_code == 503 and MISCONFIGURED in r.get_data(as_text=True)
     assert "check that IDP_LDAP_URL's host is among the certificate's names" in caplog.text
+
+
+@pytest.fixture
+def ada_with_a_password(directory, database_url, tmp_path):
+    """ada signed in once through a directory that works (her account is linked to her entry,
+    and an administrator through idp-admins), then got a local password too; then the
+    service's directory settings go wrong (a wrong service password)."""
+    from sqlalchemy import select
+
+    from conftest import PASSWORD
+    from identity.admin import accounts
+    from identity.models import User
+
+    good = make_app(database_url, tmp_path / "good", **ldap_settings(directory))
+    with good.app_context():
+        db.create_all()
+    assert Browser(https_client(good)).login("ada", directory.passwords["ada"]).status_code == 302
+    with good.app_context():
+        ada = db.session.scalar(select(User).where(User.username == "ada"))
+        accounts.set_password(ada, PASSWORD, via="cli")
+    # The login form checks local passwords only: the directory is reached by re-checks.
+    overrides = {"LDAP_BIND_PASSWORD": "not the service password", "PASSWORD_CONNECTORS": ["local"]}
+    bad = make_app(database_url, tmp_path / "bad", **ldap_settings(directory, **overrides))
+    yield bad, PASSWORD
+    dispose(bad)
+    dispose(good)
+
+
+def test_a_configuration_fault_at_the_recheck_is_not_try_again_later(ada_with_a_password):
+    # Another way into a directory-linked account (her local password) reads the entry
+    # again; the service's own settings being wrong is said as such, as on the login form.
+    app, password = ada_with_a_password
+    app.config["LDAP_RECHECK_SECONDS"] = 0
+    r = Browser(https_client(app)).login("ada", password)
+    body = r.get_data(as_text=True)
+    assert r.status_code == 503
+    assert MISCONFIGURED in body and "try again in" not in body.lower()
+
+
+def test_the_console_says_the_directory_settings_are_wrong(ada_with_a_password):
+    app, password = ada_with_a_password
+    browser = Browser(https_client(app))
+    assert browser.login("ada", password).status_code == 302  # the entry was just read
+    assert browser.get("/admin/users").status_code == 200
+    app.config["LDAP_RECHECK_SECONDS"] = 0
+    r = browser.get("/admin/users")
+    body = r.get_data(as_text=True)
+    assert r.status_code == 503
+    assert MISCONFIGURED in body and "try again in" not in body.lower()

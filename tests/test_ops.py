@@ -46,8 +46,7 @@ def test_readyz_says_which_dependency_is_down(database_url, tmp_path, directory)
         assert checks["database"]["ok"] is True
         assert checks["directory"]["ok"] is False and checks["directory"]["error"]
     finally:
-        for connector in app.extensions["idp.password_connectors"]:
-            getattr(connector, "close", lambda: None)()
+        app.extensions["idp.connectors"].close()
         with app.app_context():
             db.engine.dispose()
 
@@ -58,8 +57,7 @@ def test_readyz_with_the_directory_up(database_url, tmp_path, directory):
         response = app.test_client().get("/readyz", base_url="https://localhost")
         assert response.json["checks"]["directory"]["ok"] is True
     finally:
-        for connector in app.extensions["idp.password_connectors"]:
-            getattr(connector, "close", lambda: None)()
+        app.extensions["idp.connectors"].close()
         with app.app_context():
             db.engine.dispose()
 

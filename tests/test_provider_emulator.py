@@ -25,6 +25,7 @@ SCOPES = {
     "google": list(GOOGLE_SCOPES),
     "facebook": ["email", "public_profile"],
     "twitter": ["users.read", "tweet.read", "users.email", "offline.access"],
+    "github": ["read:user", "user:email"],
 }
 
 
@@ -229,6 +230,48 @@ def test_twitter_code_flow_with_pkce(emulator):
     # Without user.fields: id, name and username only.
     plain = profile_get(emulator, "twitter", token["access_token"]).json()
     assert plain == {"data": {"id": "x-3003", "name": "Xena X", "username": "xena"}}
+
+
+def test_github_code_flow_as_github_answers(emulator, monkeypatch):
+    """GitHub's token answer: JSON only when asked for, the scope comma-separated, no
+    expiry; /user without the addresses, /user/emails the list."""
+    # oauthlib reads "read:user,user:email" as a changed scope (the service asks for one
+    # scope for that reason); relaxed here to see the answer.
+    monkeypatch.setenv("OAUTHLIB_RELAX_TOKEN_SCOPE", "1")
+    ep = emulator.endpoints("github")
+    client_id, secret = emulator.clients["github"]
+    with OAuth2Session(client_id, redirect_uri=callback("github"), scope=SCOPES["github"]) as s:
+        url, _ = s.authorization_url(ep["authorization_url"])
+        token = s.fetch_token(
+            ep["token_url"],
+            authorization_response=emulator.approve(url),
+            client_secret=secret,
+            verify=emulator.ca_file,
+            timeout=10,
+            include_client_id=True,
+        )
+        assert token["scope"] == ["read:user,user:email"]
+        assert token["token_type"] == "bearer" and "expires_in" not in token
+        user = s.get(ep["api_base_url"] + "user", verify=emulator.ca_file, timeout=10).json()
+        emails = s.get(ep["api_base_url"] + "user/emails", verify=emulator.ca_file, timeout=10)
+    expected = dict(DEFAULT_PROFILES["github"])
+    assert emails.json() == expected.pop("emails")
+    assert user == expected and isinstance(user["id"], int)
+    # Without Accept: application/json, a form-encoded body; a refused code is a 200 too.
+    plain = token_request(emulator, "github", get_code(emulator, "github"), auth="body")
+    assert plain.headers["Content-Type"] == "application/x-www-form-urlencoded"
+    assert parse_qs(plain.text)["access_token"][0].startswith("github-at-")
+    refused = token_request(emulator, "github", "made-up", auth="body")
+    assert refused.status_code == 200 and parse_qs(refused.text)["error"] == ["invalid_grant"]
+
+
+def test_profile_malformed_knob(emulator):
+    token = google_token(emulator)
+    emulator.configure("google", profile_malformed=True)
+    resp = profile_get(emulator, "google", token)
+    assert resp.status_code == 200 and resp.headers["Content-Type"] == "application/json"
+    with pytest.raises(ValueError):
+        resp.json()
 
 
 def test_the_app_can_trust_the_emulator_through_requests_ca_bundle(emulator, monkeypatch):

@@ -1,4 +1,4 @@
-"""Facebook, Google and X sign-in, walked through the service's real routes against the
+"""Facebook, Google, X and GitHub sign-in, walked through the service's real routes against the
 provider emulator (a real HTTPS server, see provider_emulator.py)."""
 
 from __future__ import annotations
@@ -16,8 +16,13 @@ from identity.auth import accounts
 from identity.extensions import db
 from identity.models import LinkedIdentity, User
 
-PROVIDERS = ["google", "facebook", "twitter"]
-PROFILE_ENDS = {"google": "/oauth2/v3/userinfo", "facebook": "/me", "twitter": "/2/users/me"}
+PROVIDERS = ["google", "facebook", "twitter", "github"]
+PROFILE_ENDS = {
+    "google": "/oauth2/v3/userinfo",
+    "facebook": "/me",
+    "twitter": "/2/users/me",
+    "github": "/user",
+}
 
 
 def social_settings(emulator, **overrides) -> dict:
@@ -110,7 +115,8 @@ def signed_in_as(browser: Browser) -> str | None:
 
 def test_login_page_shows_one_button_per_configured_provider(browser):
     html = browser.get("/login?next=/account").get_data(as_text=True)
-    for label, name in (("Google", "google"), ("Facebook", "facebook"), ("X", "twitter")):
+    buttons = (("Google", "google"), ("Facebook", "facebook"), ("X", "twitter"))
+    for label, name in (*buttons, ("GitHub", "github")):
         assert f"Continue with {label}" in html
         assert f'href="/login/{name}?next=/account"' in html
 

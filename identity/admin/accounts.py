@@ -15,9 +15,9 @@ from sqlalchemy import func, or_, select, update
 
 from identity import audit, mail
 from identity.auth import accounts, reset
+from identity.connectors import registry
 from identity.extensions import db
 from identity.forms import BAD_CHARS
-from identity.labels import label
 from identity.models import LinkedIdentity, PasswordReset, User
 from identity.models.users import utcnow
 from identity.passwords import policy_errors
@@ -39,6 +39,10 @@ MAX_ID = 2**31 - 1  # an INTEGER column: PostgreSQL refuses to compare with more
 
 class NotFound(Exception):
     """No account has the id asked for."""
+
+
+def label(connector: str) -> str:
+    return registry.label(connector)
 
 
 def _who(by: str | None, via: str) -> dict:

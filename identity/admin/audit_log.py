@@ -16,15 +16,12 @@ from wtforms.validators import Length
 
 from identity.admin import bp
 from identity.admin.guard import admin_required
+from identity.connectors import registry
 from identity.extensions import db
 from identity.forms import BAD_CHARS, strip
-from identity.labels import LABELS
 from identity.models import Client, Event, User
 
 PER_PAGE = 50
-# The account page's names for sign-in methods; "password" is a sign-in form refused
-# before any one method could say whose password it was.
-METHOD_LABELS = {**LABELS, "password": "Password (any)"}
 TYPE_RE = re.compile(r"^[a-z0-9._-]*$")
 TIME_HELP = "Use a date like 2024-05-31, or a time like 2024-05-31T14:30 (UTC unless it says)."
 
@@ -254,7 +251,7 @@ def time_input_type(value: str | None) -> str:
 @bp.app_template_filter("method_label")
 def method_label(method: str) -> str:
     """A sign-in method as the account page names it ("ldap" is "Company directory")."""
-    return METHOD_LABELS.get(method, method)
+    return registry.label(method)
 
 
 def _key(name: str) -> int | None | str:

@@ -81,19 +81,31 @@ def ldap_test(
 
 @ldap_cli.command("sync")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
-def ldap_sync(as_json: bool):
+@click.option(
+    "--max-disable",
+    type=click.IntRange(min=0),
+    default=10,
+    show_default=True,
+    help="Change nothing when more accounts than this would be disabled: a wrong setting or "
+    "a partly restored directory looks like everybody leaving at once.",
+)
+def ldap_sync(as_json: bool, max_disable: int):
     """Read the directory entry of every directory-linked account now (for cron): leavers
-    (deleted or locked there) are disabled, groups, names and e-mail addresses follow.
-    Exits 1 when the directory cannot be asked."""
+    (deleted or locked there by an administrator) are disabled, groups, names and e-mail
+    addresses follow; an entry locked for a while by failed binds is counted, not changed.
+
+    Every entry is read before anything changes: when the directory cannot be asked, or more
+    than --max-disable accounts would be disabled, nothing is changed and it exits 1."""
     from sqlalchemy import select
 
-    from identity.connectors import ConnectorError
+    from identity.connectors import ConnectorError, LockedOut
     from identity.models import LinkedIdentity
     from identity.oidc import recheck
 
-    if recheck.connector() is None:
+    ldap = recheck.connector()
+    if ldap is None:
         raise click.ClickException("IDP_LDAP_URL is not set: there is no directory to sync with")
-    summary = {"checked": 0, "updated": 0, "disabled": 0, "errors": 0}
+    summary = {"checked": 0, "updated": 0, "disabled": 0, "locked_out": 0, "errors": 0}
     failure = None
     ids = db.session.scalars(
         select(User.id)
@@ -101,16 +113,31 @@ def ldap_sync(as_json: bool):
         .where(LinkedIdentity.connector == "ldap", User.disabled.is_(False))
         .order_by(User.id)
     ).all()
+    readings = []
     for user_id in ids:
         user = db.session.get(User, user_id)
         try:
-            outcome = recheck.check(user, force=True)
+            readings.append((user_id, ldap.lookup(recheck.directory_link(user).subject)))
         except ConnectorError as exc:
-            db.session.rollback()
             summary["errors"] += 1
             failure = f"the directory did not answer for {user.username}: {exc}"
             break  # unreachable: every other account would wait for the same timeout
+    leavers = sum(found.state in ("gone", "locked") for _, found in readings)
+    if failure is None and leavers > max_disable:
+        failure = (
+            f"{leavers} accounts would be disabled, more than --max-disable {max_disable}. "
+            "Check the directory settings (IDP_LDAP_USER_BASE, IDP_LDAP_ID_ATTRIBUTE) and the "
+            f"directory itself; if they really all left, run again with --max-disable {leavers}"
+        )
+    for user_id, found in readings if failure is None else ():
+        user = db.session.get(User, user_id)
         summary["checked"] += 1
+        try:
+            outcome = recheck.check(user, force=True, found=found)
+        except LockedOut:
+            # Locked by failed binds, for a while: not a leaver, nothing to change.
+            summary["locked_out"] += 1
+            continue
         if outcome in (recheck.UPDATED, recheck.DISABLED):
             summary[outcome] += 1
     if as_json:
@@ -118,7 +145,8 @@ def ldap_sync(as_json: bool):
     else:
         click.echo(
             f"checked {summary['checked']}, updated {summary['updated']}, "
-            f"disabled {summary['disabled']}, errors {summary['errors']}"
+            f"disabled {summary['disabled']}, locked out {summary['locked_out']}, "
+            f"errors {summary['errors']}"
         )
     if failure:
-        raise click.ClickException(failure + " (the other accounts were not checked)")
+        raise click.ClickException(failure + " (nothing was changed)")

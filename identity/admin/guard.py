@@ -11,8 +11,8 @@ from wtforms import PasswordField
 from wtforms.validators import DataRequired, Length
 
 from identity.auth.reauth import NOT_YOURS, password_problem  # noqa: F401 (NOT_YOURS: by name)
-from identity.auth.signin import BACKEND_DOWN
-from identity.connectors import ConnectorError
+from identity.auth.signin import BACKEND_DOWN, DIRECTORY_MISCONFIGURED
+from identity.connectors.base import ConnectorError, DirectoryMisconfigured, LockedOut
 from identity.errors import render_error
 from identity.oidc import recheck
 
@@ -33,6 +33,13 @@ def admin_required(view):
         user = current_user._get_current_object()
         try:
             recheck.check(user)
+        except LockedOut:
+            abort(403)
+        except DirectoryMisconfigured as exc:
+            log.error(
+                "directory re-check of %s: the directory is misconfigured: %s", user.username, exc
+            )
+            return render_error(503, DIRECTORY_MISCONFIGURED)
         except ConnectorError as exc:
             log.error("directory re-check of %s failed: %s", user.username, exc)
             return render_error(503, BACKEND_DOWN)

@@ -4,7 +4,7 @@ directory or a provider differs from theirs (`ada` there, `ada-2` here)."""
 
 from __future__ import annotations
 
-from flask import current_app, flash, redirect, render_template, url_for
+from flask import flash, redirect, render_template, url_for
 from flask_login import current_user
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
@@ -18,9 +18,9 @@ from identity.admin.guard import admin_password_field, admin_required, confirm
 from identity.auth import accounts, verification
 from identity.auth.forms import username_field
 from identity.auth.signin import local_username
+from identity.connectors import registry
 from identity.extensions import db
 from identity.forms import Form, clean, strip
-from identity.labels import label
 from identity.models import Event, User
 from identity.names import fold
 
@@ -86,7 +86,7 @@ def _taken(what: str, raw: list | None, typed: str, theirs: str | None) -> str:
 
 def directory_fields(user: User) -> set[str]:
     """The fields a directory link rewrites at every sign-in (name and e-mail address)."""
-    directory = set(current_app.extensions["idp.jit_connectors"])
+    directory = registry.registry().ids_with(registry.DIRECTORY)
     return {"email", "name"} if any(link.connector in directory for link in user.links) else set()
 
 
@@ -194,5 +194,5 @@ def provisioned_name(user: User) -> dict | None:
         "theirs": theirs,
         "ours": user.username,
         "base": base,
-        "method": label(method),
+        "method": registry.label(method),
     }

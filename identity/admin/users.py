@@ -17,13 +17,13 @@ from sqlalchemy.exc import IntegrityError
 from wtforms import PasswordField
 
 from identity.admin import accounts, bp
-from identity.admin.accounts import MAX_SEARCH, PER_PAGE, NotFound, by_id
+from identity.admin.accounts import MAX_SEARCH, PER_PAGE, NotFound, by_id, label
 from identity.admin.guard import admin_required, confirm
 from identity.admin.user_forms import AdminRoleForm, ConfirmForm, CreateUserForm, SetPasswordForm
+from identity.connectors.registry import registry
 from identity.errors import render_error
 from identity.extensions import db
 from identity.forms import BAD_CHARS, PostForm
-from identity.labels import LABELS, label
 from identity.models import Event, User
 
 # -- pages --------------------------------------------------------------------------------
@@ -47,7 +47,7 @@ def _bad_list_request(message: str, q: str):
         page=1,
         pages=1,
         error=message,
-        labels=LABELS,
+        labels=registry().labels,
     ), 400
 
 
@@ -75,7 +75,7 @@ def users():
         page=page,
         pages=pages,
         error=None,
-        labels=LABELS,
+        labels=registry().labels,
     )
 
 
@@ -123,7 +123,7 @@ def users_show(user_id: int):
         "admin/user.html",
         user=user,
         me=_me(),
-        labels=LABELS,
+        labels=registry().labels,
         apps=apps_with_access(user),
         devices=devices.listing(
             user,
@@ -153,7 +153,7 @@ def _confirm_page(
         form=form,
         refusal=refusal,
         me=_me(),
-        labels=LABELS,
+        labels=registry().labels,
         **extra,
     ), status
 

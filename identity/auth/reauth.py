@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from flask import current_app
 from flask_login import current_user
 
 from identity import audit
 from identity.auth.signin import _find_link
 from identity.connectors import ConnectorError
 from identity.connectors.ldap_answers import AccountProblem
+from identity.connectors.registry import registry
 from identity.extensions import db
 from identity.throttle import throttle
 
@@ -29,7 +29,7 @@ def password_problem(password: str, failure_event: str = "admin.reauth_failure")
     refusal = throttle().signin_begin(user.username)
     if refusal:
         return refusal.message
-    for connector in current_app.extensions["idp.password_connectors"]:
+    for connector in registry().password():
         try:
             identity = connector.authenticate(user.username, password)
         except (ConnectorError, AccountProblem):

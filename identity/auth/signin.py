@@ -17,7 +17,8 @@ from sqlalchemy.orm import joinedload
 from identity import audit
 from identity.auth import accounts, sessions
 from identity.auth import remember as remember_me
-from identity.connectors.base import ConnectorError, Identity
+from identity.connectors import registry as connectors
+from identity.connectors.base import ConnectorError, DirectoryMisconfigured, Identity, LockedOut
 from identity.extensions import db
 from identity.models import BrowserSession, LinkedIdentity, User
 from identity.models.users import utcnow
@@ -26,11 +27,17 @@ from identity.names import fold
 log = logging.getLogger("identity.auth")
 
 
-# What people see when the directory cannot be asked (login form, and the re-check of a
-# directory-linked account signing in another way).
+# What people see when the directory cannot be asked (login form, the re-check of a
+# directory-linked account signing in another way, the console): down, or, when its answer
+# says the service's own settings are wrong, misconfigured (waiting will not help).
 BACKEND_DOWN = (
     "The company directory is unavailable, so directory accounts cannot sign in right now. "
     "Please try again in a few minutes."
+)
+DIRECTORY_MISCONFIGURED = (
+    "Sign-in with the company directory is misconfigured on this service, so directory "
+    "accounts cannot sign in. Please tell your administrators: trying again will not help "
+    "until they fix it."
 )
 
 
@@ -58,7 +65,8 @@ def sign_in(identity: Identity, *, remember: bool = False, label: str | None = N
     if link is None:
         link = _first_sign_in(identity, label or identity.connector)
     user = link.user
-    if identity.connector in current_app.extensions["idp.jit_connectors"]:
+    policy = connectors.registry().provisioning(identity.connector)
+    if policy == connectors.DIRECTORY:
         refresh(user, identity)
         link.checked_at = utcnow()  # the directory just vouched for the entry as it is
     elif not user.disabled:
@@ -68,6 +76,14 @@ def sign_in(identity: Identity, *, remember: bool = False, label: str | None = N
 
         try:
             recheck.check(user)
+        except LockedOut as exc:
+            log.info("directory re-check of %s: %s", user.username, exc)
+            _refuse("locked_out", identity, user)
+        except DirectoryMisconfigured as exc:
+            log.error(
+                "directory re-check of %s: the directory is misconfigured: %s", user.username, exc
+            )
+            _refuse("misconfigured", identity, user, DIRECTORY_MISCONFIGURED, status=503)
         except ConnectorError as exc:
             log.error("directory re-check of %s failed: %s", user.username, exc)
             _refuse("backend_down", identity, user, BACKEND_DOWN, status=503)
@@ -253,12 +269,13 @@ def keep_this_session(user: User) -> None:
 
 
 def _first_sign_in(identity: Identity, label: str) -> LinkedIdentity:
-    """An identity seen for the first time: a new account, or (social, opted in, verified
-    e-mail) the account with that address. Never joined by an unverified address, on
-    either side."""
-    if identity.connector in current_app.extensions["idp.jit_connectors"]:
+    """An identity seen for the first time, as its connector's provisioning policy says
+    (identity.connectors.registry): a new account, or (EMAIL, opted in, verified e-mail)
+    the account with that address. Never joined by an unverified address, on either side."""
+    policy = connectors.registry().provisioning(identity.connector)
+    if policy == connectors.DIRECTORY:
         return provision(identity)
-    if identity.connector not in current_app.extensions["idp.social_connectors"]:
+    if policy != connectors.EMAIL:
         _refuse("no_account", identity, None)
     owner = None
     if identity.email:
@@ -429,6 +446,10 @@ def _find_link(identity: Identity) -> LinkedIdentity | None:
 _MESSAGES = {
     "no_account": "No account is linked to this sign-in.",
     "disabled": "This account is disabled. Ask an administrator.",
+    "locked_out": (
+        "Your directory account is locked after too many wrong passwords. It unlocks by "
+        "itself after a while, or ask an administrator."
+    ),
 }
 
 

@@ -10,6 +10,7 @@ from sqlalchemy.exc import IntegrityError
 
 from identity import audit
 from identity.auth import accounts, bp, reset, signin, verification
+from identity.auth.finalize import begin_connect
 from identity.auth.forms import (
     ChangePasswordForm,
     LoginForm,
@@ -19,6 +20,7 @@ from identity.auth.forms import (
 )
 from identity.auth.signin import (
     BACKEND_DOWN,
+    DIRECTORY_MISCONFIGURED,
     SignInRefused,
     enforce_session_lifetime,
     keep_this_session,
@@ -29,11 +31,10 @@ from identity.connectors import ConnectorError
 from identity.connectors.base import DirectoryMisconfigured
 from identity.connectors.ldap_answers import AccountProblem
 from identity.connectors.local import identity_for
-from identity.connectors.social import LINK_KEY as SOCIAL_LINK_KEY
+from identity.connectors.registry import registry
 from identity.errors import render_error, wants_json
 from identity.extensions import db
 from identity.forms import PostForm
-from identity.labels import LABELS, label
 from identity.models import User
 from identity.names import fold
 from identity.oidc.account_apps import apps_with_access
@@ -46,11 +47,6 @@ log = logging.getLogger("identity.auth")
 
 BAD_CREDENTIALS = "Wrong username or password."
 # A setting is wrong: waiting will not help, the administrators must hear of it.
-MISCONFIGURED = (
-    "Sign-in with the company directory is misconfigured on this service, so directory "
-    "accounts cannot sign in. Please tell your administrators: trying again will not help "
-    "until they fix it."
-)
 REGISTRATIONS_LIMITED = (
     "Too many accounts were created from this address. Wait {wait} and try again."
 )
@@ -96,7 +92,7 @@ def login():
         return _locked(form, refusal)
 
     identity, backend_down, fault = None, False, None
-    for connector in current_app.extensions["idp.password_connectors"]:
+    for connector in registry().password():
         try:
             identity = connector.authenticate(form.username.data, form.password.data)
         except AccountProblem as problem:
@@ -104,17 +100,17 @@ def login():
             audit.record(
                 "signin.failure",
                 accounts.find(form.username.data),
-                method=connector.name,
+                method=connector.id,
                 reason=problem.reason,
             )
             db.session.commit()
             return _login_page(form, 403, problem.message)
         except DirectoryMisconfigured as exc:
-            log.error("connector %s is misconfigured: %s", connector.name, exc)
+            log.error("connector %s is misconfigured: %s", connector.id, exc)
             backend_down, fault = True, str(exc)
             continue
         except ConnectorError as exc:
-            log.error("connector %s failed: %s", connector.name, exc)
+            log.error("connector %s failed: %s", connector.id, exc)
             backend_down = True
             continue
         if identity is not None:
@@ -136,7 +132,7 @@ def login():
         db.session.commit()
         form.password.data = ""
         if backend_down:
-            return _login_page(form, 503, MISCONFIGURED if fault else BACKEND_DOWN)
+            return _login_page(form, 503, DIRECTORY_MISCONFIGURED if fault else BACKEND_DOWN)
         return _login_page(form, 401, BAD_CREDENTIALS)
     throttle().signin_release(form.username.data)
     try:
@@ -175,7 +171,7 @@ def _login_page(form: LoginForm, status: int = 200, error: str | None = None):
         form=form,
         error=error,
         registration=current_app.config["REGISTRATION_ENABLED"],
-        redirect_connectors=current_app.extensions["idp.redirect_connectors"],
+        redirect_connectors=registry().redirect(),
     ), status
 
 
@@ -252,17 +248,15 @@ def _account_page(password_form: ChangePasswordForm):
 
     user: User = current_user._get_current_object()
     linked = {link.connector for link in user.links}
-    connectable = [
-        c for c in current_app.extensions["idp.redirect_connectors"] if c.name not in linked
-    ]
+    connectable = [c for c in registry().redirect() if c.id not in linked]
     return render_template(
         "auth/account.html",
         mfa=mfa_summary(user),
         password_form=password_form,
         post_form=PostForm(),
-        labels=LABELS,
+        labels=registry().labels,
         connectable=connectable,
-        social=current_app.extensions["idp.social_connectors"],
+        social=registry().redirect_ids(),
         can_disconnect=len(user.links) > 1,
         apps=apps_with_access(user),
         devices=listing(user, sid=session.get("sid"), series=remember.presented_series()),
@@ -404,18 +398,20 @@ def reset_password(token: str):
 @bp.post("/account/connect/<provider>")
 @login_required
 def connect(provider: str):
-    """Start linking a social account to the signed-in account (POST: CSRF-checked)."""
+    """Start linking a redirect connector's identity to the signed-in account (POST:
+    CSRF-checked)."""
     form = PostForm()
     if not form.validate_on_submit():
         abort(400)
-    if provider not in current_app.extensions["idp.social_connectors"]:
+    connector = registry().get(provider)
+    if connector is None or connector.kind != "redirect":
         abort(404)
     user: User = current_user._get_current_object()
     if signin.address_unproven(user):
-        flash(signin.unproven_message(user, label(provider)), "error")
+        flash(signin.unproven_message(user, connector.label), "error")
         return redirect(url_for("auth.account")), 303
-    session[SOCIAL_LINK_KEY] = provider
-    return redirect(url_for(f"{provider}.login"))
+    begin_connect(connector.id)
+    return redirect(connector.login_url())
 
 
 @bp.post("/account/disconnect/<connector>")
@@ -427,7 +423,7 @@ def disconnect(connector: str):
         abort(400)
     user: User = current_user._get_current_object()
     link = next((link for link in user.links if link.connector == connector), None)
-    if link is None or connector not in current_app.extensions["idp.social_connectors"]:
+    if link is None or connector not in registry().redirect_ids():
         abort(404)
     if len(user.links) < 2:
         flash(
@@ -439,5 +435,5 @@ def disconnect(connector: str):
     db.session.delete(link)
     audit.record("unlink", user, method=connector)
     db.session.commit()
-    flash(f"{label(connector)} is disconnected.", "success")
+    flash(f"{registry().label(connector)} is disconnected.", "success")
     return redirect(url_for("auth.account"))

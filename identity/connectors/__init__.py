@@ -3,8 +3,17 @@
 from identity.connectors.base import (
     ConnectorError,
     Identity,
+    LockedOut,
     PasswordConnector,
     RedirectConnector,
+    RedirectFailure,
 )
 
-__all__ = ["ConnectorError", "Identity", "PasswordConnector", "RedirectConnector"]
+__all__ = [
+    "ConnectorError",
+    "Identity",
+    "LockedOut",
+    "PasswordConnector",
+    "RedirectConnector",
+    "RedirectFailure",
+]

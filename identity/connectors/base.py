@@ -1,10 +1,10 @@
-"""The connector contract: an Identity value, two small protocols, ConnectorError and its
-DirectoryMisconfigured."""
+"""The connector contract: an Identity value, the password and redirect protocols, and the
+failures (ConnectorError, DirectoryMisconfigured, LockedOut, RedirectFailure)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 
 @dataclass(frozen=True)
@@ -42,11 +42,45 @@ class DirectoryMisconfigured(ConnectorError):
     """
 
 
+class LockedOut(ConnectorError):
+    """The backend answered: the person's entry is locked for now (OpenLDAP ppolicy after
+    failed binds), not removed. Nobody signs in to that account while it lasts, and nothing
+    is decided: it is not a leaver, and whoever can fail a few binds must not be able to
+    disable someone else's account for good.
+    """
+
+
+class RedirectFailure(Exception):
+    """A redirect sign-in that did not give an Identity. `reason` is one of REASONS (the
+    handler picks the page and status from it), `error` the upstream's error code when it
+    sent one, `detail` for the log only (never shown: it is the upstream's text)."""
+
+    REASONS = (
+        "access_denied",  # the person said no at the upstream
+        "provider_error",  # the upstream sent back another error code
+        "state_mismatch",  # the callback did not start in this browser, or was replayed
+        "missing_code",  # a callback with neither code nor error
+        "token_exchange_failed",  # the upstream refused the code
+        "bad_answer",  # an answer that could not be read (not JSON)
+        "bad_profile",  # no usable profile: error status, malformed, or no id in it
+        "timeout",
+        "provider_unreachable",
+    )
+
+    def __init__(self, reason: str, detail: str = "", error: str | None = None):
+        if reason not in self.REASONS:
+            raise ValueError(f"unknown failure reason {reason!r}")
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
+        self.detail = detail
+        self.error = error
+
+
 @runtime_checkable
 class PasswordConnector(Protocol):
-    """Checks a username and password typed into the login form."""
+    """Checks a username and password typed into the login form (kind "password")."""
 
-    name: str
+    id: str
 
     def authenticate(self, username: str, password: str) -> Identity | None:
         """The Identity when the credentials are right, None when they are wrong.
@@ -55,12 +89,25 @@ class PasswordConnector(Protocol):
         """
 
 
+class RedirectHandler(Protocol):
+    """What a redirect connector hands its results to (identity.auth.finalize)."""
+
+    def start(self, connector: RedirectConnector) -> None:
+        """A person pressed the connector's button: remember where they go afterwards."""
+
+    def finish(self, connector: RedirectConnector, result: Identity | RedirectFailure) -> Any:
+        """The callback's outcome: sign in, link or show the failure; the response."""
+
+
 @runtime_checkable
 class RedirectConnector(Protocol):
     """Signs people in by sending the browser elsewhere (OAuth 2.0 / OpenID Connect)."""
 
-    name: str
+    id: str
     label: str
 
-    def login_url(self) -> str:
-        """Where the login page's button for this connector points."""
+    def login_url(self, next_url: str | None = None) -> str:
+        """Where the connector's button points (`next_url`: where to go afterwards)."""
+
+    def init_app(self, app: Any, handler: RedirectHandler) -> None:
+        """Register the routes; the callback returns `handler.finish(self, result)`."""

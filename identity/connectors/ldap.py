@@ -27,8 +27,10 @@ from identity.connectors.ldap_groups import group_entries
 
 log = logging.getLogger("identity.ldap")
 
-# OpenLDAP ppolicy: present when the account is locked (by an administrator, or by failed binds).
+# OpenLDAP ppolicy: present when the account is locked, by an administrator (the value
+# 000001010000Z: for ever) or by failed binds (the time of the lock: for pwdLockoutDuration).
 LOCKED_TIME = "pwdAccountLockedTime"
+LOCKED_FOR_EVER = "000001010000Z"
 # Answers to a search that a setting fixes: the base does not exist or is not a DN.
 SEARCH_FAULTS = {32: "does not exist", 34: "is not a valid DN"}
 
@@ -49,7 +51,12 @@ class _Dead(Exception):
 
 
 class LdapConnector:
-    name = "ldap"
+    id = "ldap"
+    label = "Company directory"
+    icon = None
+    kind = "password"
+    # The directory vouches for people: a first sign-in creates the account.
+    provisioning = "directory"
 
     def __init__(self, settings: Settings):
         self.s = settings
@@ -200,7 +207,7 @@ class LdapConnector:
         username = first_text(attrs, self.s.username_attribute) or entry["dn"]
         groups = self.group_entries(entry["dn"], username, attrs)
         return Identity(
-            connector=self.name,
+            connector=self.id,
             subject=subject,
             username=username,
             email=first_text(attrs, self.s.email_attribute),
@@ -220,8 +227,9 @@ class LdapConnector:
 
     def lookup(self, subject: str) -> Lookup:
         """The entry whose stable id (LDAP_ID_ATTRIBUTE) is `subject`, found wherever it now
-        is (a renamed or moved person too), read as the service: gone, locked, or present
-        with its identity as a sign-in would see it. Raises ConnectorError when the
+        is (a renamed or moved person too), read as the service: gone, locked (by an
+        administrator: for ever), locked_out (by failed binds: for a while), or present with
+        its identity as a sign-in would see it. Raises ConnectorError when the
         directory cannot tell (unreachable, base missing, several entries)."""
         return self._with_retry(self._lookup, subject)
 
@@ -235,8 +243,11 @@ class LdapConnector:
         entry = found[0]
         attrs = entry["attributes"]
         uac = first_text(attrs, "userAccountControl")
-        if texts(attrs, LOCKED_TIME) or (uac and uac.isdigit() and int(uac) & AD_DISABLED):
+        locks = texts(attrs, LOCKED_TIME)
+        if LOCKED_FOR_EVER in locks or (uac and uac.isdigit() and int(uac) & AD_DISABLED):
             return Lookup("locked", dn=entry["dn"])
+        if locks:
+            return Lookup("locked_out", dn=entry["dn"])
         return Lookup("present", dn=entry["dn"], identity=self._identity(entry))
 
     def user_base(self) -> str:
@@ -263,7 +274,8 @@ class LdapConnector:
 
 @dataclass(frozen=True)
 class Lookup:
-    """What the directory says about an entry now: "gone", "locked" or "present"."""
+    """What the directory says about an entry now: "gone", "locked", "locked_out" or
+    "present"."""
 
     state: str
     dn: str | None = None

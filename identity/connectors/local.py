@@ -9,7 +9,11 @@ from identity.passwords import hash_password, needs_rehash, verify_password
 
 
 class LocalConnector:
-    name = "local"
+    id = "local"
+    label = "Password"
+    icon = None
+    kind = "password"
+    provisioning = "existing"
 
     def authenticate(self, username: str, password: str) -> Identity | None:
         user = User.find(username)

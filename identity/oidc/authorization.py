@@ -23,7 +23,7 @@ from flask_login import current_user
 from sqlalchemy import select
 
 from identity import acr, audit
-from identity.connectors import ConnectorError
+from identity.connectors import ConnectorError, LockedOut
 from identity.errors import render_error
 from identity.extensions import db
 from identity.forms import PostForm
@@ -128,10 +128,14 @@ def authorize():
             # is disabled and sent to the login page, which refuses them.
             try:
                 recheck.check(user)
+                need_login = user.disabled
+            except LockedOut:
+                # The open session does not count while the entry is locked: the login
+                # page, whose sign-ins the same check refuses.
+                need_login = True
             except ConnectorError as exc:
                 log.error("directory re-check of %s failed: %s", user.username, exc)
                 raise DirectoryUnavailableError() from None
-            need_login = user.disabled
         if need_login and "none" in prompts:
             raise LoginRequiredError()
         if need_login:

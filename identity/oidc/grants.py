@@ -23,7 +23,7 @@ from joserfc.jwk import KeySet
 from sqlalchemy import bindparam, select, update
 
 from identity import audit
-from identity.connectors import ConnectorError
+from identity.connectors import ConnectorError, LockedOut
 from identity.extensions import db
 from identity.models import AuthorizationCode, Client, Token, User
 from identity.models.oauth import token_digest
@@ -301,6 +301,13 @@ class RefreshTokenGrant(grants.RefreshTokenGrant):
             raise InvalidGrantError("The account is disabled.")
         try:
             recheck.check(user)
+        except LockedOut:
+            db.session.rollback()
+            _give_back(refresh_token)
+            raise InvalidGrantError(
+                "The account is locked in the company directory for now (too many wrong "
+                "passwords). The refresh token stays valid for when it unlocks."
+            ) from None
         except ConnectorError as exc:
             log.error("directory re-check of %s failed: %s", user.username, exc)
             db.session.rollback()

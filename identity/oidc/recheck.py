@@ -7,8 +7,8 @@ from __future__ import annotations
 from flask import current_app
 
 from identity import audit
-from identity.connectors.base import Identity
-from identity.connectors.ldap import LdapConnector
+from identity.connectors.base import Identity, LockedOut
+from identity.connectors.ldap import LdapConnector, Lookup
 from identity.connectors.ldap_connection import Settings
 from identity.extensions import db
 from identity.models import LinkedIdentity, User
@@ -36,7 +36,7 @@ def connector() -> LdapConnector | None:
     """The directory connector (the login form's, or one of its own when the directory is not
     a password connector); None when no directory is configured."""
     app = current_app._get_current_object()
-    for c in app.extensions["idp.password_connectors"]:
+    for c in app.extensions["idp.connectors"].password():
         if isinstance(c, LdapConnector):
             return c
     if not app.config["LDAP_URL"]:
@@ -46,14 +46,19 @@ def connector() -> LdapConnector | None:
     return app.extensions["idp.directory"]
 
 
-def check(user: User, *, force: bool = False) -> str:
+def check(user: User, *, force: bool = False, found: Lookup | None = None) -> str:
     """Read the entry of a directory-linked account when the last reading is older than
     IDP_LDAP_RECHECK_SECONDS (always with `force`), and act on it: gone or locked disables
     the account (identity.oidc.logout.disable_account: sessions, tokens, back-channel
     logouts; audited), present brings groups, name and e-mail up to date. Commits.
 
     Returns NOT_LINKED, FRESH, UNCHANGED, UPDATED or DISABLED. Raises ConnectorError when
-    the directory cannot tell: the caller refuses, nothing is decided on stale data."""
+    the directory cannot tell: the caller refuses, nothing is decided on stale data; and its
+    LockedOut while failed binds keep the entry locked: the caller refuses, nothing is
+    decided either, and the next check reads the entry again.
+
+    `found` is a reading of the entry the caller has just made (`ldap sync` reads every entry
+    before it changes anything); it is used instead of asking the directory again."""
     link = directory_link(user)
     if link is None:
         return NOT_LINKED
@@ -64,7 +69,10 @@ def check(user: User, *, force: bool = False) -> str:
     window = current_app.config["LDAP_RECHECK_SECONDS"]
     if not force and link.checked_at and (now - link.checked_at).total_seconds() < window:
         return FRESH
-    found = ldap.lookup(link.subject)
+    if found is None:
+        found = ldap.lookup(link.subject)
+    if found.state == "locked_out":
+        raise LockedOut(f"{found.dn} is locked by failed binds")
     link.checked_at = now
     if found.state != "present":
         if user.disabled:
