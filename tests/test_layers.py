@@ -133,7 +133,8 @@ names, libraries = json.loads(sys.argv[1]), json.loads(sys.argv[2])
 # Compiled once here, not once per fork (PYTHONDONTWRITEBYTECODE may be set).
 sys.dont_write_bytecode, sys.pycache_prefix = False, sys.argv[3]
 compileall.compile_dir("identity", quiet=1)
-compileall.compile_file("config.py", quiet=1)
+if os.path.exists("config.py"):
+    compileall.compile_file("config.py", quiet=1)
 for library in libraries:
     try:
         __import__(library)
@@ -183,16 +184,33 @@ def _libraries(found: dict[str, Path]) -> list[str]:
     return sorted(n for n in names if n.split(".")[0] not in ("identity", "config"))
 
 
-def test_every_module_imports_on_its_own_in_a_fresh_interpreter(tmp_path):
-    found = modules()
+def fresh_import_failures(root: Path, pycache: Path) -> dict[str, str]:
+    """{module: the error} for each module of root/identity that fails to import alone."""
+    found = modules(root)
     names, libraries = json.dumps(sorted(found)), json.dumps(_libraries(found))
     run = subprocess.run(
-        [sys.executable, "-c", _FRESH, names, libraries, str(tmp_path)],
+        [sys.executable, "-c", _FRESH, names, libraries, str(pycache)],
         capture_output=True,
         text=True,
-        cwd=ROOT,
+        cwd=root,
         timeout=300,
     )
     assert run.returncode == 0, run.stderr
-    failed = json.loads(run.stdout)
+    return json.loads(run.stdout)
+
+
+def test_every_module_imports_on_its_own_in_a_fresh_interpreter(tmp_path):
+    failed = fresh_import_failures(ROOT, tmp_path)
     assert not failed, "\n".join(f"{name}: {message}" for name, message in failed.items())
+
+
+def test_the_fresh_import_check_finds_a_cycle(tmp_path):
+    package = tmp_path / "tree" / "identity"
+    package.mkdir(parents=True)
+    (package / "__init__.py").write_text("")
+    (package / "first.py").write_text("from identity.second import B\nA = 1\n")
+    (package / "second.py").write_text("from identity.first import A\nB = 2\n")
+    (package / "alone.py").write_text("import json\n")
+    failed = fresh_import_failures(tmp_path / "tree", tmp_path / "pycache")
+    assert sorted(failed) == ["identity.first", "identity.second"]
+    assert "circular import" in failed["identity.first"]

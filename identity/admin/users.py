@@ -175,6 +175,17 @@ def _unconfirmed(user: User, action: str, form, refusal: str | None = None, **ex
     return None
 
 
+def _unconfirmed_device(user: User, action: str, kind: str, key: str, gone: str, target: str):
+    """_unconfirmed() for one line of the account's devices (`kind`: "sessions" or
+    "remembered"), which says what it is on the page; `gone` (404) when it is not listed."""
+    from identity.auth import devices
+
+    line = next((d for d in devices.listing(user)[kind] if d.key == key), None)
+    if line is None:
+        return render_error(404, gone)
+    return _unconfirmed(user, action, ConfirmForm(), device=line, target=target)
+
+
 def _done(user: User, message: str | None = None, category: str = "success"):
     """After the action: say so, and back to the account's page (303: a GET follows)."""
     if message:
@@ -298,14 +309,10 @@ def users_sessions(user_id: int):
 @admin_required
 def users_end_session(user_id: int, sid: str):
     """End one session of the account (and the remembered device behind it)."""
-    from identity.auth import devices
-
     user = by_id(user_id)
-    line = next((d for d in devices.listing(user)["sessions"] if d.key == sid), None)
-    if line is None:
-        return render_error(404, f"That session of {user.username} has already ended.")
+    gone = f"That session of {user.username} has already ended."
     target = url_for("admin.users_end_session", user_id=user.id, sid=sid)
-    if page := _unconfirmed(user, "end_session", ConfirmForm(), device=line, target=target):
+    if page := _unconfirmed_device(user, "end_session", "sessions", sid, gone, target):
         return page
     own = session.get("sid") if user.id == _me().id else None
     accounts.end_session(user, sid, keep_sid=own, by=_me().username)
@@ -316,14 +323,10 @@ def users_end_session(user_id: int, sid: str):
 @admin_required
 def users_forget_device(user_id: int, device_id: str):
     """Forget one remembered device of the account, with the sessions it restored."""
-    from identity.auth import devices
-
     user = by_id(user_id)
-    line = next((d for d in devices.listing(user)["remembered"] if d.key == device_id), None)
-    if line is None:
-        return render_error(404, f"That device of {user.username} is already forgotten.")
+    gone = f"That device of {user.username} is already forgotten."
     target = url_for("admin.users_forget_device", user_id=user.id, device_id=device_id)
-    if page := _unconfirmed(user, "forget_device", ConfirmForm(), device=line, target=target):
+    if page := _unconfirmed_device(user, "forget_device", "remembered", device_id, gone, target):
         return page
     accounts.forget_device(user, device_id, by=_me().username)
     return _done(user, f"That device of {user.username} is forgotten.")
