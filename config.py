@@ -34,7 +34,8 @@ class Config:
     # Signs sessions, CSRF tokens and remember-me cookies. Unset: a random key kept in
     # instance/secret_key (development only).
     SECRET_KEY: str | None = None
-    # Public base URL of this service; links in e-mails and (later) token issuer.
+    # Public base URL of this service: the tokens' issuer (`iss`) and the base of the links
+    # in e-mails.
     ISSUER = "https://localhost:5000"
     # Where `python idp.py` listens.
     HOST = "localhost"
@@ -73,8 +74,9 @@ class Config:
     # Registration mails a link that verifies the address; until it is opened the address
     # is unverified (apps see email_verified=false, no social sign-in joins the account).
     REGISTRATION_EMAIL_VERIFICATION = True
-    # Who must use a second factor (TOTP): "none", "admins" (administrators, also by
-    # directory group) or "all". Covered people without one enrol right after the password.
+    # Who must use a second factor (an authenticator app or a passkey): "none", "admins"
+    # (administrators, also by directory group) or "all". Covered people without one enrol
+    # right after their first factor.
     MFA_REQUIRED = "admins"
     # E-mail verification links expire after this many seconds (24 hours).
     EMAIL_VERIFICATION_MAX_AGE = 24 * 3600

@@ -7,7 +7,7 @@ import logging
 
 from flask import has_request_context, request
 
-from identity import ops
+from identity import metrics
 from identity.extensions import db
 from identity.models import Event, User
 
@@ -34,7 +34,7 @@ def insert(type_: str, user: User | None = None, **data: object) -> None:
 def _entry(type_: str, user: User | None, data: dict) -> dict:
     ip = request.remote_addr if has_request_context() else None
     user_id = user.id if user else None
-    ops.count_event(type_, data)
+    metrics.count_event(type_, data)
     log.info(
         json.dumps(
             {"event": type_, "user_id": user_id, "ip": ip, **data},

@@ -13,11 +13,12 @@ import secrets
 import time
 
 from flask import Blueprint, Flask, current_app, g, has_request_context, jsonify, request
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest, multiprocess
+from prometheus_client import CollectorRegistry, generate_latest, multiprocess
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from sqlalchemy import text
 
 from identity.extensions import db
+from identity.metrics import LATENCY
 
 bp = Blueprint("ops", __name__)
 log = logging.getLogger("identity.ops")
@@ -29,26 +30,6 @@ _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{8,128}$")
 # ESC...), DEL, Unicode line and paragraph separators, and bidirectional overrides.
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029\u200e\u200f\u202a-\u202e\u2066-\u2069]")
 _NAMED = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
-
-SIGNINS = Counter(
-    "idp_signins_total", "Sign-in attempts by method and outcome.", ["method", "outcome"]
-)
-GRANTS = Counter("idp_token_grants_total", "Tokens issued by grant type.", ["grant_type"])
-LATENCY = Histogram(
-    "idp_request_seconds",
-    "Request latency by endpoint.",
-    ["endpoint", "method"],
-    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
-)
-
-
-def count_event(type_: str, data: dict) -> None:
-    """Audit events feed the counters (identity.audit.record calls this)."""
-    if type_ in ("signin.success", "signin.failure", "signin.locked"):
-        outcome = type_.split(".", 1)[1]
-        SIGNINS.labels(str(data.get("method", "unknown"))[:32], outcome).inc()
-    elif type_ in ("token.issued", "token.refreshed"):
-        GRANTS.labels(str(data.get("grant_type", "unknown"))[:40]).inc()
 
 
 # -- health -----------------------------------------------------------------------------

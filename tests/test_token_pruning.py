@@ -9,9 +9,9 @@ import time
 from oidc_rp import App, register
 from sqlalchemy import select
 
+from identity import sweeps
 from identity.extensions import db
 from identity.models import Token
-from identity.oidc import tokens
 
 HOUR, DAY = 3600, 86400
 
@@ -75,7 +75,7 @@ def test_token_rows_go_once_they_can_no_longer_matter(idp):
 
 
 def test_token_pruning_is_bounded_and_catches_up(idp, monkeypatch):
-    monkeypatch.setattr(tokens, "SWEEP_BATCH", 3)
+    monkeypatch.setattr(sweeps, "BATCH", 3)
     with idp.app.app_context():
         db.session.execute(
             Token.__table__.insert(), [row(f"old-{i}", age=2 * HOUR) for i in range(7)]

@@ -15,9 +15,9 @@ from sqlalchemy import func, or_, select, update
 
 from identity import audit, mail
 from identity.auth import accounts, reset
-from identity.auth.forms import BAD_CHARS
 from identity.connectors import registry
 from identity.extensions import db
+from identity.forms import BAD_CHARS
 from identity.models import LinkedIdentity, PasswordReset, User
 from identity.models.users import utcnow
 from identity.passwords import policy_errors
@@ -34,6 +34,13 @@ class Refused(Exception):
         self.message = message
 
 
+MAX_ID = 2**31 - 1  # an INTEGER column: PostgreSQL refuses to compare with more
+
+
+class NotFound(Exception):
+    """No account has the id asked for."""
+
+
 def label(connector: str) -> str:
     return registry.label(connector)
 
@@ -43,6 +50,14 @@ def _who(by: str | None, via: str) -> dict:
 
 
 # -- finding ------------------------------------------------------------------------------
+
+
+def by_id(user_id: int) -> User:
+    """The account with this id (from a page's address); NotFound when there is none."""
+    user = db.session.get(User, user_id) if user_id <= MAX_ID else None
+    if user is None:
+        raise NotFound(f"There is no user with id {user_id}.")
+    return user
 
 
 def search_query(text: str | None):

@@ -25,12 +25,15 @@ from wtforms.validators import DataRequired, Length, Optional, ValidationError
 
 from identity.admin import bp
 from identity.admin.guard import admin_password_field, admin_required, confirm
-from identity.auth.forms import BAD_CHARS, Form, clean
 from identity.extensions import db
+from identity.forms import BAD_CHARS, Form, clean
 from identity.models import Client, Consent, Token
 from identity.oidc import client_rules, clients
 from identity.oidc.claims import issuer
 from identity.oidc.client_rules import ClientError
+from identity.scopes import DEFAULTS as DEFAULT_SCOPES
+from identity.scopes import NAMES as SCOPE_NAMES
+from identity.scopes import SCOPES
 
 MAX_URI_LIST = 20_000  # characters in one "one per line" box (each URI: 2,000 at most)
 _NEWLINE = re.compile(r"\r\n|\n|\r")
@@ -40,15 +43,8 @@ GRANT_CHOICES = [
     SelectChoice("refresh_token", "refresh_token: the app keeps people signed in"),
     SelectChoice("client_credentials", "client_credentials: the app calls APIs as itself"),
 ]
-SCOPE_CHOICES = [
-    SelectChoice("openid", "openid: who the person is"),
-    SelectChoice("profile", "profile: name and username"),
-    SelectChoice("email", "email: e-mail address"),
-    SelectChoice("groups", "groups: the groups they belong to"),
-    SelectChoice("offline_access", "offline_access: access while they are away"),
-]
+SCOPE_CHOICES = [SelectChoice(s.name, f"{s.name}: {s.admin}") for s in SCOPES]
 assert [c.value for c in GRANT_CHOICES] == list(client_rules.GRANT_TYPES)
-assert [c.value for c in SCOPE_CHOICES] == list(client_rules.SCOPES)
 
 # The form field of each setting a ClientError names (its `option`).
 ERROR_FIELDS = {
@@ -81,7 +77,7 @@ PAGE_WORDS = {
     "IDP_SIGNING_ALGORITHMS": "the configured algorithms",
 }
 _NOT_SUPPORTED = re.compile(r"^(.+) not supported; use (.+)$", re.S)
-KNOWN_WORDS = set(client_rules.GRANT_TYPES) | set(client_rules.SCOPES)  # names, not starts
+KNOWN_WORDS = set(client_rules.GRANT_TYPES) | set(SCOPE_NAMES)  # names, not starts
 
 
 def _lines(text: str | None) -> list[str]:
@@ -149,7 +145,7 @@ def _scopes_field() -> SelectMultipleField:
     return SelectMultipleField(
         "Scopes the app may ask for",
         choices=SCOPE_CHOICES,
-        default=list(client_rules.DEFAULT_SCOPES),
+        default=list(DEFAULT_SCOPES),
         validate_choice=False,  # client_rules.check_scopes says which are unknown
         validators=[_known_shape, _at_least_one("Choose at least one scope.")],
     )

@@ -16,9 +16,9 @@ from wtforms.validators import Length
 
 from identity.admin import bp
 from identity.admin.guard import admin_required
-from identity.auth.forms import BAD_CHARS, _strip
 from identity.connectors import registry
 from identity.extensions import db
+from identity.forms import BAD_CHARS, strip
 from identity.models import Client, Event, User
 
 PER_PAGE = 50
@@ -210,29 +210,29 @@ class AuditFilterForm(PlainForm):
 
     user = StringField(
         "User",
-        filters=[_strip],
+        filters=[strip],
         validators=[Length(max=254, message="Use at most 254 characters.")],
     )
     app = StringField(
         "App",
-        filters=[_strip],
+        filters=[strip],
         validators=[Length(max=48, message="Use at most 48 characters.")],
     )
     type = StringField(
         "Type",
-        filters=[_strip],
+        filters=[strip],
         validators=[Length(max=64, message="Use at most 64 characters.")],
     )
     since = StringField(
         "From (UTC)",
         name="from",
-        filters=[_strip],
+        filters=[strip],
         validators=[Length(max=40, message="Use at most 40 characters.")],
     )
     until = StringField(
         "To (UTC)",
         name="to",
-        filters=[_strip],
+        filters=[strip],
         validators=[Length(max=40, message="Use at most 40 characters.")],
     )
 

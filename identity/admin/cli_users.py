@@ -11,9 +11,9 @@ from sqlalchemy.exc import IntegrityError
 from identity.admin import accounts, new_account
 from identity.admin.cli_stdin import read_password
 from identity.auth import accounts as local_accounts
-from identity.auth.forms import BAD_CHARS
 from identity.cli import Group
 from identity.extensions import db
+from identity.forms import BAD_CHARS
 from identity.models import User
 
 user_cli = Group("user", help="Manage accounts.")

@@ -11,8 +11,8 @@ from wtforms.validators import Length
 from identity import audit
 from identity.admin import bp
 from identity.admin.guard import admin_password_field, admin_required, confirm
-from identity.auth.forms import Form
 from identity.extensions import db
+from identity.forms import Form
 from identity.forward_auth import rules
 from identity.models import ForwardAuthRule
 

@@ -7,7 +7,7 @@ from flask_login import current_user
 
 from identity.admin import bp
 from identity.admin.guard import admin_password_field, admin_required, confirm
-from identity.auth.forms import Form
+from identity.forms import Form
 from identity.oidc import keys
 
 STATE_ORDER = {"current": 0, "next": 1, "retired": 2}

@@ -7,7 +7,8 @@ import re
 
 from email_validator import EmailNotValidError, validate_email
 
-from identity.auth.forms import BAD_CHARS, USERNAME_RE
+from identity.auth.forms import USERNAME_RE
+from identity.forms import BAD_CHARS
 from identity.names import fold
 from identity.passwords import policy_errors
 

@@ -9,15 +9,8 @@ from wtforms.validators import Length, Optional, ValidationError
 from identity.admin.accounts import password_problems
 from identity.admin.guard import admin_password_field
 from identity.auth import accounts
-from identity.auth.forms import (
-    MAX_FIELD,
-    Form,
-    _strip,
-    clean,
-    email_field,
-    new_password_fields,
-    username_field,
-)
+from identity.auth.forms import email_field, new_password_fields, username_field
+from identity.forms import MAX_FIELD, Form, clean, strip
 from identity.models import User
 from identity.passwords import policy_errors
 
@@ -27,7 +20,7 @@ class CreateUserForm(Form):
     email = email_field()
     name = StringField(
         "Name (optional)",
-        filters=[_strip],
+        filters=[strip],
         validators=[Optional(), clean, Length(max=200, message="Use at most 200 characters.")],
     )
     admin = BooleanField("Administrator")

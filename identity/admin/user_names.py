@@ -13,13 +13,14 @@ from wtforms.validators import Email, Length, Optional, ValidationError
 
 from identity import audit
 from identity.admin import bp
+from identity.admin.accounts import by_id
 from identity.admin.guard import admin_password_field, admin_required, confirm
-from identity.admin.users import _target
 from identity.auth import accounts, verification
-from identity.auth.forms import Form, _strip, clean, username_field
+from identity.auth.forms import username_field
 from identity.auth.signin import local_username
 from identity.connectors import registry
 from identity.extensions import db
+from identity.forms import Form, clean, strip
 from identity.models import Event, User
 from identity.names import fold
 
@@ -34,7 +35,7 @@ class NamesForm(Form):
     username = username_field()
     email = StringField(
         "E-mail address",
-        filters=[_strip],
+        filters=[strip],
         validators=[
             Optional(),
             clean,
@@ -44,7 +45,7 @@ class NamesForm(Form):
     )
     name = StringField(
         "Name",
-        filters=[_strip],
+        filters=[strip],
         validators=[Optional(), clean, Length(max=200, message="Use at most 200 characters.")],
     )
 
@@ -132,7 +133,7 @@ def send_verification(user: User) -> bool:
 @bp.route("/users/<int:user_id>/edit", methods=["GET", "POST"])
 @admin_required
 def users_edit(user_id: int):
-    user = _target(user_id)
+    user = by_id(user_id)
     locked = directory_fields(user)
     form = EditNamesForm(user)
     if not form.is_submitted():

@@ -17,13 +17,13 @@ from sqlalchemy.exc import IntegrityError
 from wtforms import PasswordField
 
 from identity.admin import accounts, bp
-from identity.admin.accounts import MAX_SEARCH, PER_PAGE, label
+from identity.admin.accounts import MAX_SEARCH, PER_PAGE, NotFound, by_id, label
 from identity.admin.guard import admin_required, confirm
 from identity.admin.user_forms import AdminRoleForm, ConfirmForm, CreateUserForm, SetPasswordForm
-from identity.auth.forms import BAD_CHARS, PostForm
 from identity.connectors.registry import registry
 from identity.errors import render_error
 from identity.extensions import db
+from identity.forms import BAD_CHARS, PostForm
 from identity.models import Event, User
 
 # -- pages --------------------------------------------------------------------------------
@@ -33,22 +33,8 @@ def _me() -> User:
     return current_user._get_current_object()
 
 
-MAX_ID = 2**31 - 1  # an INTEGER column: PostgreSQL refuses to compare with more
-
-
-def _target(user_id: int) -> User:
-    user = db.session.get(User, user_id) if user_id <= MAX_ID else None
-    if user is None:
-        raise _NotFound(f"There is no user with id {user_id}.")
-    return user
-
-
-class _NotFound(Exception):
-    pass
-
-
-@bp.errorhandler(_NotFound)
-def _not_found(exc: _NotFound):
+@bp.errorhandler(NotFound)  # accounts.by_id(), on every admin page that names an account
+def _not_found(exc: NotFound):
     return render_error(404, str(exc))
 
 
@@ -128,7 +114,7 @@ def users_show(user_id: int):
     from identity.auth import devices, remember
     from identity.oidc.account_apps import apps_with_access
 
-    user = _target(user_id)
+    user = by_id(user_id)
     events = db.session.scalars(
         select(Event).where(Event.user_id == user.id).order_by(Event.id.desc()).limit(10)
     ).all()
@@ -189,6 +175,17 @@ def _unconfirmed(user: User, action: str, form, refusal: str | None = None, **ex
     return None
 
 
+def _unconfirmed_device(user: User, action: str, kind: str, key: str, gone: str, target: str):
+    """_unconfirmed() for one line of the account's devices (`kind`: "sessions" or
+    "remembered"), which says what it is on the page; `gone` (404) when it is not listed."""
+    from identity.auth import devices
+
+    line = next((d for d in devices.listing(user)[kind] if d.key == key), None)
+    if line is None:
+        return render_error(404, gone)
+    return _unconfirmed(user, action, ConfirmForm(), device=line, target=target)
+
+
 def _done(user: User, message: str | None = None, category: str = "success"):
     """After the action: say so, and back to the account's page (303: a GET follows)."""
     if message:
@@ -209,7 +206,7 @@ def _told(notified: int, sep: str) -> str:
 @bp.route("/users/<int:user_id>/enable", methods=["GET", "POST"])
 @admin_required
 def users_enable(user_id: int):
-    user = _target(user_id)
+    user = by_id(user_id)
     already = None if user.disabled else f"{user.username} is already active."
     if page := _unconfirmed(user, "enable", ConfirmForm(), already):
         return page
@@ -220,7 +217,7 @@ def users_enable(user_id: int):
 @bp.route("/users/<int:user_id>/disable", methods=["GET", "POST"])
 @admin_required
 def users_disable(user_id: int):
-    user = _target(user_id)
+    user = by_id(user_id)
     refusal = accounts.removal_problem(user, "disable", _me())
     if refusal is None and user.disabled:
         refusal = f"{user.username} is already disabled."
@@ -237,7 +234,7 @@ def users_disable(user_id: int):
 @bp.route("/users/<int:user_id>/password", methods=["GET", "POST"])
 @admin_required
 def users_password(user_id: int):
-    user = _target(user_id)
+    user = by_id(user_id)
     form = SetPasswordForm(user)
     if page := _unconfirmed(user, "password", form):
         return page
@@ -254,7 +251,7 @@ def users_password(user_id: int):
 @bp.route("/users/<int:user_id>/reset-link", methods=["GET", "POST"])
 @admin_required
 def users_reset_link(user_id: int):
-    user = _target(user_id)
+    user = by_id(user_id)
     refusal = accounts.reset_link_problem(user)
     if page := _unconfirmed(user, "reset_link", ConfirmForm(), refusal):
         return page
@@ -265,7 +262,7 @@ def users_reset_link(user_id: int):
 @bp.route("/users/<int:user_id>/methods/<int:link_id>/remove", methods=["GET", "POST"])
 @admin_required
 def users_unlink(user_id: int, link_id: int):
-    user = _target(user_id)
+    user = by_id(user_id)
     link = next((link for link in user.links if link.id == link_id), None)
     if link is None:
         return render_error(404, f"That sign-in method is not linked to {user.username}.")
@@ -280,7 +277,7 @@ def users_unlink(user_id: int, link_id: int):
 @bp.route("/users/<int:user_id>/mfa-reset", methods=["GET", "POST"])
 @admin_required
 def users_mfa_reset(user_id: int):
-    user = _target(user_id)
+    user = by_id(user_id)
     none = None if accounts.factors(user) else f"{user.username} has no second factor."
     if page := _unconfirmed(user, "mfa_reset", ConfirmForm(), none):
         return page
@@ -295,7 +292,7 @@ def users_mfa_reset(user_id: int):
 @bp.route("/users/<int:user_id>/sessions", methods=["GET", "POST"])
 @admin_required
 def users_sessions(user_id: int):
-    user = _target(user_id)
+    user = by_id(user_id)
     if page := _unconfirmed(user, "sessions", ConfirmForm()):
         return page
     notified = accounts.end_sessions(user, by=_me().username)
@@ -312,14 +309,10 @@ def users_sessions(user_id: int):
 @admin_required
 def users_end_session(user_id: int, sid: str):
     """End one session of the account (and the remembered device behind it)."""
-    from identity.auth import devices
-
-    user = _target(user_id)
-    line = next((d for d in devices.listing(user)["sessions"] if d.key == sid), None)
-    if line is None:
-        return render_error(404, f"That session of {user.username} has already ended.")
+    user = by_id(user_id)
+    gone = f"That session of {user.username} has already ended."
     target = url_for("admin.users_end_session", user_id=user.id, sid=sid)
-    if page := _unconfirmed(user, "end_session", ConfirmForm(), device=line, target=target):
+    if page := _unconfirmed_device(user, "end_session", "sessions", sid, gone, target):
         return page
     own = session.get("sid") if user.id == _me().id else None
     accounts.end_session(user, sid, keep_sid=own, by=_me().username)
@@ -330,14 +323,10 @@ def users_end_session(user_id: int, sid: str):
 @admin_required
 def users_forget_device(user_id: int, device_id: str):
     """Forget one remembered device of the account, with the sessions it restored."""
-    from identity.auth import devices
-
-    user = _target(user_id)
-    line = next((d for d in devices.listing(user)["remembered"] if d.key == device_id), None)
-    if line is None:
-        return render_error(404, f"That device of {user.username} is already forgotten.")
+    user = by_id(user_id)
+    gone = f"That device of {user.username} is already forgotten."
     target = url_for("admin.users_forget_device", user_id=user.id, device_id=device_id)
-    if page := _unconfirmed(user, "forget_device", ConfirmForm(), device=line, target=target):
+    if page := _unconfirmed_device(user, "forget_device", "remembered", device_id, gone, target):
         return page
     accounts.forget_device(user, device_id, by=_me().username)
     return _done(user, f"That device of {user.username} is forgotten.")
@@ -346,7 +335,7 @@ def users_forget_device(user_id: int, device_id: str):
 @bp.route("/users/<int:user_id>/admin", methods=["GET", "POST"])
 @admin_required
 def users_admin(user_id: int):
-    user = _target(user_id)
+    user = by_id(user_id)
     form = AdminRoleForm()
     if request.method == "GET":
         form.grant.data = "0" if user.is_admin else "1"

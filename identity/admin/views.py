@@ -10,8 +10,8 @@ from wtforms.validators import Length, Optional, ValidationError
 
 from identity.admin import bp, ldap_tester
 from identity.admin.guard import admin_required
-from identity.auth.forms import Form, clean
 from identity.connectors.ldap_connection import Settings
+from identity.forms import Form, clean
 from identity.settings.ldap import template_problem
 
 

@@ -5,4 +5,12 @@ from flask import Blueprint
 
 bp = Blueprint("auth", __name__)
 
-from identity.auth import devices, mfa_views, passkey_views, step_up, views  # noqa: E402,F401  (routes register on bp)
+# Routes register on bp (end_session on the provider's blueprint, identity.oidc.bp).
+from identity.auth import (  # noqa: E402,F401
+    devices,
+    end_session,
+    mfa_views,
+    passkey_views,
+    step_up,
+    views,
+)

@@ -13,9 +13,9 @@ from flask_login import current_user, login_required
 from identity import audit, useragent
 from identity.auth import bp, sessions
 from identity.auth import remember as remember_me
-from identity.auth.forms import PostForm
 from identity.connectors.registry import label
 from identity.extensions import db
+from identity.forms import PostForm
 from identity.models import RememberToken, User
 
 MAX_ID = 2**31 - 1  # an INTEGER column: PostgreSQL refuses to compare with more

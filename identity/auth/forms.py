@@ -2,32 +2,14 @@
 
 from __future__ import annotations
 
-import re
-
-from flask import current_app, request
-from flask_wtf import FlaskForm
-from flask_wtf.form import _Auto, _is_submitted
+from flask import current_app
 from wtforms import BooleanField, HiddenField, PasswordField, StringField
 from wtforms.validators import DataRequired, Email, EqualTo, Length, Regexp, ValidationError
 
+from identity.forms import MAX_FIELD, Form, clean, strip
 from identity.names import fold, normal
 
-# C0/C1 controls, and U+FFFD: what Werkzeug puts where the bytes were not UTF-8.
-BAD_CHARS = re.compile(r"[\x00-\x1f\x7f-\x9f\ufffd]")
 USERNAME_RE = r"^[a-z0-9][a-z0-9._-]*$"
-MAX_FIELD = 4096  # no field needs more; beyond this the form answers "too long" at once
-
-
-def clean(form, field) -> None:
-    if isinstance(field.data, str) and BAD_CHARS.search(field.data):
-        raise ValidationError(
-            "Contains characters that cannot be used (control characters "
-            "or text that is not UTF-8)."
-        )
-
-
-def _strip(value):
-    return value.strip() if isinstance(value, str) else value
 
 
 def _normal(value):
@@ -73,7 +55,7 @@ def username_field(label: str = "Username") -> StringField:
 def email_field() -> StringField:
     return StringField(
         "E-mail address",
-        filters=[_strip],
+        filters=[strip],
         validators=[
             DataRequired("Enter an e-mail address."),
             clean,
@@ -95,17 +77,6 @@ def new_password_fields() -> tuple[PasswordField, PasswordField]:
         ],
     )
     return password, confirm
-
-
-class Form(FlaskForm):
-    """Reads text fields from the form body only. Flask-WTF would also feed uploaded files and
-    JSON values (numbers, lists) to the validators, which expect strings."""
-
-    class Meta:
-        def wrap_formdata(self, form, formdata):
-            if formdata is _Auto:
-                return request.form if _is_submitted() else None
-            return formdata
 
 
 class LoginForm(Form):
@@ -155,7 +126,3 @@ class ResetRequestForm(Form):
 
 class ResetForm(Form):
     password, confirm = new_password_fields()
-
-
-class PostForm(Form):
-    """A form with nothing but its CSRF token (sign out)."""

@@ -10,9 +10,9 @@ from wtforms.validators import DataRequired, Length
 
 from identity import audit
 from identity.auth import bp, mfa, passkeys, reauth, second_step, signin
-from identity.auth.forms import MAX_FIELD, Form, PostForm, clean
 from identity.errors import render_error
 from identity.extensions import db
+from identity.forms import MAX_FIELD, Form, PostForm, clean
 from identity.models import User
 from identity.oidc import app_context
 from identity.security import landing, safe_next

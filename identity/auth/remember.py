@@ -19,6 +19,7 @@ from identity import audit
 from identity.auth import sessions
 from identity.extensions import db, remember_cookie_attributes
 from identity.models import RememberToken, User
+from identity.sweeps import sweep
 
 # A request sent alongside the one that replaced the secret (several tabs restored at once)
 # still carries the old one: within this many seconds it is refused quietly, not as a theft.
@@ -54,7 +55,7 @@ def issue(user: User, *, auth_time: int, amr: list, connector: str) -> str:
     """A new remember-me series for this sign-in, its cookie set on the response (the caller
     commits); returns the series."""
     now = int(time.time())
-    db.session.execute(delete(RememberToken).where(RememberToken.expires_at < now))
+    sweep(RememberToken, RememberToken.expires_at < now)
     series, secret = secrets.token_urlsafe(16), secrets.token_urlsafe(32)
     expires = now + int(current_app.config["REMEMBER_COOKIE_DURATION"].total_seconds())
     db.session.add(

@@ -11,6 +11,7 @@ from sqlalchemy import bindparam, delete, select, update
 
 from identity.extensions import db
 from identity.models import BrowserSession, User
+from identity.sweeps import sweep
 
 # "Last seen" is written at most this often (seconds): never a write per request.
 SEEN_EVERY = 60
@@ -35,9 +36,9 @@ def client_facts() -> dict:
 def start(
     user: User, sid: str, *, auth_time: int, connector: str, series: str | None = None
 ) -> None:
-    """Record a new session (the caller commits); forget those past their lifetime."""
+    """Record a new session (the caller commits); those past their lifetime are swept."""
     now = int(time.time())
-    db.session.execute(delete(BrowserSession).where(BrowserSession.expires_at < now))
+    sweep(BrowserSession, BrowserSession.expires_at < now)
     db.session.add(
         BrowserSession(
             sid=sid,

@@ -14,7 +14,6 @@ from identity.auth.finalize import begin_connect
 from identity.auth.forms import (
     ChangePasswordForm,
     LoginForm,
-    PostForm,
     RegisterForm,
     ResetForm,
     ResetRequestForm,
@@ -35,6 +34,7 @@ from identity.connectors.local import identity_for
 from identity.connectors.registry import registry
 from identity.errors import render_error, wants_json
 from identity.extensions import db
+from identity.forms import PostForm
 from identity.models import User
 from identity.names import fold
 from identity.oidc import app_context

@@ -1,4 +1,5 @@
-"""Apps registered with the provider (Authlib's SQLAlchemy client mixin)."""
+"""The provider's tables: apps, codes, tokens, consents, and back-channel logouts waiting to
+be delivered (the first three on Authlib's SQLAlchemy mixins)."""
 
 from __future__ import annotations
 
@@ -19,9 +20,7 @@ from sqlalchemy.orm import Mapped, mapped_column, relationship
 from identity import acr
 from identity.extensions import db
 from identity.models.users import User, utcnow
-
-# OpenID Connect Core 11: a refresh token usable while the person is away.
-OFFLINE_ACCESS = "offline_access"
+from identity.scopes import OFFLINE_ACCESS
 
 
 def secret_digest(secret: str) -> str:
@@ -37,7 +36,8 @@ class Client(db.Model, OAuth2ClientMixin):
     id: Mapped[int] = mapped_column(primary_key=True)
     # A unique display name, also how admins refer to the app.
     name: Mapped[str] = mapped_column(String(100))
-    # Trusted apps of the organisation: no consent screen.
+    # Trusted apps of the organisation: no consent screen unless the app sends
+    # prompt=consent (its only way to offline_access, which a person must allow).
     skip_consent: Mapped[bool] = mapped_column(default=False)
 
     def check_client_secret(self, client_secret: str) -> bool:

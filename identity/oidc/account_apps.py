@@ -12,19 +12,13 @@ from flask_login import current_user
 from sqlalchemy import select
 
 from identity import audit
-from identity.auth.forms import PostForm
 from identity.errors import render_error
 from identity.extensions import db
+from identity.forms import PostForm
 from identity.models import Client, Consent, Token
 from identity.oidc import bp
 from identity.oidc.tokens import revoke_tokens
-
-SCOPE_SHORT = {
-    "profile": "name",
-    "email": "e-mail",
-    "groups": "groups",
-    "offline_access": "offline access",
-}
+from identity.scopes import short_text
 
 
 def apps_with_access(user) -> list[dict]:
@@ -55,8 +49,7 @@ def apps_with_access(user) -> list[dict]:
         {
             "client_id": client_id,
             "name": names[client_id],
-            "scope": ", ".join(SCOPE_SHORT.get(s, s) for s in sorted(granted) if s != "openid")
-            or "who you are",
+            "scope": ", ".join(filter(None, map(short_text, sorted(granted)))) or "who you are",
             "since": since.get(client_id),
         }
         for client_id, granted in sorted(scopes.items(), key=lambda kv: names.get(kv[0], ""))

@@ -23,26 +23,18 @@ from flask_login import current_user
 from sqlalchemy import select
 
 from identity import acr, audit
-from identity.auth.forms import PostForm
 from identity.connectors import ConnectorError, LockedOut
 from identity.errors import render_error
 from identity.extensions import db
+from identity.forms import PostForm
 from identity.models import Client, Consent
-from identity.models.oauth import OFFLINE_ACCESS
 from identity.oidc import app_context, authorize_rules, bp, recheck, subjects
-from identity.oidc.claims import session_auth_time, without_offline_access
+from identity.oidc.claims import session_auth_time
 from identity.oidc.server import server
 from identity.oidc.validation import id_token_hint_claims
+from identity.scopes import OFFLINE_ACCESS, consent_text, without_offline_access
 
 log = logging.getLogger("identity.oidc")
-
-SCOPE_TEXT = {
-    "openid": "Know who you are (your account's identifier)",
-    "profile": "Your name and username",
-    "email": "Your e-mail address",
-    "groups": "The groups you belong to",
-    "offline_access": "Stay connected when you are not using it",
-}
 
 
 class DirectoryUnavailableError(OAuth2Error):
@@ -213,7 +205,7 @@ def authorize():
             "oidc/consent.html",
             client=client,
             app=app_context.for_client(client, redirect_uri),
-            scopes=[(s, SCOPE_TEXT.get(s, s)) for s in scope.split()],
+            scopes=[(s, consent_text(s)) for s in scope.split()],
             form=PostForm(),
             action=request.full_path,
         )

@@ -11,8 +11,8 @@ from authlib.oidc.core import UserInfo
 from flask import current_app, session
 
 from identity.models import Client, User
-from identity.models.oauth import OFFLINE_ACCESS
 from identity.oidc import subjects
+from identity.scopes import SCOPES
 
 log = logging.getLogger("identity.oidc")
 
@@ -24,23 +24,19 @@ def issuer() -> str:
 def user_claims(user: User, scope: str, client: Client | None) -> UserInfo:
     """The claims `client` sees about a person, by the scopes it was granted (its `sub`:
     identity.oidc.subjects)."""
-    scopes = set(scope.split())
+    granted = set(scope.split())
+    known = {  # None: the person has none, and the claim is left out
+        "name": user.name or None,
+        "preferred_username": user.username,
+        "email": user.email or None,
+        "email_verified": bool(user.email_verified) if user.email else None,
+        "groups": list(user.groups or []),
+    }
     info = UserInfo(sub=subjects.subject_for(client, user))
-    if "profile" in scopes:
-        info["preferred_username"] = user.username
-        if user.name:
-            info["name"] = user.name
-    if "email" in scopes and user.email:
-        info["email"] = user.email
-        info["email_verified"] = bool(user.email_verified)
-    if "groups" in scopes:
-        info["groups"] = list(user.groups or [])
+    for row in SCOPES:
+        if row.name in granted:
+            info.update({c: known[c] for c in row.claims if known[c] is not None})
     return info
-
-
-def without_offline_access(scope: str) -> str:
-    """`scope` without `offline_access` (OpenID Connect Core 11: ignored unless consented)."""
-    return " ".join(s for s in scope.split() if s != OFFLINE_ACCESS)
 
 
 def client_algorithm(client: Client) -> str:

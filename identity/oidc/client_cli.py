@@ -12,9 +12,10 @@ from sqlalchemy import select
 from identity.cli import Group
 from identity.extensions import db
 from identity.models import Client
-from identity.oidc.client_rules import GRANT_TYPES, SCOPES, ClientError
+from identity.oidc.client_rules import GRANT_TYPES, ClientError
 from identity.oidc.clients import UNCHANGED, create, delete, find, rotate_secret, update
 from identity.oidc.subjects import SUBJECT_TYPES
+from identity.scopes import NAMES as SCOPES
 
 client_cli = Group("client", help="Apps that sign people in with this IdP.")
 

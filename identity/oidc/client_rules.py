@@ -15,11 +15,10 @@ from identity import acr
 from identity.extensions import db
 from identity.models import Client
 from identity.oidc.subjects import SUBJECT_TYPES, sector
+from identity.scopes import NAMES as SCOPES
 
 GRANT_TYPES = ("authorization_code", "refresh_token", "client_credentials")
-SCOPES = ("openid", "profile", "email", "groups", "offline_access")
 DEFAULT_GRANTS = ("authorization_code", "refresh_token")
-DEFAULT_SCOPES = ("openid", "profile", "email")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 LOOPBACK_NAMES = {"localhost"}
 CLIENT_AUTH_METHODS = ["client_secret_basic", "client_secret_post", "none"]

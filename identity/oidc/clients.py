@@ -16,7 +16,6 @@ from identity.extensions import db
 from identity.models import AuthorizationCode, Client, Consent, Token
 from identity.models.oauth import secret_digest
 from identity.oidc.client_rules import (
-    DEFAULT_SCOPES,
     ClientError,
     check_acr,
     check_backchannel_uri,
@@ -30,6 +29,7 @@ from identity.oidc.client_rules import (
 )
 from identity.oidc.subjects import sector
 from identity.oidc.tokens import revoke_tokens
+from identity.scopes import DEFAULTS as DEFAULT_SCOPES
 
 
 def create(
@@ -115,7 +115,9 @@ def find(client_id_or_name: str) -> Client:
 
 def rotate_secret(client: Client, *, by: str | None = None) -> str:
     """A new secret for a confidential app (returned once; only its digest is stored): the
-    old one stops working at once. Tokens already issued stay valid until they expire."""
+    old one stops working at once in this process, and in the others within
+    IDP_CLIENT_CACHE_SECONDS (identity.oidc.client_cache). Tokens already issued stay valid
+    until they expire."""
     if client.public:
         raise ClientError(f"{client.name} is a public app: it has no secret")
     secret = secrets.token_urlsafe(32)
@@ -146,8 +148,8 @@ def update(
     None removes it), validated as at registration. Returns {field: {"old", "new"}} for what
     actually changed; nothing is stored when anything is wrong (ClientError says what).
 
-    Redirect URIs are read from the database on every request: a removed one stops working
-    at once."""
+    A change (a removed redirect URI, say) takes effect at once in this process, and in the
+    others within IDP_CLIENT_CACHE_SECONDS (identity.oidc.client_cache)."""
     meta = client.as_dict()
     wanted: dict[str, object] = {}
     if name is not None:
@@ -210,8 +212,9 @@ def update(
 
 
 def delete(client: Client, *, by: str | None = None) -> dict[str, int]:
-    """Remove an app: its tokens are revoked (an access token it holds stops working at
-    once), its consents and pending codes removed, then the registration itself."""
+    """Remove an app: its tokens are revoked (refused at once by userinfo and introspection;
+    an API that checks a JWT access token offline accepts it until it expires), its consents
+    and pending codes removed, then the registration itself."""
     client_id = client.client_id
     revoked = revoke_tokens(Token.client_id == client_id)
     consents = db.session.execute(sa_delete(Consent).where(Consent.client_id == client_id)).rowcount

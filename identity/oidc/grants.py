@@ -33,10 +33,11 @@ from identity.oidc.claims import (
     issuer,
     session_auth_time,
     user_claims,
-    without_offline_access,
 )
 from identity.oidc.client_rules import CLIENT_AUTH_METHODS, CONFIDENTIAL_AUTH_METHODS
-from identity.oidc.tokens import code_grant_id, revoke_grant, sweep
+from identity.oidc.tokens import code_grant_id, revoke_grant
+from identity.scopes import without_offline_access
+from identity.sweeps import sweep
 
 log = logging.getLogger("identity.oidc")
 
@@ -68,6 +69,15 @@ SPEND_REFRESH = (
     .values(refresh_token_used_at=bindparam("now"))
     .returning(*_tokens.c)
 )
+
+
+def _spend(statement, digest: str, client: Client):
+    """Run SPEND_CODE or SPEND_REFRESH for this digest and app, committed at once: the row
+    as it was spent, or None when there was nothing to spend (or another request won)."""
+    params = {"digest": digest, "app": client.client_id, "now": int(time.time())}
+    spent = db.session.connection().execute(statement, params).first()
+    db.session.commit()
+    return spent
 
 
 class S256Challenge(CodeChallenge):
@@ -144,15 +154,7 @@ class AuthorizationCodeGrant(grants.AuthorizationCodeGrant):
         """Spend the code, atomically: of any number of concurrent redemptions one wins.
         A code spent before is a replay: every token issued from it is revoked."""
         digest = token_digest(code)
-        spent = (
-            db.session.connection()
-            .execute(
-                SPEND_CODE,
-                {"digest": digest, "app": client.client_id, "now": int(time.time())},
-            )
-            .first()
-        )
-        db.session.commit()
+        spent = _spend(SPEND_CODE, digest, client)
         if spent is None:
             row = db.session.scalar(
                 select(AuthorizationCode).where(
@@ -261,15 +263,7 @@ class RefreshTokenGrant(grants.RefreshTokenGrant):
         copied: the whole grant (every access and refresh token from the same sign-in) ends."""
         client = self.request.client
         digest = token_digest(refresh_token)
-        spent = (
-            db.session.connection()
-            .execute(
-                SPEND_REFRESH,
-                {"digest": digest, "app": client.client_id, "now": int(time.time())},
-            )
-            .first()
-        )
-        db.session.commit()
+        spent = _spend(SPEND_REFRESH, digest, client)
         if spent is not None:
             row = Token(**spent._asdict())  # as it is now; read, never written
             asked = set((self.request.payload.scope or "").split())

@@ -30,10 +30,10 @@ from sqlalchemy import bindparam, delete, select, update
 from identity import audit
 from identity.extensions import db
 from identity.models import Client, LogoutDelivery, Token
-from identity.models.oauth import OFFLINE_ACCESS
 from identity.oidc import destinations, keys, subjects
 from identity.oidc.claims import client_algorithm
 from identity.oidc.tokens import revoke_tokens
+from identity.scopes import OFFLINE_ACCESS
 
 log = logging.getLogger("identity.oidc")
 

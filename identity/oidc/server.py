@@ -15,10 +15,10 @@ from authlib.oauth2.rfc9207 import IssuerParameter
 from flask import Flask, current_app
 from joserfc.errors import SecurityWarning
 
+from identity import scopes
 from identity.models import Client
 from identity.oidc import client_cache
 from identity.oidc.claims import issuer
-from identity.oidc.client_rules import SCOPES
 from identity.oidc.grants import (
     AuthorizationCodeGrant,
     ClientCredentialsGrant,
@@ -64,7 +64,7 @@ def init_app(app: Flask) -> AuthorizationServer:
     authorization = Server(
         app, query_client=query_client, save_token=lambda token, request: save_token(token, request)
     )
-    authorization.scopes_supported = list(SCOPES)
+    authorization.scopes_supported = list(scopes.NAMES)
     generator = AccessTokenGenerator(
         issuer=app.config["ISSUER"].rstrip("/"),
         alg=app.config["SIGNING_ALGORITHMS"][0],

@@ -1,8 +1,8 @@
 """Tokens issued, recorded, revoked and pruned.
 
 RFC 9068 JWT access tokens and rotating refresh tokens, each recorded (by `jti`, by digest)
-with the grant it belongs to, revoked by grant or by condition, and the bounded sweeps that
-prune spent codes and tokens."""
+with the grant it belongs to, revoked by grant or by condition, and which spent rows may go
+(pruned by identity.sweeps)."""
 
 from __future__ import annotations
 
@@ -14,17 +14,16 @@ import time
 from authlib.oauth2.rfc9068 import JWTBearerTokenGenerator
 from flask import current_app
 from joserfc.jwk import KeySet
-from sqlalchemy import delete, select, update
+from sqlalchemy import select, update
 
 from identity import audit
 from identity.extensions import db
 from identity.models import AuthorizationCode, Token
 from identity.models.oauth import token_digest
 from identity.oidc import keys, subjects
+from identity.sweeps import sweep
 
 TOKEN_KEPT = 3600  # seconds a token row is kept after the last moment it could matter
-SWEEP_INTERVAL = 60  # seconds between two sweeps of one table, per process
-SWEEP_BATCH = 1000  # rows deleted at most per sweep: a short transaction, a short lock
 
 
 class AccessTokenGenerator(JWTBearerTokenGenerator):
@@ -51,27 +50,6 @@ def _unverified_claims(token: str) -> dict:
     """The payload of a JWT we just signed ourselves (for its jti and exp)."""
     payload = token.split(".")[1]
     return json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
-
-
-def sweep(model, *conditions) -> int:
-    """Delete at most SWEEP_BATCH rows of `model` matching `conditions`, in the caller's
-    transaction, at most once every SWEEP_INTERVAL seconds per process and table (looked for
-    on the hot path, but not at every request); a full batch makes the next call sweep again.
-    Returns how many rows went."""
-    sweeps = current_app.extensions.setdefault("idp.sweeps", {})
-    if time.monotonic() < sweeps.get(model.__tablename__, 0.0):
-        return 0
-    ids = select(model.id).where(*conditions).limit(SWEEP_BATCH)
-    # A subquery of ids: DELETE ... LIMIT is neither standard nor in PostgreSQL.
-    deleted = db.session.execute(
-        delete(model)
-        .where(model.id.in_(ids.scalar_subquery()))
-        .execution_options(synchronize_session=False)
-    ).rowcount
-    sweeps[model.__tablename__] = (
-        0.0 if deleted >= SWEEP_BATCH else time.monotonic() + SWEEP_INTERVAL
-    )
-    return deleted
 
 
 def prunable_tokens(now: int) -> tuple:

@@ -1,7 +1,7 @@
 """The provider's endpoints for apps, beside /authorize.
 
-Discovery, keys, token, userinfo, introspection, revocation (Authlib validates and answers),
-and end_session (the person confirms)."""
+Discovery, keys, token, userinfo, introspection, revocation (Authlib validates and answers).
+/end_session, which signs the person out, is identity.auth.end_session."""
 
 from __future__ import annotations
 
@@ -10,19 +10,13 @@ import base64
 from authlib.oauth2 import OAuth2Error
 from authlib.oauth2.rfc6749.errors import MissingAuthorizationError
 from authlib.oauth2.rfc6750.errors import InvalidTokenError
-from flask import current_app, jsonify, render_template, request
-from flask_login import current_user
-from flask_wtf.csrf import validate_csrf
-from wtforms.validators import ValidationError
+from flask import current_app, jsonify, request
 
-from identity import acr, audit
-from identity.auth.forms import PostForm
-from identity.auth.signin import sign_out
-from identity.errors import render_error
-from identity.extensions import csrf, db
+from identity import acr, scopes
+from identity.extensions import csrf
 from identity.oidc import authorize_rules, bp, client_cache, keys, subjects
 from identity.oidc.claims import issuer, user_claims
-from identity.oidc.client_rules import CLIENT_AUTH_METHODS, SCOPES
+from identity.oidc.client_rules import CLIENT_AUTH_METHODS
 from identity.oidc.server import server
 from identity.throttle import SLOW_DOWN, throttle
 
@@ -40,7 +34,7 @@ def discovery():
         "introspection_endpoint": f"{base}/introspect",
         "revocation_endpoint": f"{base}/revoke",
         "end_session_endpoint": f"{base}/end_session",
-        "scopes_supported": list(SCOPES),
+        "scopes_supported": list(scopes.NAMES),
         "response_types_supported": ["code"],
         "response_modes_supported": authorize_rules.RESPONSE_MODES,
         "grant_types_supported": ["authorization_code", "refresh_token", "client_credentials"],
@@ -62,11 +56,7 @@ def discovery():
             "acr",
             "sid",
             "at_hash",
-            "name",
-            "preferred_username",
-            "email",
-            "email_verified",
-            "groups",
+            *scopes.CLAIMS,
         ],
         "prompt_values_supported": ["none", "login", "consent"],
         "acr_values_supported": acr.SUPPORTED,
@@ -189,45 +179,3 @@ def introspect():
 @csrf.exempt
 def revoke():
     return server().create_endpoint_response("revocation")
-
-
-# -- signing out --------------------------------------------------------------------------
-
-
-@bp.route("/end_session", methods=["GET", "POST"])
-@csrf.exempt  # apps may POST here (RP-Initiated Logout); our own confirmation form is checked
-def end_session():
-    try:
-        ending = server().validate_endpoint_request("end_session")
-    except OAuth2Error as error:
-        return render_error(400, f"This sign-out request is not valid: {error.description}")
-    confirmed = False
-    if request.method == "POST" and "csrf_token" in request.form:
-        try:
-            validate_csrf(request.form["csrf_token"])
-        except ValidationError:
-            return render_error(400, "This form has expired. Reload the page and try again.")
-        confirmed = True
-    # Without a hint, or with a hint about someone else than who is signed in here, the
-    # person decides (a link from anywhere must not sign them out unasked).
-    someone_else = (
-        ending.id_token_claims is not None
-        and current_user.is_authenticated
-        and ending.id_token_claims.get("sub") != subjects.subject_for(ending.client, current_user)
-    )
-    if (
-        (ending.needs_confirmation or someone_else)
-        and not confirmed
-        and current_user.is_authenticated
-    ):
-        return render_template(
-            "oidc/end_session.html", client=ending.client, form=PostForm(), action=request.full_path
-        )
-    if current_user.is_authenticated:
-        audit.record("signout", current_user._get_current_object(), via="end_session")
-        db.session.commit()
-    response = server().create_endpoint_response("end_session", ending)
-    sign_out()
-    if response is not None and response.status_code == 302:
-        return response
-    return render_template("oidc/signed_out.html", client=ending.client)
