@@ -39,6 +39,11 @@ class Config:
     # Where `python idp.py` listens.
     HOST = "localhost"
     PORT = 5000
+    # Where the production server (`make serve`, identity/serve.py) listens, plain HTTP for
+    # the TLS proxy in front: host:port or [IPv6]:port.
+    BIND = "127.0.0.1:8000"
+    # Its worker processes, each answering one request at a time. 0: one per CPU core.
+    WORKERS = 0
     # SQLAlchemy URL. Unset: SQLite at instance/idp.sqlite3. PostgreSQL:
     # postgresql+psycopg://user:password@host/dbname
     DATABASE_URL: str | None = None
@@ -240,6 +245,7 @@ def load(app: Any, overrides: dict[str, Any] | None = None) -> None:
         refuse_insecure_production,
     )
     from identity.settings.rate_limits import throttle_settings
+    from identity.settings.server import server_settings
 
     app.config.from_object(Config)
     app.config.from_prefixed_env("IDP")
@@ -303,6 +309,7 @@ def load(app: Any, overrides: dict[str, Any] | None = None) -> None:
         raise ConfigError("IDP_METRICS_TOKEN must be at least 32 characters")
     ldap_settings(cfg)
     throttle_settings(cfg)
+    server_settings(cfg)
     # What production was told to accept anyway; create_app logs each as an error.
     cfg["INSECURE_ALLOWED"] = (
         insecure_production_settings(cfg) if cfg["ENV"] == "production" else []
