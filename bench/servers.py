@@ -27,17 +27,17 @@ import threading
 import time
 from pathlib import Path
 
-from _common import ROOT, VENV_BIN, BenchError, free_port, pct
+from _common import ROOT, VENV_BIN, BenchError, free_port, pct, proc_cpu_seconds
 from oidc import prepare
 
 WORKERS = 2
 CANDIDATES = {
     "gunicorn-sync": lambda port: [
-        str(VENV_BIN / "gunicorn"), "-c", "gunicorn.conf.py", "--workers", str(WORKERS),
+        str(VENV_BIN / "gunicorn"), "--workers", str(WORKERS),
         "--bind", f"127.0.0.1:{port}", "--log-level", "warning", "idp:app",
     ],
     "gunicorn-gthread": lambda port: [
-        str(VENV_BIN / "gunicorn"), "-c", "gunicorn.conf.py", "--workers", str(WORKERS),
+        str(VENV_BIN / "gunicorn"), "--workers", str(WORKERS),
         "--worker-class", "gthread", "--threads", "4",
         "--bind", f"127.0.0.1:{port}", "--log-level", "warning", "idp:app",
     ],
@@ -144,7 +144,24 @@ def slow_run(port: int, count: int, seconds: float) -> dict:
     return {"sent": sent, "ok": ok, "p99_ms": pct(lat, 99)}  # pct: milliseconds
 
 
-def ab(port: int, seconds: float, path: str, post: Path | None, auth: str | None) -> float:
+def group_cpu(pgid: int) -> float:
+    """user+sys CPU seconds of every live process of a process group (server and workers)."""
+    total = 0.0
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[2]) == pgid:
+                total += proc_cpu_seconds(int(entry.name))
+    return total
+
+
+def ab(
+    port: int, seconds: float, path: str, post: Path | None, auth: str | None, pgid: int
+) -> tuple[float, float]:
+    """(requests per second, server CPU milliseconds per request)."""
     cmd = ["ab", "-q", "-k", "-c", "8", "-t", str(seconds), "-n", "10000000", "-s", "10"]
     for k, v in HEADERS.items():
         cmd += ["-H", f"{k}: {v}"]
@@ -152,15 +169,18 @@ def ab(port: int, seconds: float, path: str, post: Path | None, auth: str | None
         cmd += ["-p", str(post), "-T", "application/x-www-form-urlencoded"]
     if auth:
         cmd += ["-H", f"Authorization: {auth}"]
+    cpu = group_cpu(pgid)
     out = subprocess.run(
         [*cmd, f"http://127.0.0.1:{port}{path}"], capture_output=True, text=True, timeout=120
     ).stdout
+    cpu = group_cpu(pgid) - cpu
     rate = re.search(r"Requests per second:\s+([\d.]+)", out)
     failed = re.search(r"Failed requests:\s+(\d+)", out)
     non2xx = re.search(r"Non-2xx responses:\s+(\d+)", out)
     if not rate or (failed and int(failed.group(1))) or non2xx:
         raise BenchError(f"ab on {path}: {out[-600:]}")
-    return float(rate.group(1))
+    done = int(re.search(r"Complete requests:\s+(\d+)", out).group(1))
+    return float(rate.group(1)), 1000 * cpu / max(done, 1)
 
 
 def main() -> int:
@@ -180,17 +200,24 @@ def main() -> int:
             proc = start(name, env, port, Path(tmp) / f"{name}.log")
             try:
                 slow = slow_run(port, args.slow, args.seconds)
-                health = ab(port, args.seconds, "/healthz", None, None)
-                cc = ab(port, args.seconds, "/token", body, service_app.basic)
+                health = ab(port, args.seconds, "/healthz", None, None, proc.pid)
+                cc = ab(port, args.seconds, "/token", body, service_app.basic, proc.pid)
             finally:
                 stop(proc)
             rows.append((name, slow, health, cc))
-            print(f"{name}: {slow}, healthz {health:.0f}/s, cc {cc:.0f}/s", flush=True)
+            print(f"{name}: {slow}, healthz {health}, cc {cc}", flush=True)
     print(f"\n{args.slow} slow clients, {args.seconds:.0f} s windows, {WORKERS} workers each")
-    print(f"{'server':18} {'answered':>12} {'p99 ms':>8} {'healthz/s':>10} {'cc/s':>7}")
+    print("(ms CPU/req: the server's processes' user+sys CPU per answered request)")
+    print(
+        f"{'server':18} {'answered':>12} {'p99 ms':>8} {'healthz/s':>10} {'ms CPU/req':>10}"
+        f" {'cc/s':>7} {'ms CPU/req':>10}"
+    )
     for name, slow, health, cc in rows:
         answered = f"{slow['ok']}/{slow['sent']}"
-        print(f"{name:18} {answered:>12} {slow['p99_ms']:8.1f} {health:10.0f} {cc:7.0f}")
+        print(
+            f"{name:18} {answered:>12} {slow['p99_ms']:8.1f} {health[0]:10.0f} {health[1]:10.3f}"
+            f" {cc[0]:7.0f} {cc[1]:10.3f}"
+        )
     return 0
 
 

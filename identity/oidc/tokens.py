@@ -10,6 +10,7 @@ import base64
 import json
 import secrets
 import time
+from collections.abc import Callable
 
 from authlib.oauth2.rfc9068 import JWTBearerTokenGenerator
 from flask import current_app
@@ -53,15 +54,16 @@ def _unverified_claims(token: str) -> dict:
     return json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
 
 
-def sweep(model, *conditions) -> int:
-    """Delete at most SWEEP_BATCH rows of `model` matching `conditions`, in the caller's
+def sweep(model, conditions: Callable[[], tuple]) -> int:
+    """Delete at most SWEEP_BATCH rows of `model` matching `conditions()`, in the caller's
     transaction, at most once every SWEEP_INTERVAL seconds per process and table (looked for
     on the hot path, but not at every request); a full batch makes the next call sweep again.
-    Returns how many rows went."""
+    The conditions are built only when a sweep is due (building them cost more than the
+    rest of a token's storage). Returns how many rows went."""
     sweeps = current_app.extensions.setdefault("idp.sweeps", {})
     if time.monotonic() < sweeps.get(model.__tablename__, 0.0):
         return 0
-    ids = select(model.id).where(*conditions).limit(SWEEP_BATCH)
+    ids = select(model.id).where(*conditions()).limit(SWEEP_BATCH)
     # A subquery of ids: DELETE ... LIMIT is neither standard nor in PostgreSQL.
     deleted = db.session.execute(
         delete(model)
@@ -135,7 +137,7 @@ def save_token(token: dict, request) -> None:
             ),
         },
     )
-    sweep(Token, *prunable_tokens(now))
+    sweep(Token, lambda: prunable_tokens(now))
     audit.insert(
         # A refresh is its own event: the grant goes on, no one signed in again.
         "token.refreshed" if previous is not None else "token.issued",
