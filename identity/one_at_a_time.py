@@ -33,11 +33,15 @@ class OneAtATime:
 
     def __call__(self, environ: dict[str, Any], start_response: Callable) -> list[bytes]:
         length = environ.get("CONTENT_LENGTH") or ""
-        if length.isascii() and length.isdigit() and 0 < int(length) <= self.max_body:
-            # Longer bodies are not read: the app refuses them from the header (413).
-            body = environ["wsgi.input"].read(int(length))
-            environ["wsgi.input"] = io.BytesIO(body)
-            environ["CONTENT_LENGTH"] = str(len(body))
+        if length.isascii() and length.isdigit():
+            if 0 < int(length) <= self.max_body:
+                # Longer bodies are not read: the app refuses them from the header (413).
+                self._buffer(environ, environ["wsgi.input"].read(int(length)))
+        elif "chunked" in environ.get("HTTP_TRANSFER_ENCODING", "").lower():
+            # No length: one byte more than allowed tells the app to refuse it (413).
+            self._buffer(environ, environ["wsgi.input"].read(self.max_body + 1))
+            environ.pop("HTTP_TRANSFER_ENCODING")
+            environ.pop("wsgi.input_terminated", None)
         with self.lock:
             result = self.app(environ, start_response)
             try:
@@ -46,3 +50,8 @@ class OneAtATime:
                 close = getattr(result, "close", None)
                 if close is not None:
                     close()
+
+    @staticmethod
+    def _buffer(environ: dict[str, Any], body: bytes) -> None:
+        environ["wsgi.input"] = io.BytesIO(body)
+        environ["CONTENT_LENGTH"] = str(len(body))

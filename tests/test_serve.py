@@ -101,8 +101,14 @@ def test_slow_clients_do_not_stall_other_requests(server):
     )
     # Four times as many slow clients as workers: each of gunicorn's sync workers took one
     # and waited for the rest of it, and nobody else got an answer.
+    partial_chunks = (
+        b"POST /token HTTP/1.1\r\nHost: localhost\r\nX-Forwarded-Proto: https\r\n"
+        b"Content-Type: application/x-www-form-urlencoded\r\nTransfer-Encoding: chunked\r\n"
+        b"\r\n5\r\ngrant\r\n"
+    )
     slow = [slow_client(port, partial_headers) for _ in range(8)]
     slow += [slow_client(port, partial_body) for _ in range(8)]
+    slow += [slow_client(port, partial_chunks) for _ in range(8)]
     try:
         for s in slow:  # one more byte each, as a client dribbling its request
             s.sendall(b"b")
@@ -121,6 +127,21 @@ def test_slow_clients_do_not_stall_other_requests(server):
                 timeout=STALLED,
             )
             assert token.status_code == 401 and token.json()["error"] == "invalid_client"
+            chunked = requests.post(  # a body of unknown length, sent whole
+                f"{base}/token",
+                data=iter([b"grant_type=", b"client_credentials"]),
+                headers={**HTTPS, "Content-Type": "application/x-www-form-urlencoded"},
+                auth=("nobody", "wrong"),
+                timeout=STALLED,
+            )
+            assert chunked.status_code == 401 and chunked.json()["error"] == "invalid_client"
+        too_long = requests.post(
+            f"{base}/token",
+            data=iter([b"grant_type=client_credentials&x=", b"x" * 70_000]),
+            headers={**HTTPS, "Content-Type": "application/x-www-form-urlencoded"},
+            timeout=STALLED,
+        )
+        assert too_long.status_code == 413
     finally:
         for s in slow:
             s.close()
@@ -237,3 +258,24 @@ def test_bodies_are_read_side_by_side_and_the_app_runs_one_request_at_a_time():
     big = io.BytesIO(b"x" * 11)
     wrapped({"CONTENT_LENGTH": "11", "wsgi.input": big}, lambda *_: None)
     assert seen[-1] == b"x" * 11 and big.tell() == 11  # read by the app, not before
+
+
+def test_a_chunked_body_is_read_before_the_app_and_refused_past_the_limit():
+    import io
+
+    from identity.one_at_a_time import OneAtATime
+
+    seen = []
+
+    def app(environ, start_response):
+        seen.append((environ["CONTENT_LENGTH"], environ["wsgi.input"].read()))
+        start_response("200 OK", [])
+        return [b""]
+
+    wrapped = OneAtATime(app, max_body=10)
+    for body in (b"short", b"x" * 50):
+        environ = {"HTTP_TRANSFER_ENCODING": "chunked", "wsgi.input": io.BytesIO(body)}
+        wrapped(environ, lambda *_: None)
+        assert "HTTP_TRANSFER_ENCODING" not in environ
+    # The app sees a length: within the limit the body, past it one byte more (then 413).
+    assert seen == [("5", b"short"), ("11", b"x" * 11)]
