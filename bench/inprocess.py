@@ -1,4 +1,4 @@
-"""CPU per operation inside one process, without gunicorn, sockets or a load generator: the
+"""CPU per operation inside one process, without a server, sockets or a load generator: the
 service's own cost, steadier than rates on a shared machine, and the place to profile.
 
     .venv/bin/python bench/inprocess.py [-n 600] [--ops healthz,cc,...] [--profile OP]
