@@ -1,15 +1,15 @@
-# The IdP as a container: gunicorn behind your TLS proxy. Build: docker build -t idp .
+# The IdP as a container: granian (make serve) behind your TLS proxy. Build: docker build -t idp .
 FROM python:3.11-slim-bookworm
 
 ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 \
-    IDP_ENV=production IDP_LOG_FORMAT=json IDP_BIND=0.0.0.0:8000 \
+    IDP_ENV=production IDP_LOG_FORMAT=json IDP_BIND=0.0.0.0:8000 IDP_TRUSTED_PROXIES=1 \
     IDP_VENV_BIN=/opt/venv/bin PATH=/opt/venv/bin:$PATH
 
 WORKDIR /app
 COPY requirements.txt .
 RUN python -m venv /opt/venv && /opt/venv/bin/pip install --no-cache-dir -r requirements.txt
 
-COPY idp.py config.py gunicorn.conf.py ./
+COPY idp.py config.py ./
 COPY identity/ identity/
 COPY templates/ templates/
 COPY deploy/entrypoint.sh deploy/entrypoint.sh

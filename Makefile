@@ -14,12 +14,18 @@ PY := $(VENV)/bin/python
 # counts as there when an installed package provides it (NodeSource's nodejs provides npm).
 TEST_DEBS := chromium libnss3-tools slapd ldap-utils nodejs npm redis-server apache2 libapache2-mod-auth-openidc nginx caddy docker-compose
 
-.PHONY: run demo install python test test-deps lint screenshots bench bench-quick bench-signin bench-ldap bench-oidc clean
+.PHONY: run serve demo install python test test-deps lint screenshots bench bench-quick bench-signin bench-ldap bench-oidc clean
 
 # idp.py checks the port, sets up as `flask setup` does, and shows the demo admin's
 # password last, just before it listens.
 run: install
 	$(PY) idp.py
+
+# Production: the schema brought up to date, then granian on IDP_BIND (127.0.0.1:8000) with
+# IDP_WORKERS processes, plain HTTP for the TLS proxy in front (identity/serve.py). The
+# Dockerfile runs the same script.
+serve: install
+	IDP_VENV_BIN=$(VENV)/bin deploy/entrypoint.sh
 
 # The IdP and an app that signs in with it (examples/flask_app) side by side; Ctrl-C stops both.
 demo: install

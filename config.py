@@ -40,6 +40,11 @@ class Config:
     # Where `python idp.py` listens.
     HOST = "localhost"
     PORT = 5000
+    # Where the production server (`make serve`, identity/serve.py) listens, plain HTTP for
+    # the TLS proxy in front: host:port or [IPv6]:port.
+    BIND = "127.0.0.1:8000"
+    # Its worker processes, each answering one request at a time. 0: one per CPU core.
+    WORKERS = 0
     # SQLAlchemy URL. Unset: SQLite at instance/idp.sqlite3. PostgreSQL:
     # postgresql+psycopg://user:password@host/dbname
     DATABASE_URL: str | None = None
@@ -271,6 +276,7 @@ def load(app: Any, overrides: dict[str, Any] | None = None) -> None:
         refuse_insecure_production,
     )
     from identity.settings.rate_limits import throttle_settings
+    from identity.settings.server import server_settings
 
     app.config.from_object(Config)
     app.config.from_prefixed_env("IDP")
@@ -337,6 +343,7 @@ def load(app: Any, overrides: dict[str, Any] | None = None) -> None:
     throttle_settings(cfg)
     brand_settings(cfg, app.static_folder)
     forward_auth_settings(cfg)
+    server_settings(cfg)
     # What production was told to accept anyway; create_app logs each as an error.
     cfg["INSECURE_ALLOWED"] = (
         insecure_production_settings(cfg) if cfg["ENV"] == "production" else []

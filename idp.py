@@ -1,4 +1,4 @@
-"""Entry point: `app` for gunicorn and `flask --app idp`; `python idp.py` serves HTTPS."""
+"""Entry point: `app` for `make serve` and `flask --app idp`; `python idp.py` serves HTTPS."""
 
 import sys
 

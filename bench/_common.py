@@ -1,8 +1,8 @@
 """Shared pieces of the benchmarks (signin.py, ldap_signin.py, oidc.py).
 
-gunicorn in its own process group, the GET+POST /login client, client threads repeating an
-operation over a common window, CPU accounting from /proc, a timed loop in N processes for
-the raw ceilings, percentiles. Linux only (/proc).
+The production server (granian) in its own process group, the GET+POST /login client,
+client threads repeating an operation over a common window, CPU accounting from /proc, a
+timed loop in N processes for the raw ceilings, percentiles. Linux only (/proc).
 """
 
 from __future__ import annotations
@@ -263,34 +263,27 @@ def measure_processes(
 
 
 class Service:
-    """gunicorn in its own process group; stop() always ends it (and its workers)."""
+    """The production server (`make serve`: granian) in its own process group; stop()
+    always ends it (and its workers)."""
 
     def __init__(self, env: dict[str, str], port: int, log_path: Path, workers: int = WORKERS):
         self.port = port
         self.workers = workers
         self.log_path = log_path
         if "PROMETHEUS_MULTIPROC_DIR" not in env:
-            # gunicorn.conf.py would make one in /tmp for every start and leave it behind.
+            # identity/serve.py would make one in /tmp for every start (and remove it).
             metrics = log_path.parent / f"metrics-{port}"
             metrics.mkdir(exist_ok=True)
             env = {**env, "PROMETHEUS_MULTIPROC_DIR": str(metrics)}
         self._log = open(log_path, "wb")  # noqa: SIM115 - closed in stop()
-        cmd = [
-            str(VENV_BIN / "gunicorn"),
-            "--chdir",
-            str(ROOT),
-            "--workers",
-            str(workers),
-            "--worker-class",
-            "sync",
-            "--bind",
-            f"127.0.0.1:{port}",
-            "--forwarded-allow-ips",
-            "127.0.0.1",
-            "--log-level",
-            "warning",
-            "idp:app",
-        ]
+        # The production server, as `make serve` runs it (identity/serve.py).
+        cmd = [str(VENV_BIN / "python"), "-m", "identity.serve"]
+        env = {
+            **env,
+            "IDP_BIND": f"127.0.0.1:{port}",
+            "IDP_WORKERS": str(workers),
+            "IDP_TRUSTED_PROXIES": "1",  # X-Forwarded-Proto: https, as from the TLS proxy
+        }
         self.proc = subprocess.Popen(
             cmd,
             cwd=ROOT,
@@ -306,7 +299,7 @@ class Service:
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise BenchError(
-                    f"gunicorn exited with {self.proc.returncode} before it was "
+                    f"the server exited with {self.proc.returncode} before it was "
                     f"ready:\n{self.log_tail()}"
                 )
             try:
@@ -319,7 +312,7 @@ class Service:
             except OSError as exc:
                 last = str(exc)
             time.sleep(0.2)
-        raise BenchError(f"gunicorn not ready after {timeout:.0f} s ({last}):\n{self.log_tail()}")
+        raise BenchError(f"the server not ready after {timeout:.0f} s ({last}):\n{self.log_tail()}")
 
     def worker_pids(self) -> list[int]:
         try:
@@ -346,7 +339,7 @@ class Service:
         return rss
 
     def log_summary(self) -> dict:
-        """What gunicorn and the app logged: tracebacks (the exception line of each) and the
+        """What the server and the app logged: tracebacks (the exception line of each) and the
         other lines, each distinct line with its count."""
         try:
             self._log.flush()
@@ -412,7 +405,7 @@ def request(
     headers: dict[str, str] | None = None,
     body: str | None = None,
 ) -> tuple[int, str, http.client.HTTPMessage, float]:
-    """One request on a new connection (gunicorn's sync workers close it anyway)."""
+    """One request on a new connection (as most clients of an IdP do: one token request each)."""
     h = {"Host": f"localhost:{port}", "X-Forwarded-Proto": "https", "Connection": "close"}
     h.update(headers or {})
     t0 = time.perf_counter()

@@ -12,13 +12,13 @@ and issue 8's targets.
    RFC 9068 access token (joserfc).
 2. Per backend: `sqlite` (a fresh file in a temporary directory, no Redis) and `postgres`
    (a fresh database on the local PostgreSQL, Redis for the counters under a prefix of this
-   run's own). gunicorn, 2 sync workers, plain HTTP on 127.0.0.1, X-Forwarded-Proto: https
+   run's own). make serve (granian), 2 workers, plain HTTP on 127.0.0.1, X-Forwarded-Proto: https
    trusted. Each operation: a closed-loop peak run (C client threads), then an open-loop
    run paced at half that peak rate (latency from each request's due time). Password
-   sign-in, client credentials, refresh, code flow and userinfo on one gunicorn; LDAP
+   sign-in, client credentials, refresh, code flow and userinfo on one server; LDAP
    sign-in on a second one with IDP_LDAP_* set. VmRSS of every worker after the runs.
 3. One table, then worker memory, the load generator's CPU, errors and NOISY warnings.
-4. gunicorn, slapd, the temporary directory, the PostgreSQL database and the Redis keys are
+4. The server, slapd, the temporary directory, the PostgreSQL database and the Redis keys are
    always removed (also on error, Ctrl-C and SIGTERM).
 
 A benchmark: it never asserts, it prints figures. Exit 0 when it ran; 1 when setup failed
@@ -218,7 +218,7 @@ def run_op(
     )
     peak = drive_ops(args.concurrency, args.seconds, args.warmup, service, factory(), probes)
     if service.proc.poll() is not None:
-        raise BenchError(f"gunicorn exited during {label}:\n{service.log_tail()}")
+        raise BenchError(f"the server exited during {label}:\n{service.log_tail()}")
     n_err = sum(peak["errors"].values())
     say(
         f"{label}: {peak['rate']:.1f}/s, p50 {pct(peak['full'], 50):.1f} ms, p99 "
@@ -234,7 +234,7 @@ def run_op(
         )
         paced = drive_paced(half, threads, args.seconds, args.warmup, service, factory(), probes)
         if service.proc.poll() is not None:
-            raise BenchError(f"gunicorn exited during {label}:\n{service.log_tail()}")
+            raise BenchError(f"the server exited during {label}:\n{service.log_tail()}")
         say(
             f"{label}: half rate: {paced['rate']:.1f}/s done of {half:.1f}/s due, p99 "
             f"{pct(paced['full'], 99):.1f} ms from due time, {sum(paced['errors'].values())} "
@@ -333,8 +333,8 @@ def print_cpu(rows: list[dict]) -> None:
     print()
     print(
         f"CPU, % of one core ({CORES} cores = {100 * CORES}%): gen = load generator "
-        "(this process), svc = gunicorn master+workers, db = PostgreSQL backends of the "
-        "run's database + Redis, ldap = slapd, other = other processes, net = the kernel's "
+        "(this process), svc = the server (main process + workers), db = PostgreSQL backends of "
+        "the run's database + Redis, ldap = slapd, other = other processes, net = the kernel's "
         "loopback TCP work (softirq, charged to no process), steal = time the hypervisor "
         "gave to other machines"
     )
@@ -358,7 +358,7 @@ def print_cpu(rows: list[dict]) -> None:
             f"{_f(h.get('steal_cpu_pct'), 7, 0)}"
         )
     print(
-        "svc ms/op: gunicorn CPU per operation (less sensitive to other load than rates). "
+        "svc ms/op: the server's CPU per operation (less sensitive to other load than rates). "
         "lag p99: how late requests started after their due time, ms; it grows when the "
         "service falls behind or the generator has no free thread."
     )
@@ -449,7 +449,7 @@ def print_report(args, report: dict) -> None:
         tracebacks, lines = logged["tracebacks"], logged["lines"]
         if tracebacks or lines:
             print(
-                f"gunicorn log ({backend}, {svc}): {sum(tracebacks.values())} tracebacks, "
+                f"server log ({backend}, {svc}): {sum(tracebacks.values())} tracebacks, "
                 f"{sum(lines.values())} other lines"
             )
             for text, n in sorted(tracebacks.items(), key=lambda x: -x[1])[:5]:
@@ -481,7 +481,7 @@ def print_report(args, report: dict) -> None:
             "rates and p99 are unreliable (compare svc ms/op, or run again on a quiet machine)"
         )
     print(
-        f"{WORKERS} gunicorn sync workers; one new connection per request; TLS excluded "
+        f"{WORKERS} workers of make serve (granian); one new connection per request; TLS excluded "
         "(plain HTTP on loopback, as behind a TLS-terminating proxy)."
     )
 
@@ -600,10 +600,10 @@ def run_backend(args, name: str, ops, ldap, stack: contextlib.ExitStack, tmp: Pa
     try:
         main_ops = [k for k in ops if k != "ldap"]
         if main_ops:
-            service = Service(env, port, workdir / "gunicorn.log")
+            service = Service(env, port, workdir / "server.log")
             stack.callback(_quiet(service.stop))
             service.wait_ready()
-            say(f"{name}: gunicorn, {WORKERS} sync workers on 127.0.0.1:{port}")
+            say(f"{name}: make serve (granian), {WORKERS} workers on 127.0.0.1:{port}")
             for key in main_ops:
                 if key == "signin":
                     factory = functools.partial(sign_in_op, port, oidc.USERNAME, oidc.PASSWORD)
@@ -624,10 +624,10 @@ def run_backend(args, name: str, ops, ldap, stack: contextlib.ExitStack, tmp: Pa
                 raise BenchError(f"slapd ({d['url']}) is no longer running")
             lport = free_port()
             lenv = {**env, "IDP_ISSUER": f"https://localhost:{lport}", **ldap_signin.ldap_env(d)}
-            service = Service(lenv, lport, workdir / "gunicorn-ldap.log")
+            service = Service(lenv, lport, workdir / "server-ldap.log")
             stack.callback(_quiet(service.stop))
             service.wait_ready()
-            say(f"{name}: gunicorn with IDP_LDAP_* ({d['url']}) on 127.0.0.1:{lport}")
+            say(f"{name}: make serve with IDP_LDAP_* ({d['url']}) on 127.0.0.1:{lport}")
             factory = functools.partial(sign_in_op, lport, ldap_signin.USERNAME, d["password"])
             runs["ldap"] = run_op(args, name, "ldap", service, factory, {**probes, **db_probes})
             if not directory.running:
@@ -778,7 +778,7 @@ def main() -> int:
         print("bench: interrupted", file=sys.stderr, flush=True)
         status = 130
     finally:
-        # Nothing interrupts the cleanup: gunicorn, slapd, database, Redis keys, directory.
+        # Nothing interrupts the cleanup: the server, slapd, database, Redis keys, directory.
         old = (
             signal.signal(signal.SIGINT, signal.SIG_IGN),
             signal.signal(signal.SIGTERM, signal.SIG_IGN),

@@ -1,4 +1,4 @@
-"""CPU per operation inside one process, without gunicorn, sockets or a load generator: the
+"""CPU per operation inside one process, without a server, sockets or a load generator: the
 service's own cost, steadier than rates on a shared machine, and the place to profile.
 
     .venv/bin/python bench/inprocess.py [-n 600] [--ops healthz,cc,...] [--profile OP]
@@ -6,15 +6,17 @@ service's own cost, steadier than rates on a shared machine, and the place to pr
 
 A fresh SQLite database in a temporary directory (production settings), one account, two
 apps (as bench/oidc.py registers them); each operation runs through Flask's test client
-(the same WSGI call gunicorn makes) n/3 times in 3 rounds after 50 untimed calls, and the
+(the same WSGI call the server makes) n/3 times in 3 rounds after 50 untimed calls, and the
 cheapest round is printed as user+sys CPU milliseconds per operation. `--profile OP` then
 runs cProfile over n calls of OP. `--root` measures another checkout of the service (a
 `git worktree` of an older commit, say) with this virtualenv.
 
-Operations: healthz (a route that does nothing: Flask's floor), cc (client credentials),
-refresh (rotating), userinfo, code (authorize with a live session + token), getlogin (the
-login page), signin (GET + POST /login, argon2id included), verify (argon2id alone, at the
-app's parameters). A benchmark: it prints figures, it never asserts.
+Operations: healthz (a route that does nothing: Flask's floor), discovery, jwks, cc (client
+credentials), introspect (an app's own access token), userinfo, refresh (rotating), code
+(authorize with a live session + token), getlogin (the login page), signin (GET + POST
+/login, argon2id included), verify (argon2id alone, at the app's parameters).
+
+A benchmark: it prints figures, it never asserts.
 """
 
 from __future__ import annotations
@@ -41,7 +43,7 @@ PASSWORD = "correct horse battery staple"
 CALLBACK = "https://app.example/callback"
 HEADERS = {"X-Forwarded-Proto": "https"}
 BASE = "https://localhost"
-DEFAULT_OPS = ("healthz", "cc", "refresh", "userinfo", "code")
+DEFAULT_OPS = ("healthz", "discovery", "jwks", "cc", "introspect", "userinfo", "refresh", "code")
 
 
 def main() -> int:
@@ -129,6 +131,8 @@ def main() -> int:
         for _ in range(args.n):
             op()
         profile.disable()
+        if os.environ.get("BENCH_PROFILE_FILE"):
+            profile.dump_stats(os.environ["BENCH_PROFILE_FILE"])
         out = io.StringIO()
         pstats.Stats(profile, stream=out).sort_stats(args.sort).print_stats(60)
         print(out.getvalue())
@@ -219,6 +223,20 @@ class Operations:
 
     def code(self) -> None:
         self._code_flow()
+
+    def discovery(self) -> None:
+        response = self.api.get("/.well-known/openid-configuration", headers=HEADERS, base_url=BASE)
+        assert response.status_code == 200
+
+    def jwks(self) -> None:
+        assert self.api.get("/jwks.json", headers=HEADERS, base_url=BASE).status_code == 200
+
+    def introspect(self) -> None:
+        """The web app asks about its own access token."""
+        headers = {**HEADERS, "Authorization": self._basic(self.web)}
+        form = {"token": self.access_token}
+        response = self.api.post("/introspect", data=form, headers=headers, base_url=BASE)
+        assert response.status_code == 200 and response.json["active"] is True, response.text
 
     def getlogin(self) -> None:
         page = self.app.test_client().get("/login", headers=HEADERS, base_url=BASE)

@@ -1,4 +1,4 @@
-"""LDAP sign-in throughput under gunicorn, against the ceiling of raw ldap3 search+bind.
+"""LDAP sign-in throughput under make serve (granian), against the ceiling of raw ldap3 search+bind.
 
     .venv/bin/python bench/ldap_signin.py [--seconds N] [--concurrency C] [--warmup W]
         [--ceiling-procs P] [--context-seconds S]
@@ -7,10 +7,10 @@
    one nested group, the ppolicy and memberof overlays), and a fresh SQLite database.
 2. The ceiling: raw ldap3 search (as the service account, (uid=ada) under the people base,
    the attributes the connector asks for) + bind (as ada, with the password policy control
-   the connector sends) per second, P processes (default 2, one per gunicorn worker), each
+   the connector sends) per second, P processes (default 2, one per server worker), each
    with one service connection for searches and one for binds, reused, as the connector's
    pools do. Service not running.
-3. The service under gunicorn (2 sync workers, plain HTTP on 127.0.0.1 as behind a
+3. The service under make serve (granian; 2 workers, plain HTTP on 127.0.0.1 as behind a
    TLS-terminating proxy), IDP_LDAP_* pointing at slapd over plain ldap:// (no StartTLS:
    like for like with the raw loop), group search on (IDP_LDAP_GROUP_BASE set, nested groups
    followed), driven by C client threads doing GET /login + POST /login as `ada` for N
@@ -18,7 +18,7 @@
 4. For context, the raw loop again with two new connections per sign-in (after the
    service run, S seconds: every closed connection leaves a socket in TIME_WAIT).
 5. One table with the CPU of the load generator, the service and slapd; slapd and
-   gunicorn are always stopped at the end.
+   the server are always stopped at the end.
 
 A benchmark: it never asserts, it prints figures. Exit 0 when it ran; 1 when slapd or the
 service did not start, setup failed, or every sign-in failed.
@@ -354,7 +354,7 @@ def print_report(args, ceiling: dict, context: dict, load: dict, ops, groups, d:
     errors = load["errors"]
     print(
         f"sign-ins: {ok} ok, {sum(errors.values())} errors in {args.seconds:g} s "
-        f"({args.concurrency} client threads, {WORKERS} gunicorn workers); raw errors: "
+        f"({args.concurrency} client threads, {WORKERS} server workers); raw errors: "
         f"{sum(ceiling['errors'].values())} reused, {sum(context['errors'].values())} new conns"
     )
     for err, n in (errors + ceiling["errors"] + context["errors"]).most_common(5):
@@ -392,7 +392,7 @@ def main() -> int:
         type=int,
         default=WORKERS,
         help=f"processes for the raw search+bind ceiling (default {WORKERS}, as many as "
-        "gunicorn workers)",
+        "server workers)",
     )
     ap.add_argument(
         "--context-seconds",
@@ -413,7 +413,7 @@ def main() -> int:
             ">= 1, --warmup >= 0"
         )
 
-    # SIGTERM takes the same path as Ctrl-C: the finally blocks stop gunicorn and slapd.
+    # SIGTERM takes the same path as Ctrl-C: the finally blocks stop the server and slapd.
     signal.signal(signal.SIGTERM, interrupt)
 
     service: Service | None = None
@@ -448,10 +448,10 @@ def main() -> int:
             )
             ceiling = measure_ceiling(d, args.ceiling_procs, args.seconds, args.warmup, probes)
 
-            service = Service(env, port, Path(tmp) / "gunicorn.log")
+            service = Service(env, port, Path(tmp) / "server.log")
             service.wait_ready()
             print(
-                f"service: gunicorn, {WORKERS} sync workers on 127.0.0.1:{port}; "
+                f"service: make serve (granian), {WORKERS} workers on 127.0.0.1:{port}; "
                 f"{args.concurrency} client threads signing in as {USERNAME}, "
                 f"{args.warmup:g} s warm-up + {args.seconds:g} s ...",
                 flush=True,
@@ -467,7 +467,7 @@ def main() -> int:
                 probes,
             )
             if service.proc.poll() is not None:
-                print(f"warning: gunicorn exited during the run:\n{service.log_tail()}")
+                print(f"warning: the server exited during the run:\n{service.log_tail()}")
             service.stop()
 
             timewait_before = timewait_sockets()

@@ -1,5 +1,5 @@
-"""OpenID Connect provider throughput under gunicorn: token grants, code flows and userinfo
-per second, against the raw RS256 signing rate.
+"""OpenID Connect provider throughput under make serve (granian): token grants, code flows and
+userinfo per second, against the raw RS256 signing rate.
 
     .venv/bin/python bench/oidc.py [--seconds N] [--concurrency C] [--warmup W]
         [--signin-seconds S] [--ops cc,refresh,code,userinfo]
@@ -11,7 +11,7 @@ per second, against the raw RS256 signing rate.
    (client_credentials only). Production settings, default algorithms (RS256 access tokens).
 2. The ceiling: joserfc `jwt.encode` of an access token with an imported RSA 2048 key, in
    2 processes (one per core), service not running.
-3. The service under gunicorn (2 sync workers, plain HTTP on 127.0.0.1 as behind a
+3. The service under make serve (granian; 2 workers, plain HTTP on 127.0.0.1 as behind a
    TLS-terminating proxy; X-Forwarded-Proto: https is trusted from 127.0.0.1), C client
    threads per operation, each for W seconds of warm-up + N measured:
    - cc: POST /token, client_credentials, client_secret_basic;
@@ -21,7 +21,7 @@ per second, against the raw RS256 signing rate.
      window) + POST /token with the code and the PKCE S256 verifier;
    - userinfo: GET /userinfo with a Bearer access token (one per thread);
    - sign-in: GET + POST /login, for S seconds (what the code flow leaves out).
-4. One table; gunicorn is always stopped and the directory removed.
+4. One table; the server is always stopped and the directory removed.
 
 A benchmark: it never asserts, it prints figures. Exit 0 when it ran; 1 when setup failed,
 the service did not start, or every call of an operation failed.
@@ -344,8 +344,8 @@ def print_report(args, ceiling: dict, results: dict, signin: dict | None) -> int
     print(
         "JWS = JWTs signed per operation (access token, ID token); sign-bound = raw RS256 "
         "rate / JWS: the most 2 cores could do if signing were all an operation cost.\n"
-        "svc ms/op = gunicorn CPU (master + workers, user+sys) per operation; svc % and gen % "
-        "= CPU of gunicorn and of this load generator, % of one core "
+        "svc ms/op = server CPU (main process + workers, user+sys) per operation; svc % and gen % "
+        "= CPU of the server and of this load generator, % of one core "
         f"({CORES} cores = {100 * CORES}%)."
     )
     print(f"raw RS256 sign: {raw_ms:.2f} ms CPU per signature (joserfc, RSA 2048).")
@@ -382,7 +382,7 @@ def print_report(args, ceiling: dict, results: dict, signin: dict | None) -> int
             "unreliable (compare svc ms/op instead, or run again on a quiet machine)"
         )
     print(
-        f"{args.concurrency} client threads per operation, {WORKERS} gunicorn sync workers; "
+        f"{args.concurrency} client threads per operation, {WORKERS} server workers; "
         "one new connection per request; TLS excluded (plain HTTP on loopback, as behind a "
         "TLS-terminating proxy)."
     )
@@ -440,7 +440,7 @@ def main() -> int:
     if not ops or any(o not in OPS for o in ops):
         ap.error(f"--ops: choose from {','.join(OPS)}")
 
-    # SIGTERM takes the same path as Ctrl-C: the finally blocks stop gunicorn.
+    # SIGTERM takes the same path as Ctrl-C: the finally blocks stop the server.
     signal.signal(signal.SIGTERM, interrupt)
 
     service: Service | None = None
@@ -458,11 +458,11 @@ def main() -> int:
             )
             ceiling = measure_signing(args.seconds, args.warmup, iss)
 
-            service = Service(env, port, Path(tmp) / "gunicorn.log")
+            service = Service(env, port, Path(tmp) / "server.log")
             service.wait_ready()
             for key in ops:
                 print(
-                    f"{NAMES[key]}: gunicorn, {WORKERS} sync workers on 127.0.0.1:{port}; "
+                    f"{NAMES[key]}: make serve (granian), {WORKERS} workers on 127.0.0.1:{port}; "
                     f"{args.concurrency} client threads, {args.warmup:g} s warm-up "
                     f"+ {args.seconds:g} s ...",
                     flush=True,
@@ -475,7 +475,7 @@ def main() -> int:
                 load["timewait"] = timewait
                 results[key] = (load, phase)
                 if service.proc.poll() is not None:
-                    raise BenchError(f"gunicorn exited during the run:\n{service.log_tail()}")
+                    raise BenchError(f"the server exited during the run:\n{service.log_tail()}")
             if args.signin_seconds:
                 print(
                     f"sign-in: {args.concurrency} client threads, {args.warmup:g} s warm-up "

@@ -1,4 +1,4 @@
-"""Sign-in throughput under gunicorn, against the ceiling of raw argon2id verification.
+"""Sign-in throughput under make serve (granian), against the ceiling of raw argon2id verification.
 
     .venv/bin/python bench/signin.py [--seconds N] [--concurrency C] [--warmup W]
 
@@ -6,7 +6,7 @@
    `flask --app idp user create` (production settings, default argon2id m=19456 KiB, t=2, p=1).
 2. The ceiling: argon2id verifications per second with one process per core (2), service
    not running.
-3. The service under gunicorn (2 sync workers, plain HTTP on 127.0.0.1 as behind a
+3. The service under make serve (granian; 2 workers, plain HTTP on 127.0.0.1 as behind a
    TLS-terminating proxy; X-Forwarded-Proto: https is trusted from 127.0.0.1), driven by C
    client threads doing GET /login + POST /login for N seconds after a warm-up.
 4. One table; the overhead of the service over the raw hash.
@@ -84,7 +84,7 @@ def main() -> int:
     if args.seconds <= 0 or args.concurrency < 1 or args.warmup < 0:
         ap.error("--seconds must be > 0, --concurrency >= 1, --warmup >= 0")
 
-    # SIGTERM takes the same path as Ctrl-C: the finally blocks stop gunicorn.
+    # SIGTERM takes the same path as Ctrl-C: the finally blocks stop the server.
     signal.signal(signal.SIGTERM, interrupt)
 
     service: Service | None = None
@@ -111,10 +111,10 @@ def main() -> int:
             )
             ceiling = measure_ceiling(args.seconds, args.warmup)
 
-            service = Service(env, port, Path(tmp) / "gunicorn.log")
+            service = Service(env, port, Path(tmp) / "server.log")
             service.wait_ready()
             print(
-                f"service: gunicorn, {WORKERS} sync workers on 127.0.0.1:{port}; "
+                f"service: make serve (granian), {WORKERS} workers on 127.0.0.1:{port}; "
                 f"{args.concurrency} client threads, {args.warmup:g} s warm-up "
                 f"+ {args.seconds:g} s ...",
                 flush=True,
@@ -123,7 +123,7 @@ def main() -> int:
                 port, args.concurrency, args.seconds, args.warmup, service, USERNAME, PASSWORD
             )
             if service.proc.poll() is not None:
-                print(f"warning: gunicorn exited during the run:\n{service.log_tail()}")
+                print(f"warning: the server exited during the run:\n{service.log_tail()}")
         except BenchError as exc:
             print(f"signin bench: {exc}", file=sys.stderr)
             return 1
@@ -166,7 +166,7 @@ def main() -> int:
     )
     print(
         f"sign-ins: {ok} ok, {sum(errors.values())} errors in {args.seconds:g} s "
-        f"({args.concurrency} client threads, {WORKERS} gunicorn workers)"
+        f"({args.concurrency} client threads, {WORKERS} server workers)"
     )
     for err, n in errors.most_common(5):
         print(f"  error x{n}: {err}")

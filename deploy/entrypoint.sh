@@ -1,13 +1,13 @@
 #!/bin/sh
-# The container's command (and a plain host's): bring the database schema up to date, make
-# the signing keys and the first administrator (from IDP_ADMIN_*, when the database has no
-# administrator: docs/docker.md), then serve with gunicorn (gunicorn.conf.py: sync workers,
-# one per core, IDP_BIND). Safe to run from every node at start: Alembic applies each
-# migration once, and the administrator is made once.
+# `make serve`, the container's command and a plain host's: bring the database schema up to
+# date, make the signing keys and the first administrator (from IDP_ADMIN_*, when the database
+# has no administrator: docs/docker.md), then serve with granian (identity/serve.py:
+# IDP_WORKERS processes on IDP_BIND, plain HTTP for the TLS proxy in front). Safe to run from
+# every node at start: Alembic applies each migration once, and the administrator is made once.
 set -eu
 cd "$(dirname "$0")/.."
 BIN="${IDP_VENV_BIN:-.venv/bin}"
 "$BIN/flask" --app idp setup
 # The workers never need the first administrator's password: keep it out of their memory.
 unset IDP_ADMIN_PASSWORD
-exec "$BIN/gunicorn" idp:app
+exec "$BIN/python" -m identity.serve

@@ -114,7 +114,8 @@ def admin_box(password: str, issuer: str, flask: str | None = None) -> str:
 def serve(app: Flask) -> None:
     """What `make run` runs: check that IDP_PORT is free (else exit with a message naming
     it), set up as `flask setup` does, show the demo admin's password last, then serve
-    HTTPS with the certificate under certs/ (development server; gunicorn in production)."""
+    HTTPS with the certificate under certs/ (development server; `make serve` in
+    production)."""
     cfg = app.config
     d = Path(cfg["CERTS_DIR"])
     if not is_running_from_reloader():  # the reloader's child: the parent did all this

@@ -143,7 +143,7 @@ def metrics():
             {"WWW-Authenticate": 'Bearer realm="metrics"'},
         )
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
-        # gunicorn: every worker writes its own files; this adds them up.
+        # make serve: every worker writes its own files; this adds them up.
         registry = CollectorRegistry()
         multiprocess.MultiProcessCollector(registry)
         body = generate_latest(registry)

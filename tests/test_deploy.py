@@ -36,7 +36,7 @@ def test_the_image_copies_every_file_the_service_imports():
     _, cmd, copied = dockerfile()
     for path in copied:
         assert (ROOT / path).exists(), path
-    assert "identity/" in copied and "templates/" in copied and "gunicorn.conf.py" in copied
+    assert "identity/" in copied and "templates/" in copied
     assert (ROOT / cmd[0]).exists() and os.access(ROOT / cmd[0], os.X_OK)
 
 
@@ -161,7 +161,7 @@ def test_the_entry_command_migrates_and_serves(tmp_path):
             timeout=5,
         ).json()
         assert discovery["issuer"] == "https://id.example.org"
-        # Metrics are summed over gunicorn's workers (prometheus_client's multiprocess mode).
+        # Metrics are summed over the workers (prometheus_client's multiprocess mode).
         metrics = requests.get(
             f"http://127.0.0.1:{port}/metrics",
             headers={"Authorization": "Bearer " + "m" * 40, "X-Forwarded-Proto": "https"},
@@ -181,38 +181,3 @@ def test_the_entry_command_migrates_and_serves(tmp_path):
     # Logs are JSON lines (the migration's Alembic lines aside).
     app_lines = [line for line in output.splitlines() if line.startswith("{")]
     assert all(json.loads(line)["level"] for line in app_lines)
-
-
-def test_gunicorn_removes_the_metrics_directory_it_made(tmp_path):
-    # gunicorn.conf.py made a directory for the workers' metrics at every start and left it.
-    scratch = tmp_path / "tmp"
-    scratch.mkdir()
-    port = listen_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("IDP_", "PROMETHEUS_"))} | {
-        "TMPDIR": str(scratch),
-        "IDP_BIND": f"127.0.0.1:{port}",
-        "IDP_WORKERS": "1",
-        "IDP_DATABASE_URL": f"sqlite:///{tmp_path / 'idp.sqlite3'}",
-    }
-    proc = subprocess.Popen(
-        [str(Path(sys.executable).parent / "gunicorn"), "idp:app"],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
-    try:
-        for _ in range(150):
-            try:
-                requests.get(f"http://127.0.0.1:{port}/healthz", timeout=10)
-                break
-            except (requests.ConnectionError, requests.Timeout):
-                assert proc.poll() is None, "gunicorn exited"
-                time.sleep(0.1)
-        made = [p.name for p in scratch.iterdir()]
-        assert [n for n in made if n.startswith("idp-metrics-")], made
-    finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(timeout=30)
-    assert not [p.name for p in scratch.iterdir() if p.name.startswith("idp-metrics-")]

@@ -74,7 +74,7 @@ def test_a_sweep_names_rows_by_their_key_whatever_its_name(app, user):
     add_expired(app, user.id, 2, "keys")
     with app.test_request_context():
         # BrowserSession's key is `sid` (text), RememberToken's `id` (a number).
-        assert sweeps.sweep(BrowserSession, BrowserSession.expires_at < time.time()) == 2
-        assert sweeps.sweep(RememberToken, RememberToken.expires_at < time.time()) == 2
-        assert sweeps.sweep(BrowserSession, BrowserSession.expires_at < time.time()) == 0
+        assert sweeps.sweep(BrowserSession, lambda: (BrowserSession.expires_at < time.time(),)) == 2
+        assert sweeps.sweep(RememberToken, lambda: (RememberToken.expires_at < time.time(),)) == 2
+        assert sweeps.sweep(BrowserSession, lambda: (BrowserSession.expires_at < time.time(),)) == 0
         db.session.commit()

@@ -113,7 +113,7 @@ def new_challenge(purpose: str, user: User | None) -> bytes:
     """A fresh random challenge kept server-side (committed), named in this browser's session
     by a one-time id. Old challenges of anyone are swept here."""
     cutoff = utcnow() - timedelta(seconds=CHALLENGE_LIFETIME)
-    sweep(WebauthnChallenge, WebauthnChallenge.created_at < cutoff)
+    sweep(WebauthnChallenge, lambda: (WebauthnChallenge.created_at < cutoff,))
     challenge = secrets.token_bytes(32)
     row_id = secrets.token_urlsafe(16)
     db.session.add(

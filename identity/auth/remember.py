@@ -55,7 +55,7 @@ def issue(user: User, *, auth_time: int, amr: list, connector: str) -> str:
     """A new remember-me series for this sign-in, its cookie set on the response (the caller
     commits); returns the series."""
     now = int(time.time())
-    sweep(RememberToken, RememberToken.expires_at < now)
+    sweep(RememberToken, lambda: (RememberToken.expires_at < now,))
     series, secret = secrets.token_urlsafe(16), secrets.token_urlsafe(32)
     expires = now + int(current_app.config["REMEMBER_COOKIE_DURATION"].total_seconds())
     db.session.add(

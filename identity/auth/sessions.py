@@ -38,7 +38,7 @@ def start(
 ) -> None:
     """Record a new session (the caller commits); those past their lifetime are swept."""
     now = int(time.time())
-    sweep(BrowserSession, BrowserSession.expires_at < now)
+    sweep(BrowserSession, lambda: (BrowserSession.expires_at < now,))
     db.session.add(
         BrowserSession(
             sid=sid,

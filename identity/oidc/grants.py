@@ -147,7 +147,7 @@ class AuthorizationCodeGrant(grants.AuthorizationCodeGrant):
         db.session.add(row)
         # Spent and expired codes are kept an hour, so that a replay is recognised (and its
         # grant revoked) while it matters; older ones go (indexed on expires_at).
-        sweep(AuthorizationCode, AuthorizationCode.expires_at < now - CODE_KEPT)
+        sweep(AuthorizationCode, lambda: (AuthorizationCode.expires_at < now - CODE_KEPT,))
         db.session.commit()
 
     def query_authorization_code(self, code: str, client: Client):

@@ -12,7 +12,7 @@ import click
 from cryptography.fernet import Fernet, InvalidToken
 from flask import current_app
 from joserfc.jwk import ECKey, KeySet, OKPKey, RSAKey
-from sqlalchemy import delete, select
+from sqlalchemy import delete, func, select
 
 from identity import audit
 from identity.cli import Group
@@ -81,6 +81,7 @@ def ensure_keys() -> list[SigningKey]:
     if made:
         audit.record("keys.created", None, kids=[r.kid for r in made])
         db.session.commit()
+        _forget_published()
     return made
 
 
@@ -111,8 +112,14 @@ def rotate(by: str | None = None) -> list[dict]:
     audit.record("keys.rotated", None, changes=changes, removed=removed, by=by or "cli")
     db.session.commit()
     _cache()["current"].clear()  # this process signs with the new keys at once
-    _cache().pop("public", None)
+    _forget_published()
     return changes
+
+
+def _forget_published() -> None:
+    """This process publishes and verifies with the keys as they are now."""
+    _cache().pop("public", None)
+    _cache().pop("jwks", None)
 
 
 def published() -> list[SigningKey]:
@@ -124,6 +131,25 @@ def published() -> list[SigningKey]:
 def jwks() -> dict:
     """The public keys apps verify tokens with: next, current and not yet expired retired."""
     return {"keys": [r.public_jwk for r in published()]}
+
+
+def jwks_json() -> bytes:
+    """The /jwks.json document as served. Built again only when a key was added here or in
+    another process (a rotation or a first start: the largest row id changes) or a retired
+    key's time is up; otherwise one small query, instead of two, the rows with their
+    encrypted private keys and the JSON encoding at every request."""
+    cache = _cache()
+    newest = db.session.scalar(select(func.max(SigningKey.id)))
+    cached = cache.get("jwks")
+    if cached and cached[0] == newest and utcnow() < cached[1]:
+        return cached[2]
+    ensure_keys()  # first start: publish keys before anything is signed with them
+    rows = published()
+    ends = [r.expires_at for r in rows if r.state == "retired" and r.expires_at]
+    body = current_app.json.response({"keys": [r.public_jwk for r in rows]}).get_data()
+    newest = db.session.scalar(select(func.max(SigningKey.id)))
+    cache["jwks"] = (newest, min(ends, default=utcnow() + timedelta(days=1)), body)
+    return body
 
 
 def signing_key(alg: str = "RS256"):

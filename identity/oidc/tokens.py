@@ -113,7 +113,7 @@ def save_token(token: dict, request) -> None:
             ),
         },
     )
-    sweep(Token, *prunable_tokens(now))
+    sweep(Token, lambda: prunable_tokens(now))
     audit.insert(
         # A refresh is its own event: the grant goes on, no one signed in again.
         "token.refreshed" if previous is not None else "token.issued",

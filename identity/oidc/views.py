@@ -74,11 +74,12 @@ def discovery():
 
 @bp.get("/jwks.json")
 def jwks():
-    keys.ensure_keys()  # first start: publish keys before anything is signed with them
-    response = jsonify(keys.jwks())
     # Apps may cache it: a key is published one rotation before it signs.
-    response.headers["Cache-Control"] = "public, max-age=300"
-    return response
+    return current_app.response_class(
+        keys.jwks_json(),
+        mimetype="application/json",
+        headers={"Cache-Control": "public, max-age=300"},
+    )
 
 
 # -- endpoints for apps -------------------------------------------------------------------

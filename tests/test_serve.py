@@ -1,0 +1,281 @@
+"""The production server as a process (`make serve`'s command, deploy/entrypoint.sh): clients
+that send their request slowly do not stop it answering others; its settings are checked at
+start with one line; the metrics directory it makes is removed when it stops."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import requests
+from ports import listen_port
+
+ROOT = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent
+# "Stalled": far above any answer on a loaded machine, far below the 30 s a slow client may
+# hold its socket.
+STALLED = 15
+HTTPS = {"X-Forwarded-Proto": "https", "X-Forwarded-For": "127.0.0.1"}
+
+
+def serve_env(tmp_path: Path, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("IDP_", "PROMETHEUS_"))}
+    return env | {
+        "IDP_VENV_BIN": str(BIN),
+        "IDP_ENV": "production",
+        "IDP_SECRET_KEY": secrets.token_hex(32),
+        "IDP_ISSUER": "https://id.example.org",
+        "IDP_TRUSTED_PROXIES": "1",
+        "IDP_DATABASE_URL": f"sqlite:///{tmp_path / 'idp.sqlite3'}",
+        "IDP_LOG_FORMAT": "json",
+        **extra,
+    }
+
+
+def start(env: dict[str, str]) -> subprocess.Popen:
+    """deploy/entrypoint.sh, what `make serve` runs (migrations, then the server)."""
+    return subprocess.Popen(
+        [str(ROOT / "deploy" / "entrypoint.sh")],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+
+
+def wait_ready(proc: subprocess.Popen, port: int, workers: int) -> None:
+    answered = 0
+    for _ in range(600):
+        assert proc.poll() is None, proc.stdout.read()
+        try:
+            requests.get(f"http://127.0.0.1:{port}/healthz", timeout=STALLED)
+            answered += 1
+            if answered > 4 * workers:  # every worker has loaded the app by now
+                return
+        except (requests.ConnectionError, requests.Timeout):
+            time.sleep(0.1)
+    raise AssertionError("the server never answered")
+
+
+def stop(proc: subprocess.Popen) -> str:
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGTERM)
+    output, _ = proc.communicate(timeout=60)
+    return output
+
+
+@pytest.fixture
+def server(tmp_path):
+    port = listen_port()
+    proc = start(serve_env(tmp_path, IDP_BIND=f"127.0.0.1:{port}", IDP_WORKERS="2"))
+    try:
+        wait_ready(proc, port, 2)
+        yield port
+    finally:
+        stop(proc)
+
+
+def slow_client(port: int, start: bytes) -> socket.socket:
+    """A connection that sent the start of a request and holds the rest back."""
+    s = socket.create_connection(("127.0.0.1", port), timeout=5)
+    s.sendall(start)
+    return s
+
+
+def test_slow_clients_do_not_stall_other_requests(server):
+    port = server
+    partial_headers = b"GET /healthz HTTP/1.1\r\nHost: localhost\r\nX-Slow: a"
+    partial_body = (
+        b"POST /token HTTP/1.1\r\nHost: localhost\r\nX-Forwarded-Proto: https\r\n"
+        b"Content-Type: application/x-www-form-urlencoded\r\nContent-Length: 1000\r\n\r\n"
+        b"grant_type=client_cred"
+    )
+    # Four times as many slow clients as workers: each of gunicorn's sync workers took one
+    # and waited for the rest of it, and nobody else got an answer.
+    partial_chunks = (
+        b"POST /token HTTP/1.1\r\nHost: localhost\r\nX-Forwarded-Proto: https\r\n"
+        b"Content-Type: application/x-www-form-urlencoded\r\nTransfer-Encoding: chunked\r\n"
+        b"\r\n5\r\ngrant\r\n"
+    )
+    slow = [slow_client(port, partial_headers) for _ in range(8)]
+    slow += [slow_client(port, partial_body) for _ in range(8)]
+    slow += [slow_client(port, partial_chunks) for _ in range(8)]
+    try:
+        for s in slow:  # one more byte each, as a client dribbling its request
+            s.sendall(b"b")
+        base = f"http://127.0.0.1:{port}"
+        for _ in range(5):
+            assert requests.get(f"{base}/healthz", timeout=STALLED).status_code == 200
+            discovery = requests.get(
+                f"{base}/.well-known/openid-configuration", headers=HTTPS, timeout=STALLED
+            )
+            assert discovery.json()["issuer"] == "https://id.example.org"
+            token = requests.post(
+                f"{base}/token",
+                data={"grant_type": "client_credentials"},
+                auth=("nobody", "wrong"),
+                headers=HTTPS,
+                timeout=STALLED,
+            )
+            assert token.status_code == 401 and token.json()["error"] == "invalid_client"
+            chunked = requests.post(  # a body of unknown length, sent whole
+                f"{base}/token",
+                data=iter([b"grant_type=", b"client_credentials"]),
+                headers={**HTTPS, "Content-Type": "application/x-www-form-urlencoded"},
+                auth=("nobody", "wrong"),
+                timeout=STALLED,
+            )
+            assert chunked.status_code == 401 and chunked.json()["error"] == "invalid_client"
+        too_long = requests.post(
+            f"{base}/token",
+            data=iter([b"grant_type=client_credentials&x=", b"x" * 70_000]),
+            headers={**HTTPS, "Content-Type": "application/x-www-form-urlencoded"},
+            timeout=STALLED,
+        )
+        assert too_long.status_code == 413
+    finally:
+        for s in slow:
+            s.close()
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        ({"IDP_BIND": "8000"}, "IDP_BIND must be host:port (127.0.0.1:8000, [::1]:8000), not 8000"),
+        ({"IDP_BIND": "0.0.0.0:99999"}, "IDP_BIND must be host:port"),
+        ({"IDP_BIND": "local host:8000"}, "IDP_BIND must be host:port"),
+        ({"IDP_BIND": "::1:8000"}, "IDP_BIND must be host:port"),
+        ({"IDP_WORKERS": "-1"}, "IDP_WORKERS must be a whole number from 1 to 256"),
+        ({"IDP_WORKERS": "two"}, "IDP_WORKERS must be a whole number from 1 to 256"),
+        ({"IDP_TRUSTED_PROXIES": "0"}, "IDP_TRUSTED_PROXIES is 0: the server speaks plain HTTP"),
+    ],
+)
+def test_bad_settings_stop_the_start_with_one_line(tmp_path, extra, message):
+    r = subprocess.run(
+        [sys.executable, "-m", "identity.serve"],
+        cwd=ROOT,
+        env=serve_env(tmp_path, **extra),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert r.returncode == 2
+    assert r.stderr.startswith(f"idp: configuration error: {message}"), r.stderr
+    assert r.stderr.count("\n") == 1 and "Traceback" not in r.stderr
+
+
+def test_a_retired_gunicorn_setting_is_named(tmp_path):
+    port = listen_port()
+    env = serve_env(
+        tmp_path, IDP_BIND=f"127.0.0.1:{port}", IDP_WORKERS="1", IDP_FORWARDED_ALLOW_IPS="*"
+    )
+    proc = start(env)
+    try:
+        wait_ready(proc, port, 1)
+    finally:
+        output = stop(proc)
+    assert "IDP_FORWARDED_ALLOW_IPS is no longer read: IDP_TRUSTED_PROXIES" in output
+
+
+def test_the_metrics_directory_it_made_is_removed_when_it_stops(tmp_path):
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    port = listen_port()
+    token = "m" * 40
+    env = serve_env(
+        tmp_path,
+        TMPDIR=str(scratch),
+        IDP_BIND=f"127.0.0.1:{port}",
+        IDP_WORKERS="2",
+        IDP_METRICS_TOKEN=token,
+    )
+    proc = start(env)
+    try:
+        wait_ready(proc, port, 2)
+        made = [p.name for p in scratch.iterdir() if p.name.startswith("idp-metrics-")]
+        assert len(made) == 1, made
+        # Summed over both workers: every /healthz of wait_ready is counted once.
+        metrics = requests.get(
+            f"http://127.0.0.1:{port}/metrics",
+            headers={"Authorization": f"Bearer {token}", **HTTPS},
+            timeout=STALLED,
+        ).text
+        assert 'idp_request_seconds_count{endpoint="ops.healthz",method="GET"} 9.0' in metrics
+    finally:
+        stop(proc)
+    assert not [p.name for p in scratch.iterdir() if p.name.startswith("idp-metrics-")]
+
+
+def test_bodies_are_read_side_by_side_and_the_app_runs_one_request_at_a_time():
+    """OneAtATime alone: 8 threads, each request's body read before the lock; inside the
+    app there is never a second request."""
+    import io
+    import threading
+
+    from identity.one_at_a_time import OneAtATime
+
+    inside, most, seen = 0, 0, []
+    guard = threading.Lock()
+
+    def app(environ, start_response):
+        nonlocal inside, most
+        with guard:
+            inside += 1
+            most = max(most, inside)
+        seen.append(environ["wsgi.input"].read())
+        time.sleep(0.001)  # give another thread the chance to enter, were it allowed
+        with guard:
+            inside -= 1
+        start_response("200 OK", [])
+        return iter([b"a", b"b"])
+
+    wrapped = OneAtATime(app, max_body=10)
+    answers = []
+
+    def call(i: int) -> None:
+        body = f"body{i}".encode()
+        environ = {"CONTENT_LENGTH": str(len(body)), "wsgi.input": io.BytesIO(body)}
+        answers.append(wrapped(environ, lambda *_: None))
+
+    threads = [threading.Thread(target=call, args=(i,)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert most == 1
+    assert sorted(seen) == sorted(f"body{i}".encode() for i in range(8))
+    assert answers == [[b"a", b"b"]] * 8
+    # A body over the limit is left unread, for the app to refuse from its header.
+    big = io.BytesIO(b"x" * 11)
+    wrapped({"CONTENT_LENGTH": "11", "wsgi.input": big}, lambda *_: None)
+    assert seen[-1] == b"x" * 11 and big.tell() == 11  # read by the app, not before
+
+
+def test_a_chunked_body_is_read_before_the_app_and_refused_past_the_limit():
+    import io
+
+    from identity.one_at_a_time import OneAtATime
+
+    seen = []
+
+    def app(environ, start_response):
+        seen.append((environ["CONTENT_LENGTH"], environ["wsgi.input"].read()))
+        start_response("200 OK", [])
+        return [b""]
+
+    wrapped = OneAtATime(app, max_body=10)
+    for body in (b"short", b"x" * 50):
+        environ = {"HTTP_TRANSFER_ENCODING": "chunked", "wsgi.input": io.BytesIO(body)}
+        wrapped(environ, lambda *_: None)
+        assert "HTTP_TRANSFER_ENCODING" not in environ
+    # The app sees a length: within the limit the body, past it one byte more (then 413).
+    assert seen == [("5", b"short"), ("11", b"x" * 11)]
