@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import typing
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -15,7 +17,9 @@ class Config:
     """Defaults serve development. Each attribute is read from the environment as IDP_<NAME>.
 
     Values from the environment are JSON-decoded when they parse as JSON (Flask's
-    ``from_prefixed_env``): ``IDP_PORT=8443`` is an int, ``IDP_DEBUG=true`` a bool.
+    ``from_prefixed_env``): ``IDP_PORT=8443`` is an int, ``IDP_DEBUG=true`` a bool. Text
+    settings (`text_settings`: secrets, names, URLs) are taken as typed instead: a password
+    ``123456789012`` or ``"quoted"`` stays that password.
     """
 
     # "development" or "production"; production refuses insecure defaults at start.
@@ -263,6 +267,24 @@ class Config:
     SOCIAL_CA_FILE: str | None = None
 
 
+def text_settings() -> tuple[str, ...]:
+    """The settings whose values are text (annotated `str` or `str | None`, or a text
+    default): the environment's value is the value, never decoded as JSON."""
+    hints = typing.get_type_hints(Config)
+    names = []
+    for name in dir(Config):
+        if not name.isupper():
+            continue
+        hint = hints.get(name)
+        if hint is None:
+            text = isinstance(getattr(Config, name), str)
+        else:
+            text = hint is str or set(typing.get_args(hint)) == {str, type(None)}
+        if text:
+            names.append(name)
+    return tuple(names)
+
+
 def load(app: Any, overrides: dict[str, Any] | None = None) -> None:
     """Fill app.config from Config, the IDP_* environment and overrides; derive the rest."""
     # Imported here, not at the top: identity/__init__ imports this module.
@@ -280,6 +302,9 @@ def load(app: Any, overrides: dict[str, Any] | None = None) -> None:
 
     app.config.from_object(Config)
     app.config.from_prefixed_env("IDP")
+    for key in text_settings():
+        if (typed := os.environ.get(f"IDP_{key}")) is not None:
+            app.config[key] = typed
     if overrides:
         app.config.update(overrides)
     cfg = app.config

@@ -87,6 +87,27 @@ def test_environment_overrides_with_json_values(tmp_path, monkeypatch):
     assert cfg["REGISTRATION_ENABLED"] is False
 
 
+@pytest.mark.parametrize(
+    "key,typed",
+    [
+        ("LDAP_BIND_PASSWORD", "123456789012"),  # JSON would make it the number 123456789012
+        ("MAIL_PASSWORD", '"quoted"'),  # JSON would drop the quotes: another password
+        ("GOOGLE_OAUTH_CLIENT_SECRET", "true"),  # JSON would make it True
+        ("FACEBOOK_OAUTH_CLIENT_ID", "0123456789"),  # a number would lose its leading 0
+        ("BRAND_NAME", "null"),  # JSON would make it None
+    ],
+)
+def test_text_settings_are_read_as_typed(tmp_path, monkeypatch, key, typed):
+    # Secrets, names and ids are text: Flask's JSON reading of the environment would change a
+    # password that looks like a number, a boolean, null or a quoted string into another one.
+    assert build(tmp_path, monkeypatch, **{key: typed}).config[key] == typed
+
+
+def test_settings_of_other_types_still_read_json(tmp_path, monkeypatch):
+    cfg = build(tmp_path, monkeypatch, TRUSTED_PROXIES="1", PASSWORD_CONNECTORS='["local"]').config
+    assert cfg["TRUSTED_PROXIES"] == 1 and cfg["PASSWORD_CONNECTORS"] == ["local"]
+
+
 def documented_settings() -> dict[str, str]:
     """docs/configuration.md's table rows: each IDP_ name of a row's first cell, with the
     row's default cell."""

@@ -150,7 +150,10 @@ def test_slow_clients_do_not_stall_other_requests(server):
 @pytest.mark.parametrize(
     ("extra", "message"),
     [
-        ({"IDP_BIND": "8000"}, "IDP_BIND must be host:port (127.0.0.1:8000, [::1]:8000), not 8000"),
+        (
+            {"IDP_BIND": "8000"},
+            "IDP_BIND must be host:port (127.0.0.1:8000, [::1]:8000), not '8000'",
+        ),
         ({"IDP_BIND": "0.0.0.0:99999"}, "IDP_BIND must be host:port"),
         ({"IDP_BIND": "local host:8000"}, "IDP_BIND must be host:port"),
         ({"IDP_BIND": "::1:8000"}, "IDP_BIND must be host:port"),
