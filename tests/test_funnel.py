@@ -8,7 +8,8 @@ import pytest
 from flask import session
 
 from conftest import PASSWORD
-from identity.auth.signin import SignInRefused, sign_in
+from identity.auth.refusals import SignInRefused
+from identity.auth.signin import sign_in
 from identity.connectors import ConnectorError, Identity, PasswordConnector, RedirectConnector
 from identity.connectors.local import LocalConnector
 from identity.extensions import db
@@ -171,7 +172,7 @@ def test_directory_email_is_refreshed_when_free(app):
     ],
 )
 def test_local_usernames_from_directory_names(name, expected):
-    from identity.auth.signin import local_username
+    from identity.auth.provisioning import local_username
 
     assert local_username(name) == expected
 
@@ -181,7 +182,7 @@ def test_an_address_taken_between_the_check_and_the_insert_is_not_a_server_error
 ):
     # Another account took the address after provision() looked (a concurrent sign-up): the
     # INSERT collides, and the next attempt sees the address taken and leaves it out.
-    from identity.auth import accounts, signin
+    from identity.auth import accounts, provisioning
 
     looked, real = [], accounts.email_taken
 
@@ -189,10 +190,10 @@ def test_an_address_taken_between_the_check_and_the_insert_is_not_a_server_error
         looked.append(email)
         return False if len(looked) == 1 else real(email)
 
-    monkeypatch.setattr(signin.accounts, "email_taken", stale_once)
+    monkeypatch.setattr(provisioning.accounts, "email_taken", stale_once)
     ident = Identity(connector="ldap", subject="u-9", username="alice2", email="alice@example.org")
     with app.app_context():
-        link = signin.provision(ident)
+        link = provisioning.provision(ident)
         assert link.user.email is None and link.user.username == "alice2"
         assert len(looked) == 2
         assert db.session.query(User).filter(User.email_key == "alice@example.org").count() == 1

@@ -11,7 +11,7 @@ from wtforms import PasswordField
 from wtforms.validators import DataRequired, Length
 
 from identity.auth.reauth import NOT_YOURS, password_problem  # noqa: F401 (NOT_YOURS: by name)
-from identity.auth.signin import BACKEND_DOWN, DIRECTORY_MISCONFIGURED
+from identity.auth.refusals import BACKEND_DOWN, DIRECTORY_MISCONFIGURED
 from identity.connectors.base import ConnectorError, DirectoryMisconfigured, LockedOut
 from identity.errors import render_error
 from identity.oidc import recheck

@@ -17,7 +17,7 @@ from identity.admin.accounts import by_id
 from identity.admin.guard import admin_password_field, admin_required, confirm
 from identity.auth import accounts, verification
 from identity.auth.forms import username_field
-from identity.auth.signin import local_username
+from identity.auth.provisioning import local_username
 from identity.connectors import registry
 from identity.extensions import db
 from identity.forms import Form, clean, strip

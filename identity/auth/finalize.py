@@ -14,7 +14,9 @@ from flask import flash, make_response, redirect, render_template, request, sess
 from flask_login import current_user
 
 from identity import audit
-from identity.auth.signin import SignInRefused, link_identity, sign_in
+from identity.auth.provisioning import link_identity
+from identity.auth.refusals import SignInRefused
+from identity.auth.signin import sign_in
 from identity.connectors.base import Identity, RedirectFailure
 from identity.extensions import db
 from identity.security import landing, safe_next

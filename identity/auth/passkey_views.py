@@ -19,9 +19,10 @@ from flask import (
 from flask_login import current_user, login_required
 
 from identity import audit
-from identity.auth import bp, mfa, passkeys, signin
+from identity.auth import bp, mfa, passkeys, provisioning, signin
 from identity.auth.mfa_views import GONE, STILL_REQUIRED, ConfirmForm, _confirmed, _pending_or_login
 from identity.auth.passkeys import PasskeyProblem
+from identity.auth.refusals import SignInRefused
 from identity.connectors.base import Identity
 from identity.extensions import db
 from identity.models import User
@@ -61,8 +62,8 @@ def _go(target: str):
 @login_required
 def passkey_register_options():
     user: User = current_user._get_current_object()
-    if signin.address_unproven(user):
-        return _problem(403, signin.unproven_message(user, "a passkey"))
+    if provisioning.address_unproven(user):
+        return _problem(403, provisioning.unproven_message(user, "a passkey"))
     return _options(passkeys.registration_options(user))
 
 
@@ -74,8 +75,8 @@ def passkey_register():
     name = passkeys.clean_name(body.get("name"))
     if name is None:
         return _problem(400, NAME_HELP)
-    if signin.address_unproven(user):
-        return _problem(403, signin.unproven_message(user, "a passkey"))
+    if provisioning.address_unproven(user):
+        return _problem(403, provisioning.unproven_message(user, "a passkey"))
     try:
         passkeys.register(user, body.get("credential"), name)
     except PasskeyProblem as problem:
@@ -185,7 +186,7 @@ def passkey_signin():
     )
     try:
         signin.sign_in(identity, remember=body.get("remember") is True)
-    except signin.SignInRefused as refused:
+    except SignInRefused as refused:
         return _problem(refused.status, refused.message)
     next_value = body.get("next") if isinstance(body.get("next"), str) else None
     return _go(safe_next(next_value) or landing())

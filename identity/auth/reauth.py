@@ -5,7 +5,7 @@ from __future__ import annotations
 from flask_login import current_user
 
 from identity import audit
-from identity.auth.signin import _find_link
+from identity.auth.provisioning import find_link
 from identity.connectors import ConnectorError
 from identity.connectors.ldap_answers import AccountProblem
 from identity.connectors.registry import registry
@@ -36,7 +36,7 @@ def password_problem(password: str, failure_event: str = "admin.reauth_failure")
             continue
         if identity is None:
             continue
-        link = _find_link(identity)
+        link = find_link(identity)
         if link is not None and link.user_id == user.id:
             throttle().signin_release(user.username)
             return None

@@ -3,53 +3,24 @@
 from __future__ import annotations
 
 import logging
-import re
 import secrets
 import time
-from typing import NoReturn
 
 from flask import current_app, session
 from flask_login import current_user, login_user, logout_user
-from sqlalchemy import bindparam, delete, select, update
-from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import joinedload
+from sqlalchemy import delete, update
 
 from identity import audit
-from identity.auth import accounts, sessions
+from identity.auth import provisioning, sessions
 from identity.auth import remember as remember_me
+from identity.auth.refusals import BACKEND_DOWN, DIRECTORY_MISCONFIGURED, refuse
 from identity.connectors import registry as connectors
 from identity.connectors.base import ConnectorError, DirectoryMisconfigured, Identity, LockedOut
 from identity.extensions import db
 from identity.models import BrowserSession, LinkedIdentity, User
 from identity.models.users import utcnow
-from identity.names import fold
 
 log = logging.getLogger("identity.auth")
-
-
-# What people see when the directory cannot be asked (login form, the re-check of a
-# directory-linked account signing in another way, the console): down, or, when its answer
-# says the service's own settings are wrong, misconfigured (waiting will not help).
-BACKEND_DOWN = (
-    "The company directory is unavailable, so directory accounts cannot sign in right now. "
-    "Please try again in a few minutes."
-)
-DIRECTORY_MISCONFIGURED = (
-    "Sign-in with the company directory is misconfigured on this service, so directory "
-    "accounts cannot sign in. Please tell your administrators: trying again will not help "
-    "until they fix it."
-)
-
-
-class SignInRefused(Exception):
-    """A verified identity that may not sign in; `reason` is a code for the audit log,
-    `status` the HTTP status of the page that says so."""
-
-    def __init__(self, reason: str, message: str, status: int = 403):
-        super().__init__(message)
-        self.reason = reason
-        self.message = message
-        self.status = status
 
 
 def sign_in(identity: Identity, *, remember: bool = False, label: str | None = None) -> User:
@@ -61,13 +32,13 @@ def sign_in(identity: Identity, *, remember: bool = False, label: str | None = N
     IDP_MFA_REQUIRED covers, gets no session yet but a pending second step
     (identity.auth.second_step): the caller sends the browser to it (next_page()).
     """
-    link = _find_link(identity)
+    link = provisioning.find_link(identity)
     if link is None:
-        link = _first_sign_in(identity, label or identity.connector)
+        link = provisioning.first_sign_in(identity, label or identity.connector)
     user = link.user
     policy = connectors.registry().provisioning(identity.connector)
     if policy == connectors.DIRECTORY:
-        refresh(user, identity)
+        provisioning.refresh(user, identity)
         link.checked_at = utcnow()  # the directory just vouched for the entry as it is
     elif not user.disabled:
         # Another way into a directory-linked account: the directory is asked again (at
@@ -78,17 +49,17 @@ def sign_in(identity: Identity, *, remember: bool = False, label: str | None = N
             recheck.check(user)
         except LockedOut as exc:
             log.info("directory re-check of %s: %s", user.username, exc)
-            _refuse("locked_out", identity, user)
+            refuse("locked_out", identity, user)
         except DirectoryMisconfigured as exc:
             log.error(
                 "directory re-check of %s: the directory is misconfigured: %s", user.username, exc
             )
-            _refuse("misconfigured", identity, user, DIRECTORY_MISCONFIGURED, status=503)
+            refuse("misconfigured", identity, user, DIRECTORY_MISCONFIGURED, status=503)
         except ConnectorError as exc:
             log.error("directory re-check of %s failed: %s", user.username, exc)
-            _refuse("backend_down", identity, user, BACKEND_DOWN, status=503)
+            refuse("backend_down", identity, user, BACKEND_DOWN, status=503)
     if user.disabled:
-        _refuse("disabled", identity, user)
+        refuse("disabled", identity, user)
 
     # A new session at every sign-in: nothing from before survives into it, and the old
     # cookies, should a copy exist, are dead everywhere.
@@ -266,201 +237,3 @@ def keep_this_session(user: User) -> None:
             update(BrowserSession).where(BrowserSession.sid == session["sid"]).values(series=series)
         )
     db.session.commit()
-
-
-def _first_sign_in(identity: Identity, label: str) -> LinkedIdentity:
-    """An identity seen for the first time, as its connector's provisioning policy says
-    (identity.connectors.registry): a new account, or (EMAIL, opted in, verified e-mail)
-    the account with that address. Never joined by an unverified address, on either side."""
-    policy = connectors.registry().provisioning(identity.connector)
-    if policy == connectors.DIRECTORY:
-        return provision(identity)
-    if policy != connectors.EMAIL:
-        _refuse("no_account", identity, None)
-    owner = None
-    if identity.email:
-        owner = db.session.scalar(select(User).where(User.email_key == fold(identity.email)))
-    if owner is None:
-        # Only a verified address is kept: an unverified one could be someone else's, who
-        # would later reset "their" password into an account the provider user controls.
-        return provision(identity, keep_email=identity.email_verified)
-    # The account's own address must have been verified too: anyone can register with
-    # someone else's address, and would then receive that person's sign-ins.
-    if (
-        current_app.config["SOCIAL_AUTO_LINK_VERIFIED_EMAIL"]
-        and identity.email_verified
-        and owner.email_verified
-    ):
-        return _add_link(owner, identity, auto=True)
-    _refuse(
-        "email_in_use",
-        identity,
-        None,
-        f"An account already uses the e-mail address {identity.email}. If it is yours, "
-        f"sign in to it first, then connect {label} from your account page.",
-    )
-
-
-def link_identity(user: User, identity: Identity, label: str) -> User:
-    """Connect `identity` to the signed-in `user` (from the account page)."""
-    if address_unproven(user):
-        _refuse("email_unverified", identity, user, unproven_message(user, label))
-    link = _find_link(identity)
-    if link is not None and link.user_id != user.id:
-        _refuse(
-            "linked_elsewhere",
-            identity,
-            user,
-            f"This {label} account is already connected to another account here. "
-            "Disconnect it there first.",
-        )
-    if link is None:
-        _add_link(user, identity, auto=False)
-    return user
-
-
-def address_unproven(user: User) -> bool:
-    """Whether the account's address awaits verification. Such an account gains no new way to
-    sign in: whoever registered it may not own the address, and a sign-in method they added
-    would survive the real owner's password reset (a "trojan identifier")."""
-    return bool(
-        current_app.config["REGISTRATION_EMAIL_VERIFICATION"]
-        and user.email
-        and not user.email_verified
-    )
-
-
-def unproven_message(user: User, label: str) -> str:
-    return (
-        f"Verify your e-mail address {user.email} first (with the link we sent, or a new one "
-        f"from your account page), then connect {label}."
-    )
-
-
-def _add_link(user: User, identity: Identity, *, auto: bool) -> LinkedIdentity:
-    link = LinkedIdentity(user_id=user.id, connector=identity.connector, subject=identity.subject)
-    db.session.add(link)
-    audit.record("link", user, method=identity.connector, auto=auto)
-    try:
-        db.session.commit()
-    except IntegrityError:
-        # The same (connector, subject) was linked concurrently: at most one account has it.
-        db.session.rollback()
-        existing = _find_link(identity)
-        if existing is None or existing.user_id != user.id:
-            _refuse(
-                "linked_elsewhere",
-                identity,
-                user,
-                "This account is already connected to another account here.",
-            )
-        return existing
-    return link
-
-
-def provision(identity: Identity, *, keep_email: bool = True) -> LinkedIdentity:
-    """A new account linked to `identity`, with no local password (committed).
-
-    The username is the identity's, made safe and unique; the e-mail address is kept only
-    when no other account uses it (accounts are never joined by e-mail).
-    """
-    base = local_username(identity.username)
-    for attempt in range(3):
-        user = User(
-            username=_unique_username(base),
-            name=identity.name,
-            password_hash=None,
-            groups=list(identity.groups),
-            group_dns=list(identity.group_dns),
-        )
-        if keep_email and identity.email and not accounts.email_taken(identity.email):
-            user.set_email(identity.email)
-            user.email_verified = identity.email_verified
-        try:
-            db.session.add(user)
-            db.session.flush()
-            link = LinkedIdentity(
-                user_id=user.id, connector=identity.connector, subject=identity.subject
-            )
-            db.session.add(link)
-            # The name it has there: the admin page says why ours differs (taken here).
-            audit.record(
-                "register",
-                user,
-                method=identity.connector,
-                jit=True,
-                remote_username=identity.username,
-            )
-            db.session.commit()
-            return link
-        except IntegrityError:
-            # A concurrent first sign-in of the same person won: use its account. Or another
-            # account took the username or address meanwhile: try again, now seeing it.
-            db.session.rollback()
-            existing = _find_link(identity)
-            if existing is not None:
-                return existing
-            if attempt == 2:
-                raise
-    raise AssertionError("unreachable")
-
-
-def refresh(user: User, identity: Identity) -> None:
-    """Bring name, e-mail and groups up to date with the directory (the caller commits)."""
-    from identity.oidc import recheck
-
-    recheck.apply(user, identity)
-
-
-def local_username(name: str) -> str:
-    """A directory or provider name as a username of ours: lower case, [a-z0-9._-]."""
-    safe = re.sub(r"[^a-z0-9._-]+", "-", name.lower()).strip("-._")
-    return safe[:56] or "user"
-
-
-def _unique_username(base: str) -> str:
-    candidate, n = base, 1
-    while accounts.find(candidate, by_email=False) is not None:
-        n += 1
-        candidate = f"{base}-{n}"
-    return candidate
-
-
-# Every sign-in looks its link up: built once, with the account in the same query.
-LINK_BY_SUBJECT = (
-    select(LinkedIdentity)
-    .where(
-        LinkedIdentity.connector == bindparam("connector"),
-        LinkedIdentity.subject == bindparam("subject"),
-    )
-    .options(joinedload(LinkedIdentity.user))
-)
-
-
-def _find_link(identity: Identity) -> LinkedIdentity | None:
-    return db.session.scalar(
-        LINK_BY_SUBJECT, {"connector": identity.connector, "subject": identity.subject}
-    )
-
-
-_MESSAGES = {
-    "no_account": "No account is linked to this sign-in.",
-    "disabled": "This account is disabled. Ask an administrator.",
-    "locked_out": (
-        "Your directory account is locked after too many wrong passwords. It unlocks by "
-        "itself after a while, or ask an administrator."
-    ),
-}
-
-
-def _refuse(
-    reason: str,
-    identity: Identity,
-    user: User | None,
-    message: str | None = None,
-    *,
-    status: int = 403,
-) -> NoReturn:
-    audit.record("signin.failure", user, method=identity.connector, reason=reason)
-    db.session.commit()
-    raise SignInRefused(reason, message or _MESSAGES[reason], status)

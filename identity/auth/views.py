@@ -9,7 +9,7 @@ from flask_login import current_user, login_required
 from sqlalchemy.exc import IntegrityError
 
 from identity import audit
-from identity.auth import accounts, bp, reset, signin, verification
+from identity.auth import accounts, bp, provisioning, reset, verification
 from identity.auth.finalize import begin_connect
 from identity.auth.forms import (
     ChangePasswordForm,
@@ -18,10 +18,8 @@ from identity.auth.forms import (
     ResetForm,
     ResetRequestForm,
 )
+from identity.auth.refusals import BACKEND_DOWN, DIRECTORY_MISCONFIGURED, SignInRefused
 from identity.auth.signin import (
-    BACKEND_DOWN,
-    DIRECTORY_MISCONFIGURED,
-    SignInRefused,
     enforce_session_lifetime,
     keep_this_session,
     sign_in,
@@ -409,8 +407,8 @@ def connect(provider: str):
     if connector is None or connector.kind != "redirect":
         abort(404)
     user: User = current_user._get_current_object()
-    if signin.address_unproven(user):
-        flash(signin.unproven_message(user, connector.label), "error")
+    if provisioning.address_unproven(user):
+        flash(provisioning.unproven_message(user, connector.label), "error")
         return redirect(url_for("auth.account")), 303
     begin_connect(connector.id)
     return redirect(connector.login_url())
