@@ -66,10 +66,12 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
     from identity.admin.cli_ldap import ldap_cli
     from identity.admin.cli_users import user_cli
     from identity.auth import bp as auth_bp
+    from identity.auth.upstream_views import bp as upstream_bp
     from identity.bootstrap import setup_command
     from identity.certs import bp as certs_bp
 
     app.register_blueprint(auth_bp)
+    app.register_blueprint(upstream_bp)
     app.register_blueprint(certs_bp)
     from identity.oidc import bp as oidc_bp
     from identity.oidc import logout as oidc_logout
@@ -164,9 +166,10 @@ def _init_connectors(app: Flask) -> None:
     # Connectors whose first sign-in creates an account (the directory vouches for people).
     app.extensions["idp.jit_connectors"] = {"ldap"}
     # Social providers: a button each on the login page; their own rules for new identities.
-    from identity.connectors import social
+    from identity.connectors import oidc_upstream, social
 
-    app.extensions["idp.redirect_connectors"] = social.init_app(app)
+    # Then any number of upstream OpenID providers (IDP_OIDC_UPSTREAMS), by the same rules.
+    app.extensions["idp.redirect_connectors"] = social.init_app(app) + oidc_upstream.init_app(app)
     app.extensions["idp.social_connectors"] = {
         c.name for c in app.extensions["idp.redirect_connectors"]
     }

@@ -267,7 +267,10 @@ def _account_page(password_form: ChangePasswordForm):
         mfa=mfa_summary(user),
         password_form=password_form,
         post_form=PostForm(),
-        labels=LABELS,
+        labels={
+            **LABELS,
+            **{c.name: c.label for c in current_app.extensions["idp.redirect_connectors"]},
+        },
         connectable=connectable,
         social=current_app.extensions["idp.social_connectors"],
         can_disconnect=len(user.links) > 1,
@@ -415,14 +418,17 @@ def connect(provider: str):
     form = PostForm()
     if not form.validate_on_submit():
         abort(400)
-    if provider not in current_app.extensions["idp.social_connectors"]:
+    connector = next(
+        (c for c in current_app.extensions["idp.redirect_connectors"] if c.name == provider), None
+    )
+    if connector is None or provider not in current_app.extensions["idp.social_connectors"]:
         abort(404)
     user: User = current_user._get_current_object()
     if signin.address_unproven(user):
-        flash(signin.unproven_message(user, LABELS.get(provider, provider)), "error")
+        flash(signin.unproven_message(user, connector.label), "error")
         return redirect(url_for("auth.account")), 303
     session[SOCIAL_LINK_KEY] = provider
-    return redirect(url_for(f"{provider}.login"))
+    return redirect(connector.login_url())
 
 
 @bp.post("/account/disconnect/<connector>")

@@ -1,0 +1,427 @@
+"""Any OpenID Connect provider as a way to sign in: discovery, the code flow and the ID token
+through Authlib's Flask client, and the verified claims as one Identity.
+
+Each configured upstream (identity.settings.upstreams) is one UpstreamConnector. Its
+`start()` answers the redirect to the upstream (code flow, PKCE S256, state and nonce kept
+in the signed session by Authlib); its `finish()` exchanges the code and returns the
+Identity, or raises UpstreamFailure with the page to show. Nothing the upstream sends is
+stored: its tokens serve the callback request only.
+
+Checked beyond what Authlib checks: the discovery document's `issuer` is the configured one
+(Discovery 4.3), the ID token's `aud` holds our client id, its `sub` is a non-empty string,
+and userinfo's `sub` is the ID token's (Core 5.3.2).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import threading
+import time
+from typing import Any
+
+import requests
+from authlib.integrations.base_client import MismatchingStateError, OAuthError
+from authlib.integrations.flask_client import FlaskIntegration, FlaskOAuth2App
+from authlib.integrations.requests_client import OAuth2Session
+from flask import current_app, request, url_for
+from joserfc.errors import JoseError
+
+from identity.connectors.base import Identity
+from identity.security import safe_next
+from identity.settings.upstreams import Upstream
+
+log = logging.getLogger("identity.oidc_upstream")
+
+# A discovery document is read again after this long (seconds); the keys are read again
+# whenever an ID token names a key id the cached set lacks (Authlib's fetch_jwk_set).
+METADATA_MAX_AGE = 3600
+# Clock skew allowed on the ID token's exp and iat (seconds).
+LEEWAY = 60
+# linked_identities.subject holds 255 characters.
+SUBJECT_MAX = 255
+# What is taken from a discovery document. Authlib hands the metadata to its requests
+# session as keyword arguments, so a document with "verify": false or "proxies" would
+# otherwise configure our HTTP client.
+METADATA_KEYS = (
+    "issuer",
+    "authorization_endpoint",
+    "token_endpoint",
+    "userinfo_endpoint",
+    "jwks_uri",
+    "id_token_signing_alg_values_supported",
+    "token_endpoint_auth_methods_supported",
+    "code_challenge_methods_supported",
+)
+# Signature algorithms accepted on ID tokens: asymmetric only (the keys come from jwks_uri).
+ALGORITHMS = (
+    "RS256",
+    "RS384",
+    "RS512",
+    "PS256",
+    "PS384",
+    "PS512",
+    "ES256",
+    "ES384",
+    "ES512",
+    "EdDSA",
+)
+
+
+class UpstreamFailure(Exception):
+    """A sign-in through an upstream that did not complete: `reason` for the audit log,
+    `status` and `message` for the page, `detail` for the log only."""
+
+    def __init__(self, reason: str, status: int, message: str, detail: str = ""):
+        super().__init__(message)
+        self.reason = reason
+        self.status = status
+        self.message = message
+        self.detail = detail
+
+
+class _Session(OAuth2Session):
+    """Authlib's requests session with the CA and the timeout on every request: requests
+    lets REQUESTS_CA_BUNDLE override a session's own `verify`, not a request's."""
+
+    def request(self, method, url, withhold_token=False, auth=None, **kwargs):
+        kwargs.setdefault("verify", self.verify)
+        kwargs.setdefault("allow_redirects", False)
+        return super().request(method, url, withhold_token=withhold_token, auth=auth, **kwargs)
+
+
+class _App(FlaskOAuth2App):
+    client_cls = _Session
+
+
+def subject_for(issuer: str, sub: str) -> str:
+    """The stored subject: the issuer and its `sub` (an issuer has no '#'), so that two
+    providers' subs never meet, nor one id's subs after its issuer changed. Too long for
+    the column, it is the SHA-256 of the same."""
+    subject = f"{issuer}#{sub}"
+    if len(subject) <= SUBJECT_MAX:
+        return subject
+    return "sha256:" + hashlib.sha256(subject.encode()).hexdigest()
+
+
+class UpstreamConnector:
+    """The RedirectConnector for one upstream OpenID provider."""
+
+    def __init__(self, upstream: Upstream, *, timeout: float, ca_file: str | None):
+        self.upstream = upstream
+        self.name = upstream.connector
+        self.label = upstream.label
+        self.timeout = timeout
+        self.verify: str | bool = ca_file or True
+        self._client: _App | None = None
+        self._loaded_at = 0.0
+        self._lock = threading.Lock()
+
+    def __repr__(self) -> str:
+        return f"UpstreamConnector({self.name!r})"
+
+    def login_url(self, next_url: str | None = None) -> str:
+        return url_for(
+            "oidc_upstream.login", upstream=self.upstream.id, next=safe_next(next_url) or None
+        )
+
+    def redirect_uri(self) -> str:
+        """The callback, built from IDP_ISSUER (never the Host header): what the
+        administrator registers at the upstream."""
+        path = url_for("oidc_upstream.callback", upstream=self.upstream.id)
+        return current_app.config["ISSUER"] + path
+
+    # -- the two steps ----------------------------------------------------------------
+
+    def start(self):
+        """The redirect to the upstream's authorization endpoint (raises UpstreamFailure)."""
+        client = self._ready_client()
+        try:
+            return client.authorize_redirect(self.redirect_uri())
+        except RuntimeError as exc:  # Authlib: no authorization endpoint
+            raise self._bad_metadata(str(exc)) from exc
+
+    def finish(self) -> Identity:
+        """The callback: check the answer, exchange the code, verify the ID token, read
+        userinfo when a claim is missing, and return the Identity (raises UpstreamFailure)."""
+        args = request.args
+        if "error" in args:
+            self._forget_state(args.get("state"))
+            error = args.get("error", "")[:100]
+            if error == "access_denied":
+                raise UpstreamFailure(
+                    "access_denied",
+                    403,
+                    f"You did not allow access at {self.label}, so you are not signed in. "
+                    "Nothing was changed.",
+                )
+            raise UpstreamFailure(
+                "provider_error",
+                502,
+                f"{self.label} reported an error ({error}). Please try again later.",
+                detail=args.get("error_description", "")[:300],
+            )
+        if not args.get("code") or not args.get("state"):
+            raise UpstreamFailure(
+                "bad_callback",
+                400,
+                f"The answer from {self.label} is incomplete. Please try again.",
+            )
+        client = self._ready_client()
+        try:
+            token = client.authorize_access_token(
+                claims_options=self._claims_options(client), leeway=LEEWAY
+            )
+            claims = token.get("userinfo")
+            if not claims:
+                raise UpstreamFailure(
+                    "bad_id_token",
+                    502,
+                    self._unverified(),
+                    detail="the token response has no ID token",
+                )
+            claims = dict(claims)
+            if self._needs_userinfo(claims, client):
+                claims = self._with_userinfo(client, token, claims)
+        except MismatchingStateError as exc:
+            raise UpstreamFailure(
+                "state_mismatch",
+                400,
+                "This sign-in could not be verified: it did not start here, or it was "
+                "already used or started again meanwhile. Please try again.",
+            ) from exc
+        except requests.RequestException as exc:
+            raise self._network(exc) from exc
+        except OAuthError as exc:
+            raise UpstreamFailure(
+                "token_exchange_failed",
+                502,
+                f"{self.label} did not accept the sign-in. Please try again.",
+                detail=f"{exc.error}: {exc.description}",
+            ) from exc
+        except JoseError as exc:
+            raise UpstreamFailure(
+                "bad_id_token", 502, self._unverified(), detail=f"{type(exc).__name__}: {exc}"
+            ) from exc
+        except (ValueError, TypeError, KeyError) as exc:  # an answer that is not JSON
+            raise UpstreamFailure(
+                "bad_answer",
+                502,
+                f"{self.label} gave an answer that could not be read. Please try again.",
+                detail=f"{type(exc).__name__}: {exc}",
+            ) from exc
+        return self.identity(claims)
+
+    # -- claims -> Identity -------------------------------------------------------------
+
+    def identity(self, claims: dict[str, Any]) -> Identity:
+        up = self.upstream
+        sub = claims.get("sub")
+        if not isinstance(sub, str) or not sub or len(sub) > 255:
+            raise UpstreamFailure("bad_id_token", 502, self._unverified(), detail="bad sub")
+        email = _text(claims.get("email"), 254)
+        if email is not None and email.count("@") != 1:
+            email = None
+        name = _text(claims.get("name"), 200)
+        username = (
+            _text(claims.get(up.username_claim), 200)
+            or (email or "").split("@")[0]
+            or name
+            or f"{up.id}-user"
+        )
+        groups: tuple[str, ...] = ()
+        if up.groups_claim:
+            raw = claims.get(up.groups_claim)
+            if isinstance(raw, list):
+                names = (_text(g, 200) for g in raw)
+                groups = tuple(dict.fromkeys(g for g in names if g))[:200]
+        return Identity(
+            connector=up.connector,
+            subject=subject_for(up.issuer, sub),
+            username=username,
+            email=email,
+            # Only when the upstream asserts it (a JSON true) and the administrator trusts it.
+            email_verified=bool(email)
+            and up.trust_email_verified
+            and claims.get("email_verified") is True,
+            name=name,
+            groups=groups,
+            amr=("fed",),
+        )
+
+    def _needs_userinfo(self, claims: dict, client: _App) -> bool:
+        if not client.server_metadata.get("userinfo_endpoint"):
+            return False
+        wanted = ["email", "name", self.upstream.username_claim]
+        if self.upstream.groups_claim:
+            wanted.append(self.upstream.groups_claim)
+        return any(k not in claims for k in wanted)
+
+    def _with_userinfo(self, client: _App, token: dict, claims: dict) -> dict:
+        resp = client.get(
+            client.server_metadata["userinfo_endpoint"], token=token, timeout=self.timeout
+        )
+        if resp.status_code != 200:
+            raise UpstreamFailure(
+                "bad_userinfo",
+                502,
+                f"{self.label} did not say who you are. Please try again later.",
+                detail=f"userinfo answered {resp.status_code}",
+            )
+        info = resp.json()
+        if not isinstance(info, dict) or info.get("sub") != claims["sub"]:
+            raise UpstreamFailure(
+                "bad_userinfo", 502, self._unverified(), detail="userinfo sub differs"
+            )
+        # The ID token's claims win: they are signed.
+        return {**info, **claims}
+
+    # -- discovery ------------------------------------------------------------------------
+
+    def _ready_client(self) -> _App:
+        """The Authlib client, built from a discovery document at most METADATA_MAX_AGE
+        old; raises UpstreamFailure when the upstream cannot be asked or answers nonsense."""
+        client = self._client
+        if client is not None and time.monotonic() - self._loaded_at < METADATA_MAX_AGE:
+            return client
+        with self._lock:
+            if self._client is not None and time.monotonic() - self._loaded_at < METADATA_MAX_AGE:
+                return self._client
+            metadata = self._discover()
+            self._client = self._build(metadata)
+            self._loaded_at = time.monotonic()
+            return self._client
+
+    def _discover(self) -> dict[str, Any]:
+        up = self.upstream
+        url = up.issuer.rstrip("/") + "/.well-known/openid-configuration"
+        try:
+            with _Session(verify=self.verify, default_timeout=self.timeout) as s:
+                resp = s.request("GET", url, withhold_token=True)
+            if resp.status_code != 200:
+                raise self._bad_metadata(f"discovery answered {resp.status_code}")
+            metadata = resp.json()
+        except requests.RequestException as exc:
+            raise self._network(exc) from exc
+        except ValueError as exc:
+            raise self._bad_metadata(f"discovery is not JSON: {exc}") from exc
+        if not isinstance(metadata, dict):
+            raise self._bad_metadata("discovery is not a JSON object")
+        if metadata.get("issuer") != up.issuer:
+            raise UpstreamFailure(
+                "wrong_issuer",
+                502,
+                f"{self.label} is not set up correctly on this service, so it cannot be "
+                "used to sign in. Please tell your administrators.",
+                detail=f"discovery says issuer {metadata.get('issuer')!r}, not {up.issuer!r}",
+            )
+        for key in ("authorization_endpoint", "token_endpoint", "jwks_uri"):
+            value = metadata.get(key)
+            if not isinstance(value, str) or not value.startswith("https://"):
+                raise self._bad_metadata(f"{key} is not an https URL: {value!r}")
+        userinfo = metadata.get("userinfo_endpoint")
+        if userinfo is not None and not (
+            isinstance(userinfo, str) and userinfo.startswith("https://")
+        ):
+            metadata.pop("userinfo_endpoint")
+        methods = metadata.get("code_challenge_methods_supported")
+        if isinstance(methods, list) and "S256" not in methods:
+            raise self._bad_metadata("the upstream does not support PKCE S256")
+        algs = metadata.get("id_token_signing_alg_values_supported") or ["RS256"]
+        algs = [a for a in algs if a in ALGORITHMS] if isinstance(algs, list) else []
+        if not algs:
+            raise self._bad_metadata("no asymmetric ID token signing algorithm")
+        metadata["id_token_signing_alg_values_supported"] = algs
+        return {k: metadata[k] for k in METADATA_KEYS if k in metadata}
+
+    def _build(self, metadata: dict[str, Any]) -> _App:
+        up = self.upstream
+        auth_methods = metadata.get("token_endpoint_auth_methods_supported") or [
+            "client_secret_basic"
+        ]
+        auth = (
+            "client_secret_post"
+            if "client_secret_basic" not in auth_methods and "client_secret_post" in auth_methods
+            else "client_secret_basic"
+        )
+        return _App(
+            FlaskIntegration(up.connector),
+            up.connector,
+            client_id=up.client_id,
+            client_secret=up.client_secret,
+            client_kwargs={
+                "scope": " ".join(up.scopes),
+                "code_challenge_method": "S256",
+                "token_endpoint_auth_method": auth,
+                "default_timeout": self.timeout,
+                "verify": self.verify,
+            },
+            **metadata,
+        )
+
+    def _claims_options(self, client: _App) -> dict:
+        return {
+            "iss": {"essential": True, "values": [self.upstream.issuer]},
+            "aud": {"essential": True, "values": [self.upstream.client_id]},
+            "sub": {"essential": True},
+            "exp": {"essential": True},
+            "iat": {"essential": True},
+        }
+
+    # -- failures -------------------------------------------------------------------------
+
+    def _forget_state(self, state: str | None) -> None:
+        from flask import session
+
+        if state:
+            session.pop(f"_state_{self.name}_{state}", None)
+
+    def _unverified(self) -> str:
+        return (
+            f"The answer from {self.label} could not be verified, so you are not signed in. "
+            "Please try again."
+        )
+
+    def _bad_metadata(self, detail: str) -> UpstreamFailure:
+        return UpstreamFailure(
+            "bad_metadata",
+            502,
+            f"{self.label} is not set up correctly on this service, so it cannot be used to "
+            "sign in. Please tell your administrators.",
+            detail=detail,
+        )
+
+    def _network(self, exc: requests.RequestException) -> UpstreamFailure:
+        if isinstance(exc, requests.Timeout):
+            return UpstreamFailure(
+                "timeout",
+                504,
+                f"{self.label} did not answer in time. Please try again later.",
+                detail=str(exc),
+            )
+        return UpstreamFailure(
+            "provider_unreachable",
+            502,
+            f"{self.label} could not be reached. Please try again later.",
+            detail=str(exc),
+        )
+
+
+def _text(value: Any, limit: int) -> str | None:
+    """A claim as a short printable string, or None."""
+    if not isinstance(value, str):
+        return None
+    value = value.strip()
+    if not value or len(value) > limit or any(ord(c) < 32 or ord(c) == 127 for c in value):
+        return None
+    return value
+
+
+def init_app(app) -> list[UpstreamConnector]:
+    """One connector per enabled upstream of IDP_OIDC_UPSTREAMS."""
+    return [
+        UpstreamConnector(
+            upstream, timeout=app.config["SOCIAL_TIMEOUT"], ca_file=app.config["SOCIAL_CA_FILE"]
+        )
+        for upstream in app.config["OIDC_UPSTREAMS"]
+    ]
