@@ -21,6 +21,8 @@ claims go into the ID token; the rest only from userinfo), `userinfo_sub`,
 `extra_metadata` (more discovery fields). `rotate()`
 signs with a new key from then on and publishes only it. `profile` is the person.
 
+Fixture: session-scoped `upstream_server` (conftest loads this module as a plugin).
+
 PYTEST_DONT_REWRITE
 """
 
@@ -32,10 +34,12 @@ import secrets
 import ssl
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
 
+import pytest
 from flask import Flask, jsonify, redirect, request
 from joserfc import jwt
 from joserfc.jwk import RSAKey
@@ -213,3 +217,10 @@ class UpstreamEmulator:
         if token not in self.tokens:
             return jsonify(error="invalid_token"), 401
         return jsonify({**self.profile, "sub": self.userinfo_sub or self.profile["sub"]})
+
+
+@pytest.fixture(scope="session")
+def upstream_server(tmp_path_factory) -> Iterator[UpstreamEmulator]:
+    server = UpstreamEmulator(tmp_path_factory.mktemp("upstream"))
+    yield server
+    server.close()

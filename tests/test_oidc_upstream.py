@@ -26,13 +26,6 @@ from identity.models.audit import Event
 from servers import https_server
 
 
-@pytest.fixture(scope="session")
-def upstream_server(tmp_path_factory) -> Iterator[UpstreamEmulator]:
-    server = UpstreamEmulator(tmp_path_factory.mktemp("upstream"))
-    yield server
-    server.close()
-
-
 @pytest.fixture
 def upstream(upstream_server) -> Iterator[UpstreamEmulator]:
     upstream_server.reset()
@@ -95,7 +88,8 @@ def test_login_page_has_a_button_per_upstream(browser):
     html = page(browser.get("/login"))
     assert 'href="/login/oidc/corp"' in html
     assert "Continue with Corp SSO" in html
-    assert "provider-oidc" in html  # the generic OpenID mark
+    assert "icon-openid" in html  # the generic OpenID mark
+    assert "icon-" not in html.split("provider-oidc-corp")[0]  # none for the others
 
 
 def test_new_identity_creates_an_account_and_a_returning_one_signs_into_it(app, browser, upstream):

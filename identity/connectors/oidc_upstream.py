@@ -111,6 +111,7 @@ class UpstreamConnector:
         self.upstream = upstream
         self.name = upstream.connector
         self.label = upstream.label
+        self.icon = "openid"  # the login page's generic OpenID mark
         self.timeout = timeout
         self.verify: str | bool = ca_file or True
         self._client: _App | None = None
