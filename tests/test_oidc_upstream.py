@@ -96,6 +96,9 @@ def test_new_identity_creates_an_account_and_a_returning_one_signs_into_it(app, 
     r = dance(browser, upstream)
     assert r.status_code == 302 and r.headers["Location"] == "/account"
     assert signed_in_as(browser) == "oscar"
+    account = page(browser.get("/account"))
+    assert "oidc-corp" not in account  # its label, in how you sign in and the sessions list
+    assert account.count("Corp SSO") >= 2
     with app.app_context():
         user = db.session.scalar(select(User))
         assert user.groups == ["staff", "ops"]
@@ -284,6 +287,9 @@ def test_connect_from_the_account_page_then_sign_in_with_it(app, browser, user, 
     browser.logout()
     dance(browser, upstream)
     assert signed_in_as(browser) == "alice"
+    r = browser.post("/account/disconnect/oidc-corp", token_from="/account")
+    assert r.status_code == 302
+    assert "Corp SSO is disconnected" in page(browser.get("/account"))
 
 
 # -- failures: a clear page, nothing stored --------------------------------------------------

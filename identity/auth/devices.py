@@ -14,7 +14,7 @@ from identity import audit, useragent
 from identity.auth import bp, sessions
 from identity.auth import remember as remember_me
 from identity.auth.forms import PostForm
-from identity.auth.views import LABELS
+from identity.auth.views import labels
 from identity.extensions import db
 from identity.models import RememberToken, User
 
@@ -41,9 +41,10 @@ def _when(t: int) -> str:
 def listing(user: User, *, sid: str | None = None, series: str | None = None) -> dict:
     """The account's live sessions and remembered devices, as lines to show; `sid` and
     `series` mark this browser's own."""
+    names = labels()
     lines = []
     for row in sessions.of_user(user):
-        method = LABELS.get(row.connector, row.connector)
+        method = names.get(row.connector, row.connector)
         lines.append(
             Device(
                 key=row.sid,
@@ -64,7 +65,7 @@ def listing(user: User, *, sid: str | None = None, series: str | None = None) ->
             started=_when(row.created_at),
             last_seen=_when(row.rotated_at),
             address=row.ip or "unknown",
-            method=LABELS.get(row.connector, row.connector),
+            method=names.get(row.connector, row.connector),
             current=row.series == series,
         )
         for row in remember_me.of_user(user)

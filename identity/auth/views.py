@@ -52,6 +52,16 @@ LABELS = {
     "passkey": "Passkey",
 }
 BAD_CREDENTIALS = "Wrong username or password."
+
+
+def labels() -> dict[str, str]:
+    """LABELS and each configured redirect connector's own (upstream OpenID providers)."""
+    return {
+        **LABELS,
+        **{c.name: c.label for c in current_app.extensions["idp.redirect_connectors"]},
+    }
+
+
 # A setting is wrong: waiting will not help, the administrators must hear of it.
 MISCONFIGURED = (
     "Sign-in with the company directory is misconfigured on this service, so directory "
@@ -267,10 +277,7 @@ def _account_page(password_form: ChangePasswordForm):
         mfa=mfa_summary(user),
         password_form=password_form,
         post_form=PostForm(),
-        labels={
-            **LABELS,
-            **{c.name: c.label for c in current_app.extensions["idp.redirect_connectors"]},
-        },
+        labels=labels(),
         connectable=connectable,
         social=current_app.extensions["idp.social_connectors"],
         can_disconnect=len(user.links) > 1,
@@ -452,5 +459,5 @@ def disconnect(connector: str):
     db.session.delete(link)
     audit.record("unlink", user, method=connector)
     db.session.commit()
-    flash(f"{LABELS.get(connector, connector)} is disconnected.", "success")
+    flash(f"{labels().get(connector, connector)} is disconnected.", "success")
     return redirect(url_for("auth.account"))
