@@ -377,6 +377,25 @@ def closed_port() -> int:
         return s.getsockname()[1]
 
 
+@pytest.fixture(scope="module")
+def silent_port() -> Iterator[int]:
+    """A port that accepts connections (the kernel's backlog) and never says a word."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen(16)
+        yield s.getsockname()[1]
+
+
+@pytest.fixture
+def silent_upstream(silent_port, upstream_entry):
+    upstream_entry["issuer"] = f"https://127.0.0.1:{silent_port}/op"
+
+
+def test_an_upstream_that_never_answers_discovery(silent_upstream, app, browser, upstream):
+    r = start(browser)
+    failed(app, browser, r, 504, "did not answer in time", "timeout")
+
+
 @pytest.mark.parametrize("upstream_entry", [{"issuer": f"https://127.0.0.1:{closed_port()}/op"}])
 def test_an_upstream_that_is_down(app, browser, upstream):
     r = start(browser)
