@@ -150,6 +150,17 @@ def test_tokens_from_the_upstream_are_not_stored(app, browser, upstream):
         assert not [k for k in s if k.startswith("_state_")]  # the state is spent
 
 
+def test_unfinished_sign_ins_do_not_grow_the_cookie(app, browser, upstream):
+    """Several tabs may each start a sign-in; only the newest few are kept."""
+    locations = [start(browser).headers["Location"] for _ in range(6)]
+    with browser.client.session_transaction() as s:
+        assert len([k for k in s if k.startswith("_state_oidc-corp_")]) == 3
+    r = browser.get(approve(upstream, locations[0]))  # the oldest is forgotten
+    assert r.status_code == 400
+    r = browser.get(approve(upstream, locations[-1]))
+    assert r.status_code == 302, page(r)
+
+
 def test_claims_missing_from_the_id_token_come_from_userinfo(app, browser, upstream):
     upstream.id_token_claims = ("sub",)
     assert dance(browser, upstream).status_code == 302

@@ -24,7 +24,7 @@ import requests
 from authlib.integrations.base_client import MismatchingStateError, OAuthError
 from authlib.integrations.flask_client import FlaskIntegration, FlaskOAuth2App
 from authlib.integrations.requests_client import OAuth2Session
-from flask import current_app, request, url_for
+from flask import current_app, request, session, url_for
 from joserfc.errors import JoseError
 
 from identity.connectors.base import Identity
@@ -38,6 +38,8 @@ log = logging.getLogger("identity.oidc_upstream")
 METADATA_MAX_AGE = 3600
 # Clock skew allowed on the ID token's exp and iat (seconds).
 LEEWAY = 60
+# Sign-ins started and not finished (several tabs) kept at once.
+PENDING_MAX = 3
 # linked_identities.subject holds 255 characters.
 SUBJECT_MAX = 255
 # What is taken from a discovery document. Authlib hands the metadata to its requests
@@ -137,6 +139,7 @@ class UpstreamConnector:
     def start(self):
         """The redirect to the upstream's authorization endpoint (raises UpstreamFailure)."""
         client = self._ready_client()
+        self._forget_old_states()
         try:
             return client.authorize_redirect(self.redirect_uri())
         except RuntimeError as exc:  # Authlib: no authorization endpoint
@@ -372,10 +375,19 @@ class UpstreamConnector:
     # -- failures -------------------------------------------------------------------------
 
     def _forget_state(self, state: str | None) -> None:
-        from flask import session
-
         if state:
             session.pop(f"_state_{self.name}_{state}", None)
+
+    def _forget_old_states(self) -> None:
+        """Keep the newest PENDING_MAX - 1 unfinished sign-ins (tabs) before a new one: each
+        is kept in the session cookie, which browsers drop beyond 4 KB."""
+        prefix = f"_state_{self.name}_"
+        pending = sorted(
+            (k for k in session if k.startswith(prefix)),
+            key=lambda k: (session[k] or {}).get("exp", 0),
+        )
+        for key in pending[: max(0, len(pending) - (PENDING_MAX - 1))]:
+            session.pop(key)
 
     def _unverified(self) -> str:
         return (
