@@ -64,6 +64,7 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
     from identity.admin import bp as admin_bp
     from identity.admin.cli_audit import audit_cli
     from identity.admin.cli_ldap import ldap_cli
+    from identity.admin.cli_upstreams import upstream_cli
     from identity.admin.cli_users import user_cli
     from identity.auth import bp as auth_bp
     from identity.auth.upstream_views import bp as upstream_bp
@@ -90,6 +91,7 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
     app.cli.add_command(user_cli)
     app.cli.add_command(audit_cli)
     app.cli.add_command(ldap_cli)
+    app.cli.add_command(upstream_cli)
     app.cli.add_command(setup_command)
     # Security headers on every response; error pages that never show a stack trace.
     security.install_headers(app)

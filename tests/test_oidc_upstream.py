@@ -473,3 +473,49 @@ def test_settings_from_the_environment(database_url, tmp_path, monkeypatch):
     assert connector.name == "oidc-corp" and connector.label == "op.example"
     assert connector.upstream.scopes == ("openid", "email")
     assert "'s'" not in repr(connector.upstream)
+
+
+# -- the command line -------------------------------------------------------------------------
+
+
+def cli(app, *args):
+    return app.test_cli_runner().invoke(args=["upstream", *args])
+
+
+def test_cli_lists_upstreams_without_their_secret(app, upstream):
+    r = cli(app, "list")
+    assert r.exit_code == 0 and "corp" in r.output and "Corp SSO" in r.output
+    assert upstream.secret not in r.output
+    r = cli(app, "list", "--json")
+    assert '"client_id": "idp-downstream"' in r.output and upstream.secret not in r.output
+
+
+def test_cli_check_reads_discovery_and_keys_and_gives_the_redirect_uri(app, upstream):
+    r = cli(app, "check", "corp")
+    assert r.exit_code == 0, r.output
+    assert "corp: discovery and keys OK" in r.output
+    assert "redirect uri: https://idp.test/login/oidc/corp/callback" in r.output
+    assert upstream.key.kid in r.output
+    assert upstream.secret not in r.output
+
+
+@pytest.mark.parametrize(
+    "args,words",
+    [
+        (("check", "nope"), "no upstream 'nope' (configured: corp)"),
+        (("check", "corp"), "corp: wrong_issuer (discovery says issuer 'https://evil.example'"),
+    ],
+)
+def test_cli_check_failures_are_one_line(app, upstream, args, words):
+    upstream.discovery_issuer = "https://evil.example"
+    r = cli(app, *args)
+    assert r.exit_code == 1
+    assert words in r.output
+    assert r.output.count("\n") == 1 and "Traceback" not in r.output
+
+
+@pytest.mark.parametrize("upstream_entry", [{"issuer": f"https://127.0.0.1:{closed_port()}/op"}])
+def test_cli_check_of_an_upstream_that_is_down(app, upstream):
+    r = cli(app, "check", "corp")
+    assert r.exit_code == 1 and r.output.startswith("Error: corp: provider_unreachable")
+    assert r.output.count("\n") == 1

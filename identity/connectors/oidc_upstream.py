@@ -26,6 +26,7 @@ from authlib.integrations.flask_client import FlaskIntegration, FlaskOAuth2App
 from authlib.integrations.requests_client import OAuth2Session
 from flask import current_app, request, session, url_for
 from joserfc.errors import JoseError
+from joserfc.jwk import KeySet
 
 from identity.connectors.base import Identity
 from identity.security import safe_next
@@ -215,6 +216,29 @@ class UpstreamConnector:
                 detail=f"{type(exc).__name__}: {exc}",
             ) from exc
         return self.identity(claims)
+
+    def check(self) -> dict[str, Any]:
+        """Discovery and the keys, read now (for the administrator): what was found, or
+        UpstreamFailure. A good reading replaces the cached one."""
+        metadata = self._discover()
+        client = self._build(metadata)
+        try:
+            keys = KeySet.import_key_set(client.fetch_jwk_set(force=True))
+        except requests.RequestException as exc:
+            raise self._network(exc) from exc
+        except (ValueError, TypeError, KeyError, JoseError) as exc:
+            raise self._bad_metadata(f"jwks_uri: {type(exc).__name__}: {exc}") from exc
+        with self._lock:
+            self._client, self._loaded_at = client, time.monotonic()
+        return {
+            "issuer": metadata["issuer"],
+            "authorization_endpoint": metadata["authorization_endpoint"],
+            "token_endpoint": metadata["token_endpoint"],
+            "userinfo_endpoint": metadata.get("userinfo_endpoint"),
+            "algorithms": metadata["id_token_signing_alg_values_supported"],
+            "keys": [k.kid or "(no kid)" for k in keys],
+            "redirect_uri": self.redirect_uri(),
+        }
 
     # -- claims -> Identity -------------------------------------------------------------
 
