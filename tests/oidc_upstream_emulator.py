@@ -21,7 +21,9 @@ claims go into the ID token; the rest only from userinfo), `userinfo_sub`,
 `extra_metadata` (more discovery fields). `rotate()`
 signs with a new key from then on and publishes only it. `profile` is the person.
 
-Fixture: session-scoped `upstream_server` (conftest loads this module as a plugin).
+Fixtures (conftest loads this module as a plugin): session-scoped `upstream_server`;
+`upstream`, the same reset before and after a test; `upstream_entry`, changes to its
+IDP_OIDC_UPSTREAMS entry (override or parametrize it).
 
 PYTEST_DONT_REWRITE
 """
@@ -112,6 +114,14 @@ class UpstreamEmulator:
             "label": "Corp SSO",
             "groups_claim": "groups",
             **extra,
+        }
+
+    def app_settings(self, **entry) -> dict:
+        """The service's settings for signing in with this emulator (entry: changed keys)."""
+        return {
+            "OIDC_UPSTREAMS": [self.settings(**entry)],
+            "SOCIAL_CA_FILE": self.ca_file,
+            "SOCIAL_TIMEOUT": 1,
         }
 
     def close(self) -> None:
@@ -224,3 +234,15 @@ def upstream_server(tmp_path_factory) -> Iterator[UpstreamEmulator]:
     server = UpstreamEmulator(tmp_path_factory.mktemp("upstream"))
     yield server
     server.close()
+
+
+@pytest.fixture
+def upstream(upstream_server) -> Iterator[UpstreamEmulator]:
+    upstream_server.reset()
+    yield upstream_server
+    upstream_server.reset()
+
+
+@pytest.fixture
+def upstream_entry() -> dict:
+    return {}

@@ -27,25 +27,8 @@ from servers import https_server
 
 
 @pytest.fixture
-def upstream(upstream_server) -> Iterator[UpstreamEmulator]:
-    upstream_server.reset()
-    yield upstream_server
-    upstream_server.reset()
-
-
-@pytest.fixture
-def upstream_entry() -> dict:
-    """Override (or parametrize) to change the upstream's entry."""
-    return {}
-
-
-@pytest.fixture
 def app_overrides(upstream, upstream_entry):
-    return {
-        "OIDC_UPSTREAMS": [upstream.settings(**upstream_entry)],
-        "SOCIAL_CA_FILE": upstream.ca_file,
-        "SOCIAL_TIMEOUT": 1,
-    }
+    return upstream.app_settings(**upstream_entry)
 
 
 def start(browser: Browser, upstream_id: str = "corp", next_url: str | None = None):

@@ -15,8 +15,9 @@ from playwright.sync_api import expect
 from test_browser import TIMEOUT_MS, launch, playwright, shots  # noqa: F401 - fixture
 from test_social import social_settings
 
-from conftest import dispose, make_app
+from conftest import PASSWORD, dispose, make_app
 from identity import certs
+from identity.auth import accounts
 from identity.extensions import db
 from servers import https_server, nss_home, require_certutil
 
@@ -92,5 +93,29 @@ def test_sign_in_with_an_upstream_in_chromium(playwright, served, home, upstream
         expect(page.locator("h1")).to_have_text("Sign-in with Corp SSO did not complete")
         expect(page.get_by_role("alert")).to_contain_text("You did not allow access")
         shots(page, "oidc-upstream", "refused")
+    finally:
+        context.close()
+
+
+def test_admin_checks_an_upstream_in_chromium(playwright, served, home, upstream_server):  # noqa: F811
+    with served.app.app_context():
+        accounts.create_local("root", "root@example.org", PASSWORD).is_admin = True
+        db.session.commit()
+    context = launch(playwright, home, "profile-admin")
+    try:
+        page = context.new_page()
+        page.goto(f"{served.url}/login?next=/admin/upstreams")
+        page.get_by_label("Username or e-mail").fill("root")
+        page.get_by_label("Password", exact=True).fill(PASSWORD)
+        page.get_by_role("button", name="Sign in", exact=True).click()
+        page.wait_for_url(f"{served.url}/admin/upstreams", timeout=TIMEOUT_MS)
+        expect(page.locator("main")).to_contain_text(f"{served.url}/login/oidc/corp/callback")
+        page.get_by_role("button", name="Check discovery and keys").click()
+        expect(page.get_by_role("status")).to_contain_text("all is well")
+        shots(page, "oidc-upstream", "admin-check")
+        upstream_server.discovery_issuer = "https://evil.example/op"
+        page.get_by_role("button", name="Check discovery and keys").click()
+        expect(page.get_by_role("alert")).to_contain_text("wrong_issuer")
+        shots(page, "oidc-upstream", "admin-check-failed")
     finally:
         context.close()

@@ -5,12 +5,14 @@ from flask import Blueprint
 bp = Blueprint("admin", __name__, url_prefix="/admin")
 
 
-# Routes register on bp: home, directory, users (and their names), apps, keys, audit log.
+# Routes register on bp: home, directory, users (and their names), apps, keys, sign-in
+# providers, audit log.
 from identity.admin import (  # noqa: E402,F401
     apps,
     audit_log,
     keys_page,
     overview,
+    upstreams_page,
     user_names,
     users,
     views,
