@@ -23,12 +23,18 @@ from typing import Any
 import requests
 from authlib.integrations.base_client import MismatchingStateError, OAuthError
 from authlib.integrations.flask_client import FlaskIntegration, FlaskOAuth2App
-from authlib.integrations.requests_client import OAuth2Session
 from flask import current_app, request, session, url_for
 from joserfc.errors import JoseError
 from joserfc.jwk import KeySet
 
 from identity.connectors.base import Identity
+from identity.connectors.oidc_discovery import (
+    UpstreamFailure,
+    UpstreamSession,
+    bad_metadata,
+    discover,
+    network_failure,
+)
 from identity.security import safe_next
 from identity.settings.upstreams import Upstream
 
@@ -43,58 +49,10 @@ LEEWAY = 60
 PENDING_MAX = 3
 # linked_identities.subject holds 255 characters.
 SUBJECT_MAX = 255
-# What is taken from a discovery document. Authlib hands the metadata to its requests
-# session as keyword arguments, so a document with "verify": false or "proxies" would
-# otherwise configure our HTTP client.
-METADATA_KEYS = (
-    "issuer",
-    "authorization_endpoint",
-    "token_endpoint",
-    "userinfo_endpoint",
-    "jwks_uri",
-    "id_token_signing_alg_values_supported",
-    "token_endpoint_auth_methods_supported",
-    "code_challenge_methods_supported",
-)
-# Signature algorithms accepted on ID tokens: asymmetric only (the keys come from jwks_uri).
-ALGORITHMS = (
-    "RS256",
-    "RS384",
-    "RS512",
-    "PS256",
-    "PS384",
-    "PS512",
-    "ES256",
-    "ES384",
-    "ES512",
-    "EdDSA",
-)
-
-
-class UpstreamFailure(Exception):
-    """A sign-in through an upstream that did not complete: `reason` for the audit log,
-    `status` and `message` for the page, `detail` for the log only."""
-
-    def __init__(self, reason: str, status: int, message: str, detail: str = ""):
-        super().__init__(message)
-        self.reason = reason
-        self.status = status
-        self.message = message
-        self.detail = detail
-
-
-class _Session(OAuth2Session):
-    """Authlib's requests session with the CA and the timeout on every request: requests
-    lets REQUESTS_CA_BUNDLE override a session's own `verify`, not a request's."""
-
-    def request(self, method, url, withhold_token=False, auth=None, **kwargs):
-        kwargs.setdefault("verify", self.verify)
-        kwargs.setdefault("allow_redirects", False)
-        return super().request(method, url, withhold_token=withhold_token, auth=auth, **kwargs)
 
 
 class _App(FlaskOAuth2App):
-    client_cls = _Session
+    client_cls = UpstreamSession
 
 
 def subject_for(issuer: str, sub: str) -> str:
@@ -321,46 +279,13 @@ class UpstreamConnector:
             return self._client
 
     def _discover(self) -> dict[str, Any]:
-        up = self.upstream
-        url = up.issuer.rstrip("/") + "/.well-known/openid-configuration"
-        try:
-            with _Session(verify=self.verify, default_timeout=self.timeout) as s:
-                resp = s.request("GET", url, withhold_token=True)
-            if resp.status_code != 200:
-                raise self._bad_metadata(f"discovery answered {resp.status_code}")
-            metadata = resp.json()
-        except requests.RequestException as exc:
-            raise self._network(exc) from exc
-        except ValueError as exc:
-            raise self._bad_metadata(f"discovery is not JSON: {exc}") from exc
-        if not isinstance(metadata, dict):
-            raise self._bad_metadata("discovery is not a JSON object")
-        if metadata.get("issuer") != up.issuer:
-            raise UpstreamFailure(
-                "wrong_issuer",
-                502,
-                f"{self.label} is not set up correctly on this service, so it cannot be "
-                "used to sign in. Please tell your administrators.",
-                detail=f"discovery says issuer {metadata.get('issuer')!r}, not {up.issuer!r}",
-            )
-        for key in ("authorization_endpoint", "token_endpoint", "jwks_uri"):
-            value = metadata.get(key)
-            if not isinstance(value, str) or not value.startswith("https://"):
-                raise self._bad_metadata(f"{key} is not an https URL: {value!r}")
-        userinfo = metadata.get("userinfo_endpoint")
-        if userinfo is not None and not (
-            isinstance(userinfo, str) and userinfo.startswith("https://")
-        ):
-            metadata.pop("userinfo_endpoint")
-        methods = metadata.get("code_challenge_methods_supported")
-        if isinstance(methods, list) and "S256" not in methods:
-            raise self._bad_metadata("the upstream does not support PKCE S256")
-        algs = metadata.get("id_token_signing_alg_values_supported") or ["RS256"]
-        algs = [a for a in algs if a in ALGORITHMS] if isinstance(algs, list) else []
-        if not algs:
-            raise self._bad_metadata("no asymmetric ID token signing algorithm")
-        metadata["id_token_signing_alg_values_supported"] = algs
-        return {k: metadata[k] for k in METADATA_KEYS if k in metadata}
+        return discover(self.upstream, self.label, verify=self.verify, timeout=self.timeout)
+
+    def _bad_metadata(self, detail: str) -> UpstreamFailure:
+        return bad_metadata(self.label, detail)
+
+    def _network(self, exc: requests.RequestException) -> UpstreamFailure:
+        return network_failure(self.label, exc)
 
     def _build(self, metadata: dict[str, Any]) -> _App:
         up = self.upstream
@@ -417,30 +342,6 @@ class UpstreamConnector:
         return (
             f"The answer from {self.label} could not be verified, so you are not signed in. "
             "Please try again."
-        )
-
-    def _bad_metadata(self, detail: str) -> UpstreamFailure:
-        return UpstreamFailure(
-            "bad_metadata",
-            502,
-            f"{self.label} is not set up correctly on this service, so it cannot be used to "
-            "sign in. Please tell your administrators.",
-            detail=detail,
-        )
-
-    def _network(self, exc: requests.RequestException) -> UpstreamFailure:
-        if isinstance(exc, requests.Timeout):
-            return UpstreamFailure(
-                "timeout",
-                504,
-                f"{self.label} did not answer in time. Please try again later.",
-                detail=str(exc),
-            )
-        return UpstreamFailure(
-            "provider_unreachable",
-            502,
-            f"{self.label} could not be reached. Please try again later.",
-            detail=str(exc),
         )
 
 
