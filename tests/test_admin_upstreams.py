@@ -56,7 +56,9 @@ def test_a_failed_check_says_what_is_wrong(app, admin, upstream):
     r = admin.post("/admin/upstreams/corp/check", token_from="/admin/upstreams")
     assert r.status_code == 502
     html = text(r)
-    assert "The check failed: <code>wrong_issuer</code>" in html and "https://evil.example/op" in html
+    assert (
+        "The check failed: <code>wrong_issuer</code>" in html and "https://evil.example/op" in html
+    )
     assert "Error: Sign-in providers" in html
 
 

@@ -169,10 +169,10 @@ def test_keys_are_read_again_when_an_unknown_kid_appears(app, browser, upstream)
     assert upstream.requests.count("/op/.well-known/openid-configuration") == 1
 
 
-def test_discovery_cannot_configure_our_http_client(browser, upstream):
+def test_discovery_cannot_configure_our_http_client(browser, upstream, refused_port):
     """Authlib hands discovery fields to its requests session as keyword arguments: a
     document with "proxies" or "verify" must not reach it."""
-    dead = f"http://127.0.0.1:{closed_port()}"
+    dead = f"http://127.0.0.1:{refused_port}"
     upstream.extra_metadata = {"proxies": {"https": dead}, "verify": False}
     r = dance(browser, upstream)
     assert r.status_code == 302, page(r)
@@ -365,10 +365,18 @@ def test_an_upstream_that_answers_too_late(app, browser, upstream):
     failed(app, browser, r, 504, "did not answer in time", "timeout")
 
 
-def closed_port() -> int:
+@pytest.fixture
+def refused_port() -> Iterator[int]:
+    """A port that refuses connections: bound (so no other process takes it meanwhile) and
+    not listening."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+        yield s.getsockname()[1]
+
+
+@pytest.fixture
+def down_upstream(refused_port, upstream_entry):
+    upstream_entry["issuer"] = f"https://127.0.0.1:{refused_port}/op"
 
 
 @pytest.fixture(scope="module")
@@ -390,8 +398,7 @@ def test_an_upstream_that_never_answers_discovery(silent_upstream, app, browser,
     failed(app, browser, r, 504, "did not answer in time", "timeout")
 
 
-@pytest.mark.parametrize("upstream_entry", [{"issuer": f"https://127.0.0.1:{closed_port()}/op"}])
-def test_an_upstream_that_is_down(app, browser, upstream):
+def test_an_upstream_that_is_down(down_upstream, app, browser, upstream):
     r = start(browser)
     failed(app, browser, r, 502, "could not be reached", "provider_unreachable")
 
@@ -497,8 +504,7 @@ def test_cli_check_failures_are_one_line(app, upstream, args, words):
     assert r.output.count("\n") == 1 and "Traceback" not in r.output
 
 
-@pytest.mark.parametrize("upstream_entry", [{"issuer": f"https://127.0.0.1:{closed_port()}/op"}])
-def test_cli_check_of_an_upstream_that_is_down(app, upstream):
+def test_cli_check_of_an_upstream_that_is_down(down_upstream, app, upstream):
     r = cli(app, "check", "corp")
     assert r.exit_code == 1 and r.output.startswith("Error: corp: provider_unreachable")
     assert r.output.count("\n") == 1
