@@ -168,13 +168,11 @@ def _init_connectors(app: Flask) -> None:
     # Connectors whose first sign-in creates an account (the directory vouches for people).
     app.extensions["idp.jit_connectors"] = {"ldap"}
     # Social providers: a button each on the login page; their own rules for new identities.
-    from identity.connectors import oidc_upstream, social
+    from identity.connectors import oidc_upstream, social, upstream_registry
 
-    # Then any number of upstream OpenID providers (IDP_OIDC_UPSTREAMS), by the same rules.
-    app.extensions["idp.redirect_connectors"] = social.init_app(app) + oidc_upstream.init_app(app)
-    app.extensions["idp.social_connectors"] = {
-        c.name for c in app.extensions["idp.redirect_connectors"]
-    }
+    # Then any number of upstream OpenID providers (IDP_OIDC_UPSTREAMS, and those added in
+    # the admin console, read from the database), by the same rules.
+    upstream_registry.install(app, social.init_app(app) + oidc_upstream.init_app(app))
     with app.app_context():
         passwords.warm_up()
 

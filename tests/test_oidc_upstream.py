@@ -449,7 +449,7 @@ def test_bad_settings_stop_the_start_with_one_line(database_url, tmp_path, value
 
 def test_a_disabled_upstream_has_no_button_and_no_route(database_url, tmp_path):
     app = make_app(database_url, tmp_path, OIDC_UPSTREAMS=[{**ENTRY, "enabled": False}])
-    assert app.extensions["idp.redirect_connectors"] == []
+    assert list(app.extensions["idp.redirect_connectors"]) == []
 
 
 def test_settings_from_the_environment(database_url, tmp_path, monkeypatch):

@@ -5,6 +5,7 @@ from identity.models.factors import Passkey, RecoveryCode, TotpFactor, WebauthnC
 from identity.models.keys import SigningKey
 from identity.models.oauth import AuthorizationCode, Client, Consent, LogoutDelivery, Token
 from identity.models.sessions import BrowserSession, RememberToken
+from identity.models.upstreams import UpstreamProvider
 from identity.models.users import LinkedIdentity, PasswordReset, User
 from identity.models.verification import EmailVerification
 
@@ -15,6 +16,7 @@ __all__ = [
     "EmailVerification",
     "LogoutDelivery",
     "Token",
+    "UpstreamProvider",
     "TotpFactor",
     "Client",
     "Event",

@@ -84,7 +84,10 @@ def upstream_settings(cfg: Any) -> None:
         if isinstance(entry, Upstream):
             upstream = entry
         else:
-            upstream = _one(n, entry)
+            where = f"IDP_OIDC_UPSTREAMS[{n}]"
+            if isinstance(entry, dict) and isinstance(entry.get("id"), str):
+                where = f"IDP_OIDC_UPSTREAMS[{n}] ({entry['id']})"
+            upstream = parse_entry(entry, where)
             if upstream is None:  # "enabled": false
                 continue
         if upstream.id in seen:
@@ -94,12 +97,11 @@ def upstream_settings(cfg: Any) -> None:
     cfg["OIDC_UPSTREAMS"] = upstreams
 
 
-def _one(n: int, entry: Any) -> Upstream | None:
-    where = f"IDP_OIDC_UPSTREAMS[{n}]"
+def parse_entry(entry: Any, where: str) -> Upstream | None:
+    """One entry as an Upstream (None when "enabled" is false); a ConfigError starting with
+    `where` says what is wrong."""
     if not isinstance(entry, dict):
         raise ConfigError(f"{where} must be a JSON object")
-    if isinstance(entry.get("id"), str):
-        where = f"IDP_OIDC_UPSTREAMS[{n}] ({entry['id']})"
     unknown = sorted(set(entry) - KEYS)
     if unknown:
         raise ConfigError(f"{where}: unknown keys {unknown}; known: {sorted(KEYS)}")
