@@ -4,6 +4,7 @@ redirect URI to register, and a live check of discovery and keys against a real 
 from __future__ import annotations
 
 import pytest
+from cryptography.fernet import Fernet
 from sqlalchemy import select
 from test_admin_console import make_admin
 from test_oidc_upstream import approve, start
@@ -231,3 +232,23 @@ def test_non_admins_cannot_add_or_edit(app, browser, user, upstream):
     r = browser.post("/admin/upstreams/new", new_entry(upstream), token_from="/account")
     assert r.status_code == 403
     assert stored_rows(app) == []
+
+
+def test_a_secret_that_cannot_be_decrypted_is_asked_again(app, admin, upstream):
+    """After KEY_ENCRYPTION_KEY or SECRET_KEY changed, a stored secret cannot be read: the
+    provider has no button, the console says so, and asks for the secret again."""
+    admin.upstream = upstream
+    assert add(admin, upstream).status_code == 302
+    with app.app_context():
+        row = db.session.get(UpstreamProvider, "partner")
+        row.client_secret = Fernet(Fernet.generate_key()).encrypt(b"old").decode()
+        db.session.commit()
+    app.extensions["idp.redirect_connectors"].invalidate()
+    visitor = Browser(https_client(app))
+    assert "Partner ID" not in text(visitor.get("/login"))
+    listing = text(admin.get("/admin/upstreams"))
+    assert "Not usable" in listing and "/admin/upstreams/partner/edit" in listing
+    r = edit(admin, client_secret="")
+    assert r.status_code == 400 and "Cannot be read any more" in text(r)
+    assert edit(admin, client_secret=upstream.secret).status_code == 302
+    assert "Continue with Partner ID" in text(visitor.get("/login"))

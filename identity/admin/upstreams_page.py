@@ -59,12 +59,17 @@ def upstream_check(upstream_id: str):
 
 def _page(checked: str | None = None, result: dict | None = None):
     rows = upstream_registry.stored()
+    connectors = _connectors()
+    fixed = current_app.extensions["idp.redirect_connectors"].fixed_ids()
+    live = {c.upstream.id for c in connectors}
     return render_template(
         "admin/upstreams.html",
-        connectors=_connectors(),
-        stored={r.id for r in rows},
+        connectors=connectors,
         disabled=[r for r in rows if not r.enabled],
-        fixed=current_app.extensions["idp.redirect_connectors"].fixed_ids(),
+        # Enabled, and yet no button: its secret cannot be decrypted, or its id is taken by
+        # IDP_OIDC_UPSTREAMS (the log says which).
+        unusable=[r for r in rows if r.enabled and r.id not in live],
+        fixed=fixed,
         form=CheckForm(),
         checked=checked,
         result=result,

@@ -161,7 +161,13 @@ def save(entry: dict[str, Any], *, row: UpstreamProvider | None = None) -> Upstr
     """Check `entry` as IDP_OIDC_UPSTREAMS would (ConfigError "This provider: …") and store
     it, new or over `row`; the caller commits. An empty client_secret keeps row's."""
     if row is not None and not entry.get("client_secret"):
-        entry = {**entry, "client_secret": unseal(row.client_secret)}
+        try:
+            entry = {**entry, "client_secret": unseal(row.client_secret)}
+        except InvalidToken:
+            raise ConfigError(
+                "This provider: 'client_secret' cannot be read any more (was "
+                "KEY_ENCRYPTION_KEY or SECRET_KEY changed?): enter it again"
+            ) from None
     if row is None:
         if entry.get("id") in _connectors().fixed_ids():
             raise ConfigError(
