@@ -428,10 +428,15 @@ def test_bad_callbacks_and_unknown_upstreams(app, browser, upstream, path):
     nothing_stored(app)
 
 
-def test_error_parameters_are_not_echoed_raw(app, browser, upstream):
-    r = browser.get("/login/oidc/corp/callback?error=%3Cscript%3Ex&state=s")
+@pytest.mark.parametrize(
+    "error", ["%3Cscript%3Ex", "Your+account+is+locked%2C+call+0800+123", "temporarily_unavailable"]
+)
+def test_error_parameters_are_shown_only_as_codes(app, browser, upstream, error):
+    r = browser.get(f"/login/oidc/corp/callback?error={error}&state=s")
     assert r.status_code == 502
-    assert "<script>x" not in page(r)
+    assert "<script>x" not in page(r) and "call 0800" not in page(r)
+    shown = "temporarily_unavailable" if error.startswith("temp") else "unknown"
+    assert f"reported an error ({shown})" in page(r)
 
 
 # -- settings ---------------------------------------------------------------------------------

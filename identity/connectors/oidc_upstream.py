@@ -15,6 +15,7 @@ and userinfo's `sub` is the ID token's (Core 5.3.2).
 from __future__ import annotations
 
 import hashlib
+import re
 import logging
 import threading
 import time
@@ -110,7 +111,9 @@ class UpstreamConnector:
         args = request.args
         if "error" in args:
             self._forget_state(args.get("state"))
-            error = args.get("error", "")[:100]
+            error = args.get("error", "")
+            # Shown on the page: an error code (RFC 6749 4.1.2.1), never arbitrary text.
+            error = error if re.fullmatch(r"[A-Za-z0-9_.-]{1,64}", error) else "unknown"
             if error == "access_denied":
                 raise UpstreamFailure(
                     "access_denied",
