@@ -15,8 +15,8 @@ and userinfo's `sub` is the ID token's (Core 5.3.2).
 from __future__ import annotations
 
 import hashlib
-import re
 import logging
+import re
 import threading
 import time
 from typing import Any
