@@ -16,8 +16,9 @@ Its issuer is https://127.0.0.1:<port>/op and it serves, as a provider would:
 Knobs (attributes, reset by `reset()`) make it misbehave: `deny`, `discovery_issuer`,
 `id_token_issuer`, `audience`, `azp`, `expired`, `bad_signature` (signed by a key it does not
 publish, under a published kid), `nonce` (a fixed one instead of the request's),
-`delay` (seconds before answering the token request), `id_token_claims` (which profile
-claims go into the ID token; the rest only from userinfo), `userinfo_sub`,
+`delay` (seconds before answering the token request), `userinfo_delay` (the same for
+userinfo), `userinfo_malformed` (userinfo answers text that is not JSON), `id_token_claims`
+(which profile claims go into the ID token; the rest only from userinfo), `userinfo_sub`,
 `extra_metadata` (more discovery fields). `rotate()`
 signs with a new key from then on and publishes only it. `profile` is the person.
 
@@ -85,6 +86,8 @@ class UpstreamEmulator:
             self.bad_signature = False
             self.nonce: str | None = None
             self.delay = 0.0
+            self.userinfo_delay = 0.0
+            self.userinfo_malformed = False
             self.id_token_claims: tuple[str, ...] | None = None
             self.userinfo_sub: str | None = None
             self.extra_metadata: dict[str, Any] = {}
@@ -223,9 +226,15 @@ class UpstreamEmulator:
         return jsonify(keys=[self.key.as_dict(private=False)])
 
     def _userinfo(self):
+        with self._lock:
+            wake = self._wake
+        if self.userinfo_delay:
+            wake.wait(self.userinfo_delay)
         token = request.headers.get("Authorization", "").removeprefix("Bearer ")
         if token not in self.tokens:
             return jsonify(error="invalid_token"), 401
+        if self.userinfo_malformed:
+            return '{"sub": "u-1001", "email": ', 200, {"Content-Type": "application/json"}
         return jsonify({**self.profile, "sub": self.userinfo_sub or self.profile["sub"]})
 
 
