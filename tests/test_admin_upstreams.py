@@ -13,7 +13,7 @@ from test_social import database_text, signed_in_as
 from conftest import PASSWORD, Browser, https_client, make_app
 from identity.connectors import upstream_registry
 from identity.extensions import db
-from identity.models import Event, LinkedIdentity, UpstreamProvider
+from identity.models import Event, LinkedIdentity, UpstreamProvider, User
 
 
 @pytest.fixture
@@ -254,3 +254,25 @@ def test_a_secret_that_cannot_be_decrypted_is_asked_again(app, admin, upstream):
     assert r.status_code == 400 and "Cannot be read any more" in text(r)
     assert edit(admin, client_secret=upstream.secret).status_code == 302
     assert "Continue with Partner ID" in text(visitor.get("/login"))
+
+
+def test_a_stored_provider_goes_by_its_label_on_every_page_even_disabled(app, admin, upstream):
+    """The registry names oidc-<id> by its label: the account page, the admin's user and
+    audit pages; still after the provider is disabled (its links and events remain)."""
+    admin.upstream = upstream
+    assert add(admin, upstream).status_code == 302
+    visitor = Browser(https_client(app))
+    r = visitor.get(approve(upstream, start(visitor, "partner").headers["Location"]))
+    assert r.status_code == 302 and signed_in_as(visitor) == "oscar"
+    with app.app_context():
+        oscar = db.session.scalar(select(User).where(User.username == "oscar")).id
+    for enabled in ("y", ""):
+        assert edit(admin, enabled=enabled).status_code == 302
+        pages = {
+            "account": text(visitor.get("/account")),
+            "user": text(admin.get(f"/admin/users/{oscar}")),
+            "audit": text(admin.get("/admin/audit")),
+        }
+        for name, html in pages.items():
+            assert "Partner ID" in html, (enabled, name)
+            assert "oidc-partner" not in html, (enabled, name)
