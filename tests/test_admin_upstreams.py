@@ -11,6 +11,7 @@ from test_oidc_upstream import approve, start
 from test_social import database_text, signed_in_as
 
 from conftest import PASSWORD, Browser, https_client, make_app
+from identity import audit
 from identity.connectors import upstream_registry
 from identity.extensions import db
 from identity.models import Event, LinkedIdentity, UpstreamProvider, User
@@ -276,3 +277,22 @@ def test_a_stored_provider_goes_by_its_label_on_every_page_even_disabled(app, ad
         for name, html in pages.items():
             assert "Partner ID" in html, (enabled, name)
             assert "oidc-partner" not in html, (enabled, name)
+
+
+def test_reading_stored_providers_leaves_the_requests_transaction_alone(tmp_path, caplog):
+    """The registry reads the stored providers in the middle of requests: when that read
+    fails (here the table is missing: the database is not upgraded yet), the request's own
+    unsaved work survives and the page still works."""
+    app = make_app(f"sqlite:///{tmp_path / 'old.db'}", tmp_path)
+    with app.app_context():
+        tables = [t for t in db.metadata.sorted_tables if t.name != "oidc_upstreams"]
+        db.metadata.create_all(db.engine, tables=tables)
+        audit.record("test.pending", None)  # unsaved work of this request
+        assert app.extensions["idp.connectors"].redirect() == []
+        db.session.commit()
+        assert [e.type for e in db.session.scalars(select(Event))] == ["test.pending"]
+    assert "stored upstream providers could not be read" in caplog.text
+    assert Browser(https_client(app)).get("/login").status_code == 200
+    with app.app_context():  # not dispose(): it empties every table, this one is missing
+        db.session.remove()
+        db.engine.dispose()

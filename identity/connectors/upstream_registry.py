@@ -72,15 +72,15 @@ class StoredUpstreams:
     def _reload(self) -> None:
         with self._lock:
             started = time.monotonic()
+            table = UpstreamProvider.__table__
             try:
-                with db.session.no_autoflush:
-                    rows = db.session.scalars(
-                        select(UpstreamProvider).order_by(
-                            UpstreamProvider.created_at, UpstreamProvider.id
-                        )
+                # A connection of its own: the registry is asked in the middle of requests,
+                # whose session this read must neither flush nor roll back.
+                with db.engine.connect() as connection:
+                    rows = connection.execute(
+                        select(table).order_by(table.c.created_at, table.c.id)
                     ).all()
             except SQLAlchemyError as exc:  # not upgraded yet, or the database is down
-                db.session.rollback()
                 log.error("stored upstream providers could not be read: %s", exc)
                 self._read_at = started
                 return
@@ -124,8 +124,8 @@ def unseal(token: str) -> str:
     return fernet(PURPOSE).decrypt(token.encode()).decode()
 
 
-def entry_of(row: UpstreamProvider, secret: str | None = None) -> dict[str, Any]:
-    """The row as an IDP_OIDC_UPSTREAMS entry."""
+def entry_of(row: Any, secret: str | None = None) -> dict[str, Any]:
+    """The row (an UpstreamProvider or a row of its table) as an IDP_OIDC_UPSTREAMS entry."""
     return {
         "id": row.id,
         "issuer": row.issuer,
@@ -139,7 +139,7 @@ def entry_of(row: UpstreamProvider, secret: str | None = None) -> dict[str, Any]
     }
 
 
-def upstream_of(row: UpstreamProvider) -> Upstream:
+def upstream_of(row: Any) -> Upstream:
     upstream = parse_entry(entry_of(row), f"stored upstream {row.id}")
     assert upstream is not None  # entry_of never says "enabled": false
     return upstream
