@@ -106,3 +106,13 @@ def test_profiles_are_read_defensively(provider, body, expected):
     else:
         assert (identity.username, identity.email_verified) == expected
         assert identity.amr == ("fed",) and identity.connector == provider
+
+
+def test_every_failure_reason_has_its_page():
+    from identity.auth.finalize import FAILURES
+    from identity.connectors.base import RedirectFailure
+
+    assert set(FAILURES) == set(RedirectFailure.REASONS)
+    assert {"wrong_issuer", "bad_metadata", "bad_id_token", "bad_userinfo", "bad_callback"} <= set(
+        FAILURES
+    )

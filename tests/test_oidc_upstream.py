@@ -431,6 +431,19 @@ def test_bad_callbacks_and_unknown_upstreams(app, browser, upstream, path):
 
 
 @pytest.mark.parametrize(
+    "query,status,words,reason",
+    [
+        ("", 400, "The answer from Corp SSO is incomplete", "bad_callback"),
+        ("?code=x", 400, "could not be verified", "state_mismatch"),
+        ("?state=forged", 400, "could not be verified", "state_mismatch"),
+    ],
+)
+def test_each_bad_callback_has_its_reason(app, browser, upstream, query, status, words, reason):
+    start(browser)  # a sign-in is pending in this browser: none of these finishes it
+    failed(app, browser, browser.get(f"/login/oidc/corp/callback{query}"), status, words, reason)
+
+
+@pytest.mark.parametrize(
     "error", ["%3Cscript%3Ex", "Your+account+is+locked%2C+call+0800+123", "temporarily_unavailable"]
 )
 def test_error_parameters_are_shown_only_as_codes(app, browser, upstream, error):
