@@ -7,7 +7,7 @@ import pytest
 from cryptography.fernet import Fernet
 from sqlalchemy import select
 from test_admin_console import make_admin
-from test_oidc_upstream import approve, start
+from test_oidc_upstream import approve, close, start
 from test_social import database_text, signed_in_as
 
 from conftest import PASSWORD, Browser, https_client, make_app
@@ -151,9 +151,12 @@ def test_another_process_sees_an_added_provider(app, admin, upstream, database_u
         CLIENT_CACHE_SECONDS=0,
         SECRET_KEY=app.config["SECRET_KEY"],
     )
-    assert "Partner ID" not in text(Browser(https_client(other)).get("/login"))
-    assert add(admin, upstream).status_code == 302
-    assert "Continue with Partner ID" in text(Browser(https_client(other)).get("/login"))
+    try:
+        assert "Partner ID" not in text(Browser(https_client(other)).get("/login"))
+        assert add(admin, upstream).status_code == 302
+        assert "Continue with Partner ID" in text(Browser(https_client(other)).get("/login"))
+    finally:
+        close(other)
 
 
 @pytest.mark.parametrize(
@@ -293,6 +296,4 @@ def test_reading_stored_providers_leaves_the_requests_transaction_alone(tmp_path
         assert [e.type for e in db.session.scalars(select(Event))] == ["test.pending"]
     assert "stored upstream providers could not be read" in caplog.text
     assert Browser(https_client(app)).get("/login").status_code == 200
-    with app.app_context():  # not dispose(): it empties every table, this one is missing
-        db.session.remove()
-        db.engine.dispose()
+    close(app)  # not dispose(): it empties every table, and this one is missing

@@ -482,11 +482,21 @@ def test_bad_settings_stop_the_start_with_one_line(database_url, tmp_path, value
     assert "'s'" not in str(caught.value)  # never the secret
 
 
+def close(app) -> None:
+    """The database connections of an app a test built itself (PostgreSQL warns of open
+    ones), without emptying tables it may not have made."""
+    with app.app_context():
+        db.session.remove()
+        db.engine.dispose()
+
+
 def test_a_disabled_upstream_has_no_button_and_no_route(database_url, tmp_path):
     app = make_app(database_url, tmp_path, OIDC_UPSTREAMS=[{**ENTRY, "enabled": False}])
-    assert app.extensions["idp.connectors"].redirect() == []
-    with app.app_context():
+    try:
+        assert app.extensions["idp.connectors"].redirect() == []
         assert Browser(https_client(app)).get("/login/oidc/corp").status_code == 404
+    finally:
+        close(app)
 
 
 def test_settings_from_the_environment(database_url, tmp_path, monkeypatch):
