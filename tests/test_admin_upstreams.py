@@ -297,3 +297,13 @@ def test_reading_stored_providers_leaves_the_requests_transaction_alone(tmp_path
     assert "stored upstream providers could not be read" in caplog.text
     assert Browser(https_client(app)).get("/login").status_code == 200
     close(app)  # not dispose(): it empties every table, and this one is missing
+
+
+def test_the_command_line_lists_and_checks_a_stored_provider(app, admin, upstream):
+    assert add(admin, upstream).status_code == 302
+    runner = app.test_cli_runner()
+    r = runner.invoke(args=["upstream", "list"])
+    assert r.exit_code == 0 and "partner" in r.output and "Partner ID" in r.output
+    assert upstream.secret not in r.output
+    r = runner.invoke(args=["upstream", "check", "partner"])
+    assert r.exit_code == 0 and "partner: discovery and keys OK" in r.output, r.output

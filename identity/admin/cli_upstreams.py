@@ -10,7 +10,9 @@ from flask import current_app
 
 from identity.cli import Group
 
-upstream_cli = Group("upstream", help="Upstream OpenID Connect providers (IDP_OIDC_UPSTREAMS).")
+upstream_cli = Group(
+    "upstream", help="Upstream OpenID Connect providers (IDP_OIDC_UPSTREAMS and the console's)."
+)
 
 
 def _connectors() -> list:
@@ -22,10 +24,13 @@ def _connectors() -> list:
 @upstream_cli.command("list")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
 def upstream_list(as_json):
-    """The enabled upstreams: id, label, issuer, client id (never the secret)."""
+    """The enabled upstreams, set or stored: id, label, issuer, client id (never the secret)."""
     connectors = _connectors()
     if not connectors and not as_json:
-        click.echo("No upstream OpenID provider is configured (IDP_OIDC_UPSTREAMS).")
+        click.echo(
+            "No upstream OpenID provider is configured (IDP_OIDC_UPSTREAMS, or "
+            "Administration → Sign-in providers)."
+        )
     for c in connectors:
         up = c.upstream
         row = {"id": up.id, "label": up.label, "issuer": up.issuer, "client_id": up.client_id}
