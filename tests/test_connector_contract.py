@@ -147,15 +147,9 @@ def plays(emulator, upstream) -> dict[str, Play]:
     return {c: Play(c, emulator, upstream) for c in CONNECTORS}
 
 
-def settings(emulator, upstream, tmp_path, **overrides) -> dict:
-    # One CA file for both emulators' certificates.
-    bundle = tmp_path / "upstream-cas.pem"
-    bundle.write_text(Path(emulator.ca_file).read_text() + Path(upstream.ca_file).read_text())
-    values = {
-        "SOCIAL_CA_FILE": str(bundle),
-        "SOCIAL_TIMEOUT": 0.5,
-        "OIDC_UPSTREAMS": [upstream.settings(trust_email_verified=True)],
-    }
+def settings(emulator, **overrides) -> dict:
+    """Every OAuth 2.0 provider, played by the provider emulator."""
+    values = {"SOCIAL_CA_FILE": emulator.ca_file, "SOCIAL_TIMEOUT": 0.5}
     for p in PROVIDERS.values():
         client_id, secret = emulator.clients[p.id]
         urls = emulator.endpoints(p.id)
@@ -171,9 +165,18 @@ def settings(emulator, upstream, tmp_path, **overrides) -> dict:
     return values | overrides
 
 
+def contract_settings(emulator, upstream, tmp_path, **overrides) -> dict:
+    """Those providers and the upstream OpenID provider "corp", one CA file for both."""
+    bundle = tmp_path / "upstream-cas.pem"
+    bundle.write_text(Path(emulator.ca_file).read_text() + Path(upstream.ca_file).read_text())
+    oidc = {"SOCIAL_CA_FILE": str(bundle)}
+    oidc["OIDC_UPSTREAMS"] = [upstream.settings(trust_email_verified=True)]
+    return settings(emulator, **oidc) | overrides
+
+
 @pytest.fixture
 def app_overrides(emulator, upstream, tmp_path):
-    return settings(emulator, upstream, tmp_path)
+    return contract_settings(emulator, upstream, tmp_path)
 
 
 def failures(app) -> list[tuple[str, str]]:
@@ -218,7 +221,7 @@ def test_returning_identity_signs_in_to_the_same_account(app, browser, plays, co
 
 @pytest.fixture
 def auto_link_app(database_url, tmp_path, emulator, upstream):
-    values = settings(emulator, upstream, tmp_path, SOCIAL_AUTO_LINK_VERIFIED_EMAIL=True)
+    values = contract_settings(emulator, upstream, tmp_path, SOCIAL_AUTO_LINK_VERIFIED_EMAIL=True)
     app = make_app(database_url, tmp_path, **values)
     with app.app_context():
         db.create_all()
