@@ -265,6 +265,11 @@ class Config:
     # CA certificates (PEM) for provider endpoints (an emulator with its own CA). Unset: the
     # system's trust store.
     SOCIAL_CA_FILE: str | None = None
+    # Upstream OpenID Connect providers, any number: a JSON list of objects with "id",
+    # "issuer", "client_id", "client_secret", "label" and optionally "scopes",
+    # "username_claim", "groups_claim", "trust_email_verified", "enabled"
+    # (identity/settings/upstreams.py). Their calls use SOCIAL_TIMEOUT and SOCIAL_CA_FILE.
+    OIDC_UPSTREAMS: list = []
 
 
 def text_settings() -> tuple[str, ...]:
@@ -299,6 +304,7 @@ def load(app: Any, overrides: dict[str, Any] | None = None) -> None:
     )
     from identity.settings.rate_limits import throttle_settings
     from identity.settings.server import server_settings
+    from identity.settings.upstreams import upstream_settings
 
     app.config.from_object(Config)
     app.config.from_prefixed_env("IDP")
@@ -410,6 +416,7 @@ def load(app: Any, overrides: dict[str, Any] | None = None) -> None:
             f"IDP_SOCIAL_TIMEOUT must be a positive number of seconds, "
             f"not {cfg['SOCIAL_TIMEOUT']!r}"
         )
+    upstream_settings(cfg)
     if not 8 <= cfg["PASSWORD_MIN_LENGTH"] <= cfg["PASSWORD_MAX_LENGTH"] <= 4096:
         raise ConfigError(
             "IDP_PASSWORD_MIN_LENGTH must be at least 8 and at most "

@@ -64,6 +64,7 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
     from identity.admin import bp as admin_bp
     from identity.admin.cli_audit import audit_cli
     from identity.admin.cli_ldap import ldap_cli
+    from identity.admin.cli_upstreams import upstream_cli
     from identity.admin.cli_users import user_cli
     from identity.auth import bp as auth_bp
     from identity.bootstrap import setup_command
@@ -97,6 +98,7 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
     app.cli.add_command(audit_cli)
     app.cli.add_command(ldap_cli)
     app.cli.add_command(forward_auth_cli)
+    app.cli.add_command(upstream_cli)
     app.cli.add_command(setup_command)
     # Security headers on every response; error pages that never show a stack trace.
     security.install_headers(app)
@@ -184,6 +186,14 @@ def _init_connectors(app: Flask) -> None:
         connector = oauth2.OAuth2Connector(provider)
         connector.init_app(app, handler)
         registry.add(connector)
+    # Upstream OpenID providers: IDP_OIDC_UPSTREAMS here, then those stored from the admin
+    # console, read again every IDP_CLIENT_CACHE_SECONDS (an entry here wins an id).
+    from identity.connectors import oidc_upstream, upstream_registry
+
+    for connector in oidc_upstream.configured(app):
+        connector.init_app(app, handler)
+        registry.add(connector)
+    registry.add_source(upstream_registry.StoredUpstreams(app, handler))
     app.extensions["idp.connectors"] = registry
     with app.app_context():
         passwords.warm_up()

@@ -20,9 +20,16 @@ from identity import create_app
 from identity.auth import accounts
 from identity.extensions import db as _db
 
-# Real slapd; OAuth provider emulator; the IdP served over HTTPS for relying-party tests;
-# SMTP; Redis.
-pytest_plugins = ["ldap_server", "provider_emulator", "oidc_rp", "smtp_server", "redis_server"]
+# Real slapd; OAuth provider emulator; an upstream OpenID provider; the IdP served over
+# HTTPS for relying-party tests; SMTP; Redis.
+pytest_plugins = [
+    "ldap_server",
+    "provider_emulator",
+    "oidc_upstream_emulator",
+    "oidc_rp",
+    "smtp_server",
+    "redis_server",
+]
 
 PASSWORD = "correct horse battery staple"
 # Cheap argon2 parameters keep the suite fast; tests of the real parameters set their own.

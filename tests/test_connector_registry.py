@@ -52,6 +52,40 @@ def test_kinds_order_and_policies():
     assert registry.label("unknown-thing") == "unknown-thing"
 
 
+class Source:
+    """A source of connectors that change while the service runs (stored providers)."""
+
+    def __init__(self):
+        self.current: list = []
+        self.known: dict[str, str] = {}
+
+    def connectors(self) -> list:
+        return list(self.current)
+
+    def labels(self) -> dict[str, str]:
+        return dict(self.known)
+
+
+def test_a_source_adds_connectors_as_they_change():
+    registry = Registry()
+    registry.add(connector("oidc-corp"))  # IDP_OIDC_UPSTREAMS' entry
+    source = Source()
+    registry.add_source(source)
+    assert [c.id for c in registry.redirect()] == ["oidc-corp"]
+    partner = connector("oidc-partner")
+    source.current = [partner, connector("oidc-corp"), connector("passkey")]
+    source.known = {"oidc-partner": "Partner ID", "oidc-old": "Old SSO"}
+    # The fixed connector wins its id; a method's name is never a connector's.
+    assert [c.id for c in registry.redirect()] == ["oidc-corp", "oidc-partner"]
+    assert registry.get("oidc-partner") is partner and registry.get("passkey") is None
+    assert registry.provisioning("oidc-partner") == "email"
+    assert registry.label("oidc-partner") == "Oidc-Partner"  # the connector's own label
+    assert registry.label("oidc-old") == "Old SSO"  # disabled: still named
+    source.current = []
+    assert registry.get("oidc-partner") is None
+    assert registry.provisioning("oidc-partner") == "existing"
+
+
 @pytest.mark.parametrize(
     "provider,body,expected",
     [
@@ -72,3 +106,13 @@ def test_profiles_are_read_defensively(provider, body, expected):
     else:
         assert (identity.username, identity.email_verified) == expected
         assert identity.amr == ("fed",) and identity.connector == provider
+
+
+def test_every_failure_reason_has_its_page():
+    from identity.auth.finalize import FAILURES
+    from identity.connectors.base import RedirectFailure
+
+    assert set(FAILURES) == set(RedirectFailure.REASONS)
+    assert {"wrong_issuer", "bad_metadata", "bad_id_token", "bad_userinfo", "bad_callback"} <= set(
+        FAILURES
+    )

@@ -26,6 +26,13 @@ log = logging.getLogger("identity.social")
 NEXT_KEY = "social_next"
 LINK_KEY = "social_link"
 
+MISCONFIGURED = (
+    "{label} is not set up correctly on this service, so it cannot be used to sign in. "
+    "Please tell your administrators."
+)
+UNVERIFIED = (
+    "The answer from {label} could not be verified, so you are not signed in. Please try again."
+)
 # What people read for each RedirectFailure reason, and the page's status.
 FAILURES = {
     "access_denied": (
@@ -47,6 +54,11 @@ FAILURES = {
     "bad_profile": (502, "{label} did not say who you are. Please try again later."),
     "timeout": (504, "{label} did not answer in time. Please try again later."),
     "provider_unreachable": (502, "{label} could not be reached. Please try again later."),
+    "wrong_issuer": (502, MISCONFIGURED),
+    "bad_metadata": (502, MISCONFIGURED),
+    "bad_id_token": (502, UNVERIFIED),
+    "bad_userinfo": (502, "{label} did not say who you are. Please try again later."),
+    "bad_callback": (400, "The answer from {label} is incomplete. Please try again."),
 }
 ERROR_CODE = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 # Refusals that are about which account an identity belongs to: a conflict.
@@ -104,10 +116,15 @@ def failure(connector, failed: RedirectFailure):
     log.warning("%s sign-in failed: %s %s", connector.id, failed.reason, failed.detail)
     audit.record("signin.failure", None, method=connector.id, reason=failed.reason)
     db.session.commit()
-    status, message = FAILURES[failed.reason]
+    status = FAILURES[failed.reason][0]
+    return _page(connector, failure_message(connector.label, failed), status)
+
+
+def failure_message(label: str, failed: RedirectFailure) -> str:
+    """What people read for `failed` (the failure page, the admin console's live check)."""
     # The upstream's error code is shown only when it looks like one (RFC 6749: ASCII).
     error = failed.error if failed.error and ERROR_CODE.fullmatch(failed.error) else "unknown"
-    return _page(connector, message.format(label=connector.label, error=error), status)
+    return FAILURES[failed.reason][1].format(label=label, error=error)
 
 
 def _page(connector, message: str, status: int):

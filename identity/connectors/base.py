@@ -65,6 +65,12 @@ class RedirectFailure(Exception):
         "bad_profile",  # no usable profile: error status, malformed, or no id in it
         "timeout",
         "provider_unreachable",
+        # OpenID Connect upstreams (identity.connectors.oidc_upstream):
+        "wrong_issuer",  # discovery names another issuer than the configured one
+        "bad_metadata",  # discovery or the keys unusable (not https, no S256, no key set)
+        "bad_id_token",  # no ID token, or one that fails a check (signature, aud, exp, nonce)
+        "bad_userinfo",  # userinfo refused, unreadable, or about someone else (its sub)
+        "bad_callback",  # a callback with neither code, state nor error
     )
 
     def __init__(self, reason: str, detail: str = "", error: str | None = None):

@@ -34,6 +34,12 @@ To add a redirect connector (an upstream that sends the browser back with a resu
    every registered redirect connector through the same cases.
 
 An OAuth 2.0 provider that Flask-Dance knows is only data: see identity.connectors.providers.
+
+Connectors that change while the service runs (the upstream OpenID providers stored from the
+admin console) come from a source (`registry.add_source(source)`): an object whose
+`connectors()` gives the current list (it decides how often it reads them again) and whose
+`labels()` names every connector it knows, enabled or not. The registry asks it whenever it
+is iterated; a connector of the same id added with `add` wins.
 """
 
 from __future__ import annotations
@@ -76,6 +82,7 @@ class Registry:
         # Policies that hold when the connector is not on the login form: the directory's
         # links are read again (identity.oidc.recheck) whenever IDP_LDAP_URL is set.
         self._policies = dict(known_policies or {})
+        self._sources: list[Any] = []
 
     def add(self, connector: Any) -> None:
         for attribute in ("id", "label", "icon", "kind", "provisioning"):
@@ -92,11 +99,26 @@ class Registry:
             raise ValueError(f"two connectors have the id {connector.id!r}")
         self._connectors[connector.id] = connector
 
+    def add_source(self, source: Any) -> None:
+        """Connectors read while the service runs (see the module's docstring)."""
+        self._sources.append(source)
+
+    def sources(self) -> list[Any]:
+        return list(self._sources)
+
     def __iter__(self) -> Iterator[Any]:
-        return iter(list(self._connectors.values()))
+        found = dict(self._connectors)
+        for source in self._sources:
+            for connector in source.connectors():
+                if connector.id not in found and connector.id not in OTHER_LABELS:
+                    found[connector.id] = connector
+        return iter(list(found.values()))
 
     def get(self, connector_id: str) -> Any | None:
-        return self._connectors.get(connector_id)
+        found = self._connectors.get(connector_id)
+        if found is None and self._sources:
+            found = next((c for c in self if c.id == connector_id), None)
+        return found
 
     def password(self) -> list[Any]:
         """The login form's connectors, in the order it tries them."""
@@ -123,7 +145,10 @@ class Registry:
     @property
     def labels(self) -> dict[str, str]:
         """Every name for a way of signing in, configured or not (pages, audit log)."""
-        return {**self._known, **{c.id: c.label for c in self}}
+        known = dict(self._known)
+        for source in self._sources:
+            known.update(source.labels())
+        return {**known, **{c.id: c.label for c in self}}
 
     def label(self, connector_id: str) -> str:
         return self.labels.get(connector_id, connector_id)

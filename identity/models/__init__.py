@@ -6,6 +6,7 @@ from identity.models.forward_auth import ForwardAuthRule
 from identity.models.keys import SigningKey
 from identity.models.oauth import AuthorizationCode, Client, Consent, LogoutDelivery, Token
 from identity.models.sessions import BrowserSession, RememberToken
+from identity.models.upstreams import UpstreamProvider
 from identity.models.users import LinkedIdentity, PasswordReset, User
 from identity.models.verification import EmailVerification
 
@@ -17,6 +18,7 @@ __all__ = [
     "ForwardAuthRule",
     "LogoutDelivery",
     "Token",
+    "UpstreamProvider",
     "TotpFactor",
     "Client",
     "Event",
