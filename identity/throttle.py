@@ -350,3 +350,19 @@ def _redacted(url: str) -> str:
     host = parts.hostname or ""
     port = f":{parts.port}" if parts.port else ""
     return f"{parts.scheme}://{host}{port}{parts.path}"
+
+
+def lock_facts(scope: str, username: str) -> dict:
+    """What the audit event of a lock says: which scope ("account", "ip") locked, after how
+    many failures in which window, for how long; and, for an account lock, the name as
+    folded (as typed: it need not be an account)."""
+    cfg = current_app.config
+    facts = {
+        "reason": f"{scope}_failures",
+        "failures": cfg[f"LOCKOUT_{scope.upper()}_FAILURES"],
+        "window": cfg["LOCKOUT_WINDOW"],
+        "duration": cfg["LOCKOUT_DURATION"],
+    }
+    if scope == "account":
+        facts["username"] = fold(username)
+    return facts

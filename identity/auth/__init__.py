@@ -7,6 +7,7 @@ bp = Blueprint("auth", __name__)
 
 # Routes register on bp (end_session on the provider's blueprint, identity.oidc.bp).
 from identity.auth import (  # noqa: E402,F401
+    account_views,
     devices,
     end_session,
     mfa_views,
