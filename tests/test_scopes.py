@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from identity import scopes
-from identity.admin.apps import SCOPE_CHOICES
+from identity.admin.app_forms import SCOPE_CHOICES
 from identity.extensions import db
 from identity.models import User
 from identity.oidc.claims import user_claims
