@@ -183,3 +183,46 @@ def test_a_trial_finished_after_signing_out_signs_nobody_in(app, admin, upstream
     r = admin.get(callback)
     assert r.status_code == 400 and "did not start here" in page(r)
     assert signed_in_as(admin) is None and snapshot(app) == before
+
+
+# -- a provider stored from the console and not enabled yet ------------------------------
+
+
+def add_disabled(app, admin, upstream, issuer: str | None = None):
+    from test_admin_upstreams import new_entry
+
+    entry = new_entry(upstream, enabled="")
+    if issuer:
+        entry["issuer"] = issuer
+    r = admin.post("/admin/upstreams/new", entry, token_from="/admin/upstreams/new")
+    assert r.status_code == 302, page(r)
+
+
+def test_a_disabled_provider_can_be_tried_and_stays_without_a_route(app, admin, upstream):
+    add_disabled(app, admin, upstream)
+    html = page(admin.get("/admin/upstreams"))
+    assert "Partner ID: try before enabling" in html
+    assert 'action="/admin/upstreams/partner/try"' in html
+    before = snapshot(app)
+    r = begin(admin, "partner")
+    assert r.status_code == 302, page(r)
+    callback = approve(upstream, r.headers["Location"])
+    assert callback.startswith("/login/oidc/partner/callback?")
+    # Without this admin's trial mark, the disabled provider has no callback at all.
+    assert Browser(app.test_client()).get(callback).status_code == 404
+    r = admin.get(callback)
+    assert r.status_code == 200, page(r)
+    assert "Trial sign-in with Partner ID" in page(
+        r
+    ) and "connector <code>oidc-partner</code>" in page(r)
+    assert snapshot(app) == before and signed_in_as(admin) == "root"
+    assert admin.get(callback).status_code == 404  # the mark is spent
+    assert admin.get("/login/oidc/partner").status_code == 404  # still no button or route
+
+
+def test_a_disabled_provider_that_cannot_start_says_why(app, admin, upstream):
+    add_disabled(app, admin, upstream)
+    upstream.discovery_issuer = "https://evil.example/op"
+    r = begin(admin, "partner")
+    assert r.status_code == 502
+    assert "The check failed: <code>wrong_issuer</code>" in page(r)

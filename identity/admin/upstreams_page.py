@@ -67,6 +67,8 @@ def upstream_try(upstream_id: str):
     """Send the admin through the upstream's code flow as a trial: its callback shows what
     came back and signs nobody in (identity.auth.upstream_trial)."""
     connector = next((c for c in _connectors() if c.upstream.id == upstream_id), None)
+    if connector is None:  # a disabled one can be tried too
+        connector = upstream_registry.source().trial_connector(upstream_id)
     if connector is None:
         abort(404)
     form = TryForm()

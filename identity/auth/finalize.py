@@ -83,6 +83,9 @@ class Handler:
             return failure(connector, result)
         return finalize_login(connector, result)
 
+    def trial_pending(self, connector_id: str) -> bool:
+        return upstream_trial.pending(connector_id)
+
 
 handler = Handler()
 

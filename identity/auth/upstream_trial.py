@@ -40,14 +40,19 @@ def begin(connector, response) -> None:
     session[KEY] = dict(list(trials.items())[-PENDING_MAX:])
 
 
+def pending(connector_id: str) -> bool:
+    """Whether this callback's state is marked as a trial of `connector_id`."""
+    trials = session.get(KEY) or {}
+    state = request.args.get("state")
+    return bool(state) and trials.get(state, {}).get("connector") == connector_id
+
+
 def take(connector) -> dict | None:
     """The trial mark of this callback's state, removed (single-use); None for a sign-in."""
-    trials = session.get(KEY)
-    state = request.args.get("state")
-    if not trials or not state or trials.get(state, {}).get("connector") != connector.id:
+    if not pending(connector.id):
         return None
-    trials = dict(trials)
-    mark = trials.pop(state)
+    trials = dict(session[KEY])
+    mark = trials.pop(request.args["state"])
     if trials:
         session[KEY] = trials
     else:
