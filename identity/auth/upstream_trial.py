@@ -86,6 +86,7 @@ def show(connector, result: Identity | RedirectFailure, mark: dict):
     failed = result if isinstance(result, RedirectFailure) else None
     page = render_template(
         "admin/upstream_trial.html",
+        admin_section="admin.upstreams",  # the console's section, marked in its menu
         connector=connector,
         facts=facts,
         failed=failed,
