@@ -226,3 +226,28 @@ def test_a_disabled_provider_that_cannot_start_says_why(app, admin, upstream):
     r = begin(admin, "partner")
     assert r.status_code == 502
     assert "The check failed: <code>wrong_issuer</code>" in page(r)
+
+
+def test_a_trial_refused_at_the_provider_says_so(app, admin, upstream):
+    upstream.deny = True
+    r = trial(admin, upstream)
+    assert r.status_code == 403
+    assert "You did not allow access" in page(r) and "<code>access_denied</code>" in page(r)
+    assert [e["outcome"] for e in events(app, "admin.upstream_tried")] == ["access_denied"]
+    assert signed_in_as(admin) == "root"
+
+
+def test_a_trial_finished_by_an_admin_no_more_is_refused(app, admin, upstream):
+    from identity.extensions import db
+    from identity.models import User
+
+    before = snapshot(app)
+    callback = approve(upstream, begin(admin).headers["Location"])
+    with app.app_context():
+        db.session.scalar(db.select(User).where(User.username == "root")).is_admin = False
+        db.session.commit()
+    r = admin.get(callback)
+    assert r.status_code == 400 and "did not start here" in page(r)
+    assert "Trial" not in page(r) and "Sign-in providers" not in page(r)
+    assert snapshot(app) == before and signed_in_as(admin) == "root"
+    assert events(app, "admin.upstream_tried") == []

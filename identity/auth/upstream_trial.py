@@ -62,28 +62,22 @@ def take(connector) -> dict | None:
 
 def show(connector, result: Identity | RedirectFailure, mark: dict):
     """The trial's page: what came back, or why it failed; audited (outcome only)."""
-    from identity.auth.finalize import failure_message
+    from identity.auth.finalize import FAILURES, failure, failure_message
 
     admin = current_user._get_current_object() if current_user.is_authenticated else None
     if admin is None or admin.get_id() != mark["admin"] or not admin.is_administrator:
-        # Not the administrator who started it (no longer signed in, or no longer an admin).
-        result = RedirectFailure("state_mismatch", "trial finished by someone else")
-        admin = None
-    facts, outcome = None, "ok"
-    if isinstance(result, RedirectFailure):
-        outcome = result.reason
-    else:
-        facts = _facts(connector, result)
-        outcome = "ok"
+        # Not the administrator who started it (no longer one): the page anyone gets.
+        return failure(connector, RedirectFailure("state_mismatch", "a trial of another admin"))
+    failed = result if isinstance(result, RedirectFailure) else None
+    facts = None if failed else _facts(connector, result)
     audit.record(
         "admin.upstream_tried",
         admin,
         upstream=connector.upstream.id,
-        outcome=outcome,
+        outcome=failed.reason if failed else "ok",
         account=facts["account"].username if facts and facts["account"] else None,
     )
     db.session.commit()
-    failed = result if isinstance(result, RedirectFailure) else None
     page = render_template(
         "admin/upstream_trial.html",
         admin_section="admin.upstreams",  # the console's section, marked in its menu
@@ -91,10 +85,9 @@ def show(connector, result: Identity | RedirectFailure, mark: dict):
         facts=facts,
         failed=failed,
         message=failure_message(connector.label, failed) if failed else None,
-        # The upstream's own words only for the administrator who started the trial.
-        detail=failed.detail if failed and admin else None,
+        detail=failed.detail if failed else None,  # the upstream's words: for the admin only
     )
-    return make_response(page, 200 if facts else 502 if admin else 400)
+    return make_response(page, 200 if facts else FAILURES[failed.reason][0])
 
 
 def _facts(connector, identity: Identity) -> dict:
