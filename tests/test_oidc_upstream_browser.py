@@ -12,6 +12,7 @@ from types import SimpleNamespace
 
 import pytest
 from playwright.sync_api import expect
+from sqlalchemy import select
 from test_browser import TIMEOUT_MS, launch, playwright, shots  # noqa: F401 - fixture
 from test_social import social_settings
 
@@ -19,6 +20,7 @@ from conftest import PASSWORD, dispose, make_app
 from identity import certs
 from identity.auth import accounts
 from identity.extensions import db
+from identity.models import User
 from servers import https_server, nss_home, require_certutil
 
 pytestmark = pytest.mark.browser
@@ -143,3 +145,43 @@ def test_admin_checks_an_upstream_in_chromium(playwright, served, home, upstream
         expect(page.locator("main")).to_contain_text("Partner ID")
     finally:
         context.close()
+
+
+def test_admin_tries_a_sign_in_in_chromium(playwright, served, home, upstream_server):  # noqa: F811
+    with served.app.app_context():
+        accounts.create_local("root", "root@example.org", PASSWORD).is_admin = True
+        db.session.commit()
+    context = launch(playwright, home, "profile-trial")
+    try:
+        page = context.new_page()
+        page.goto(f"{served.url}/login?next=/admin/upstreams")
+        page.get_by_label("Username or e-mail").fill("root")
+        page.get_by_label("Password", exact=True).fill(PASSWORD)
+        page.get_by_role("button", name="Sign in", exact=True).click()
+        page.wait_for_url(f"{served.url}/admin/upstreams", timeout=TIMEOUT_MS)
+        page.get_by_label("Your password (to confirm)").fill("not my password")
+        page.get_by_role("button", name="Try a sign-in").click()
+        expect(page.locator("#try-corp-error")).to_be_visible()
+        shots(page, "oidc-upstream", "admin-try-refused")
+        page.get_by_label("Your password (to confirm)").fill(PASSWORD)
+        page.get_by_role("button", name="Try a sign-in").click()
+        page.wait_for_url(f"{served.url}/login/oidc/corp/callback*", timeout=TIMEOUT_MS)
+        expect(page.locator("h1")).to_have_text("Trial sign-in with Corp SSO")
+        expect(page.locator("[aria-current=page]")).to_have_text("Sign-in providers")
+        expect(page.locator("main")).to_contain_text("u-1001")
+        expect(page.locator("main")).to_contain_text("a new account would be created")
+        shots(page, "oidc-upstream", "admin-trial")
+
+        upstream_server.bad_signature = True
+        page.get_by_role("link", name="Back to the sign-in providers").click()
+        page.get_by_label("Your password (to confirm)").fill(PASSWORD)
+        page.get_by_role("button", name="Try a sign-in").click()
+        page.wait_for_url(f"{served.url}/login/oidc/corp/callback*", timeout=TIMEOUT_MS)
+        expect(page.get_by_role("alert")).to_contain_text("bad_id_token")
+        shots(page, "oidc-upstream", "admin-trial-failed")
+        page.goto(f"{served.url}/account")
+        expect(page.locator("main")).to_contain_text("root")
+    finally:
+        context.close()
+    with served.app.app_context():
+        assert [u.username for u in db.session.scalars(select(User))] == ["root"]

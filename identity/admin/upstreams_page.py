@@ -10,8 +10,9 @@ from flask_login import current_user
 from config import ConfigError
 from identity import audit
 from identity.admin import bp
-from identity.admin.guard import admin_required, confirm
+from identity.admin.guard import admin_password_field, admin_required, confirm
 from identity.admin.upstream_forms import UpstreamForm
+from identity.auth import upstream_trial
 from identity.auth.finalize import failure_message
 from identity.connectors import upstream_registry
 from identity.connectors.base import RedirectFailure
@@ -23,6 +24,10 @@ from identity.models import UpstreamProvider
 
 class CheckForm(Form):
     pass
+
+
+class TryForm(Form):
+    admin_password = admin_password_field()
 
 
 def _connectors() -> list[UpstreamConnector]:
@@ -56,7 +61,39 @@ def upstream_check(upstream_id: str):
     return _page(checked=upstream_id, result=result), 200 if result["ok"] else 502
 
 
-def _page(checked: str | None = None, result: dict | None = None):
+@bp.post("/upstreams/<upstream_id>/try", endpoint="upstreams_try")
+@admin_required
+def upstream_try(upstream_id: str):
+    """Send the admin through the upstream's code flow as a trial: its callback shows what
+    came back and signs nobody in (identity.auth.upstream_trial)."""
+    connector = next((c for c in _connectors() if c.upstream.id == upstream_id), None)
+    if connector is None:  # a disabled one can be tried too
+        connector = upstream_registry.source().trial_connector(upstream_id)
+    if connector is None:
+        abort(404)
+    form = TryForm()
+    if not confirm(form):
+        return _page(tried=upstream_id, try_form=form), 400
+    try:
+        response = connector.start()
+        upstream_trial.begin(connector, response)
+    except RedirectFailure as failed:
+        audit.record(
+            "admin.upstream_tried", current_user, upstream=upstream_id, outcome=failed.reason
+        )
+        db.session.commit()
+        result = {"ok": False, "message": failure_message(connector.label, failed)}
+        result |= {"reason": failed.reason, "detail": failed.detail}
+        return _page(checked=upstream_id, result=result), 502
+    return response
+
+
+def _page(
+    checked: str | None = None,
+    result: dict | None = None,
+    tried: str | None = None,
+    try_form: TryForm | None = None,
+):
     rows = upstream_registry.stored()
     connectors = _connectors()
     fixed = upstream_registry.source().fixed_ids
@@ -70,6 +107,8 @@ def _page(checked: str | None = None, result: dict | None = None):
         unusable=[r for r in rows if r.enabled and r.id not in live],
         fixed=fixed,
         form=CheckForm(),
+        try_form=try_form or TryForm(),
+        tried=tried,
         checked=checked,
         result=result,
     )

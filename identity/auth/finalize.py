@@ -14,6 +14,7 @@ from flask import flash, make_response, redirect, render_template, request, sess
 from flask_login import current_user
 
 from identity import audit
+from identity.auth import upstream_trial
 from identity.auth.provisioning import link_identity
 from identity.auth.refusals import SignInRefused
 from identity.auth.signin import sign_in
@@ -75,9 +76,15 @@ class Handler:
             session.pop(LINK_KEY, None)
 
     def finish(self, connector, result: Identity | RedirectFailure):
+        trial = upstream_trial.take(connector)
+        if trial is not None:  # an administrator's trial: shown, never signed in
+            return upstream_trial.show(connector, result, trial)
         if isinstance(result, RedirectFailure):
             return failure(connector, result)
         return finalize_login(connector, result)
+
+    def trial_pending(self, connector_id: str) -> bool:
+        return upstream_trial.pending(connector_id)
 
 
 handler = Handler()

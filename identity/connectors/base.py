@@ -104,6 +104,10 @@ class RedirectHandler(Protocol):
     def finish(self, connector: RedirectConnector, result: Identity | RedirectFailure) -> Any:
         """The callback's outcome: sign in, link or show the failure; the response."""
 
+    def trial_pending(self, connector_id: str) -> bool:
+        """Whether this callback is an administrator's trial of that connector (one that
+        has no button, being disabled, may then answer it)."""
+
 
 @runtime_checkable
 class RedirectConnector(Protocol):

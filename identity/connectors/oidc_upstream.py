@@ -25,7 +25,7 @@ from typing import Any
 import requests
 from authlib.integrations.base_client import MismatchingStateError, OAuthError
 from authlib.integrations.flask_client import FlaskIntegration, FlaskOAuth2App
-from flask import current_app, request, session, url_for
+from flask import current_app, g, request, session, url_for
 from joserfc.errors import JoseError
 from joserfc.jwk import KeySet
 
@@ -159,6 +159,8 @@ class UpstreamConnector:
             raise RedirectFailure("bad_id_token", f"{type(exc).__name__}: {exc}") from exc
         except (ValueError, TypeError, KeyError) as exc:  # an answer that is not JSON
             raise RedirectFailure("bad_answer", f"{type(exc).__name__}: {exc}") from exc
+        # For an administrator's trial (identity.auth.upstream_trial): the upstream's own words.
+        g.upstream_claims = {k: claims.get(k) for k in ("sub", "email_verified")}
         return self.identity(claims)
 
     def check(self) -> dict[str, Any]:

@@ -59,6 +59,21 @@ class StoredUpstreams:
         self._fresh()
         return dict(self._labels)
 
+    def trial_connector(self, upstream_id: str) -> UpstreamConnector | None:
+        """A connector for a stored provider that is disabled, for an administrator's trial
+        sign-in only (identity.auth.upstream_trial): built for this request, never listed."""
+        row = db.session.get(UpstreamProvider, upstream_id)
+        if row is None or row.enabled or row.id in self.fixed_ids:
+            return None
+        try:
+            upstream = upstream_of(row)
+        except (ConfigError, InvalidToken) as exc:
+            log.error("stored upstream %s is not usable: %s", row.id, exc)
+            return None
+        connector = oidc_upstream.connector(self.app.config, upstream)
+        connector.init_app(self.app, self.handler)
+        return connector
+
     def invalidate(self) -> None:
         self._read_at = None
 
