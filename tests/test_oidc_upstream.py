@@ -102,6 +102,19 @@ def test_new_identity_creates_an_account_and_a_returning_one_signs_into_it(app, 
     assert [e["method"] for e in audited(app, "signin.success")] == ["oidc-corp", "oidc-corp"]
 
 
+def test_groups_follow_the_upstream_at_every_sign_in(app, browser, upstream):
+    # The upstream says which groups a person is in: someone it took out of "ops" must not
+    # keep "ops" here (and in every app's groups claim) because the account is older.
+    assert dance(browser, upstream).status_code == 302
+    browser.logout()
+    upstream.profile["groups"] = ["staff"]
+    assert dance(browser, upstream).status_code == 302
+    with app.app_context():
+        assert db.session.scalar(select(User)).groups == ["staff"]
+    (changed,) = audited(app, "signin.groups_changed")
+    assert changed["removed"] == ["ops"] and changed["added"] == []
+
+
 def test_next_is_kept_across_the_dance(browser, upstream):
     r = dance(browser, upstream, next_url="/account%3Fx%3D1")
     assert r.headers["Location"] == "/account?x=1"

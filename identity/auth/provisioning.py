@@ -165,6 +165,24 @@ def refresh(user: User, identity: Identity) -> None:
     recheck.apply(user, identity)
 
 
+def follow_groups(user: User, identity: Identity) -> None:
+    """The groups an upstream says the person is in now, on the account (the caller commits),
+    a change audited; not for an account linked to the directory, whose groups the directory
+    decides (identity.oidc.recheck)."""
+    if any(link.connector == "ldap" for link in user.links):
+        return
+    before, now = list(user.groups or []), list(identity.groups)
+    if set(before) != set(now):
+        audit.record(
+            "signin.groups_changed",
+            user,
+            method=identity.connector,
+            added=sorted(set(now) - set(before)),
+            removed=sorted(set(before) - set(now)),
+        )
+        user.groups = now
+
+
 def local_username(name: str) -> str:
     """A directory or provider name as a username of ours: lower case, [a-z0-9._-]."""
     safe = re.sub(r"[^a-z0-9._-]+", "-", name.lower()).strip("-._")

@@ -60,6 +60,8 @@ def sign_in(identity: Identity, *, remember: bool = False, label: str | None = N
             refuse("backend_down", identity, user, BACKEND_DOWN, status=503)
     if user.disabled:
         refuse("disabled", identity, user)
+    if policy != connectors.DIRECTORY and connectors.registry().asserts_groups(identity.connector):
+        provisioning.follow_groups(user, identity)
 
     # A new session at every sign-in: nothing from before survives into it, and the old
     # cookies, should a copy exist, are dead everywhere.

@@ -88,6 +88,11 @@ class UpstreamConnector:
     def __repr__(self) -> str:
         return f"UpstreamConnector({self.id!r})"
 
+    @property
+    def asserts_groups(self) -> bool:
+        """With a groups claim configured, the upstream says the groups at every sign-in."""
+        return bool(self.upstream.groups_claim)
+
     def init_app(self, app, handler: RedirectHandler) -> None:
         """The routes (one blueprint for every upstream, registered once) and the handler
         its callback returns through."""

@@ -19,6 +19,9 @@ base.RedirectConnector for the methods of each kind):
                              joins the account with that address only when both addresses
                              are verified and IDP_SOCIAL_AUTO_LINK_VERIFIED_EMAIL is on
                   EXISTING   nothing: only identities already linked to an account sign in
+    asserts_groups  optional, False when absent: the connector's Identity carries the groups
+                  the person is in now, and every sign-in with it sets the account's groups
+                  (unless the account is linked to the directory, which decides them)
 
 To add a redirect connector (an upstream that sends the browser back with a result):
 
@@ -137,6 +140,11 @@ class Registry:
         if connector is not None:
             return connector.provisioning
         return self._policies.get(connector_id, EXISTING)
+
+    def asserts_groups(self, connector_id: str) -> bool:
+        """Whether the connector says, at every sign-in, which groups a person is in (its
+        optional `asserts_groups` attribute): the account's groups then follow it."""
+        return bool(getattr(self.get(connector_id), "asserts_groups", False))
 
     def ids_with(self, policy: str) -> set[str]:
         ids = {c.id for c in self if c.provisioning == policy}
