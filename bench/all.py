@@ -1,25 +1,30 @@
 """Every benchmark in one run and one table: password and LDAP sign-in and the OpenID
-Connect endpoints on each database backend, against raw ceilings measured in the same run
-and issue 8's targets.
+Connect endpoints on each database backend, against raw ceilings measured in the same run,
+the peer (oidc-provider) and issues 8 and 16's targets.
 
     .venv/bin/python bench/all.py [--seconds 10] [--warmup 2] [--concurrency 4]
-        [--backends sqlite,postgres] [--ops signin,ldap,cc,refresh,code,userinfo]
-        [--check-generator] [--json PATH]
+        [--backends sqlite,postgres] [--ops signin,ldap,cc,refresh,code,userinfo,discovery,
+        jwks,introspect] [--peer/--no-peer] [--check-generator] [--json PATH]
 
 1. Ceilings, service not running, 2 processes each (one per core), once per run: raw
    argon2id verify at the app's parameters (config.py), raw ldap3 search+bind on reused
    connections against the run's slapd (tests/ldap_server.py), raw RS256 signing of an
    RFC 9068 access token (joserfc).
+1b. The peer (peer_bench.py; --no-peer leaves it out): oidc-provider from bench/peer
+   (`npm ci` when needed), 2 node:cluster workers, through the same runs as below for client
+   credentials, discovery, JWKS, introspection and userinfo; stopped before the backends.
 2. Per backend: `sqlite` (a fresh file in a temporary directory, no Redis) and `postgres`
    (a fresh database on the local PostgreSQL, Redis for the counters under a prefix of this
    run's own). make serve (granian), 2 workers, plain HTTP on 127.0.0.1, X-Forwarded-Proto: https
    trusted. Each operation: a closed-loop peak run (C client threads), then an open-loop
    run paced at half that peak rate (latency from each request's due time). Password
-   sign-in, client credentials, refresh, code flow and userinfo on one server; LDAP
-   sign-in on a second one with IDP_LDAP_* set. VmRSS of every worker after the runs.
-3. One table, then worker memory, the load generator's CPU, errors and NOISY warnings.
-4. The server, slapd, the temporary directory, the PostgreSQL database and the Redis keys are
-   always removed (also on error, Ctrl-C and SIGTERM).
+   sign-in, client credentials, refresh, code flow, userinfo, discovery, JWKS and
+   introspection on one server; LDAP sign-in on a second one with IDP_LDAP_* set. VmRSS of
+   every worker after the runs.
+3. One table, the table against the peer (ratios), then worker memory, the load generator's
+   CPU, errors and NOISY warnings.
+4. The servers (the peer too), slapd, the temporary directory, the PostgreSQL database and
+   the Redis keys are always removed (also on error, Ctrl-C and SIGTERM).
 
 A benchmark: it never asserts, it prints figures. Exit 0 when it ran; 1 when setup failed
 or every call of an operation failed; 130 when interrupted.
