@@ -89,7 +89,9 @@ lint: python $(VENV)/.test-installed
 	$(VENV)/bin/ruff check .
 
 # Every benchmark in one run and one table (bench/README.md): SQLite, then PostgreSQL + Redis
-# on 127.0.0.1 (`make bench BENCH_ARGS="--backends sqlite"` without them). test-deps: slapd.
+# on 127.0.0.1 (`make bench BENCH_ARGS="--backends sqlite"` without them), and the peer,
+# oidc-provider (bench/all.py runs `npm ci` in bench/peer when needed; BENCH_ARGS=--no-peer
+# leaves it out). test-deps: slapd, Node.js and npm.
 bench: test-deps
 	$(PY) bench/all.py $(BENCH_ARGS)
 

@@ -1,25 +1,30 @@
 """Every benchmark in one run and one table: password and LDAP sign-in and the OpenID
-Connect endpoints on each database backend, against raw ceilings measured in the same run
-and issue 8's targets.
+Connect endpoints on each database backend, against raw ceilings measured in the same run,
+the peer (oidc-provider) and issues 8 and 16's targets.
 
     .venv/bin/python bench/all.py [--seconds 10] [--warmup 2] [--concurrency 4]
-        [--backends sqlite,postgres] [--ops signin,ldap,cc,refresh,code,userinfo]
-        [--check-generator] [--json PATH]
+        [--backends sqlite,postgres] [--ops signin,ldap,cc,refresh,code,userinfo,discovery,
+        jwks,introspect] [--peer/--no-peer] [--check-generator] [--json PATH]
 
 1. Ceilings, service not running, 2 processes each (one per core), once per run: raw
    argon2id verify at the app's parameters (config.py), raw ldap3 search+bind on reused
    connections against the run's slapd (tests/ldap_server.py), raw RS256 signing of an
    RFC 9068 access token (joserfc).
+1b. The peer (peer_bench.py; --no-peer leaves it out): oidc-provider from bench/peer
+   (`npm ci` when needed), 2 node:cluster workers, through the same runs as below for client
+   credentials, discovery, JWKS, introspection and userinfo; stopped before the backends.
 2. Per backend: `sqlite` (a fresh file in a temporary directory, no Redis) and `postgres`
    (a fresh database on the local PostgreSQL, Redis for the counters under a prefix of this
    run's own). make serve (granian), 2 workers, plain HTTP on 127.0.0.1, X-Forwarded-Proto: https
    trusted. Each operation: a closed-loop peak run (C client threads), then an open-loop
    run paced at half that peak rate (latency from each request's due time). Password
-   sign-in, client credentials, refresh, code flow and userinfo on one server; LDAP
-   sign-in on a second one with IDP_LDAP_* set. VmRSS of every worker after the runs.
-3. One table, then worker memory, the load generator's CPU, errors and NOISY warnings.
-4. The server, slapd, the temporary directory, the PostgreSQL database and the Redis keys are
-   always removed (also on error, Ctrl-C and SIGTERM).
+   sign-in, client credentials, refresh, code flow, userinfo, discovery, JWKS and
+   introspection on one server; LDAP sign-in on a second one with IDP_LDAP_* set. VmRSS of
+   every worker after the runs.
+3. One table, the table against the peer (ratios), then worker memory, the load generator's
+   CPU, errors and NOISY warnings.
+4. The servers (the peer too), slapd, the temporary directory, the PostgreSQL database and
+   the Redis keys are always removed (also on error, Ctrl-C and SIGTERM).
 
 A benchmark: it never asserts, it prints figures. Exit 0 when it ran; 1 when setup failed
 or every call of an operation failed; 130 when interrupted.
@@ -43,6 +48,7 @@ from pathlib import Path
 
 import ldap_signin
 import oidc
+import peer_bench
 import signin
 from _common import (
     CORES,
@@ -64,7 +70,7 @@ from _common import (
     timewait_sockets,
 )
 
-OPS = ("signin", "ldap", "cc", "refresh", "code", "userinfo")
+OPS = ("signin", "ldap", "cc", "refresh", "code", "userinfo", "discovery", "jwks", "introspect")
 NAMES = {
     "signin": "password sign-in",
     "ldap": "LDAP sign-in",
@@ -72,6 +78,9 @@ NAMES = {
     "refresh": "refresh (rotating)",
     "code": "code flow",
     "userinfo": "userinfo",
+    "discovery": "discovery",
+    "jwks": "JWKS",
+    "introspect": "introspection",
 }
 BACKENDS = ("sqlite", "postgres")
 # Issue 8's targets: a share of the ceiling, a rate, and p99 at half the peak rate.
@@ -395,6 +404,16 @@ def print_report(args, report: dict) -> None:
         "met: one yes/NO per target, in order."
     )
 
+    report["comparison"] = peer_bench.compare(rows, report["peer"])
+    peer_bench.print_comparison(
+        report["comparison"], report["peer"], report.get("peer_version", "?")
+    )
+    if report.get("peer_error"):
+        print(f"peer: not measured or incomplete: {report['peer_error']}")
+    if report.get("peer_rss"):
+        mbs = ", ".join(f"{v / 1e6:.1f}" for v in report["peer_rss"].values())
+        print(f"RSS peer workers (VmRSS after its runs, MB): {mbs}")
+
     # Load generator and CPU, per run.
     if rows:
         print_cpu(rows)
@@ -460,6 +479,10 @@ def print_report(args, report: dict) -> None:
         ("ceiling " + CEILING_NAMES[k], c["others_pct"] + (c.get("steal_pct") or 0))
         for k, c in ceilings.items()
     ]
+    for p in report["peer"].values():
+        others.append((f"peer {p['name']}", p["other_cpu_pct"] + (p.get("steal_cpu_pct") or 0)))
+        if p["half_other_cpu_pct"] is not None:
+            others.append((f"peer {p['name']} @half", p["half_other_cpu_pct"]))
     for r in rows:
         others.append(
             (f"{r['backend']} {r['name']}", r["other_cpu_pct"] + (r.get("steal_cpu_pct") or 0))
@@ -515,6 +538,13 @@ def write_json(path: str, args, report: dict) -> None:
         "rss_bytes": report["rss"],
         "rss_target_mb": RSS_TARGET_MB,
         "generator_check": report.get("generator_check"),
+        "peer": {
+            "version": report.get("peer_version"),
+            "rows": report["peer"],
+            "rss_bytes": report.get("peer_rss"),
+            "error": report.get("peer_error"),
+        },
+        "comparison": report.get("comparison"),
         "gunicorn_logs": {f"{b}/{s}": v for (b, s), v in report["logs"].items()},
     }
     Path(path).write_text(json.dumps(clean(data), indent=2) + "\n")
@@ -607,6 +637,8 @@ def run_backend(args, name: str, ops, ldap, stack: contextlib.ExitStack, tmp: Pa
             for key in main_ops:
                 if key == "signin":
                     factory = functools.partial(sign_in_op, port, oidc.USERNAME, oidc.PASSWORD)
+                elif key in ("discovery", "jwks", "introspect"):
+                    factory = functools.partial(peer_bench.service_op, key, port, web, service_app)
                 else:
                     factory = functools.partial(oidc_op, key, port, web, service_app)
                 runs[key] = run_op(args, name, key, service, factory, db_probes)
@@ -642,6 +674,38 @@ def run_backend(args, name: str, ops, ldap, stack: contextlib.ExitStack, tmp: Pa
     top = max((v for r in rss.values() for v in r.values()), default=0)
     say(f"{name}: done; largest worker {top / 1e6:.1f} MB")
     backend.cleanup()
+
+
+def run_peer(args, ops, stack: contextlib.ExitStack, tmp: Path, report) -> None:
+    """The peer (oidc-provider, bench/peer) through the same runs as the service, for the
+    operations both answer. A peer that cannot run is reported, and the service's runs go on."""
+    keys = [k for k in peer_bench.PEER_OPS if k in ops]
+    if not keys:
+        return
+    say(f"peer: npm ci in {peer_bench.PEER_DIR} if needed ...")
+    try:
+        peer_bench.install()
+        peer = peer_bench.PeerService(free_port(), tmp / "peer.log")
+    except BenchError as exc:
+        report["peer_error"] = str(exc)
+        say(f"peer: not measured: {exc}")
+        return
+    stack.callback(_quiet(peer.stop))
+    try:
+        peer.wait_ready()
+        version = peer_bench.peer_version()
+        report["peer_version"] = version
+        say(f"peer: oidc-provider {version}, {WORKERS} workers (node:cluster), port {peer.port}")
+        for key in keys:
+            run = run_op(args, "peer", key, peer, lambda key=key: peer_bench.peer_op(key, peer))
+            report["peer"][key] = peer_bench.peer_row(key, NAMES[key], run)
+        report["peer_rss"] = peer.worker_rss()
+        report["logs"][("peer", "oidc-provider")] = peer.log_summary()
+    except BenchError as exc:
+        report["peer_error"] = str(exc)
+        say(f"peer: stopped: {exc}")
+    finally:
+        peer.stop()
 
 
 GENERATOR_PROCS = 2
@@ -737,6 +801,13 @@ def main() -> int:
         action="store_true",
         help="rerun client credentials with the load generator in 2 processes, and compare",
     )
+    ap.add_argument(
+        "--peer",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="also measure oidc-provider (bench/peer, npm ci) on "
+        f"{','.join(peer_bench.PEER_OPS)} and compare (on)",
+    )
     ap.add_argument("--json", metavar="PATH", help="also write the results as JSON to PATH")
     ap.add_argument(
         "--postgres", default=POSTGRES, help=f"server to make databases in ({POSTGRES})"
@@ -758,7 +829,7 @@ def main() -> int:
     ops = [o for o in OPS if o in ops]
 
     signal.signal(signal.SIGTERM, interrupt)  # the same path as Ctrl-C: cleanup runs
-    report: dict = {"ceilings": {}, "rows": [], "rss": {}, "logs": {}}
+    report: dict = {"ceilings": {}, "rows": [], "rss": {}, "logs": {}, "peer": {}}
     status = 0
     stack = contextlib.ExitStack()
     try:
@@ -769,6 +840,8 @@ def main() -> int:
             f"run; work directory {tmp}"
         )
         ldap = measure_ceilings(args, ops, stack, tmp, report)
+        if args.peer:
+            run_peer(args, ops, stack, tmp, report)
         for name in backends:
             run_backend(args, name, ops, ldap, stack, tmp, report)
     except BenchError as exc:
@@ -797,7 +870,7 @@ def main() -> int:
         f"{r['backend']} {r['name']}"
         for r in report["rows"]
         if r["ok"] == 0 or (r["half"] is not None and r["half"]["ok"] == 0)
-    ]
+    ] + [f"peer {p['name']}" for p in report["peer"].values() if p["ok"] == 0 or p["half_ok"] == 0]
     if failed:
         print(f"bench: every call failed: {', '.join(failed)}", file=sys.stderr)
         status = status or 1
