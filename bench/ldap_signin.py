@@ -91,10 +91,12 @@ def start_directory(workdir: Path):
 
 def ldap_env(d: dict) -> dict[str, str]:
     """IDP_LDAP_* for the service: slapd over plain ldap:// (no StartTLS, like the raw loop),
-    group search on (IDP_LDAP_GROUP_BASE, nested groups followed)."""
+    group search on (IDP_LDAP_GROUP_BASE, nested groups followed). The server runs as
+    production does, which refuses plain ldap:// unless told that it is meant (loopback)."""
     return dict(
         IDP_LDAP_URL=d["url"],
         IDP_LDAP_START_TLS="false",
+        IDP_ALLOW_INSECURE_LDAP_PLAINTEXT="true",
         IDP_LDAP_BIND_DN=d["bind_dn"],
         IDP_LDAP_BIND_PASSWORD=d["bind_password"],
         IDP_LDAP_USER_BASE=d["people_dn"],
