@@ -65,7 +65,7 @@ test-deps: python $(VENV)/.test-installed
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
 	fi
-	@if [ ! -d tests/rp-node/node_modules ] || [ tests/rp-node/package-lock.json -nt tests/rp-node/node_modules ]; then \
+	@if [ ! -d tests/rp-node/node_modules/openid-client ] || [ tests/rp-node/package-lock.json -nt tests/rp-node/node_modules ]; then \
 	  echo "installing openid-client for tests/rp-node (npm ci)"; \
 	  (cd tests/rp-node && npm ci --no-audit --no-fund --silent) && touch tests/rp-node/node_modules; \
 	fi

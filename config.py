@@ -314,7 +314,7 @@ def load(app: Any, overrides: dict[str, Any] | None = None) -> None:
     if overrides:
         app.config.update(overrides)
     cfg = app.config
-    admin_settings(cfg, overrides)
+    admin_settings(cfg)
     instance = Path(app.instance_path)
 
     if cfg["ENV"] not in ("development", "production"):

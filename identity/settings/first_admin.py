@@ -1,8 +1,7 @@
-"""The first administrator's settings (IDP_ADMIN_*): read as typed, checked for shape."""
+"""The first administrator's settings (IDP_ADMIN_*): checked for shape."""
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 from config import ConfigError
@@ -10,19 +9,16 @@ from config import ConfigError
 KEYS = ("ADMIN_USERNAME", "ADMIN_EMAIL", "ADMIN_PASSWORD", "ADMIN_PASSWORD_FILE")
 
 
-def admin_settings(cfg: Any, overrides: dict[str, Any] | None) -> None:
-    """Take IDP_ADMIN_* from the environment as typed: Flask's JSON decoding would turn the
-    password `123456789012` into a number and `"quoted"` into `quoted`, a different password.
+def admin_settings(cfg: Any) -> None:
+    """IDP_ADMIN_* are text settings (config.text_settings): read as typed, never as JSON,
+    which would turn the password `123456789012` into a number and `"quoted"` into `quoted`.
     An empty value counts as unset (`${IDP_ADMIN_PASSWORD:-}` in compose.yaml). Refuse a
     password without a username, an e-mail address without the other, or both a password
     and a password file. The values themselves (username rules, the file, the password
     policy) are checked by `flask setup` when it creates the account, and only then: a
     restart after the password was removed from the environment keeps working."""
     for key in KEYS:
-        if key in (overrides or {}):
-            value = overrides[key]
-        else:
-            value = os.environ.get(f"IDP_{key}")
+        value = cfg.get(key)
         cfg[key] = value if value not in ("", None) else None
         if cfg[key] is not None and not isinstance(cfg[key], str):
             raise ConfigError(f"IDP_{key} must be text, not {cfg[key]!r}")
