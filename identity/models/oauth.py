@@ -102,7 +102,8 @@ def token_digest(value: str) -> str:
 
 
 class AuthorizationCode(db.Model, OAuth2AuthorizationCodeMixin):
-    """A code (its digest in `code`), single use: `used_at` is set by one conditional UPDATE.
+    """A code (its digest in `code`), single use: `used_at` is set by one conditional UPDATE,
+    `replayed_at` when it is presented again.
 
     `auth_time` is the session's sign-in time (Authlib puts it in the ID token), not the
     code's; `issued_at` dates the code."""
@@ -117,6 +118,9 @@ class AuthorizationCode(db.Model, OAuth2AuthorizationCodeMixin):
     issued_at: Mapped[int] = mapped_column(default=lambda: int(time.time()))
     expires_at: Mapped[int] = mapped_column(index=True)
     used_at: Mapped[int | None]
+    # Set when a spent code is presented again. The request that spent it first may still be
+    # saving its tokens: it checks this mark in the same transaction (identity.oidc.tokens).
+    replayed_at: Mapped[int | None]
 
     def is_expired(self) -> bool:
         return self.expires_at <= time.time()

@@ -35,7 +35,7 @@ from identity.oidc.claims import (
     user_claims,
 )
 from identity.oidc.client_rules import CLIENT_AUTH_METHODS, CONFIDENTIAL_AUTH_METHODS
-from identity.oidc.tokens import code_grant_id, revoke_grant
+from identity.oidc.tokens import code_grant_id, mark_code_replayed, revoke_grant
 from identity.scopes import without_offline_access
 from identity.sweeps import sweep
 
@@ -164,6 +164,7 @@ class AuthorizationCodeGrant(grants.AuthorizationCodeGrant):
             )
             if row is None:
                 return None
+            mark_code_replayed(row.id)  # first: see tokens._fence
             revoked = revoke_grant(code_grant_id(row))
             audit.record(
                 "token.code_reuse",

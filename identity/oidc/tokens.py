@@ -11,10 +11,11 @@ import json
 import secrets
 import time
 
+from authlib.oauth2.rfc6749.errors import InvalidGrantError
 from authlib.oauth2.rfc9068 import JWTBearerTokenGenerator
 from flask import current_app
 from joserfc.jwk import KeySet
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 
 from identity import audit
 from identity.extensions import db
@@ -90,6 +91,7 @@ def save_token(token: dict, request) -> None:
         grant_id, sid, auth_time = previous.grant_id, previous.sid, previous.auth_time
     else:
         grant_id, sid, auth_time = f"cc-{secrets.token_hex(8)}", None, None
+    _fence(code, previous)
     refresh = token.get("refresh_token")
     scope = token.get("scope", "")
     # Core INSERTs: nothing reads these rows back in this request, and the ORM's unit of work
@@ -126,6 +128,52 @@ def save_token(token: dict, request) -> None:
     db.session.commit()
 
 
+_codes, _tokens = AuthorizationCode.__table__, Token.__table__
+
+
+def _fence(code, previous) -> None:
+    """Lock what this grant came from (the code, or the refresh token it rotates), in the
+    transaction that saves the new tokens, and refuse when it was replayed meanwhile.
+
+    The code or refresh token was spent and committed earlier in this request; a copy
+    presented since then revoked the grant (query_authorization_code,
+    authenticate_refresh_token). Either that revocation committed first, and the mark is
+    seen here; or it waits for this lock, and its revoking statement then sees these tokens
+    (revoke_tokens). Either way no live token leaves a revoked grant."""
+    if code is not None:
+        statement = (
+            update(_codes)
+            .where(_codes.c.id == code.id, _codes.c.replayed_at.is_(None))
+            .values(used_at=_codes.c.used_at)
+        )
+        what = "authorization code"
+    elif previous is not None:
+        statement = (
+            update(_tokens)
+            .where(_tokens.c.id == previous.id, _tokens.c.refresh_token_revoked_at == 0)
+            .values(refresh_token_used_at=_tokens.c.refresh_token_used_at)
+        )
+        what = "refresh token"
+    else:
+        return
+    if db.session.connection().execute(statement).rowcount != 1:
+        db.session.rollback()
+        raise InvalidGrantError(
+            f"This grant was revoked while the request was answered: the {what} was used "
+            "twice. Sign in again."
+        )
+
+
+def mark_code_replayed(code_id: int) -> None:
+    """Mark a spent code as presented again, locking its row (the caller revokes the grant
+    next and commits): see _fence."""
+    db.session.execute(
+        update(_codes)
+        .where(_codes.c.id == code_id)
+        .values(replayed_at=func.coalesce(_codes.c.replayed_at, int(time.time())))
+    )
+
+
 def revoke_grant(grant_id: str) -> int:
     """Revoke every token of one grant (the caller commits)."""
     return revoke_tokens(Token.grant_id == grant_id)
@@ -137,19 +185,22 @@ def revoke_tokens(*conditions) -> int:
     The rows are locked in id order first: concurrent revocations of one grant (the losers
     of a refresh-token race all revoke it) otherwise deadlock on PostgreSQL."""
     now = int(time.time())
+    not_revoked = (Token.access_token_revoked_at == 0) | (Token.refresh_token_revoked_at == 0)
     ids = db.session.scalars(
         select(Token.id)
         .where(
             *conditions,
-            (Token.access_token_revoked_at == 0) | (Token.refresh_token_revoked_at == 0),
+            not_revoked,
         )
         .order_by(Token.id)
         .with_for_update()
     ).all()
     if not ids:
         return 0
+    # The conditions again, not the ids: a statement of its own sees the rows committed while
+    # the locks above waited (on PostgreSQL, a token saved by a grant's _fence).
     return db.session.execute(
         update(Token)
-        .where(Token.id.in_(ids))
+        .where(*conditions, not_revoked)
         .values(access_token_revoked_at=now, refresh_token_revoked_at=now)
     ).rowcount
