@@ -68,7 +68,7 @@ def start(browser: Browser, provider: str, next_url: str | None = None) -> str:
 
 def callback_path(url: str) -> str:
     parts = urlsplit(url)
-    assert parts.netloc == "localhost", url  # the redirect URI points back at the service
+    assert parts.netloc == "idp.test", url  # the redirect URI is the service's (IDP_ISSUER)
     return urlunsplit(("", "", parts.path, parts.query, ""))
 
 
@@ -570,3 +570,20 @@ def test_disconnect_needs_post_with_csrf(app, browser, user, emulator):
     assert browser.get("/account/disconnect/google").status_code == 405
     assert browser.post("/account/disconnect/google", csrf=False).status_code == 400
     assert snapshot(app) == before
+
+
+@pytest.mark.parametrize("provider", PROVIDERS)
+def test_the_callback_address_is_the_issuers_whatever_the_host_header(
+    app, browser, emulator, provider
+):
+    """The redirect URI sent to the provider comes from IDP_ISSUER, not from the Host
+    header a client chooses; the token exchange sends the same one."""
+    r = browser.get(f"/login/{provider}", headers={"Host": "evil.example"})
+    sent = parse_qs(urlsplit(r.headers["Location"]).query)["redirect_uri"]
+    assert sent == [f"https://idp.test/login/{provider}/authorized"]
+    done = browser.get(
+        callback_path(emulator.approve(r.headers["Location"])), headers={"Host": "evil.example"}
+    )
+    # The emulator refuses a token request whose redirect_uri is not the authorize one's.
+    assert done.status_code == 302, done.get_data(as_text=True)
+    assert urlsplit(done.headers["Location"]).path == "/account"

@@ -13,8 +13,9 @@ import logging
 from typing import Any
 
 import requests
-from flask import Flask, g, request, session, url_for
+from flask import Flask, current_app, g, request, session, url_for
 from flask_dance.consumer import OAuth2ConsumerBlueprint, oauth_authorized, oauth_error
+from flask_dance.consumer.requests import OAuth2Session
 from flask_dance.consumer.storage import BaseStorage
 from oauthlib.oauth2.rfc6749.errors import OAuth2Error
 
@@ -41,6 +42,22 @@ class RequestStorage(BaseStorage):
 
     def delete(self, blueprint):
         g.pop(f"_oauth_token_{blueprint.name}", None)
+
+
+class IssuerCallbackSession(OAuth2Session):
+    """Flask-Dance's session to the provider, whose callback address (`redirect_uri`) is
+    built from IDP_ISSUER: what the administrator registered at the provider. Flask-Dance
+    sets it from the request's Host header, which the client chooses (and which a proxy
+    may not pass on); that setting is ignored here."""
+
+    @property
+    def redirect_uri(self) -> str:
+        path = url_for(f"{self.blueprint.name}.authorized")
+        return current_app.config["ISSUER"].rstrip("/") + path
+
+    @redirect_uri.setter
+    def redirect_uri(self, _value) -> None:
+        pass
 
 
 def configured(cfg) -> list[Provider]:
@@ -171,6 +188,7 @@ class OAuth2Connector:
         self._timeout, self._verify = cfg["SOCIAL_TIMEOUT"], cfg["SOCIAL_CA_FILE"] or True
         bp.token_url_params = {"timeout": self._timeout, "verify": self._verify}
         bp.storage = RequestStorage()
+        bp.session_class = IssuerCallbackSession
         return bp
 
 
