@@ -289,3 +289,21 @@ def test_admin_mails_are_branded(mailing):
     assert second["Subject"] == "Acme Corp: Choose a new password"
     assert "new password for your Acme Corp account" in body_of(second)
     assert all("-- \nAcme Corp\nhttps://idp.test" in body_of(m) for m in (first, second))
+
+
+def test_each_sign_in_buttons_text_meets_wcag_aa_contrast():
+    """The providers' buttons (identity/static/idp.css) keep their brand colours, and their
+    label text still reads at 4.5:1 or more (WCAG 2 AA for normal text)."""
+    from pathlib import Path
+
+    css = (Path(brand.__file__).parent / "static" / "idp.css").read_text()
+    rules = re.findall(
+        r"\.provider-(\w+) \{ background: (#[0-9a-f]{3,6}); color: (#[0-9a-f]{3,6});", css
+    )
+    assert {name for name, _, _ in rules} == {"google", "facebook", "twitter", "github"}
+
+    def six(colour: str) -> str:  # #fff → #ffffff
+        return colour if len(colour) == 7 else "#" + "".join(c * 2 for c in colour[1:])
+
+    for name, background, text in rules:
+        assert brand.contrast(six(text), six(background)) >= 4.5, (name, background, text)
