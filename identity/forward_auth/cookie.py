@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import time
 
-from flask import Response, current_app, request, session
+from flask import Flask, Response, after_this_request, current_app, request, session
+from flask_login import user_logged_out
 from itsdangerous import BadSignature, URLSafeTimedSerializer
 from sqlalchemy import Row, bindparam, select
 
@@ -54,15 +55,40 @@ def issue(response: Response, user: User) -> None:
             "amr": list(session.get("amr") or []),
         }
     )
-    response.set_cookie(
-        NAME,
-        value,
-        domain=current_app.config["FORWARD_AUTH_COOKIE_DOMAIN"],
-        path="/",
-        secure=True,
-        httponly=True,
-        samesite="Lax",
-    )
+    response.set_cookie(NAME, value, **_attributes())
+
+
+def expire(response: Response) -> None:
+    """Delete the cookie in the browser (at sign-out): a deletion counts only with the
+    Domain, Path, Secure and SameSite it was set with."""
+    response.delete_cookie(NAME, **_attributes())
+
+
+def expire_at_sign_out(app: Flask) -> None:
+    """Every sign-out (identity.auth.signin.sign_out, which sits below this package: /logout
+    and /end_session) deletes the cookie too, through Flask-Login's signal: ending the
+    server-side session alone would leave the browser holding a dead cookie."""
+    user_logged_out.connect(_signed_out, app)
+
+
+def _signed_out(_app: Flask, **_extra) -> None:
+    if not current_app.config["FORWARD_AUTH_COOKIE_DOMAIN"]:
+        return
+
+    @after_this_request
+    def deleted(response: Response) -> Response:
+        expire(response)
+        return response
+
+
+def _attributes() -> dict:
+    return {
+        "domain": current_app.config["FORWARD_AUTH_COOKIE_DOMAIN"],
+        "path": "/",
+        "secure": True,
+        "httponly": True,
+        "samesite": "Lax",
+    }
 
 
 def read() -> tuple[Row, list[str]] | None:
