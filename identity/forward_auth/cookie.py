@@ -12,7 +12,7 @@ from itsdangerous import BadSignature, URLSafeTimedSerializer
 from sqlalchemy import Row, bindparam, select
 
 from identity.extensions import db
-from identity.models import BrowserSession, User
+from identity.models import BrowserSession, LinkedIdentity, User
 
 # __Secure-: browsers take it only over HTTPS with the Secure attribute (a __Host- name
 # cannot have a Domain).
@@ -20,9 +20,12 @@ NAME = "__Secure-idp-forward-auth"
 SALT = "identity.forward-auth"
 LONGEST = 1024
 
-# Asked at every request a proxy checks: one query for the columns needed, built once.
+# Asked at every request a proxy checks: one query for the columns needed, built once; with
+# the account's directory link, if any, and when its entry was last read (forward_auth.
+# directory decides from these whether to read it again).
 LIVE_USER = (
     select(
+        User.id,
         User.username,
         User.email,
         User.email_verified,
@@ -30,8 +33,14 @@ LIVE_USER = (
         User.groups,
         User.disabled,
         User.session_epoch,
+        LinkedIdentity.id.label("link_id"),
+        LinkedIdentity.checked_at,
     )
     .join(BrowserSession, BrowserSession.user_id == User.id)
+    .outerjoin(
+        LinkedIdentity,
+        (LinkedIdentity.user_id == User.id) & (LinkedIdentity.connector == "ldap"),
+    )
     .where(
         BrowserSession.sid == bindparam("sid"),
         BrowserSession.user_id == bindparam("uid"),
@@ -92,8 +101,9 @@ def _attributes() -> dict:
 
 
 def read() -> tuple[Row, list[str]] | None:
-    """The account (username, email, email_verified, name, groups) and sign-in methods of
-    the request's cookie, when its session is still live on the server; None otherwise."""
+    """The account (id, username, email, email_verified, name, groups, and its directory
+    link's link_id and checked_at) and sign-in methods of the request's cookie, when its
+    session is still live on the server; None otherwise."""
     raw = request.cookies.get(NAME)
     if not raw or len(raw) > LONGEST:
         return None
