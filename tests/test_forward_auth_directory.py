@@ -8,6 +8,7 @@ within the window the directory is not asked at all."""
 from __future__ import annotations
 
 import pytest
+from sqlalchemy import event
 from test_directory_leavers import (
     age_directory_check,
     delete_entry,
@@ -18,6 +19,7 @@ from test_directory_leavers import (
 from test_forward_auth import DOMAIN, IDP, add_rule, ask, fa_cookie, sign_in
 from test_ldap import ldap_settings
 
+from identity.extensions import db
 from identity.forward_auth import views
 
 
@@ -91,9 +93,21 @@ def test_within_the_window_the_directory_is_not_asked(app, directory):
     reading does not reach the directory (counted by slapd itself)."""
     value = ada_at_the_site(app, directory)
     before = directory.operations()
-    for _ in range(3):
-        assert ask(app, value).status_code == 200
+    statements = []
+    with app.app_context():
+        engine = db.engine
+    listener = lambda *args: statements.append(args[2])  # noqa: E731 - the statement
+    event.listen(engine, "before_cursor_execute", listener)
+    try:
+        for _ in range(3):
+            assert ask(app, value).status_code == 200
+    finally:
+        event.remove(engine, "before_cursor_execute", listener)
     assert directory.operations() == before
+    # Two statements a check, as for a local account: the rule, and the account with its
+    # session, its directory link and when that was last read.
+    assert len(statements) == 2 * 3, statements
+    assert sum("linked_identities" in s for s in statements) == 3
     delete_entry(directory, "ada")
     age_directory_check(app, "ada", 301)
     assert ask(app, value).status_code == 302
