@@ -213,6 +213,42 @@ def test_sign_out_ends_the_cookie(app, person):
     assert ask(app, value).status_code == 302
 
 
+def _set_cookie_attributes(response) -> tuple[str, dict[str, str]]:
+    """The value and attributes (lower-case names) of the forward-auth cookie's Set-Cookie."""
+    (header,) = [h for h in response.headers.getlist("Set-Cookie") if h.startswith(cookie.NAME)]
+    first, *rest = header.split(";")
+    attributes = {}
+    for part in rest:
+        name, _, value = part.strip().partition("=")
+        attributes[name.lower()] = value
+    return first.split("=", 1)[1], attributes
+
+
+@pytest.mark.parametrize("way", ["logout", "end_session"])
+def test_signing_out_deletes_the_cookie_in_the_browser(app, person, way):
+    """Not only the server's session: the browser's cookie goes too, with the attributes it
+    was set with (a Set-Cookie for another Domain, Path or without Secure deletes nothing)."""
+    add_rule(app, "app.example.test")
+    sign_in(person)
+    issued = person.get(
+        f"/forward-auth/login?rd={quote('https://app.example.test/', safe='')}", base_url=IDP
+    )
+    _, set_with = _set_cookie_attributes(issued)
+    assert person.get_cookie(cookie.NAME, domain=DOMAIN) is not None
+    if way == "logout":
+        r = _post(person, "/logout", {}, token_from="/account")
+    else:
+        r = person.get("/end_session", base_url=IDP)
+        r = _post(person, "/end_session", {}, token_from="/end_session")
+    value, deleted_with = _set_cookie_attributes(r)
+    assert value == ""
+    assert deleted_with.pop("expires").startswith("Thu, 01 Jan 1970")
+    assert deleted_with.pop("max-age") == "0"
+    assert deleted_with == set_with
+    # The browser's jar (the test client keeps one as a browser does) no longer holds it.
+    assert person.get_cookie(cookie.NAME, domain=DOMAIN) is None
+
+
 def test_ending_the_session_password_change_and_disabling_end_the_cookie(app, person):
     add_rule(app, "app.example.test")
     for end in ("session", "password", "disable"):

@@ -30,7 +30,7 @@ from conftest import dispose, make_app
 from identity import certs
 from identity.auth import accounts
 from identity.extensions import db
-from identity.forward_auth import rules
+from identity.forward_auth import cookie, rules
 from identity.models import User
 from servers import https_server, nss_home
 
@@ -51,8 +51,11 @@ DECIDING = {
         "proxy_set_header",
         "proxy_pass_request_body",
         "internal",
+        "map ",
+        "default ",
+        '"~',
     ),
-    "caddy": ("request_header", "uri ", "copy_headers", "route"),
+    "caddy": ("request_header", "uri ", "copy_headers", "route", "header_up"),
 }
 
 
@@ -97,8 +100,9 @@ def idp(database_url, tmp_path_factory, tls) -> Iterator[SimpleNamespace]:
 
 class _Echo(http.server.BaseHTTPRequestHandler):
     """The protected app: shows every header whose name starts with "remote", as received
-    (Remote_User too). Plain http.server rather than Werkzeug, which drops header names with
-    underscores itself and would hide whether the proxy passed them on."""
+    (Remote_User too), and the Cookie headers. Plain http.server rather than Werkzeug, which
+    drops header names with underscores itself and would hide whether the proxy passed them
+    on."""
 
     def do_GET(self):  # noqa: N802 - http.server's name
         lines = [
@@ -107,7 +111,11 @@ class _Echo(http.server.BaseHTTPRequestHandler):
             if name.lower().startswith("remote")
         ]
         path = html.escape(self.path)
-        body = f"<h1>protected app</h1><p id=path>{path}</p><ul>{''.join(lines)}</ul>".encode()
+        cookies = html.escape("; ".join(self.headers.get_all("Cookie") or []))
+        body = (
+            f"<h1>protected app</h1><p id=path>{path}</p><ul>{''.join(lines)}</ul>"
+            f"<p id=cookie>{cookies}</p>"
+        ).encode()
         self.send_response(200)
         self.send_header("Content-Type", "text/html; charset=utf-8")
         self.send_header("Content-Length", str(len(body)))
@@ -185,6 +193,15 @@ events {{ worker_connections 64; }}
 http {{
   access_log off;
   {temp}
+  # The Cookie header without the forward-auth cookie, for the app. The first match decides:
+  # the name twice (a site under the domain can set another): no cookie at all; at the end;
+  # anywhere else (the name at the start of the header or after a ";").
+  map $http_cookie $cookie_without_idp {{
+    default $http_cookie;
+    "~(^|;)\\s*__Secure-idp-forward-auth=.*;\\s*__Secure-idp-forward-auth=" "";
+    "~^(?<before>.*?);\\s*__Secure-idp-forward-auth=[^;]*$" "$before";
+    "~^(?<before>(.*;\\s*)?)__Secure-idp-forward-auth=[^;]*(;\\s*)?(?<after>.*)$" "$before$after";
+  }}
   server {{
     listen 127.0.0.1:{port} ssl;
     server_name app.example.test staff.example.test;
@@ -206,6 +223,8 @@ http {{
       proxy_set_header Remote-Email $forward_auth_email;
       proxy_set_header Remote-Name $forward_auth_name;
       proxy_set_header Remote-Groups $forward_auth_groups;
+      # The app gets its own cookies, not the one that opens every site under the domain.
+      proxy_set_header Cookie $cookie_without_idp;
       proxy_pass https://127.0.0.1:{backend};
       proxy_ssl_trusted_certificate {ca};
       proxy_ssl_verify on;
@@ -256,6 +275,11 @@ https://app.example.test:{port}, https://staff.example.test:{port} {{
       }}
     }}
     reverse_proxy https://127.0.0.1:{backend} {{
+      # The app gets its own cookies, not the one that opens every site under the domain
+      # (every one of that name, wherever it stands; then no ";" left at the start). "$1"
+      # is the empty group "()": Caddy 2.6 reads an empty "" replacement as none at all.
+      header_up Cookie "()(^|;\\s*)__Secure-idp-forward-auth=[^;]*" "$1"
+      header_up Cookie "()^;\\s*" "$1"
       transport http {{
         tls_trusted_ca_certs {ca}
         tls_server_name localhost
@@ -396,10 +420,75 @@ def test_sign_in_groups_forged_headers_and_sign_out_through_a_real_proxy(
         page.goto(f"{idp.url}/account")
         page.click("form[action='/logout'] button")
         page.wait_for_load_state()
+        # The browser no longer holds the domain's cookie, not only a dead one.
+        assert cookie.NAME not in {c["name"] for c in context.cookies()}, proxy.kind
         page.goto(f"{proxy.app}/again")
         assert page.url.startswith(f"{idp.url}/login?"), page.url
     finally:
         context.close()
+
+
+def _cookie_names(received: str) -> list[str]:
+    return [part.split("=", 1)[0].strip() for part in received.split(";") if part.strip()]
+
+
+def test_the_app_gets_its_own_cookies_but_never_the_forward_auth_cookie(
+    proxy, idp, tls, playwright, tmp_path
+):
+    """The forward-auth cookie opens every site under the domain: the proxy takes it out of
+    the request to the app, which could otherwise replay it elsewhere; the app's own cookies
+    (its host's and the domain's) pass as they were."""
+    home = nss_home(tmp_path / "home", tls / certs.CA_CERT)
+    context = launch(playwright, home)
+    try:
+        context.add_cookies(
+            [
+                {"name": "app-session", "value": "kept", "url": proxy.app},
+                {"name": "theme", "value": "dark", "domain": f".{DOMAIN}", "path": "/"},
+            ]
+        )
+        page = context.new_page()
+        page.goto(f"{proxy.app}/cookies")
+        page.fill("input[name=username]", USERNAME)
+        page.fill("input[name=password]", PASSWORD)
+        page.click("button[type=submit]")
+        page.wait_for_url(f"{proxy.app}/**")
+        (ours,) = [c for c in context.cookies() if c["name"] == cookie.NAME]
+        received = page.locator("#cookie").inner_text()
+        assert sorted(_cookie_names(received)) == ["app-session", "theme"], proxy.kind
+        assert ours["value"] not in received
+    finally:
+        context.close()
+
+    # Wherever the cookie stands in the header, and however often: the rest stays.
+    n, v = cookie.NAME, ours["value"]
+    session = requests.Session()
+    session.trust_env = False
+    for sent, kept in [
+        (f"{n}={v}", []),
+        (f"{n}={v}; a=1", ["a"]),
+        (f"a=1; {n}={v}; b=2", ["a", "b"]),
+        (f"a=1;{n}={v};b=2", ["a", "b"]),
+        (f"a=1; {n}={v}", ["a"]),
+        (f"x{n}=also-kept; {n}={v}", [f"x{n}"]),
+        # A second cookie of the name (a site under the domain can set one): none of them
+        # reaches the app (nginx then sends no cookie at all).
+        (f"a=1; {n}={v}; {n}=another", None),
+    ]:
+        r = session.get(
+            f"https://127.0.0.1:{proxy.port}/echo",
+            headers={"Host": proxy.app.removeprefix("https://"), "Cookie": sent},
+            allow_redirects=False,
+            verify=str(tls / certs.CA_CERT),
+            timeout=10,
+        )
+        assert r.status_code == 200, (proxy.kind, sent, r.status_code)
+        (received,) = re.findall(r"<p id=cookie>(.*?)</p>", r.text)
+        received = html.unescape(received)
+        assert v not in received and "another" not in received, (proxy.kind, sent, received)
+        assert n not in _cookie_names(received), (proxy.kind, sent, received)
+        if kept is not None:
+            assert _cookie_names(received) == kept, (proxy.kind, sent, received)
 
 
 def test_a_forged_header_without_a_cookie_gets_nowhere(proxy, tls):
@@ -433,4 +522,4 @@ def test_the_documented_configurations_are_the_tested_ones(kind, tmp_path):
                 if line.startswith(DECIDING[kind]):
                     assert line in tested, f"{page.name}: {line!r} is not what the test runs"
                     checked += 1
-    assert checked >= (10 if kind == "nginx" else 8), checked
+    assert checked >= (16 if kind == "nginx" else 12), checked

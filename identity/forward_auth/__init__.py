@@ -5,4 +5,6 @@ from flask import Blueprint
 
 bp = Blueprint("forward_auth", __name__)
 
-from identity.forward_auth import views  # noqa: E402,F401  (routes register on bp)
+from identity.forward_auth import cookie, views  # noqa: E402,F401  (routes register on bp)
+
+bp.record_once(lambda state: cookie.expire_at_sign_out(state.app))

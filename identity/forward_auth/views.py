@@ -10,15 +10,20 @@ from flask import current_app, redirect, render_template, request, session, url_
 from flask_login import current_user
 
 from identity import acr, audit
+from identity.connectors import ConnectorError
 from identity.errors import render_error, wants_json
 from identity.extensions import db
-from identity.forward_auth import bp, cookie, forwarded, headers, rules
+from identity.forward_auth import bp, cookie, directory, forwarded, headers, rules
 
 OFF = "Forward authentication is off: set IDP_FORWARD_AUTH_COOKIE_DOMAIN."
 NO_RULE = "No access rule lets anyone reach {host}{path} through this service."
 NOT_ALLOWED = (
     "You are signed in as {user}, but this site ({host}) is only for members of: {groups}. "
     "Ask an administrator for access, or sign in with another account."
+)
+DIRECTORY_DOWN = (
+    "The company directory cannot be reached to confirm your account, so this site cannot be "
+    "opened now. Try again in a few minutes."
 )
 BAD_RETURN = (
     "This sign-in link does not lead back to a site protected by this service "
@@ -56,6 +61,12 @@ def _decide(*, redirect_to_login: bool):
     if rule is None:
         return _forbidden(NO_RULE.format(host=asked.host, path=path))
     who = cookie.read()
+    if who is not None and directory.due(who[0]):
+        try:
+            allowed = directory.still_allowed(who[0].id)
+        except ConnectorError:
+            return _refused(503, "Service unavailable", DIRECTORY_DOWN)
+        who = cookie.read() if allowed else None  # as the directory says now
     if who is None:
         return _to_login(asked, None, redirect_to_login)
     user, amr = who
@@ -69,17 +80,24 @@ def _decide(*, redirect_to_login: bool):
 
 
 def _forbidden(message: str):
-    """403, as a page that Caddy and Traefik show on the site's own host: its stylesheet and
-    links are this service's (absolute), and its CSP allows just that stylesheet."""
+    return _refused(403, "Forbidden", message)
+
+
+def _refused(code: int, title: str, message: str):
+    """403 or 503, as a page that Caddy and Traefik show on the site's own host: its
+    stylesheet and links are this service's (absolute), and its CSP allows just that
+    stylesheet."""
     if wants_json():
-        return render_error(403, message)
+        return render_error(code, message)
     issuer = current_app.config["ISSUER"]
-    page = render_template("forward_auth/forbidden.html", message=message, issuer=issuer)
+    page = render_template(
+        "forward_auth/refused.html", code=code, title=title, message=message, issuer=issuer
+    )
     policy = (
         f"default-src 'none'; style-src {issuer}; img-src {issuer}; base-uri 'none'; "
         "form-action 'none'; frame-ancestors 'none'"
     )
-    return page, 403, {"Content-Security-Policy": policy}
+    return page, code, {"Content-Security-Policy": policy}
 
 
 def _to_login(asked: forwarded.Original, needed: str | None, redirect_to_login: bool):
