@@ -10,7 +10,7 @@ from flask_login import current_user
 from sqlalchemy.exc import IntegrityError
 
 from identity import audit
-from identity.auth import accounts, bp, reset, verification
+from identity.auth import accounts, bp, password_check, reset, verification
 from identity.auth.forms import (
     LoginForm,
     RegisterForm,
@@ -85,32 +85,28 @@ def login():
         return _locked(form, refusal)
 
     identity, backend_down, fault = None, False, None
-    for connector in registry().password():
+    # The account the name names decides which checks run (auth.password_check).
+    user, checks = password_check.checks(form.username.data)
+    for check in checks:
         try:
-            identity = connector.authenticate(form.username.data, form.password.data)
+            identity = check.run(form.password.data)
         except AccountProblem as problem:
             throttle().signin_release(form.username.data)
-            audit.record(
-                "signin.failure",
-                accounts.find(form.username.data),
-                method=connector.id,
-                reason=problem.reason,
-            )
+            audit.record("signin.failure", user, method=check.connector, reason=problem.reason)
             db.session.commit()
             return _login_page(form, 403, problem.message)
         except DirectoryMisconfigured as exc:
-            log.error("connector %s is misconfigured: %s", connector.id, exc)
+            log.error("connector %s is misconfigured: %s", check.connector, exc)
             backend_down, fault = True, str(exc)
             continue
         except ConnectorError as exc:
-            log.error("connector %s failed: %s", connector.id, exc)
+            log.error("connector %s failed: %s", check.connector, exc)
             backend_down = True
             continue
         if identity is not None:
             break
     if identity is None:
         reason = "misconfigured" if fault else "backend_down" if backend_down else "bad_credentials"
-        user = accounts.find(form.username.data)
         # A configuration fault's detail is for the admins (the overview shows the last one).
         detail = {"detail": fault[:500]} if fault else {}
         audit.record("signin.failure", user, method="password", reason=reason, **detail)

@@ -112,6 +112,38 @@ class LdapConnector:
             return None
         return self._identity(entry or checked)
 
+    def authenticate_linked(self, subject: str, password: str) -> Identity | None:
+        """The password of the entry whose stable id is `subject`, the one an account here is
+        linked to: found by that id wherever it now is, and only it is bound, whatever entry
+        the name typed would find. None for a wrong password or an entry that is gone.
+        Raises as authenticate() does."""
+        if not password:
+            return None
+        return self._with_retry(self._authenticate_linked, subject, password)
+
+    def _authenticate_linked(self, subject: str, password: str) -> Identity | None:
+        flt = self.id_filter(subject)
+        found = self._search(self.user_base(), flt, self.s.user_attributes, missing_ok=False)
+        if len(found) > 1:
+            raise ConnectorError(f"{len(found)} entries have {self.s.id_attribute}={subject}")
+        if not found or not self._check_password(found[0]["dn"], password):
+            return None
+        identity = self._identity(found[0])
+        return identity if identity is not None and identity.subject == subject else None
+
+    def look_up(self, username: str) -> None:
+        """What the directory is asked about a name before any bind, and nothing more: the
+        search for its entry (with a DN template, that entry read). For a name whose password
+        is checked elsewhere, so that its wrong password costs the directory's round trip as
+        an unknown name's does. Raises ConnectorError when the directory cannot answer."""
+        if not username or len(username) > 256 or "\x00" in username:
+            return
+        if self.s.user_dn_template:
+            dn = self.s.user_dn_template.format(username=escape_rdn(username))
+            self._with_retry(self._search, dn, "(objectClass=*)", ["1.1"], BASE)
+        else:
+            self._with_retry(self.find_user, username)
+
     def find_user(self, username: str) -> dict | None:
         """The one entry the filter finds for `username`, or None (none, or several)."""
         flt = self.s.user_filter.format(username=escape_filter_chars(username))
