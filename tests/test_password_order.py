@@ -15,6 +15,7 @@ from test_social import signed_in_as
 
 from conftest import PASSWORD
 from identity.auth import accounts
+from identity.auth.views import DIRECTORY_UNCHECKED
 from identity.connectors.ldap import LdapConnector
 from identity.connectors.ldap_connection import Settings
 from identity.extensions import db
@@ -202,3 +203,31 @@ def test_with_a_dn_template_the_entry_is_read_not_bound(directory):
         assert connector.authenticate_linked("no-such-uuid", directory.passwords["ada"]) is None
     finally:
         connector.close()
+
+
+# -- registration: a directory person's name is theirs ---------------------------------------
+
+REGISTER = {"email": "someone@example.net", "password": PASSWORD, "confirm": PASSWORD}
+
+
+def test_a_directory_persons_name_cannot_be_registered_locally(app, browser, directory):
+    # Else anyone could take "grace" before grace's first sign-in: the name would be the
+    # local account's, and the directory's grace refused under it.
+    r = browser.post("/register", {**REGISTER, "username": "grace"})
+    assert r.status_code == 400 and "That username is taken" in r.get_data(as_text=True)
+    with app.app_context():
+        assert accounts.find("grace") is None
+    assert directory.failed_binds("grace")["pwdFailureTime"] == []
+    assert browser.login("grace", directory.passwords["grace"]).status_code == 302
+    browser.logout()
+    assert browser.post("/register", {**REGISTER, "username": "grace-h"}).status_code == 302
+
+
+def test_registration_waits_for_a_directory_that_cannot_answer(app, browser, directory):
+    directory.stop()
+    r = browser.post("/register", {**REGISTER, "username": "newcomer"})
+    assert r.status_code == 400 and DIRECTORY_UNCHECKED in r.get_data(as_text=True)
+    with app.app_context():
+        assert accounts.find("newcomer") is None
+    directory.start()
+    assert browser.post("/register", {**REGISTER, "username": "newcomer"}).status_code == 302

@@ -81,3 +81,14 @@ def _no_password(password: str) -> None:
 
 def _ask_only(connector: Any, name: str, password: str) -> None:
     connector.look_up(name)
+
+
+def directory_has(name: str) -> bool:
+    """Whether a directory of the login form has an entry for `name` (asked without a bind).
+    Such a name is not for a new local account: it would own the name here, and the
+    directory's person could no longer sign in with it. Raises ConnectorError."""
+    return any(
+        c.look_up(name)
+        for c in connectors.registry().password()
+        if c.provisioning == connectors.DIRECTORY and hasattr(c, "look_up")
+    )

@@ -43,6 +43,10 @@ BAD_CREDENTIALS = "Wrong username or password."
 REGISTRATIONS_LIMITED = (
     "Too many accounts were created from this address. Wait {wait} and try again."
 )
+DIRECTORY_UNCHECKED = (
+    "The company directory cannot be asked whether this username is free. Try again in a few "
+    "minutes."
+)
 RESETS_LIMITED = "Too many password resets were asked from this address. Wait {wait} and try again."
 
 
@@ -195,11 +199,23 @@ def register():
     return _after_sign_in(form.next.data)
 
 
+def _directory_has(form: RegisterForm) -> bool:
+    """A directory person's name is theirs (auth.password_check.directory_has); when the
+    directory cannot say, the name is not given away either."""
+    try:
+        return password_check.directory_has(form.username.data)
+    except ConnectorError as exc:
+        log.error("registration: the directory cannot check %r: %s", form.username.data, exc)
+        form.username.errors.append(DIRECTORY_UNCHECKED)
+        return False
+
+
 def _register_checks(form: RegisterForm) -> bool:
     """Uniqueness and password policy; attaches messages to the fields."""
     ok = True
-    if accounts.find(form.username.data, by_email=False):
+    if accounts.find(form.username.data, by_email=False) or _directory_has(form):
         form.username.errors.append("That username is taken. Choose another.")
+    if form.username.errors:
         ok = False
     if accounts.email_taken(form.email.data):
         form.email.errors.append(

@@ -131,18 +131,17 @@ class LdapConnector:
         identity = self._identity(found[0])
         return identity if identity is not None and identity.subject == subject else None
 
-    def look_up(self, username: str) -> None:
-        """What the directory is asked about a name before any bind, and nothing more: the
-        search for its entry (with a DN template, that entry read). For a name whose password
-        is checked elsewhere, so that its wrong password costs the directory's round trip as
-        an unknown name's does. Raises ConnectorError when the directory cannot answer."""
+    def look_up(self, username: str) -> bool:
+        """Whether the directory has an entry for `username`, asked as the service and never
+        with a bind: the search for its entry (with a DN template, that entry read). Also what
+        a name whose password is checked elsewhere costs, as an unknown name's search does.
+        Raises ConnectorError when the directory cannot answer."""
         if not username or len(username) > 256 or "\x00" in username:
-            return
+            return False
         if self.s.user_dn_template:
             dn = self.s.user_dn_template.format(username=escape_rdn(username))
-            self._with_retry(self._search, dn, "(objectClass=*)", ["1.1"], BASE)
-        else:
-            self._with_retry(self.find_user, username)
+            return bool(self._with_retry(self._search, dn, "(objectClass=*)", ["1.1"], BASE))
+        return self._with_retry(self.find_user, username) is not None
 
     def find_user(self, username: str) -> dict | None:
         """The one entry the filter finds for `username`, or None (none, or several)."""
