@@ -1,5 +1,6 @@
 """Which checks a password typed into the login form gets: the account the typed name names
-decides, and only a name no account has goes to every password connector in turn.
+decides, and only a name no account has goes to every password connector in turn. And the
+rule's other half, at registration: a name the directory has is not for a local account.
 
 As Keycloak's LDAP federation decides: the name (username, else e-mail address, folded as
 identity.names folds it) is looked up here first.
@@ -57,9 +58,7 @@ def checks(name: str) -> tuple[User | None, list[Check]]:
         if local is None:
             plan.append(Check("password", _no_password))
         return None, plan
-    plan = [
-        Check(local.id, partial(local.check, user)) if local else Check("password", _no_password)
-    ]
+    own = Check(local.id, partial(local.check, user)) if local else Check("password", _no_password)
     linked = {link.connector: link.subject for link in user.links}
     entries = [
         Check(c.id, partial(c.authenticate_linked, linked[c.id]))
@@ -71,7 +70,11 @@ def checks(name: str) -> tuple[User | None, list[Check]]:
         entries = [
             Check(c.id, partial(_ask_only, c, name)) for c in directories if hasattr(c, "look_up")
         ]
-    return user, plan + entries
+    if entries and not user.password_hash:
+        # No local password: the directory first, so that its right password costs no hash;
+        # the dummy hash after a wrong one costs what every other wrong password costs.
+        return user, [*entries, own]
+    return user, [own, *entries]
 
 
 def _no_password(password: str) -> None:
