@@ -488,19 +488,42 @@ class Directory:
         """Binds and searches the server has completed since it started, as it counts them
         (cn=Monitor), less those of these questions themselves. Compare two readings taken
         while slapd keeps running (a restart sets the counters back to 0)."""
+        counts = self.completed()
+        return counts["bind"] + counts["search"]
+
+    def completed(self) -> dict[str, int]:
+        """The same counts apart: {"bind": n, "search": n}."""
         with self.admin() as conn:
             ok = conn.search(
                 "cn=Operations,cn=Monitor",
                 "(|(cn=Bind)(cn=Search))",
                 SUBTREE,
-                attributes=["monitorOpCompleted"],
+                attributes=["cn", "monitorOpCompleted"],
             )
             if not ok:
                 raise SlapdError(f"cn=Monitor search failed: {conn.result}")
-            total = sum(int(e["raw_attributes"]["monitorOpCompleted"][0]) for e in conn.response)
+            counts = {
+                e["raw_attributes"]["cn"][0].decode().lower(): int(
+                    e["raw_attributes"]["monitorOpCompleted"][0]
+                )
+                for e in conn.response
+            }
         # Not counted: this bind (completed) and every earlier reading's bind and search.
         self._monitor_reads += 1
-        return total - 1 - 2 * (self._monitor_reads - 1)
+        return {
+            "bind": counts["bind"] - self._monitor_reads,
+            "search": counts["search"] - (self._monitor_reads - 1),
+        }
+
+    def failed_binds(self, uid: str) -> dict[str, list[str]]:
+        """What ppolicy wrote on the entry after wrong passwords: {"pwdFailureTime": [...],
+        "pwdAccountLockedTime": [...]} (empty lists when nothing)."""
+        names = ["pwdFailureTime", "pwdAccountLockedTime"]
+        with self.admin() as conn:
+            if not conn.search(self.dn(uid), "(objectClass=*)", BASE, attributes=names):
+                raise SlapdError(f"no entry for uid {uid!r}: {conn.result}")
+            raw = conn.response[0]["raw_attributes"]
+        return {name: [v.decode() for v in raw.get(name, [])] for name in names}
 
     def entry_uuid(self, uid: str) -> str:
         with self.admin() as conn:

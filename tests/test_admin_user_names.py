@@ -130,7 +130,9 @@ def test_keeping_ones_own_names_is_not_a_collision(app, browser, root):
 
 @pytest.fixture
 def with_directory(database_url, tmp_path, directory):
-    app = make_app(database_url, tmp_path, **ldap_settings(directory))
+    # People may type their uid or their e-mail address (as Active Directory's UPN).
+    settings = ldap_settings(directory, LDAP_USER_FILTER="(|(uid={username})(mail={username}))")
+    app = make_app(database_url, tmp_path, **settings)
     with app.app_context():
         db.create_all()
     yield app, Browser(https_client(app))
@@ -142,8 +144,9 @@ def test_a_directory_username_taken_here_is_explained(with_directory, directory)
     make_admin(app)
     with app.app_context():
         accounts.create_local("ada", "ada.local@example.org", PASSWORD)
-    # The directory's ada has another password: she gets an account of her own, ada-2.
-    assert b.login("ada", directory.passwords["ada"]).status_code == 302
+    # "ada" is the local account's name here; the directory's ada signs in with her e-mail
+    # address and gets an account of her own, ada-2.
+    assert b.login("ada@example.org", directory.passwords["ada"]).status_code == 302
     b.logout()
     with app.app_context():
         ada2 = User.find("ada-2")

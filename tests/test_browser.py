@@ -49,7 +49,8 @@ SCREENSHOTS = os.environ.get("IDP_SCREENSHOTS")
 DOCS_VIEWPORT = {"width": 1100, "height": 760}
 DESKTOP = {"width": 1280, "height": 800}
 PHONE = {"width": 390, "height": 844}
-USERNAME, EMAIL = "grace", "grace@example.org"
+# Not a name the test directory has: registration refuses those (docs/security.md).
+USERNAME, EMAIL = "hedy", "hedy@example.org"
 PASSWORD = "a few unrelated words here"
 TIMEOUT_MS = 15_000
 

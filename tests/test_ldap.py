@@ -294,11 +294,19 @@ def test_same_username_locally_and_in_the_directory_stay_apart(app, browser, dir
 
     with app.app_context():
         accounts.create_local("ada", "ada.local@example.org", PASSWORD)
-    # The directory answers first for its own password...
+    # The name is the local account's: its own password only, never a bind for the
+    # directory's ada (tests/test_password_order.py)...
+    r = browser.login("ada", directory.passwords["ada"])
+    assert r.status_code == 401 and WRONG in r.get_data(as_text=True)
+    assert browser.login("ada", PASSWORD).status_code == 302
+    browser.logout()
+    # ...until an administrator renames one of them.
+    with app.app_context():
+        accounts.find("ada").username = "ada-local"
+        db.session.commit()
     assert browser.login("ada", directory.passwords["ada"]).status_code == 302
     browser.logout()
-    # ...and the local account still signs in with its own.
-    assert browser.login("ada", PASSWORD).status_code == 302
+    assert browser.login("ada-local", PASSWORD).status_code == 302
     with app.app_context():
         links = db.session.scalars(select(LinkedIdentity).order_by(LinkedIdentity.id)).all()
         assert sorted(link.connector for link in links) == ["ldap", "local"]

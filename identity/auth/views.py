@@ -10,7 +10,7 @@ from flask_login import current_user
 from sqlalchemy.exc import IntegrityError
 
 from identity import audit
-from identity.auth import accounts, bp, reset, verification
+from identity.auth import accounts, bp, password_check, reset, verification
 from identity.auth.forms import (
     LoginForm,
     RegisterForm,
@@ -42,6 +42,10 @@ BAD_CREDENTIALS = "Wrong username or password."
 # A setting is wrong: waiting will not help, the administrators must hear of it.
 REGISTRATIONS_LIMITED = (
     "Too many accounts were created from this address. Wait {wait} and try again."
+)
+DIRECTORY_UNCHECKED = (
+    "The company directory cannot be asked whether this username is free. Try again in a few "
+    "minutes."
 )
 RESETS_LIMITED = "Too many password resets were asked from this address. Wait {wait} and try again."
 
@@ -85,32 +89,28 @@ def login():
         return _locked(form, refusal)
 
     identity, backend_down, fault = None, False, None
-    for connector in registry().password():
+    # The account the name names decides which checks run (auth.password_check).
+    user, checks = password_check.checks(form.username.data)
+    for check in checks:
         try:
-            identity = connector.authenticate(form.username.data, form.password.data)
+            identity = check.run(form.password.data)
         except AccountProblem as problem:
             throttle().signin_release(form.username.data)
-            audit.record(
-                "signin.failure",
-                accounts.find(form.username.data),
-                method=connector.id,
-                reason=problem.reason,
-            )
+            audit.record("signin.failure", user, method=check.connector, reason=problem.reason)
             db.session.commit()
             return _login_page(form, 403, problem.message)
         except DirectoryMisconfigured as exc:
-            log.error("connector %s is misconfigured: %s", connector.id, exc)
+            log.error("connector %s is misconfigured: %s", check.connector, exc)
             backend_down, fault = True, str(exc)
             continue
         except ConnectorError as exc:
-            log.error("connector %s failed: %s", connector.id, exc)
+            log.error("connector %s failed: %s", check.connector, exc)
             backend_down = True
             continue
         if identity is not None:
             break
     if identity is None:
         reason = "misconfigured" if fault else "backend_down" if backend_down else "bad_credentials"
-        user = accounts.find(form.username.data)
         # A configuration fault's detail is for the admins (the overview shows the last one).
         detail = {"detail": fault[:500]} if fault else {}
         audit.record("signin.failure", user, method="password", reason=reason, **detail)
@@ -199,11 +199,23 @@ def register():
     return _after_sign_in(form.next.data)
 
 
+def _directory_has(form: RegisterForm) -> bool:
+    """A directory person's name is theirs (auth.password_check.directory_has); when the
+    directory cannot say, the name is not given away either."""
+    try:
+        return password_check.directory_has(form.username.data)
+    except ConnectorError as exc:
+        log.error("registration: the directory cannot check %r: %s", form.username.data, exc)
+        form.username.errors.append(DIRECTORY_UNCHECKED)
+        return False
+
+
 def _register_checks(form: RegisterForm) -> bool:
     """Uniqueness and password policy; attaches messages to the fields."""
     ok = True
-    if accounts.find(form.username.data, by_email=False):
+    if accounts.find(form.username.data, by_email=False) or _directory_has(form):
         form.username.errors.append("That username is taken. Choose another.")
+    if form.username.errors:
         ok = False
     if accounts.email_taken(form.email.data):
         form.email.errors.append(

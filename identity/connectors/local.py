@@ -16,8 +16,11 @@ class LocalConnector:
     provisioning = "existing"
 
     def authenticate(self, username: str, password: str) -> Identity | None:
-        user = User.find(username)
-        # Always one hash verification, found or not, so timing tells nothing.
+        return self.check(User.find(username), password)
+
+    def check(self, user: User | None, password: str) -> Identity | None:
+        """The account's local password; one hash verification whether `user` is None, has
+        no local password or has one, so timing tells nothing."""
         if not verify_password(user.password_hash if user else None, password):
             return None
         assert user is not None and user.password_hash is not None
