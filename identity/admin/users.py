@@ -282,9 +282,13 @@ def users_mfa_reset(user_id: int):
     if page := _unconfirmed(user, "mfa_reset", ConfirmForm(), none):
         return page
     accounts.reset_mfa(user, by=_me().username)
+    if user.id == _me().id:
+        return _signed_out(
+            "Your second factor is reset and every session ended. Sign in again.", "info"
+        )
     return _done(
         user,
-        f"{user.username}'s second factor is reset"
+        f"{user.username}'s second factor is reset and they are signed out everywhere"
         + (f"; {user.email} is told." if user.email else "."),
     )
 
