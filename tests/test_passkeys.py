@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import base64
 import json
+import time
 
 import pytest
+from soft_passkey import SoftPasskey
 from sqlalchemy import select
 
 from conftest import PASSWORD
@@ -52,7 +54,7 @@ def passkey_for(app, username: str, name: str = "Laptop") -> int:
         return row.id
 
 
-def post_json(browser, path: str, body, page: str = "/login"):
+def post_json(browser, path: str, body, page: str = "/login", **kw):
     token = browser.csrf(page)
     return browser.client.post(
         path,
@@ -63,7 +65,16 @@ def post_json(browser, path: str, body, page: str = "/login"):
             "Content-Type": "application/json",
             "Accept": "application/json",
         },
+        **kw,
     )
+
+
+def passkey_signin(browser, key: SoftPasskey, *, ip: str = "127.0.0.1", forged: bool = False):
+    """A passwordless sign-in with `key` from the address `ip` (`forged`: a wrong signature)."""
+    env = {"environ_base": {"REMOTE_ADDR": ip}}
+    options = post_json(browser, "/login/passkey/options", {}, **env).get_json()
+    answer = key.answer(options, "https://idp.test", forged=forged)
+    return post_json(browser, "/login/passkey", {"credential": answer}, **env)
 
 
 def b64url(raw: bytes) -> str:
@@ -264,3 +275,66 @@ def test_passkey_challenges_count_with_the_password_checks_of_an_address(browser
     refused = post_json(browser, "/login/passkey/options", {})
     assert refused.status_code == 429 and int(refused.headers["Retry-After"]) > 0
     assert "Too many" in refused.get_json()["error_description"]
+
+
+def test_a_software_passkey_signs_in_without_a_password(app, browser, verified):
+    key = SoftPasskey()
+    key.store(app, "alice")
+    r = passkey_signin(browser, key)
+    assert r.status_code == 200, r.get_json()
+    assert browser.get("/account").status_code == 200
+
+
+LOCKOUT = {"LOCKOUT_ACCOUNT_FAILURES": 3, "LOCKOUT_DURATION": 2, "LOCKOUT_IP_FAILURES": 50}
+
+
+@pytest.mark.parametrize("app_overrides", [LOCKOUT])
+def test_forged_passkey_answers_from_rotating_addresses_lock_the_account_for_a_while(
+    app, browser, verified
+):
+    """Each address stays far below its own limit; the account's lockout counts them all,
+    as it counts wrong passwords. The lock is temporary: the owner's passkey signs in once
+    it ends, and a success in between is never counted."""
+    from identity.models import Event
+
+    key = SoftPasskey()
+    key.store(app, "alice")
+    for n in range(2):
+        r = passkey_signin(browser, key, ip=f"198.51.100.{n + 1}", forged=True)
+        assert r.status_code == 401
+    # The owner, meanwhile: signs in, and gives its place in the window back.
+    assert passkey_signin(browser, key, ip="192.0.2.1").status_code == 200
+    browser.logout()
+    r = passkey_signin(browser, key, ip="198.51.100.3", forged=True)
+    assert r.status_code == 401
+    # Three forged answers from three addresses: the account is locked, from anywhere, for
+    # the right passkey too (a lock refuses before checking, like a right password's) and for
+    # its password.
+    locked = passkey_signin(browser, key, ip="203.0.113.9")
+    assert locked.status_code == 429
+    assert "Too many failed sign-in attempts" in locked.get_json()["error_description"]
+    wait = int(locked.headers["Retry-After"])
+    assert wait > 0
+    assert browser.login().status_code == 429
+    with app.app_context():
+        reasons = [
+            e.data.get("reason")
+            for e in db.session.scalars(select(Event).where(Event.type == "signin.locked"))
+        ]
+    assert reasons == ["account_failures"]
+    # The lock ends by itself: the owner is not kept out for good by someone else's failures.
+    time.sleep(wait + 0.5)
+    assert passkey_signin(browser, key, ip="203.0.113.9").status_code == 200
+
+
+@pytest.mark.parametrize("app_overrides", [LOCKOUT])
+def test_a_forged_second_factor_passkey_counts_toward_the_lockout(app, browser, verified):
+    key = SoftPasskey()
+    key.store(app, "alice")
+    for _ in range(3):
+        assert browser.login().headers["Location"].endswith("/login/second-factor")
+        options = post_json(browser, "/login/second-factor/passkey/options", {}).get_json()
+        answer = key.answer(options, "https://idp.test", forged=True)
+        r = post_json(browser, "/login/second-factor/passkey", {"credential": answer})
+        assert r.status_code == 401
+    assert browser.login().status_code == 429

@@ -45,6 +45,12 @@ def _problem(status: int, message: str):
     return jsonify(error="passkey_refused", error_description=message), status
 
 
+def _refused(problem: PasskeyProblem):
+    """A failed ceremony's JSON answer; a lock says when to try again (Retry-After)."""
+    body, status = _problem(problem.status, problem.message)
+    return body, status, {"Retry-After": str(problem.wait)} if problem.wait else {}
+
+
 def _body() -> dict:
     """The JSON object the script posted ({} when it is not one)."""
     body = request.get_json(silent=True)
@@ -80,7 +86,7 @@ def passkey_register():
     try:
         passkeys.register(user, body.get("credential"), name)
     except PasskeyProblem as problem:
-        return _problem(problem.status, problem.message)
+        return _refused(problem)
     flash(
         f"Your passkey “{name}” is added: you can sign in with it, without a password.", "success"
     )
@@ -174,7 +180,7 @@ def passkey_signin():
     try:
         passkey, methods = passkeys.authenticate("signin", body.get("credential"), None)
     except PasskeyProblem as problem:
-        return _problem(problem.status, problem.message)
+        return _refused(problem)
     owner = db.session.get(User, passkey.user_id)
     # Possession of the key and the authenticator's user verification: two factors already,
     # so sign_in() asks for no second one. The directory re-check happens inside it.
@@ -211,7 +217,7 @@ def passkey_second():
     try:
         _, methods = passkeys.authenticate("second", _body().get("credential"), user)
     except PasskeyProblem as problem:
-        return _problem(problem.status, problem.message)
+        return _refused(problem)
     if signin.complete(state, [*methods, "mfa"]) is None:
         return _problem(403, GONE)
     return _go(state["next"] or landing())
