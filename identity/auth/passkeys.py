@@ -45,7 +45,9 @@ log = logging.getLogger("identity.auth")
 CONNECTOR = "passkey"
 CHALLENGE_LIFETIME = 5 * 60
 NAME_MAX = 64
-PURPOSES = ("register", "signin", "second")
+# register: adding one; signin: passwordless; second: the second factor after a first one;
+# confirm: a signed-in person proving presence again before a dangerous change.
+PURPOSES = ("register", "signin", "second", "confirm")
 
 MALFORMED = "Your browser's answer could not be read. Try again."
 STALE = "This passkey request expired or was already used. Try again."
@@ -220,7 +222,8 @@ def register(user: User, credential: object, name: str) -> Passkey:
 def authentication_options(purpose: str, user: User | None) -> str:
     """The options of navigator.credentials.get() as JSON. Without `user` (passwordless,
     usernameless): any discoverable passkey, user verification required. With `user` (the
-    second factor): only that account's passkeys."""
+    second factor, a confirmation): only that account's passkeys; a confirmation requires
+    user verification too (it stands alone, after no other factor)."""
     allow = (
         [PublicKeyCredentialDescriptor(id=base64url_to_bytes(p.credential_id)) for p in of(user)]
         if user
@@ -231,9 +234,9 @@ def authentication_options(purpose: str, user: User | None) -> str:
         challenge=new_challenge(purpose, user),
         timeout=CHALLENGE_LIFETIME * 1000,
         allow_credentials=allow,
-        user_verification=UserVerificationRequirement.REQUIRED
-        if user is None
-        else UserVerificationRequirement.PREFERRED,
+        user_verification=UserVerificationRequirement.PREFERRED
+        if purpose == "second"
+        else UserVerificationRequirement.REQUIRED,
     )
     return options_to_json(options)
 
@@ -283,7 +286,7 @@ def authenticate(purpose: str, credential: object, user: User | None) -> tuple[P
             expected_origin=origin(),
             credential_public_key=passkey.public_key,
             credential_current_sign_count=0,
-            require_user_verification=user is None,
+            require_user_verification=purpose != "second",
         )
     except Exception as exc:  # noqa: BLE001
         log.info("passkey assertion for %s refused: %s", owner.username, exc)
