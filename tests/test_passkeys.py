@@ -12,6 +12,7 @@ import time
 import pytest
 from soft_passkey import SoftPasskey
 from sqlalchemy import select
+from test_mfa import age_session
 
 from conftest import PASSWORD
 from identity.auth import accounts, mfa
@@ -177,13 +178,6 @@ def test_rename_keeps_a_clean_name(app, browser, verified):
     assert NAME_HELP in r.get_data(as_text=True).replace("&#34;", '"')
     with app.app_context():
         assert db.session.get(Passkey, mine).name == "Work phone"
-
-
-def age_session(browser, seconds: int = 6 * 60) -> None:
-    """Time passes: this browser's sign-in is `seconds` older (past the few minutes in which
-    a sign-in is proof enough)."""
-    with browser.client.session_transaction() as stored:
-        stored["auth_time"] -= seconds
 
 
 def test_removing_a_passkey_asks_for_the_password_and_the_last_takes_its_link(
@@ -484,3 +478,22 @@ def test_the_last_way_in_is_never_removed_whatever_the_proof(app, browser, verif
     refused = confirm_removal(browser, two, second)
     assert refused.status_code == 409 and refused.get_json()["error_description"] == ONLY_WAY
     assert kept(app) == {second} and ways_in(app) == ["passkey"]
+
+
+def test_social_and_passkey_make_new_recovery_codes_after_a_fresh_sign_in(app, browser, verified):
+    from test_mfa import CODES_RE
+
+    from identity.auth.mfa_views import NO_PROOF
+
+    social_only(app)
+    key = SoftPasskey()
+    key.store(app, "alice")
+    assert passkey_signin(browser, key).status_code == 200
+    page = browser.get("/account").get_data(as_text=True)
+    assert 'id="proof-codes"' not in page and "nothing more is asked" in page
+    r = browser.post("/account/recovery-codes", {}, token_from="/account")
+    assert len(CODES_RE.findall(r.get_data(as_text=True))) == 10
+    age_session(browser)
+    page = browser.get("/account").get_data(as_text=True)
+    assert 'id="proof-codes"' not in page and "To confirm, sign in again" in page
+    assert NO_PROOF in flashed(browser, "/account/recovery-codes")

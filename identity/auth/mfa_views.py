@@ -326,9 +326,10 @@ def totp_setup():
 
 def _confirmed(user: User, form: ConfirmForm, *, any_factor: bool = False) -> str | None:
     """None when the person proved again who they are (password, or for an account without
-    one, a code of its authenticator), else the message. `any_factor` (removing a passkey):
-    a code of the authenticator whenever the account has one, or a sign-in of the last few
-    minutes in this browser, does too; a passkey confirms through its own endpoint."""
+    one, a code of its authenticator), else the message. `any_factor` (removing a passkey,
+    new recovery codes): a code of the authenticator whenever the account has one, or a
+    sign-in of the last few minutes in this browser, does too (a passkey confirms a removal
+    through its own endpoint)."""
     if any_factor and reauth.fresh_signin():
         return None  # the CSRF token is checked for every POST (CSRFProtect)
     totp = "totp" in mfa.factors(user)
@@ -355,7 +356,7 @@ def recovery_codes_regenerate():
     user: User = current_user._get_current_object()
     if not mfa.factors(user):
         abort(404)
-    problem = _confirmed(user, ConfirmForm())
+    problem = _confirmed(user, ConfirmForm(), any_factor=True)
     if problem:
         flash(problem, "error")
         return redirect(url_for("auth.account", _anchor="two-factor"), 303)
