@@ -107,3 +107,19 @@ def test_a_second_factor_reset_signs_the_person_out_everywhere(idp, reset):
             for e in db.session.query(Event).filter_by(type="session.ended", user_id=alice_id)
         ]
     assert reasons == ["mfa_reset"]
+
+
+def test_an_admin_resetting_their_own_second_factor_is_signed_out_too(idp):
+    with idp.app.app_context():
+        accounts.create_local("root", "root@example.org", PASSWORD, admin=True)
+    secret = enrol_totp(idp, "root")
+    admin = Person(idp)
+    page = admin.sign_in(admin.open(f"{idp.url}/login"), "root")
+    admin.submit(page, {"code": pyotp.TOTP(secret).now()})
+    with idp.app.app_context():
+        root_id = User.find("root").id
+    page = admin.open(f"{idp.url}/admin/users/{root_id}/mfa-reset")
+    assert "this session ends too" in page.text
+    done = admin.submit(page, {"admin_password": PASSWORD}, action="mfa-reset")
+    assert "/login" in done.final and "Sign in again" in done.text
+    assert "/login" in admin.open(f"{idp.url}/account").final

@@ -194,7 +194,10 @@ def _done(user: User, message: str | None = None, category: str = "success"):
 
 
 def _signed_out(message: str, category: str):
-    """After an action that ended the admin's own session: to the sign-in page."""
+    """After an action that ended the admin's own session: to the sign-in page. The cookie
+    is emptied first: its session record is gone, and the next request would otherwise
+    clear the cookie, and the message with it."""
+    session.clear()
     flash(message, category)
     return redirect(url_for("auth.login"), 303)
 
