@@ -18,7 +18,8 @@ from identity.throttle import throttle
 
 NOT_YOURS = "That is not your password."
 # A sign-in this recent, in this very browser, is proof enough for a change to one's own
-# factors that the account cannot otherwise confirm (GitHub's "sudo mode" window).
+# factors (removing a passkey, new recovery codes): GitHub's "sudo mode" window. It is what
+# an account with neither a password nor an authenticator app can always give.
 FRESH_SECONDS = 5 * 60
 
 
