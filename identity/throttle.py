@@ -136,10 +136,12 @@ class Throttle:
         The same two lookups whether or not an account has that name, and no password check."""
         return max(self._lock_wait(scope, key) for scope, key in self._signin_keys(username))
 
-    def signin_begin(self, username: str) -> Refusal | None:
+    def signin_begin(self, username: str, *, costly: bool = True) -> Refusal | None:
         """Reserve one password check of `username` (as typed) from this address; None when
         reserved, else why not (nothing is then reserved). The caller ends a reservation with
-        signin_failed (a wrong password) or signin_release (anything else).
+        signin_failed (a wrong password) or signin_release (anything else). `costly`: the
+        check costs a hash or a bind, so it also counts toward IDP_PASSWORD_CHECK_RATE_LIMIT
+        (a passkey's signature check does not: its challenge was counted there).
 
         The reservation is a failure counted before the check, atomically (a hit that the
         window refuses when full): however many attempts run at once, on however many nodes
@@ -164,7 +166,7 @@ class Throttle:
             self._give_back(keys)
             return Refusal(wait, locked_message(wait))
         # Every check costs an argon2 hash or a directory bind, right or wrong.
-        wait = self.use("password-checks", client_ip())
+        wait = self.use("password-checks", client_ip()) if costly else 0
         if wait:
             self._give_back(keys)
             return Refusal(wait, BUSY.format(wait=wait_text(wait)))

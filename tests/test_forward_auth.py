@@ -274,6 +274,20 @@ def test_ending_the_session_password_change_and_disabling_end_the_cookie(app, pe
         assert ask(app, value).status_code == 302, end
 
 
+def test_an_admin_second_factor_reset_ends_the_cookie(app, person):
+    """The factors may be in someone else's hands: the sites behind the proxy sign out too."""
+    add_rule(app, "app.example.test")
+    secret, _ = enrolled(app)
+    sign_in(person)
+    r = _post(person, "/login/second-factor", {"code": now_code(secret, 1)})
+    assert r.status_code == 303, r.get_data(as_text=True)[:500]
+    value = fa_cookie(person)
+    assert ask(app, value).status_code == 200
+    with app.app_context():
+        admin_accounts.reset_mfa(User.find("alice"), by="test")
+    assert ask(app, value).status_code == 302
+
+
 def test_forged_or_foreign_cookies_are_refused(app, person, database_url, tmp_path):
     add_rule(app, "app.example.test")
     sign_in(person)

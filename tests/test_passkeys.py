@@ -7,9 +7,12 @@ from __future__ import annotations
 
 import base64
 import json
+import time
 
 import pytest
+from soft_passkey import SoftPasskey
 from sqlalchemy import select
+from test_mfa import age_session
 
 from conftest import PASSWORD
 from identity.auth import accounts, mfa
@@ -52,7 +55,7 @@ def passkey_for(app, username: str, name: str = "Laptop") -> int:
         return row.id
 
 
-def post_json(browser, path: str, body, page: str = "/login"):
+def post_json(browser, path: str, body, page: str = "/login", **kw):
     token = browser.csrf(page)
     return browser.client.post(
         path,
@@ -63,7 +66,16 @@ def post_json(browser, path: str, body, page: str = "/login"):
             "Content-Type": "application/json",
             "Accept": "application/json",
         },
+        **kw,
     )
+
+
+def passkey_signin(browser, key: SoftPasskey, *, ip: str = "127.0.0.1", forged: bool = False):
+    """A passwordless sign-in with `key` from the address `ip` (`forged`: a wrong signature)."""
+    env = {"environ_base": {"REMOTE_ADDR": ip}}
+    options = post_json(browser, "/login/passkey/options", {}, **env).get_json()
+    answer = key.answer(options, "https://idp.test", forged=forged)
+    return post_json(browser, "/login/passkey", {"credential": answer}, **env)
 
 
 def b64url(raw: bytes) -> str:
@@ -172,6 +184,7 @@ def test_removing_a_passkey_asks_for_the_password_and_the_last_takes_its_link(
     app, browser, verified
 ):
     browser.login()
+    age_session(browser)
     first = passkey_for(app, "alice", "One")
     second = passkey_for(app, "alice", "Two")
     r = browser.post(
@@ -264,3 +277,223 @@ def test_passkey_challenges_count_with_the_password_checks_of_an_address(browser
     refused = post_json(browser, "/login/passkey/options", {})
     assert refused.status_code == 429 and int(refused.headers["Retry-After"]) > 0
     assert "Too many" in refused.get_json()["error_description"]
+
+
+def test_a_software_passkey_signs_in_without_a_password(app, browser, verified):
+    key = SoftPasskey()
+    key.store(app, "alice")
+    r = passkey_signin(browser, key)
+    assert r.status_code == 200, r.get_json()
+    assert browser.get("/account").status_code == 200
+
+
+LOCKOUT = {"LOCKOUT_ACCOUNT_FAILURES": 3, "LOCKOUT_DURATION": 2, "LOCKOUT_IP_FAILURES": 50}
+
+
+@pytest.mark.parametrize("app_overrides", [LOCKOUT])
+def test_forged_passkey_answers_from_rotating_addresses_lock_the_account_for_a_while(
+    app, browser, verified
+):
+    """Each address stays far below its own limit; the account's lockout counts them all,
+    as it counts wrong passwords. The lock is temporary: the owner's passkey signs in once
+    it ends, and a success in between is never counted."""
+    from identity.models import Event
+
+    key = SoftPasskey()
+    key.store(app, "alice")
+    for n in range(2):
+        r = passkey_signin(browser, key, ip=f"198.51.100.{n + 1}", forged=True)
+        assert r.status_code == 401
+    # The owner, meanwhile: signs in, and gives its place in the window back.
+    assert passkey_signin(browser, key, ip="192.0.2.1").status_code == 200
+    browser.logout()
+    r = passkey_signin(browser, key, ip="198.51.100.3", forged=True)
+    assert r.status_code == 401
+    # Three forged answers from three addresses: the account is locked, from anywhere, for
+    # the right passkey too (a lock refuses before checking, like a right password's) and for
+    # its password.
+    locked = passkey_signin(browser, key, ip="203.0.113.9")
+    assert locked.status_code == 429
+    assert "Too many failed sign-in attempts" in locked.get_json()["error_description"]
+    wait = int(locked.headers["Retry-After"])
+    assert wait > 0
+    assert browser.login().status_code == 429
+    with app.app_context():
+        reasons = [
+            e.data.get("reason")
+            for e in db.session.scalars(select(Event).where(Event.type == "signin.locked"))
+        ]
+    assert reasons == ["account_failures"]
+    # The lock ends by itself: the owner is not kept out for good by someone else's failures.
+    time.sleep(wait + 0.5)
+    assert passkey_signin(browser, key, ip="203.0.113.9").status_code == 200
+
+
+@pytest.mark.parametrize("app_overrides", [LOCKOUT])
+def test_a_forged_second_factor_passkey_counts_toward_the_lockout(app, browser, verified):
+    key = SoftPasskey()
+    key.store(app, "alice")
+    for _ in range(3):
+        assert browser.login().headers["Location"].endswith("/login/second-factor")
+        options = post_json(browser, "/login/second-factor/passkey/options", {}).get_json()
+        answer = key.answer(options, "https://idp.test", forged=True)
+        r = post_json(browser, "/login/second-factor/passkey", {"credential": answer})
+        assert r.status_code == 401
+    assert browser.login().status_code == 429
+
+
+# -- confirming a removal with whatever factor the account has ------------------------------
+
+
+def social_only(app, username: str = "alice") -> None:
+    """`username` signs in with GitHub (and passkeys) only: no password, no authenticator."""
+    with app.app_context():
+        owner = accounts.find(username)
+        db.session.delete(next(link for link in owner.links if link.connector == "local"))
+        owner.password_hash = None
+        db.session.add(LinkedIdentity(user_id=owner.id, connector="github", subject="gh-1"))
+        db.session.commit()
+
+
+def confirm_removal(browser, key: SoftPasskey, passkey_id: int, *, verified: bool = True):
+    """Remove passkey `passkey_id`, confirmed by `key` on the account page."""
+    options = post_json(browser, "/account/passkeys/confirm/options", {}, "/account").get_json()
+    answer = key.answer(options, "https://idp.test", verified=verified)
+    return post_json(
+        browser,
+        f"/account/passkeys/{passkey_id}/remove/passkey",
+        {"credential": answer},
+        "/account",
+    )
+
+
+def kept(app) -> set[int]:
+    with app.app_context():
+        return set(db.session.scalars(select(Passkey.id)))
+
+
+def ways_in(app) -> list[str]:
+    with app.app_context():
+        return sorted(link.connector for link in accounts.find("alice").links)
+
+
+def flashed(browser, path: str, data: dict | None = None) -> str:
+    return browser.post(path, data or {}, token_from="/account", follow_redirects=True).get_data(
+        as_text=True
+    )
+
+
+def test_password_and_passkey_removal_confirms_with_any_factor(app, browser, verified):
+    from test_mfa import enrolled, now_code
+
+    one, two, three = SoftPasskey(), SoftPasskey(), SoftPasskey()
+    ids = [
+        key.store(app, "alice", name) for key, name in ((one, "One"), (two, "Two"), (three, "3"))
+    ]
+    assert passkey_signin(browser, one).status_code == 200
+    age_session(browser)
+    page = browser.get("/account").get_data(as_text=True)
+    assert "Your password" in page and "Or confirm with a passkey and remove" in page
+    # Neither nothing nor a wrong password, nor a passkey without user verification.
+    assert "Enter your password" in flashed(browser, f"/account/passkeys/{ids[0]}/remove")
+    flashed(browser, f"/account/passkeys/{ids[0]}/remove", {"proof": "not my password"})
+    refused = confirm_removal(browser, two, ids[0], verified=False)
+    assert refused.status_code == 401 and kept(app) == set(ids)
+    # Another passkey, verified, confirms.
+    assert confirm_removal(browser, two, ids[0]).get_json() == {"redirect": "/account#passkeys"}
+    assert kept(app) == set(ids[1:])
+    # So does a code of the authenticator app, when the account has one.
+    secret, _ = enrolled(app)
+    flashed(browser, f"/account/passkeys/{ids[1]}/remove", {"proof": now_code(secret, 1)})
+    assert kept(app) == {ids[2]}
+    # And a sign-in of the last few minutes, with nothing more asked.
+    browser.logout()
+    assert passkey_signin(browser, three).status_code == 200
+    page = browser.get("/account").get_data(as_text=True)
+    assert "nothing more is asked" in page and f'id="passkey-proof-{ids[2]}"' not in page
+    assert "is removed" in flashed(browser, f"/account/passkeys/{ids[2]}/remove")
+    assert kept(app) == set() and ways_in(app) == ["local"]
+
+
+def test_social_and_one_passkey_confirms_with_that_passkey(app, browser, verified):
+    from identity.auth.mfa_views import NO_PROOF
+
+    social_only(app)
+    key = SoftPasskey()
+    mine = key.store(app, "alice")
+    assert passkey_signin(browser, key).status_code == 200
+    age_session(browser)
+    page = browser.get("/account").get_data(as_text=True)
+    # Nothing to type that the account does not have: a passkey, or a new sign-in.
+    assert f'id="passkey-proof-{mine}"' not in page
+    assert "Confirm with a passkey and remove" in page
+    assert NO_PROOF in flashed(browser, f"/account/passkeys/{mine}/remove", {"proof": "123456"})
+    assert kept(app) == {mine}
+    assert confirm_removal(browser, key, mine).status_code == 200
+    assert kept(app) == set() and ways_in(app) == ["github"]
+
+
+def test_a_restored_session_is_no_fresh_sign_in(app, browser, verified):
+    from identity.auth.mfa_views import NO_PROOF
+
+    social_only(app)
+    key = SoftPasskey()
+    mine = key.store(app, "alice")
+    options = post_json(browser, "/login/passkey/options", {}).get_json()
+    answer = key.answer(options, "https://idp.test")
+    signed_in = post_json(browser, "/login/passkey", {"credential": answer, "remember": True})
+    assert signed_in.status_code == 200
+    browser.client.delete_cookie("__Host-session")  # the browser restarts
+    assert browser.get("/account").status_code == 200  # restored by the remember-me cookie
+    assert NO_PROOF in flashed(browser, f"/account/passkeys/{mine}/remove")
+    assert kept(app) == {mine}
+
+
+def test_social_and_two_passkeys_each_confirms_the_other(app, browser, verified):
+    social_only(app)
+    one, two = SoftPasskey(), SoftPasskey()
+    first, second = one.store(app, "alice", "One"), two.store(app, "alice", "Two")
+    assert passkey_signin(browser, one).status_code == 200
+    age_session(browser)
+    assert confirm_removal(browser, two, first).status_code == 200
+    assert kept(app) == {second}
+    # The one used to sign in, a minute ago: nothing more is asked.
+    browser.logout()
+    assert passkey_signin(browser, two).status_code == 200
+    assert "is removed" in flashed(browser, f"/account/passkeys/{second}/remove")
+    assert kept(app) == set() and ways_in(app) == ["github"]
+
+
+def test_the_last_way_in_is_never_removed_whatever_the_proof(app, browser, verified):
+    with app.app_context():
+        alice = accounts.find("alice")
+        db.session.delete(next(link for link in alice.links if link.connector == "local"))
+        alice.password_hash = None
+        db.session.commit()
+    one, two = SoftPasskey(), SoftPasskey()
+    first, second = one.store(app, "alice", "One"), two.store(app, "alice", "Two")
+    assert passkey_signin(browser, one).status_code == 200
+    assert confirm_removal(browser, two, first).status_code == 200
+    assert ONLY_WAY in flashed(browser, f"/account/passkeys/{second}/remove")
+    refused = confirm_removal(browser, two, second)
+    assert refused.status_code == 409 and refused.get_json()["error_description"] == ONLY_WAY
+    assert kept(app) == {second} and ways_in(app) == ["passkey"]
+
+
+def test_social_and_passkey_make_new_recovery_codes_after_a_fresh_sign_in(app, browser, verified):
+    from test_mfa import CODES_RE
+
+    from identity.auth.mfa_views import NO_PROOF
+
+    social_only(app)
+    key = SoftPasskey()
+    key.store(app, "alice")
+    assert passkey_signin(browser, key).status_code == 200
+    page = browser.get("/account").get_data(as_text=True)
+    assert 'id="proof-codes"' not in page and "nothing more is asked" in page
+    r = browser.post("/account/recovery-codes", {}, token_from="/account")
+    assert len(CODES_RE.findall(r.get_data(as_text=True))) == 10
+    age_session(browser)
+    page = browser.get("/account").get_data(as_text=True)
+    assert 'id="proof-codes"' not in page and "To confirm, sign in again" in page
+    assert NO_PROOF in flashed(browser, "/account/recovery-codes")

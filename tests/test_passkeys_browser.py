@@ -119,6 +119,17 @@ def session_of(page: Page, idp) -> dict:
     return idp.app.session_interface.get_signing_serializer(idp.app).loads(cookie)
 
 
+def age_session(page: Page, idp, seconds: int = 6 * 60) -> None:
+    """Time passes: the browser's sign-in is `seconds` older (the cookie signed again, as
+    the server would)."""
+    data = dict(session_of(page, idp))
+    data["auth_time"] -= seconds
+    value = idp.app.session_interface.get_signing_serializer(idp.app).dumps(data)
+    page.context.add_cookies(
+        [{"name": "__Host-session", "value": value, "url": f"{idp.url}/", "secure": True}]
+    )
+
+
 FETCH = """async ([url, body, csrf]) => {
   const r = await fetch(url, {method: "POST", body: body, credentials: "same-origin",
     headers: {"Content-Type": "application/json", "Accept": "application/json",
@@ -177,9 +188,16 @@ def test_register_then_sign_in_without_password_then_remove(playwright, idp, hom
         page.get_by_role("button", name="Rename").click()
         expect(page.locator(".methods.passkeys li strong")).to_have_text("Old laptop")
 
+        # Signed in minutes ago no more: the removal asks for a proof, here the passkey
+        # itself (user verification: the screen lock).
+        age_session(page, idp)
+        page.reload()
         page.locator(".passkey-manage summary").click()
-        page.locator(".passkey-manage").get_by_label("Your password").fill(PASSWORD)
-        page.locator(".passkey-manage").get_by_role("button", name="Remove").click()
+        expect(page.locator(".passkey-manage").get_by_label("Your password")).to_be_visible()
+        shots(page, "passkeys", "remove-confirm")
+        page.locator(".passkey-manage").get_by_role(
+            "button", name="Or confirm with a passkey and remove"
+        ).click()
         expect(page.locator(".notice-success")).to_contain_text("is removed")
         expect(page.locator(".methods.passkeys li")).to_have_count(0)
         assert [e.type for e in events(idp, "passkey.removed")] == ["passkey.removed"]

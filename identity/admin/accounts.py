@@ -290,17 +290,22 @@ def unlink(
 
 
 def reset_mfa(user: User, *, by: str | None = None, via: str = "console") -> Future | None:
-    """Remove every second factor and recovery code of `user` (who lost them all), and tell
-    the person by e-mail (returned: the CLI waits for it). Their next sign-in asks only the
-    first factor, or, under IDP_MFA_REQUIRED, has them enrol again."""
+    """Remove every second factor and recovery code of `user` (who lost them, or whose
+    factors may be in someone else's hands), sign them out everywhere as disabling does
+    (sessions, remember-me cookies, every token, offline ones too; the apps are told), and
+    tell the person by e-mail (returned: the CLI waits for it). Their next sign-in asks only
+    the first factor, or, under IDP_MFA_REQUIRED, has them enrol again."""
     from identity.auth import mfa
+    from identity.oidc.logout import end_other_sessions
 
     had = mfa.factors(user)
     if not had:
         raise Refused(f"{user.username} has no second factor to reset.")
     mfa.remove_all(user)
+    user.end_sessions()
     audit.record("admin.user_mfa_reset", user, factors=had, **_who(by, via))
     db.session.commit()
+    end_other_sessions(user, reason="mfa_reset")
     if not user.email:
         return None
     issuer = current_app.config["ISSUER"].rstrip("/")
@@ -308,11 +313,12 @@ def reset_mfa(user: User, *, by: str | None = None, via: str = "console") -> Fut
         user.email,
         "Your second factor was reset",
         (
-            f"Hello {user.username},\n\nAn administrator removed the authenticator app and "
-            f"the recovery codes of your account at {current_app.config['BRAND_NAME']} "
-            f"({issuer}). Your next sign-in asks only "
-            "for your password (or, where a second factor is required, has you set up a new "
-            "app).\n\nIf you did not ask for this, tell your administrator at once.\n"
+            f"Hello {user.username},\n\nAn administrator removed the second factors "
+            "(authenticator app, passkeys) and the recovery codes of your account at "
+            f"{current_app.config['BRAND_NAME']} ({issuer}), and signed you out on every "
+            "device. Your next sign-in asks only for your first sign-in method (or, where a "
+            "second factor is required, has you set up a new app).\n\nIf you did not ask "
+            "for this, tell your administrator at once.\n"
         ),
     )
 

@@ -291,7 +291,8 @@ def unlink(username: str, connector: str):
 @user_cli.command("reset-mfa")
 @click.argument("username")
 def reset_mfa(username: str):
-    """Remove a person's second factors and recovery codes (they lost them); they are told."""
+    """Remove a person's second factors and recovery codes (they lost them) and sign them out
+    everywhere; they are told."""
     user = _find(username)
     try:
         sent = accounts.reset_mfa(user, via="cli")
@@ -300,7 +301,7 @@ def reset_mfa(username: str):
     if sent is not None:
         sent.result(timeout=current_app.config["MAIL_TIMEOUT"] + 5)
     click.echo(
-        f"{user.username}'s second factor is reset"
+        f"{user.username}'s second factor is reset and they are signed out everywhere"
         + (f"; {user.email} was told" if user.email else " (no e-mail address to tell)")
     )
 

@@ -194,7 +194,10 @@ def _done(user: User, message: str | None = None, category: str = "success"):
 
 
 def _signed_out(message: str, category: str):
-    """After an action that ended the admin's own session: to the sign-in page."""
+    """After an action that ended the admin's own session: to the sign-in page. The cookie
+    is emptied first: its session record is gone, and the next request would otherwise
+    clear the cookie, and the message with it."""
+    session.clear()
     flash(message, category)
     return redirect(url_for("auth.login"), 303)
 
@@ -282,9 +285,13 @@ def users_mfa_reset(user_id: int):
     if page := _unconfirmed(user, "mfa_reset", ConfirmForm(), none):
         return page
     accounts.reset_mfa(user, by=_me().username)
+    if user.id == _me().id:
+        return _signed_out(
+            "Your second factor is reset and every session ended. Sign in again.", "info"
+        )
     return _done(
         user,
-        f"{user.username}'s second factor is reset"
+        f"{user.username}'s second factor is reset and they are signed out everywhere"
         + (f"; {user.email} is told." if user.email else "."),
     )
 

@@ -50,6 +50,8 @@ def _account_page(password_form: ChangePasswordForm):
         post_form=PostForm(),
         labels=registry().labels,
         connectable=connectable,
+        # Signing in again with these is a fresh proof (removing a passkey).
+        reauth=[c for c in registry().redirect() if c.id in linked],
         social=registry().redirect_ids(),
         can_disconnect=len(user.links) > 1,
         apps=apps_with_access(user),

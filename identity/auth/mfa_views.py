@@ -24,6 +24,10 @@ EXPIRED = (
 WRONG_CODE = "That code is not right, or it was already used. Try the next code of your app."
 PASSKEY_ONLY = "The app you are signing in to asks for a passkey: a code is not enough."
 GONE = "This account can no longer sign in. Ask an administrator."
+NO_PROOF = (
+    "Confirm with one of your passkeys, or sign in again: for "
+    f"{reauth.FRESH_SECONDS // 60} minutes after a sign-in, no other proof is asked."
+)
 STILL_REQUIRED = (
     "Your organisation requires a second factor for your account, so it cannot be removed. "
     "Ask an administrator to reset it if you lost your authenticator."
@@ -292,6 +296,8 @@ def mfa_summary(user: User) -> dict:
         "recovery_left": mfa.recovery_codes_left(user),
         "required": mfa.required(user),
         "has_password": reauth.has_password(user),
+        "fresh": reauth.fresh_signin(),
+        "fresh_minutes": reauth.FRESH_SECONDS // 60,
         "confirm_form": ConfirmForm(),
     }
 
@@ -318,14 +324,26 @@ def totp_setup():
     return render_template("auth/recovery_codes.html", codes=codes, next=url_for("auth.account"))
 
 
-def _confirmed(user: User, form: ConfirmForm) -> str | None:
+def _confirmed(user: User, form: ConfirmForm, *, any_factor: bool = False) -> str | None:
     """None when the person proved again who they are (password, or for an account without
-    one, a code of its authenticator), else the message."""
+    one, a code of its authenticator), else the message. `any_factor` (removing a passkey,
+    new recovery codes): a code of the authenticator whenever the account has one, or a
+    sign-in of the last few minutes in this browser, does too (a passkey confirms a removal
+    through its own endpoint)."""
+    if any_factor and reauth.fresh_signin():
+        return None  # the CSRF token is checked for every POST (CSRFProtect)
+    totp = "totp" in mfa.factors(user)
     if not form.validate_on_submit():
+        if any_factor and not (totp or reauth.has_password(user)):
+            return NO_PROOF
         return "Enter your password to confirm."
-    if reauth.has_password(user):
-        return reauth.password_problem(form.proof.data, "mfa.reauth_failure")
-    _, problem = _spend_code(user, form.proof.data, recovery=False)
+    typed = form.proof.data
+    as_code = any_factor and totp and mfa.TOTP_SHAPE.fullmatch(mfa.clean_code(typed))
+    if reauth.has_password(user) and not as_code:
+        return reauth.password_problem(typed, "mfa.reauth_failure")
+    if not totp:
+        return NO_PROOF
+    _, problem = _spend_code(user, typed, recovery=False)
     if problem is None:
         db.session.commit()
     return problem[1] if problem else None
@@ -338,7 +356,7 @@ def recovery_codes_regenerate():
     user: User = current_user._get_current_object()
     if not mfa.factors(user):
         abort(404)
-    problem = _confirmed(user, ConfirmForm())
+    problem = _confirmed(user, ConfirmForm(), any_factor=True)
     if problem:
         flash(problem, "error")
         return redirect(url_for("auth.account", _anchor="two-factor"), 303)

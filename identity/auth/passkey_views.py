@@ -17,6 +17,7 @@ from flask import (
     url_for,
 )
 from flask_login import current_user, login_required
+from sqlalchemy import select
 
 from identity import audit
 from identity.auth import bp, mfa, passkeys, provisioning, signin
@@ -43,6 +44,12 @@ def _options(text: str) -> Response:
 
 def _problem(status: int, message: str):
     return jsonify(error="passkey_refused", error_description=message), status
+
+
+def _refused(problem: PasskeyProblem):
+    """A failed ceremony's JSON answer; a lock says when to try again (Retry-After)."""
+    body, status = _problem(problem.status, problem.message)
+    return body, status, {"Retry-After": str(problem.wait)} if problem.wait else {}
 
 
 def _body() -> dict:
@@ -80,7 +87,7 @@ def passkey_register():
     try:
         passkeys.register(user, body.get("credential"), name)
     except PasskeyProblem as problem:
-        return _problem(problem.status, problem.message)
+        return _refused(problem)
     flash(
         f"Your passkey “{name}” is added: you can sign in with it, without a password.", "success"
     )
@@ -129,29 +136,75 @@ def passkey_rename(passkey_id: int):
     return redirect(url_for("auth.account", _anchor="passkeys"), 303)
 
 
-@bp.post("/account/passkeys/<int:passkey_id>/remove")
-@login_required
-def passkey_remove(passkey_id: int):
-    user: User = current_user._get_current_object()
+def _removal_refused(user: User, passkey_id: int):
+    """The passkey `passkey_id` of `user` to remove and None, or None and why not (a
+    message): it is not theirs (404), a required second factor, or their last way in. The
+    account's row is locked first, so that two removals at once cannot both pass the check
+    and take the last way in between them."""
+    db.session.execute(select(User.id).where(User.id == user.id).with_for_update())
     passkey = passkeys.find(user, passkey_id)
     if passkey is None:
         abort(404)
     if mfa.required(user) and mfa.factors(user) == ["passkey"] and passkeys.count(user) == 1:
-        flash(STILL_REQUIRED, "error")
-        return redirect(url_for("auth.account", _anchor="passkeys"), 303)
+        return None, STILL_REQUIRED
     if passkeys.count(user) == 1 and [link.connector for link in user.links] == ["passkey"]:
-        flash(ONLY_WAY, "error")
-        return redirect(url_for("auth.account", _anchor="passkeys"), 303)
-    problem = _confirmed(user, ConfirmForm())
-    if problem:
-        flash(problem, "error")
-        return redirect(url_for("auth.account", _anchor="passkeys"), 303)
-    name = passkey.name
+        return None, ONLY_WAY
+    return passkey, None
+
+
+def _remove(user: User, passkey) -> str:
+    """Remove `passkey` (confirmed); committed. Where to go next, its message flashed."""
+    name, passkey_id = passkey.name, passkey.id
     passkeys.remove(user, passkey)
     audit.record("passkey.removed", user, passkey=passkey_id)
     db.session.commit()
     flash(f"The passkey “{name}” is removed: it no longer signs in here.", "success")
-    return redirect(url_for("auth.account", _anchor="passkeys"), 303)
+    return url_for("auth.account", _anchor="passkeys")
+
+
+@bp.post("/account/passkeys/<int:passkey_id>/remove")
+@login_required
+def passkey_remove(passkey_id: int):
+    """Removal confirmed by the form: a password, a code of the authenticator app, or a
+    sign-in of the last few minutes (a passkey confirms through passkey_remove_confirmed)."""
+    user: User = current_user._get_current_object()
+    _, refusal = _removal_refused(user, passkey_id)
+    db.session.rollback()  # the lock is taken again once the proof is in
+    problem = refusal or _confirmed(user, ConfirmForm(), any_factor=True)
+    if not problem:
+        passkey, problem = _removal_refused(user, passkey_id)
+    if problem:
+        db.session.rollback()
+        flash(problem, "error")
+        return redirect(url_for("auth.account", _anchor="passkeys"), 303)
+    return redirect(_remove(user, passkey), 303)
+
+
+@bp.post("/account/passkeys/confirm/options")
+@login_required
+def passkey_confirm_options():
+    return _options(passkeys.authentication_options("confirm", current_user))
+
+
+@bp.post("/account/passkeys/<int:passkey_id>/remove/passkey")
+@login_required
+def passkey_remove_confirmed(passkey_id: int):
+    """Removal confirmed by one of the account's passkeys (this one or another), with user
+    verification: what an account without a password or an authenticator app has."""
+    user: User = current_user._get_current_object()
+    _, refusal = _removal_refused(user, passkey_id)
+    db.session.rollback()  # the lock is taken again once the proof is in
+    if refusal:
+        return _problem(409, refusal)
+    try:
+        passkeys.authenticate("confirm", _body().get("credential"), user)
+    except PasskeyProblem as problem:
+        return _refused(problem)
+    passkey, refusal = _removal_refused(user, passkey_id)
+    if refusal:
+        db.session.rollback()
+        return _problem(409, refusal)
+    return _go(_remove(user, passkey))
 
 
 # -- passwordless sign-in -----------------------------------------------------------------
@@ -174,7 +227,7 @@ def passkey_signin():
     try:
         passkey, methods = passkeys.authenticate("signin", body.get("credential"), None)
     except PasskeyProblem as problem:
-        return _problem(problem.status, problem.message)
+        return _refused(problem)
     owner = db.session.get(User, passkey.user_id)
     # Possession of the key and the authenticator's user verification: two factors already,
     # so sign_in() asks for no second one. The directory re-check happens inside it.
@@ -211,7 +264,7 @@ def passkey_second():
     try:
         _, methods = passkeys.authenticate("second", _body().get("credential"), user)
     except PasskeyProblem as problem:
-        return _problem(problem.status, problem.message)
+        return _refused(problem)
     if signin.complete(state, [*methods, "mfa"]) is None:
         return _problem(403, GONE)
     return _go(state["next"] or landing())

@@ -36,6 +36,7 @@ from identity.extensions import db
 from identity.models import LinkedIdentity, Passkey, User, WebauthnChallenge
 from identity.models.users import utcnow
 from identity.sweeps import sweep
+from identity.throttle import throttle
 
 log = logging.getLogger("identity.auth")
 
@@ -44,7 +45,9 @@ log = logging.getLogger("identity.auth")
 CONNECTOR = "passkey"
 CHALLENGE_LIFETIME = 5 * 60
 NAME_MAX = 64
-PURPOSES = ("register", "signin", "second")
+# register: adding one; signin: passwordless; second: the second factor after a first one;
+# confirm: a signed-in person proving presence again before a dangerous change.
+PURPOSES = ("register", "signin", "second", "confirm")
 
 MALFORMED = "Your browser's answer could not be read. Try again."
 STALE = "This passkey request expired or was already used. Try again."
@@ -61,11 +64,12 @@ class PasskeyProblem(Exception):
     """A ceremony that failed: `message` for people (the script shows it), `reason` for the
     audit log, `status` the HTTP status of the JSON answer."""
 
-    def __init__(self, reason: str, message: str, status: int = 400):
+    def __init__(self, reason: str, message: str, status: int = 400, wait: int = 0):
         super().__init__(message)
         self.reason = reason
         self.message = message
         self.status = status
+        self.wait = wait  # seconds before trying again may work (Retry-After), with 429
 
 
 def rp_id() -> str:
@@ -218,7 +222,8 @@ def register(user: User, credential: object, name: str) -> Passkey:
 def authentication_options(purpose: str, user: User | None) -> str:
     """The options of navigator.credentials.get() as JSON. Without `user` (passwordless,
     usernameless): any discoverable passkey, user verification required. With `user` (the
-    second factor): only that account's passkeys."""
+    second factor, a confirmation): only that account's passkeys; a confirmation requires
+    user verification too (it stands alone, after no other factor)."""
     allow = (
         [PublicKeyCredentialDescriptor(id=base64url_to_bytes(p.credential_id)) for p in of(user)]
         if user
@@ -229,9 +234,9 @@ def authentication_options(purpose: str, user: User | None) -> str:
         challenge=new_challenge(purpose, user),
         timeout=CHALLENGE_LIFETIME * 1000,
         allow_credentials=allow,
-        user_verification=UserVerificationRequirement.REQUIRED
-        if user is None
-        else UserVerificationRequirement.PREFERRED,
+        user_verification=UserVerificationRequirement.PREFERRED
+        if purpose == "second"
+        else UserVerificationRequirement.REQUIRED,
     )
     return options_to_json(options)
 
@@ -248,19 +253,27 @@ def authenticate(purpose: str, credential: object, user: User | None) -> tuple[P
     except Exception:  # noqa: BLE001
         raise PasskeyProblem("malformed", MALFORMED) from None
     passkey = db.session.scalar(select(Passkey).where(Passkey.credential_id == credential_id))
+    owner = db.session.get(User, passkey.user_id) if passkey else None
+    # Counted in the account's sign-in lockout (with its wrong passwords and codes) and the
+    # address's, like a password: an attacker rotating addresses gets a few forged answers
+    # per account and window, then a lock that ends by itself. An unknown credential counts
+    # under its own id and against the address.
+    account = user or owner
+    key = account.username if account else f"passkey:{credential_id}"
+    refusal = throttle().signin_begin(key, costly=False)
+    if refusal:
+        audit.record("passkey.failure", account, reason="locked")
+        db.session.commit()
+        raise PasskeyProblem("locked", refusal.message, 429, refusal.wait)
     if passkey is None:
-        audit.record("passkey.failure", user, reason="unknown_credential")
-        db.session.commit()
+        _failed(key, account, "unknown_credential")
         raise PasskeyProblem("unknown_credential", UNKNOWN, 401)
-    owner = db.session.get(User, passkey.user_id)
     if user is not None and passkey.user_id != user.id:
-        audit.record("passkey.failure", user, reason="other_account")
-        db.session.commit()
+        _failed(key, user, "other_account")
         raise PasskeyProblem("other_account", NOT_YOURS, 401)
     handle = parsed.response.user_handle
     if handle is not None and handle != owner.subject.encode():
-        audit.record("passkey.failure", owner, reason="user_handle")
-        db.session.commit()
+        _failed(key, owner, "user_handle")
         raise PasskeyProblem("user_handle", REFUSED, 401)
     stored = passkey.sign_count
     try:
@@ -273,12 +286,11 @@ def authenticate(purpose: str, credential: object, user: User | None) -> tuple[P
             expected_origin=origin(),
             credential_public_key=passkey.public_key,
             credential_current_sign_count=0,
-            require_user_verification=user is None,
+            require_user_verification=purpose != "second",
         )
     except Exception as exc:  # noqa: BLE001
         log.info("passkey assertion for %s refused: %s", owner.username, exc)
-        audit.record("passkey.failure", owner, reason="invalid", passkey=passkey.id)
-        db.session.commit()
+        _failed(key, owner, "invalid", passkey=passkey.id)
         raise PasskeyProblem("invalid", REFUSED, 401) from None
     new = verified.new_sign_count
     grows = Passkey.sign_count < new if new or stored else Passkey.sign_count == 0
@@ -293,12 +305,24 @@ def authenticate(purpose: str, credential: object, user: User | None) -> tuple[P
         audit.record(
             "passkey.cloned", owner, passkey=passkey.id, stored_count=stored, presented_count=new
         )
-        db.session.commit()
+        _failed(key, owner, None)
         raise PasskeyProblem("cloned", CLONED, 401)
+    # A good answer neither counts nor resets the count (as a right password).
+    throttle().signin_release(key)
     audit.record("passkey.used", owner, passkey=passkey.id, purpose=purpose)
     db.session.commit()
     db.session.refresh(passkey)
     return passkey, amr(passkey, verified.user_verified)
+
+
+def _failed(key: str, account: User | None, reason: str | None, **facts) -> None:
+    """A failed answer: audited (`reason`, unless already), counted as a failed sign-in of
+    `key` from this address, a lock it caused audited too; committed."""
+    if reason:
+        audit.record("passkey.failure", account, reason=reason, **facts)
+    for scope in throttle().signin_failed(key):
+        audit.record("signin.locked", account, reason=f"{scope}_failures", factor="passkey")
+    db.session.commit()
 
 
 # -- the account page ---------------------------------------------------------------------

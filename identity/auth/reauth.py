@@ -1,7 +1,11 @@
-"""Proof that the signed-in person is at the keyboard: their password, asked again."""
+"""Proof that the signed-in person is at the keyboard: their password, asked again, or a
+sign-in in this browser a few minutes ago."""
 
 from __future__ import annotations
 
+import time
+
+from flask import session
 from flask_login import current_user
 
 from identity import audit
@@ -13,6 +17,19 @@ from identity.extensions import db
 from identity.throttle import throttle
 
 NOT_YOURS = "That is not your password."
+# A sign-in this recent, in this very browser, is proof enough for a change to one's own
+# factors (removing a passkey, new recovery codes): GitHub's "sudo mode" window. It is what
+# an account with neither a password nor an authenticator app can always give.
+FRESH_SECONDS = 5 * 60
+
+
+def fresh_signin() -> bool:
+    """Whether this session comes from a sign-in (every factor presented, not a remember-me
+    restoration) of the last FRESH_SECONDS."""
+    auth_time = session.get("auth_time")
+    if not session.get("_fresh") or session.get("restored_at") or not isinstance(auth_time, int):
+        return False
+    return 0 <= time.time() - auth_time <= FRESH_SECONDS
 
 
 def has_password(user) -> bool:
