@@ -378,7 +378,7 @@ def test_admin_runs_the_directory_binding_test(playwright, idp, trusted_home, ar
 # The provider buttons' backgrounds, as each brand asks, in light and dark mode alike.
 BRAND_BACKGROUNDS = {
     "google": "rgb(255, 255, 255)",
-    "facebook": "rgb(24, 119, 242)",
+    "facebook": "rgb(8, 102, 255)",
     "twitter": "rgb(0, 0, 0)",
     "github": "rgb(36, 41, 47)",
 }
