@@ -319,3 +319,42 @@ def test_a_worker_gives_large_freed_blocks_back_to_the_system(tmp_path):
     )
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == ["1"]  # the 10 MiB block is a mapping of its own
+
+
+# Run in a fresh interpreter: the modules a worker has loaded once the app is built and has
+# answered the requests of a token path and the sign-in page.
+LOADED = """
+import sys
+from identity.serve import application
+application()
+from idp import app
+client = app.test_client()
+headers = {"X-Forwarded-Proto": "https"}
+for path in ("/.well-known/openid-configuration", "/jwks.json", "/login", "/healthz"):
+    assert client.get(path, headers=headers).status_code == 200, path
+print(" ".join(sorted({name.split(".")[0] for name in sys.modules})))
+"""
+# Needed only by what a request may never ask of this worker, or only by a command: loaded
+# on first use (sizes: resident memory each adds to a worker, measured with bench/memory.py's
+# method).
+NOT_AT_START = {
+    "zxcvbn": "the common-password lists, for a new password (12 MB)",
+    "flask_migrate": "migrations, for `flask db` and `flask setup` (11 MB with alembic)",
+    "alembic": "migrations",
+    "redis": "the Redis client, when IDP_REDIS_URL is set (7 MB)",
+    "webauthn": "passkeys, for their ceremonies (4 MB)",
+}
+
+
+def test_a_worker_does_not_load_what_only_some_requests_or_commands_need(tmp_path):
+    env = serve_env(tmp_path)
+    subprocess.run(
+        [str(BIN / "flask"), "--app", "idp", "db", "upgrade"], cwd=ROOT, env=env, check=True,
+        capture_output=True,
+    )  # fmt: skip
+    out = subprocess.run(
+        [sys.executable, "-c", LOADED], cwd=ROOT, env=env, capture_output=True, text=True
+    )
+    assert out.returncode == 0, out.stderr
+    loaded = set(out.stdout.split())
+    assert {name: why for name, why in NOT_AT_START.items() if name in loaded} == {}
