@@ -53,12 +53,12 @@ def metrics_directory() -> None:
 
 def application() -> Any:
     """What each worker serves (granian calls it once per worker): idp:app, its requests
-    read whole and then answered one at a time (identity.one_at_a_time), its large freed
-    blocks given back to the system (identity.malloc)."""
-    from identity.malloc import return_large_blocks
+    read whole and then answered one at a time (identity.one_at_a_time); glibc set to give
+    large freed blocks back and to keep one heap for the worker's threads (identity.malloc)."""
+    from identity.malloc import tune
     from identity.one_at_a_time import OneAtATime
 
-    return_large_blocks()
+    tune()
     from idp import app
 
     return OneAtATime(app, app.config["MAX_CONTENT_LENGTH"] or 64 * 1024)
