@@ -1,31 +1,29 @@
-"""glibc's allocator set for a long-lived worker: large freed blocks given back to the system
-at once, and one heap for all of the worker's threads.
+"""glibc's allocator set for a long-lived worker: one heap (arena) for all of its threads.
 
-glibc serves a block of 128 KiB or more with its own mapping, returned at free; but each such
-free raises that threshold (up to 32 MiB) to the freed size, so later blocks up to that size
-come from the heaps instead, and stay resident after they are freed. A worker's argon2id
-verify allocates 19 MiB (config.ARGON2_MEMORY_COST); answered on any of the worker's
-body-reader threads (identity.one_at_a_time), each with a heap (arena) of its own, a few
-hundred sign-ins left 10 or more of those 19 MiB buffers resident in each worker (337 MB
-after 1,000 sign-ins against 139 MB with the threshold fixed: bench/memory.py). Fixing the
-threshold at its default keeps every large block a mapping of its own; one arena keeps the
-threads' freed blocks for whichever thread runs next (the app runs one request at a time
-anyway, and the threads hold the GIL to allocate).
+A worker's argon2id verify allocates 19 MiB (config.ARGON2_MEMORY_COST). After the first such
+block is freed, glibc serves the next ones from a heap rather than a mapping of their own, and
+a heap keeps its freed top up to twice that size. Each of a worker's body-reader threads
+(identity.one_at_a_time) had a heap of its own, so each thread that ever ran a sign-in kept
+its 19 MiB resident: 337 MB per worker after 1,000 sign-ins (bench/memory.py). With one heap,
+the worker keeps one such block, which every verify reuses (the app runs one request at a
+time anyway, and the threads hold the GIL to allocate).
+
+The threshold is left to glibc on purpose: fixed at 128 KiB, each 19 MiB block would be a
+fresh mapping, given back at free, but the 4,865 page faults of mapping it again cost each
+verify 11 ms of CPU (22 ms -> 34 ms on this VM), against the sign-in target of 0.9 of the
+argon2id ceiling.
 """
 
 from __future__ import annotations
 
 import ctypes
 
-# mallopt's parameters (malloc.h) and their values here.
-M_MMAP_THRESHOLD = -3
-M_ARENA_MAX = -8
-THRESHOLD = 128 * 1024  # glibc's default, now fixed: no longer raised by a free
+M_ARENA_MAX = -8  # mallopt's parameter (malloc.h)
 ARENAS = 1
 
 
 def tune() -> bool:
-    """Set both in this process, before its threads allocate; False where the C library is
+    """Set it in this process, before its threads allocate; False where the C library is
     not glibc (no `mallopt`) or refused."""
     try:
         mallopt = ctypes.CDLL(None).mallopt
@@ -33,4 +31,4 @@ def tune() -> bool:
         return False
     mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
     mallopt.restype = ctypes.c_int
-    return mallopt(M_MMAP_THRESHOLD, THRESHOLD) == 1 and mallopt(M_ARENA_MAX, ARENAS) == 1
+    return mallopt(M_ARENA_MAX, ARENAS) == 1

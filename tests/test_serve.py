@@ -284,43 +284,6 @@ def test_a_chunked_body_is_read_before_the_app_and_refused_past_the_limit():
     assert seen == [("5", b"short"), ("11", b"x" * 11)]
 
 
-# Run in a fresh interpreter: what a worker's allocator does after identity.serve's
-# application() built the app (a 20 MiB block freed, then a 10 MiB one taken).
-LARGE_BLOCKS = """
-import ctypes
-from identity.serve import application
-application()
-libc = ctypes.CDLL(None)
-class Info(ctypes.Structure):
-    _fields_ = [(n, ctypes.c_size_t) for n in ("arena", "ordblks", "smblks", "hblks",
-        "hblkhd", "usmblks", "fsmblks", "uordblks", "fordblks", "keepcost")]
-libc.mallinfo2.restype = Info
-libc.malloc.restype = ctypes.c_void_p
-libc.free.argtypes = [ctypes.c_void_p]
-libc.free(libc.malloc(20 << 20))
-mapped = libc.mallinfo2().hblks
-block = libc.malloc(10 << 20)
-print(libc.mallinfo2().hblks - mapped)
-libc.free(block)
-"""
-
-
-def test_a_worker_gives_large_freed_blocks_back_to_the_system(tmp_path):
-    """A worker's large blocks (argon2id's 19 MiB per verify) stay mappings of their own,
-    unmapped at free, even after a larger one was freed: glibc would otherwise raise its
-    threshold and keep them in the heap of whichever body-reader thread ran the request."""
-    env = serve_env(tmp_path)
-    subprocess.run(
-        [str(BIN / "flask"), "--app", "idp", "db", "upgrade"], cwd=ROOT, env=env, check=True,
-        capture_output=True,
-    )  # fmt: skip
-    out = subprocess.run(
-        [sys.executable, "-c", LARGE_BLOCKS], cwd=ROOT, env=env, capture_output=True, text=True
-    )
-    assert out.returncode == 0, out.stderr
-    assert out.stdout.split() == ["1"]  # the 10 MiB block is a mapping of its own
-
-
 # Run in a fresh interpreter: the modules a worker has loaded once the app is built and has
 # answered the requests of a token path and the sign-in page.
 LOADED = """
