@@ -42,15 +42,17 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
     # Database and migrations; importing models registers the tables.
     from identity import (
         errors,
+        migration_commands,
         models,  # noqa: F401
         security,
         throttle,
     )
-    from identity.extensions import csrf, db, login_manager, migrate
+    from identity.extensions import csrf, db, login_manager
 
     db.init_app(app)
     _close_sessions_safely(app, db)
-    migrate.init_app(app, db, directory=str(ROOT / "identity" / "migrations"))
+    # `flask db`: Flask-Migrate loaded by the commands that need it, never by a worker.
+    migration_commands.install(app)
     # Non-UTF-8 form bodies are refused before anything reads them; then CSRF on every POST.
     security.install_utf8_check(app)
     csrf.init_app(app)

@@ -13,14 +13,12 @@ from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 import click
-from alembic.migration import MigrationContext
 from flask import Flask, current_app
-from flask_migrate import upgrade
 from sqlalchemy import func, select
 from sqlalchemy.exc import OperationalError
 from werkzeug.serving import get_sockaddr, is_running_from_reloader, select_address_family
 
-from identity import certs
+from identity import certs, migration_commands
 from identity.admin import first_admin
 from identity.auth import accounts
 from identity.extensions import db
@@ -61,7 +59,9 @@ def prepare(echo: Callable[[str], object], certificates: bool = True) -> str | N
             echo(f"wrote {path}")
     before = _revision()
     # quiet: one line here instead of alembic's line per migration (migrations/env.py).
-    upgrade(directory=current_app.extensions["migrate"].directory, x_arg=["quiet=true"])
+    from flask_migrate import upgrade
+
+    upgrade(directory=migration_commands.bind(current_app).directory, x_arg=["quiet=true"])
     after = _revision()
     if before is None:
         echo(f"created the database (revision {after})")
@@ -186,6 +186,8 @@ def _flask_command() -> str:
 
 def _revision() -> str | None:
     """The database's alembic revision; None for a database without one (new)."""
+    from alembic.migration import MigrationContext
+
     with db.engine.connect() as connection:
         return MigrationContext.configure(connection).get_current_revision()
 

@@ -2,7 +2,6 @@
 
 import flask_login
 from flask import current_app
-from flask_migrate import Migrate
 from flask_sqlalchemy import SQLAlchemy
 from flask_wtf import CSRFProtect
 from sqlalchemy import MetaData
@@ -21,7 +20,6 @@ NAMING = {
 db = SQLAlchemy(
     metadata=MetaData(naming_convention=NAMING), session_options={"expire_on_commit": False}
 )
-migrate = Migrate(render_as_batch=True, compare_type=True)
 
 
 class LoginManager(flask_login.LoginManager):

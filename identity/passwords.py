@@ -30,11 +30,11 @@ def hash_password(password: str) -> str:
 
 
 def warm_up() -> None:
-    """Build the hasher, the dummy hash and the common-password lists at start, so the first
-    sign-in attempt for an unknown account costs one hash like every other, and the first
-    new password is checked without loading anything."""
+    """Build the hasher and the dummy hash at start, so the first sign-in attempt for an
+    unknown account costs one hash like every other. The common-password lists are not
+    loaded here: they would add 12 MB to every worker for the rare request that sets a
+    password, which loads them once (about 0.1 s) on its first use."""
     _dummy_hash()
-    weak_passwords.load()
 
 
 def _dummy_hash() -> str:

@@ -53,8 +53,12 @@ def metrics_directory() -> None:
 
 def application() -> Any:
     """What each worker serves (granian calls it once per worker): idp:app, its requests
-    read whole and then answered one at a time (identity.one_at_a_time)."""
+    read whole and then answered one at a time (identity.one_at_a_time); glibc set to keep
+    one heap for the worker's threads (identity.malloc)."""
+    from identity.malloc import tune
     from identity.one_at_a_time import OneAtATime
+
+    tune()
     from idp import app
 
     return OneAtATime(app, app.config["MAX_CONTENT_LENGTH"] or 64 * 1024)
@@ -66,9 +70,12 @@ def main() -> int:
     from granian.log import LogLevels
 
     from config import ConfigError
+    from identity.malloc import tune
     from identity.one_at_a_time import BODY_READERS
     from identity.settings.server import bind_address
 
+    # Before granian's threads allocate: the workers it forks inherit its heaps.
+    tune()
     try:
         cfg = settings()
     except ConfigError as exc:

@@ -16,8 +16,6 @@ from flask import Flask, current_app, request
 from limits import RateLimitItem, parse, parse_many
 from limits.storage import MemoryStorage, RedisStorage, storage_from_string
 from limits.strategies import MovingWindowRateLimiter, RateLimiter
-from redis.backoff import NoBackoff
-from redis.retry import Retry
 
 from identity.names import fold
 
@@ -90,6 +88,10 @@ class Throttle:
         url = cfg["REDIS_URL"]
         options: dict[str, Any] = {}
         if url:
+            # Imported here: a worker without Redis never loads its client (7 MB).
+            from redis.backoff import NoBackoff
+            from redis.retry import Retry
+
             options = {
                 "key_prefix": cfg["REDIS_KEY_PREFIX"],
                 "socket_connect_timeout": cfg["REDIS_TIMEOUT"],

@@ -26,11 +26,6 @@ def _lists() -> tuple[dict[str, int], ...]:
     return (passwords, *(d for name, d in RANKED_DICTIONARIES.items() if name != "passwords"))
 
 
-def load() -> None:
-    """Load the lists now (at start), so no request pays for it."""
-    _lists()
-
-
 def fold(text: str) -> str:
     """Compatibility-normalised and case-folded: 'ＰＡＳＳＷＯＲＤ' is 'password'."""
     return unicodedata.normalize("NFKC", text).casefold()

@@ -56,9 +56,10 @@ def hook(event, args):
 sys.addaudithook(hook)
 import idp
 from flask_migrate import upgrade
+from identity.migration_commands import bind
 
 with idp.app.app_context():
-    upgrade(directory=idp.app.extensions["migrate"].directory, x_arg=["quiet=true"])
+    upgrade(directory=bind(idp.app).directory, x_arg=["quiet=true"])
 client = idp.app.test_client()
 for path in sys.argv[2:]:
     assert client.get(path, base_url="https://id.example.org").status_code < 500, path

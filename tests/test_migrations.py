@@ -11,9 +11,17 @@ from flask_migrate import downgrade, upgrade
 from sqlalchemy import create_engine, inspect, text
 from sqlalchemy.pool import NullPool
 
-from conftest import make_app
+from conftest import make_app as _make_app
 from identity.extensions import db
+from identity.migration_commands import bind
 from identity.models import User
+
+
+def make_app(url, tmp_path):
+    """An app with Flask-Migrate bound, as `flask db` binds it."""
+    app = _make_app(url, tmp_path)
+    bind(app)
+    return app
 
 
 def fresh_database_url(tmp_path) -> tuple[str, callable]:

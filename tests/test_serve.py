@@ -282,3 +282,77 @@ def test_a_chunked_body_is_read_before_the_app_and_refused_past_the_limit():
         assert "HTTP_TRANSFER_ENCODING" not in environ
     # The app sees a length: within the limit the body, past it one byte more (then 413).
     assert seen == [("5", b"short"), ("11", b"x" * 11)]
+
+
+# Run in a fresh interpreter: the modules a worker has loaded once the app is built and has
+# answered the requests of a token path and the sign-in page.
+LOADED = """
+import sys
+from identity.serve import application
+application()
+from idp import app
+client = app.test_client()
+headers = {"X-Forwarded-Proto": "https"}
+for path in ("/.well-known/openid-configuration", "/jwks.json", "/login", "/healthz"):
+    assert client.get(path, headers=headers).status_code == 200, path
+print(" ".join(sorted({name.split(".")[0] for name in sys.modules})))
+"""
+# Needed only by what a request may never ask of this worker, or only by a command: loaded
+# on first use (sizes: resident memory each adds to a worker, measured with bench/memory.py's
+# method).
+NOT_AT_START = {
+    "zxcvbn": "the common-password lists, for a new password (12 MB)",
+    "flask_migrate": "migrations, for `flask db` and `flask setup` (11 MB with alembic)",
+    "alembic": "migrations",
+    "redis": "the Redis client, when IDP_REDIS_URL is set (7 MB)",
+    "webauthn": "passkeys, for their ceremonies (4 MB)",
+}
+
+
+def test_a_worker_does_not_load_what_only_some_requests_or_commands_need(tmp_path):
+    env = serve_env(tmp_path)
+    subprocess.run(
+        [str(BIN / "flask"), "--app", "idp", "db", "upgrade"], cwd=ROOT, env=env, check=True,
+        capture_output=True,
+    )  # fmt: skip
+    out = subprocess.run(
+        [sys.executable, "-c", LOADED], cwd=ROOT, env=env, capture_output=True, text=True
+    )
+    assert out.returncode == 0, out.stderr
+    loaded = set(out.stdout.split())
+    assert {name: why for name, why in NOT_AT_START.items() if name in loaded} == {}
+
+
+# Run in a fresh interpreter: whether a block taken by another thread after application()
+# comes from the main heap (brk, "[heap]" in /proc/self/maps) or from a heap of its own.
+SHARED_HEAP = """
+import ctypes, threading
+from identity.serve import application
+application()
+libc = ctypes.CDLL(None)
+libc.malloc.restype = ctypes.c_void_p
+taken = []
+thread = threading.Thread(target=lambda: taken.append(libc.malloc(4096)))
+thread.start()
+thread.join()
+with open("/proc/self/maps") as maps:
+    heap = [line.split()[0] for line in maps if line.rstrip().endswith("[heap]")]
+lo, hi = (int(x, 16) for x in heap[0].split("-"))
+print(lo <= taken[0] < hi)
+"""
+
+
+def test_a_workers_threads_share_one_heap(tmp_path):
+    """The body-reader threads (identity.one_at_a_time) take their blocks from the worker's
+    one heap: glibc would give each thread a heap (arena) of its own, each keeping freed
+    blocks resident for that thread alone."""
+    env = serve_env(tmp_path)
+    subprocess.run(
+        [str(BIN / "flask"), "--app", "idp", "db", "upgrade"], cwd=ROOT, env=env, check=True,
+        capture_output=True,
+    )  # fmt: skip
+    out = subprocess.run(
+        [sys.executable, "-c", SHARED_HEAP], cwd=ROOT, env=env, capture_output=True, text=True
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["True"]

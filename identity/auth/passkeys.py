@@ -1,5 +1,8 @@
 """Passkeys (WebAuthn, with py_webauthn): registration, assertion, one-time challenges and
-the sign counter that tells a cloned authenticator."""
+the sign counter that tells a cloned authenticator.
+
+py_webauthn is imported by the four ceremonies that use it, not with this module: a worker
+that never sees a passkey does not hold it (4 MB with pyOpenSSL and cbor2)."""
 
 from __future__ import annotations
 
@@ -11,25 +14,6 @@ from urllib.parse import urlsplit
 from flask import current_app, session
 from sqlalchemy import delete, func, select, update
 from sqlalchemy.exc import IntegrityError
-from webauthn import (
-    generate_authentication_options,
-    generate_registration_options,
-    options_to_json,
-    verify_authentication_response,
-    verify_registration_response,
-)
-from webauthn.helpers import (
-    base64url_to_bytes,
-    bytes_to_base64url,
-    parse_authentication_credential_json,
-    parse_registration_credential_json,
-)
-from webauthn.helpers.structs import (
-    AuthenticatorSelectionCriteria,
-    PublicKeyCredentialDescriptor,
-    ResidentKeyRequirement,
-    UserVerificationRequirement,
-)
 
 from identity import audit
 from identity.extensions import db
@@ -157,6 +141,15 @@ def take_challenge(purpose: str, user: User | None) -> bytes:
 def registration_options(user: User) -> str:
     """The options of navigator.credentials.create() as JSON: a discoverable credential
     (resident key) with user verification, none of the account's existing ones again."""
+    from webauthn import generate_registration_options, options_to_json
+    from webauthn.helpers import base64url_to_bytes
+    from webauthn.helpers.structs import (
+        AuthenticatorSelectionCriteria,
+        PublicKeyCredentialDescriptor,
+        ResidentKeyRequirement,
+        UserVerificationRequirement,
+    )
+
     options = generate_registration_options(
         rp_id=rp_id(),
         rp_name=rp_id(),
@@ -179,6 +172,9 @@ def registration_options(user: User) -> str:
 def register(user: User, credential: object, name: str) -> Passkey:
     """Verify the answer of navigator.credentials.create() and keep the passkey (committed),
     with the link that lets it sign in. Raises PasskeyProblem."""
+    from webauthn import verify_registration_response
+    from webauthn.helpers import bytes_to_base64url, parse_registration_credential_json
+
     challenge = take_challenge("register", user)
     try:
         parsed = parse_registration_credential_json(credential)
@@ -224,6 +220,10 @@ def authentication_options(purpose: str, user: User | None) -> str:
     usernameless): any discoverable passkey, user verification required. With `user` (the
     second factor, a confirmation): only that account's passkeys; a confirmation requires
     user verification too (it stands alone, after no other factor)."""
+    from webauthn import generate_authentication_options, options_to_json
+    from webauthn.helpers import base64url_to_bytes
+    from webauthn.helpers.structs import PublicKeyCredentialDescriptor, UserVerificationRequirement
+
     allow = (
         [PublicKeyCredentialDescriptor(id=base64url_to_bytes(p.credential_id)) for p in of(user)]
         if user
@@ -246,6 +246,9 @@ def authenticate(purpose: str, credential: object, user: User | None) -> tuple[P
     the passkey used and its RFC 8176 methods. With `user`, the passkey must be theirs. The
     sign counter must grow (when non-zero): else it is a clone, refused and audited. Raises
     PasskeyProblem (audited); the caller commits nothing more."""
+    from webauthn import verify_authentication_response
+    from webauthn.helpers import bytes_to_base64url, parse_authentication_credential_json
+
     challenge = take_challenge(purpose, user)
     try:
         parsed = parse_authentication_credential_json(credential)
