@@ -605,3 +605,30 @@ def test_garbage_in_every_proxy_header_and_in_rd_never_breaks_the_service(app, p
             base_url=IDP,
         )
         assert r.status_code in (303, 400), (nasty[:40], r.status_code)
+
+
+@pytest.mark.parametrize(
+    "app_overrides",
+    [
+        {
+            "ISSUER": IDP,
+            "FORWARD_AUTH_COOKIE_DOMAIN": DOMAIN,
+            "BRAND_NAME": "Acme Sign-in",
+            "BRAND_ACCENT": "#7a1fa2",
+            "BRAND_LOGO_URL": "https://cdn.acme.example/logo.svg",
+        }
+    ],
+)
+def test_the_refusal_page_wears_the_brand(app, person):
+    """The page a proxy shows on a protected site's host is the service's own: its name and
+    its accent stylesheet, addressed at the service (the site's host would not have it)."""
+    add_rule(app, "staff.example.test", groups=["Staff"])
+    sign_in(person)
+    r = ask(app, fa_cookie(person, "https://staff.example.test/"), host="staff.example.test")
+    page = r.get_data(as_text=True)
+    assert r.status_code == 403
+    assert "Acme Sign-in" in page and "Identity" not in page
+    assert f'href="{IDP}/brand.css?v=' in page
+    assert 'src="https://cdn.acme.example/logo.svg"' in page
+    policy = r.headers["Content-Security-Policy"]
+    assert f"img-src {IDP} https://cdn.acme.example;" in policy

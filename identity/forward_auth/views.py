@@ -14,6 +14,7 @@ from identity.connectors import ConnectorError
 from identity.errors import render_error, wants_json
 from identity.extensions import db
 from identity.forward_auth import bp, cookie, directory, forwarded, headers, rules
+from identity.settings.brand import image_origin
 
 OFF = "Forward authentication is off: set IDP_FORWARD_AUTH_COOKIE_DOMAIN."
 NO_RULE = "No access rule lets anyone reach {host}{path} through this service."
@@ -93,8 +94,12 @@ def _refused(code: int, title: str, message: str):
     page = render_template(
         "forward_auth/refused.html", code=code, title=title, message=message, issuer=issuer
     )
+    images = issuer
+    logo = current_app.config.get("BRAND_LOGO_URL")
+    if logo and logo[0] != "/":  # the brand's logo, from its own origin
+        images += " " + image_origin(logo, "IDP_BRAND_LOGO_URL")
     policy = (
-        f"default-src 'none'; style-src {issuer}; img-src {issuer}; base-uri 'none'; "
+        f"default-src 'none'; style-src {issuer}; img-src {images}; base-uri 'none'; "
         "form-action 'none'; frame-ancestors 'none'"
     )
     return page, code, {"Content-Security-Policy": policy}
