@@ -60,25 +60,93 @@ def test_the_token_sweep_is_built_only_when_it_is_due(idp, monkeypatch):
     assert len(built) == 1  # the first token swept; the next sweep is a minute away
 
 
-def test_the_jwks_document_is_built_again_only_when_the_keys_change(app, client):
+def _statements(app, call):
+    """The SQL statements `call` makes, and its result."""
     from sqlalchemy import event
 
     from identity.extensions import db
-    from identity.oidc import keys
 
-    first = client.get("/jwks.json")
     statements = []
     with app.app_context():
         engine = db.engine
     listener = lambda *args: statements.append(args[2])  # noqa: E731 - the statement
     event.listen(engine, "before_cursor_execute", listener)
     try:
-        again = client.get("/jwks.json")
+        result = call()
     finally:
         event.remove(engine, "before_cursor_execute", listener)
+    return statements, result
+
+
+def test_the_jwks_document_is_served_without_a_query_and_rebuilt_at_a_rotation_here(app, client):
+    from identity.oidc import keys
+
+    first = client.get("/jwks.json")
+    statements, again = _statements(app, lambda: client.get("/jwks.json"))
     assert again.data == first.data and again.headers["Cache-Control"] == "public, max-age=300"
-    assert len(statements) == 1 and "max(" in statements[0].lower()
+    assert statements == []
     with app.app_context():
         keys.rotate()
     rotated = client.get("/jwks.json").json["keys"]
     assert len(rotated) == len(first.json["keys"]) + len(app.config["SIGNING_ALGORITHMS"])
+
+
+def _kid(token: str) -> str:
+    import base64
+    import json
+
+    header = token.split(".")[0]
+    return json.loads(base64.urlsafe_b64decode(header + "=" * (-len(header) % 4)))["kid"]
+
+
+def test_a_jwks_document_built_before_a_rotation_elsewhere_still_holds_the_signing_key(
+    idp, database_url, tmp_path
+):
+    """Why a cached document is safe: another process rotates (its next key becomes current
+    and signs), and the document this process built before the rotation already publishes
+    that key; once the document's seconds are up, the new next key is published too."""
+    from oidc_rp import App, register
+
+    from conftest import make_app
+    from identity.oidc import keys
+
+    machine = App(idp, register(idp, "batch", redirect_uris=[], grant_types=["client_credentials"]))
+    before = machine.post("/token", {"grant_type": "client_credentials"}).json()["access_token"]
+    published = requests_jwks(idp)
+    assert _kid(before) in published
+    other = make_app(database_url, tmp_path / "other", ISSUER=idp.url)  # another process
+    try:
+        with other.app_context():
+            keys.rotate()
+            new_next = {r.kid for r in keys.published() if r.state == "next"}
+    finally:
+        dispose_engine(other)
+    with idp.app.app_context():
+        keys._cache()["current"].clear()  # this process's CURRENT_TTL is up: it signs anew
+    after = machine.post("/token", {"grant_type": "client_credentials"}).json()["access_token"]
+    assert _kid(after) != _kid(before)  # the rotation reached this process's signing
+    cached = requests_jwks(idp)
+    assert cached == published  # the document built before the rotation, still served
+    assert _kid(after) in cached  # and it verifies the tokens signed since
+    machine.verify(after)
+    assert not new_next & set(cached)
+    with idp.app.app_context():
+        deadline, body = keys._cache()["jwks"]
+        keys._cache()["jwks"] = (deadline - keys.JWKS_TTL, body)  # its seconds are up
+    assert new_next <= set(requests_jwks(idp))
+
+
+def requests_jwks(idp) -> dict:
+    """The kids of /jwks.json as served now, with their keys."""
+    import requests
+
+    keys = requests.get(f"{idp.url}/jwks.json", verify=idp.ca, timeout=10).json()["keys"]
+    return {k["kid"]: k for k in keys}
+
+
+def dispose_engine(app) -> None:
+    from identity.extensions import db
+
+    with app.app_context():
+        db.session.remove()
+        db.engine.dispose()
