@@ -150,3 +150,38 @@ def dispose_engine(app) -> None:
     with app.app_context():
         db.session.remove()
         db.engine.dispose()
+
+
+def test_introspection_and_userinfo_load_no_token_or_account_object(idp):
+    """They read the token's row and its account's claims with one Core statement: the ORM
+    objects (and their unit of work) are left to the endpoints that change a token."""
+    import requests
+    from oidc_rp import App, Person, register, sign_in_and_allow
+    from sqlalchemy import event
+
+    from identity.models import Token, User
+
+    app = App(idp, register(idp))
+    tokens = app.redeem(sign_in_and_allow(Person(idp), app))
+    loaded = []
+    listener = lambda target, _context: loaded.append(type(target).__name__)  # noqa: E731
+    for model in (Token, User):
+        event.listen(model, "load", listener)
+    try:
+        access = app.post("/introspect", {"token": tokens["access_token"]}).json()
+        refresh = app.post("/introspect", {"token": tokens["refresh_token"]}).json()
+        info = requests.get(
+            f"{idp.url}/userinfo",
+            headers={"Authorization": f"Bearer {tokens['access_token']}"},
+            verify=idp.ca,
+            timeout=10,
+        )
+    finally:
+        for model in (Token, User):
+            event.remove(model, "load", listener)
+    assert loaded == []
+    assert access["active"] is True and access["username"] == "alice"
+    assert access["token_type"] == "Bearer" and access["jti"]
+    assert refresh["active"] is True and refresh["token_type"] == "refresh_token"
+    assert refresh["sub"] == access["sub"] == info.json()["sub"]
+    assert info.status_code == 200 and info.json()["email"] == "alice@example.org"
