@@ -185,3 +185,34 @@ def test_introspection_and_userinfo_load_no_token_or_account_object(idp):
     assert refresh["active"] is True and refresh["token_type"] == "refresh_token"
     assert refresh["sub"] == access["sub"] == info.json()["sub"]
     assert info.status_code == 200 and info.json()["email"] == "alice@example.org"
+
+
+def test_a_token_is_verified_once_per_key_set_however_often_it_is_presented(idp, monkeypatch):
+    """Its signature is checked at its first presentation; then, until the key set is read
+    again, the same text is known verified. Its row is still read every time (revocation
+    stays immediate), and a token that fails verification is never remembered."""
+    from oidc_rp import App, Person, register, sign_in_and_allow
+
+    from identity.oidc import keys, validation
+
+    app = App(idp, register(idp))
+    tokens = app.redeem(sign_in_and_allow(Person(idp), app))
+    verified = []
+    real = validation.jwt.decode
+    monkeypatch.setattr(
+        validation.jwt, "decode", lambda *a, **k: verified.append(a[0]) or real(*a, **k)
+    )
+    access = tokens["access_token"]
+    for _ in range(3):
+        assert app.post("/introspect", {"token": access}).json()["active"] is True
+    assert verified == [access]
+    forged = access[:-4] + ("AAAA" if access[-4:] != "AAAA" else "BBBB")
+    for _ in range(2):
+        assert app.post("/introspect", {"token": forged}).json() == {"active": False}
+    assert verified == [access, forged, forged]
+    assert app.post("/revoke", {"token": access}).status_code == 200
+    assert app.post("/introspect", {"token": access}).json() == {"active": False}
+    with idp.app.app_context():
+        keys.rotate()  # a new key set: verified anew
+    assert app.post("/introspect", {"token": access}).json() == {"active": False}
+    assert verified.count(access) == 2

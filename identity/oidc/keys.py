@@ -190,17 +190,29 @@ def signing_key(alg: str = "RS256"):
 def public_keyset() -> KeySet:
     """The published keys, for verifying our own tokens; re-read every CURRENT_TTL seconds.
     Safe across processes: a key is published one rotation before anything is signed with it."""
+    return _public()[1]
+
+
+def verified_tokens() -> dict:
+    """Tokens whose signature public_keyset() verified, by their exact text: a dict that lives
+    as long as that key set (CURRENT_TTL, or until a rotation here), so that a token is
+    verified once per key set however often it is presented (an app asks introspection and
+    userinfo about one token many times). A key no longer published ends its entries."""
+    return _public()[2]
+
+
+def _public() -> tuple:
     cache = _cache()
     cached = cache.get("public")
     if cached and cached[0] > time.monotonic():
-        return cached[1]
+        return cached
     published_keys = jwks()
     if not published_keys["keys"]:
         ensure_keys()  # first start: nothing signed yet, but verifying must not fail
         published_keys = jwks()
     keyset = KeySet.import_key_set(published_keys)
-    cache["public"] = (time.monotonic() + CURRENT_TTL, keyset)
-    return keyset
+    cache["public"] = (time.monotonic() + CURRENT_TTL, keyset, {})
+    return cache["public"]
 
 
 keys_cli = Group("keys", help="Token signing keys.")

@@ -33,24 +33,36 @@ def verifying_keys() -> KeySet:
     return keys.public_keyset()
 
 
+# Tokens verified per key set, at most (a flood of distinct tokens starts the memo again).
+VERIFIED_MAX = 2000
+
+
 def decode(token_string: str, *, typ: str) -> dict | None:
     """The claims of a JWT of type `typ` (RFC 8725 3.11: every read says which kind of token
     it expects, so that one kind is never taken for another) signed by one of our published
     keys with one of our algorithms (never `none` nor HMAC), issued by us; None for anything
-    else. Expiry is the caller's."""
-    try:
-        decoded = jwt.decode(
-            token_string,
-            verifying_keys(),
-            algorithms=list(current_app.config["SIGNING_ALGORITHMS"]),
-        )
-    except (JoseError, ValueError, TypeError):
+    else. Expiry is the caller's. A token verified with the current key set is not verified
+    again (keys.verified_tokens); only verified ones are remembered."""
+    verified = keys.verified_tokens()
+    known = verified.get(token_string)
+    if known is None:
+        try:
+            decoded = jwt.decode(
+                token_string,
+                verifying_keys(),
+                algorithms=list(current_app.config["SIGNING_ALGORITHMS"]),
+            )
+        except (JoseError, ValueError, TypeError):
+            return None
+        if len(verified) >= VERIFIED_MAX:
+            verified.clear()
+        known = verified[token_string] = (decoded.header, decoded.claims)
+    header, claims = known
+    if claims.get("iss") != issuer():
         return None
-    if decoded.claims.get("iss") != issuer():
+    if header.get("typ") != typ:
         return None
-    if decoded.header.get("typ") != typ:
-        return None
-    return decoded.claims
+    return dict(claims)
 
 
 ID_TOKEN_TYP = "JWT"  # what joserfc writes in the ID tokens Authlib makes (never at+jwt)
