@@ -145,7 +145,9 @@ def _run(args, ap, root: Path, tmp: str, url: str) -> int:
     unknown = [n for n in names + ([args.profile] if args.profile else []) if not hasattr(ops, n)]
     if unknown:
         ap.error(f"unknown operations: {unknown}")
-    print(f"{root} on {url.split(':')[0]}: user+sys CPU ms per operation, cheapest of 3 rounds of {args.n // 3}")
+    backend = url.split(":")[0]
+    rounds = f"cheapest of 3 rounds of {args.n // 3}"
+    print(f"{root} on {backend}: user+sys CPU ms per operation, {rounds}")
     for name in names:
         op = getattr(ops, name)
         for _ in range(50):
