@@ -2,12 +2,14 @@
 service's own cost, steadier than rates on a shared machine, and the place to profile.
 
     .venv/bin/python bench/inprocess.py [-n 600] [--ops healthz,cc,...] [--profile OP]
-        [--sort cumulative|tottime] [--root DIR]
+        [--sort cumulative|tottime] [--root DIR] [--database-url URL]
 
 A fresh SQLite database in a temporary directory (production settings), one account, two
 apps (as bench/oidc.py registers them); each operation runs through Flask's test client
 (the same WSGI call the server makes) n/3 times in 3 rounds after 50 untimed calls, and the
-cheapest round is printed as user+sys CPU milliseconds per operation. `--profile OP` then
+cheapest round is printed as user+sys CPU milliseconds per operation. `--database-url`
+(PostgreSQL, say postgresql+psycopg://postgres@127.0.0.1:5432/test) measures on that database,
+in a schema of its own that is dropped afterwards. `--profile OP` then
 runs cProfile over n calls of OP. `--root` measures another checkout of the service (a
 `git worktree` of an older commit, say) with this virtualenv.
 
@@ -53,13 +55,45 @@ def main() -> int:
     ap.add_argument("--profile", help="cProfile this operation afterwards")
     ap.add_argument("--sort", default="cumulative", help="cProfile order (default cumulative)")
     ap.add_argument("--root", default=str(HERE.parent), help="the checkout to measure")
+    ap.add_argument("--database-url", help="another database (default: a new SQLite file)")
     args = ap.parse_args()
     root = Path(args.root).resolve()
     tmp = tempfile.mkdtemp(prefix="idp-inprocess-")
+    url, drop = f"sqlite:///{tmp}/bench.sqlite3", None
+    if args.database_url:
+        url, drop = _schema_of_its_own(args.database_url)
+    try:
+        return _run(args, ap, root, tmp, url)
+    finally:
+        if drop:
+            drop()
+
+
+def _schema_of_its_own(base: str):
+    """A URL whose connections use a new schema, and the function that drops it."""
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.pool import NullPool
+
+    schema = f"idp_bench_{secrets.token_hex(5)}"
+
+    def execute(statement: str) -> None:
+        engine = create_engine(base, poolclass=NullPool)
+        with engine.begin() as conn:
+            conn.execute(text(statement))
+        engine.dispose()
+
+    execute(f'CREATE SCHEMA "{schema}"')
+    sep = "&" if "?" in base else "?"
+    return f"{base}{sep}options=-csearch_path%3D{schema}", lambda: execute(
+        f'DROP SCHEMA "{schema}" CASCADE'
+    )
+
+
+def _run(args, ap, root: Path, tmp: str, url: str) -> int:
     os.environ.update(
         IDP_ENV="production",
         IDP_SECRET_KEY=secrets.token_urlsafe(32),
-        IDP_DATABASE_URL=f"sqlite:///{tmp}/bench.sqlite3",
+        IDP_DATABASE_URL=url,
         IDP_ISSUER=BASE,
         IDP_TOKEN_RATE_LIMIT="100000/second",  # one app carries the whole load
         IDP_PASSWORD_CHECK_RATE_LIMIT="100000/second",  # and one address every sign-in
@@ -111,7 +145,9 @@ def main() -> int:
     unknown = [n for n in names + ([args.profile] if args.profile else []) if not hasattr(ops, n)]
     if unknown:
         ap.error(f"unknown operations: {unknown}")
-    print(f"{root}: user+sys CPU ms per operation, cheapest of 3 rounds of {args.n // 3}")
+    backend = url.split(":")[0]
+    rounds = f"cheapest of 3 rounds of {args.n // 3}"
+    print(f"{root} on {backend}: user+sys CPU ms per operation, {rounds}")
     for name in names:
         op = getattr(ops, name)
         for _ in range(50):

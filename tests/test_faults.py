@@ -3,6 +3,7 @@ in flight get a clear 503, never a stack trace; the pool reconnects; nothing is 
 
 from __future__ import annotations
 
+import base64
 import os
 import threading
 import uuid
@@ -13,7 +14,8 @@ from sqlalchemy.pool import NullPool
 from conftest import make_app
 from identity.auth import accounts
 from identity.extensions import db
-from identity.models import User
+from identity.models import Token, User
+from identity.oidc import clients
 
 POSTGRES = os.environ.get(
     "IDP_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
@@ -27,14 +29,27 @@ def test_postgresql_connections_killed_under_load(tmp_path):
     with admin.begin() as conn:
         conn.execute(text(f'CREATE SCHEMA "{schema}"'))
     url = f"{POSTGRES}?options=-csearch_path%3D{schema}&application_name={name}"
-    app = make_app(url, tmp_path)
+    app = make_app(url, tmp_path, TOKEN_RATE_LIMIT="100000/second")
     try:
         with app.app_context():
             db.create_all()
             accounts.create_local("alice", "alice@example.org", "correct horse battery staple")
+            machine, secret = clients.create("batch", [], grant_types=["client_credentials"])
+        # Client credentials: each request reads and writes the database (/jwks.json, which
+        # this test used before, is served from memory between rebuilds).
+        basic = base64.b64encode(f"{machine.client_id}:{secret}".encode()).decode()
+
+        def grant(test_client):
+            return test_client.post(
+                "/token",
+                data={"grant_type": "client_credentials"},
+                headers={"Authorization": f"Basic {basic}"},
+                base_url="https://localhost",
+            )
+
         client = app.test_client()
-        # Warm: the first visit makes the signing keys (slow; a kill would cut it each time).
-        assert client.get("/jwks.json", base_url="https://localhost").status_code == 200
+        # Warm: the first token makes the signing keys (slow; a kill would cut it each time).
+        assert grant(client).status_code == 200
         statuses: list[int] = []
         bodies: list[bytes] = []
         stop = threading.Event()
@@ -42,7 +57,7 @@ def test_postgresql_connections_killed_under_load(tmp_path):
         def load():
             local = app.test_client()
             while not stop.is_set():
-                r = local.get("/jwks.json", base_url="https://localhost")
+                r = grant(local)
                 statuses.append(r.status_code)
                 bodies.append(r.data)
 
@@ -71,9 +86,12 @@ def test_postgresql_connections_killed_under_load(tmp_path):
             if status == 503:
                 assert b"temporarily_unavailable" in body
         # Afterwards: the pool has reconnected, and the data is all there.
-        assert client.get("/jwks.json", base_url="https://localhost").status_code == 200
+        assert grant(client).status_code == 200
         with app.app_context():
             assert db.session.scalar(select(func.count()).select_from(User)) == 1
+            # Every token answered was recorded (and the two before and after the load).
+            recorded = db.session.scalar(select(func.count()).select_from(Token))
+            assert recorded >= statuses.count(200) + 2
     finally:
         with app.app_context():
             db.session.remove()

@@ -12,7 +12,7 @@ import click
 from cryptography.fernet import Fernet, InvalidToken
 from flask import current_app
 from joserfc.jwk import ECKey, KeySet, OKPKey, RSAKey
-from sqlalchemy import delete, func, select
+from sqlalchemy import delete, select
 
 from identity import audit
 from identity.cli import Group
@@ -33,6 +33,8 @@ IMPORTERS = {"RS256": RSAKey, "ES256": ECKey, "EdDSA": OKPKey}
 # Which key is current, per algorithm, is remembered for a few seconds instead of a query per
 # token. Safe: after a rotation elsewhere, the key still used here is retired but published.
 CURRENT_TTL = 10.0
+# The /jwks.json document is built again after this many seconds (see jwks_json).
+JWKS_TTL = 5.0
 
 
 def _cache() -> dict:
@@ -134,21 +136,22 @@ def jwks() -> dict:
 
 
 def jwks_json() -> bytes:
-    """The /jwks.json document as served. Built again only when a key was added here or in
-    another process (a rotation or a first start: the largest row id changes) or a retired
-    key's time is up; otherwise one small query, instead of two, the rows with their
-    encrypted private keys and the JSON encoding at every request."""
+    """The /jwks.json document as served, built at most once per JWKS_TTL seconds (at once
+    after a rotation in this process), with no query in between: the document changes only
+    when keys are added, and a key is published one rotation before it signs. So a document
+    a few seconds old still holds every key signing anywhere: after a rotation in another
+    process, the new current key is that process's former next key, published already; the
+    new next key appears here within JWKS_TTL, long before a rotation makes it sign (apps
+    themselves cache the document for 300 s). A retired key may stay listed JWKS_TTL past
+    its time: more keys published, never fewer."""
     cache = _cache()
-    newest = db.session.scalar(select(func.max(SigningKey.id)))
     cached = cache.get("jwks")
-    if cached and cached[0] == newest and utcnow() < cached[1]:
-        return cached[2]
+    now = time.monotonic()
+    if cached and now < cached[0]:
+        return cached[1]
     ensure_keys()  # first start: publish keys before anything is signed with them
-    rows = published()
-    ends = [r.expires_at for r in rows if r.state == "retired" and r.expires_at]
-    body = current_app.json.response({"keys": [r.public_jwk for r in rows]}).get_data()
-    newest = db.session.scalar(select(func.max(SigningKey.id)))
-    cache["jwks"] = (newest, min(ends, default=utcnow() + timedelta(days=1)), body)
+    body = current_app.json.response({"keys": [r.public_jwk for r in published()]}).get_data()
+    cache["jwks"] = (now + JWKS_TTL, body)
     return body
 
 
@@ -187,17 +190,29 @@ def signing_key(alg: str = "RS256"):
 def public_keyset() -> KeySet:
     """The published keys, for verifying our own tokens; re-read every CURRENT_TTL seconds.
     Safe across processes: a key is published one rotation before anything is signed with it."""
+    return _public()[1]
+
+
+def verified_tokens() -> dict:
+    """Tokens whose signature public_keyset() verified, by their exact text: a dict that lives
+    as long as that key set (CURRENT_TTL, or until a rotation here), so that a token is
+    verified once per key set however often it is presented (an app asks introspection and
+    userinfo about one token many times). A key no longer published ends its entries."""
+    return _public()[2]
+
+
+def _public() -> tuple:
     cache = _cache()
     cached = cache.get("public")
     if cached and cached[0] > time.monotonic():
-        return cached[1]
+        return cached
     published_keys = jwks()
     if not published_keys["keys"]:
         ensure_keys()  # first start: nothing signed yet, but verifying must not fail
         published_keys = jwks()
     keyset = KeySet.import_key_set(published_keys)
-    cache["public"] = (time.monotonic() + CURRENT_TTL, keyset)
-    return keyset
+    cache["public"] = (time.monotonic() + CURRENT_TTL, keyset, {})
+    return cache["public"]
 
 
 keys_cli = Group("keys", help="Token signing keys.")

@@ -6,6 +6,7 @@ endpoints, and the introspection, revocation and end-session endpoints."""
 from __future__ import annotations
 
 import time
+from types import SimpleNamespace
 
 from authlib.oauth2.rfc6749.errors import InvalidRequestError
 from authlib.oauth2.rfc6750 import BearerTokenValidator
@@ -32,24 +33,36 @@ def verifying_keys() -> KeySet:
     return keys.public_keyset()
 
 
+# Tokens verified per key set, at most (a flood of distinct tokens starts the memo again).
+VERIFIED_MAX = 2000
+
+
 def decode(token_string: str, *, typ: str) -> dict | None:
     """The claims of a JWT of type `typ` (RFC 8725 3.11: every read says which kind of token
     it expects, so that one kind is never taken for another) signed by one of our published
     keys with one of our algorithms (never `none` nor HMAC), issued by us; None for anything
-    else. Expiry is the caller's."""
-    try:
-        decoded = jwt.decode(
-            token_string,
-            verifying_keys(),
-            algorithms=list(current_app.config["SIGNING_ALGORITHMS"]),
-        )
-    except (JoseError, ValueError, TypeError):
+    else. Expiry is the caller's. A token verified with the current key set is not verified
+    again (keys.verified_tokens); only verified ones are remembered."""
+    verified = keys.verified_tokens()
+    known = verified.get(token_string)
+    if known is None:
+        try:
+            decoded = jwt.decode(
+                token_string,
+                verifying_keys(),
+                algorithms=list(current_app.config["SIGNING_ALGORITHMS"]),
+            )
+        except (JoseError, ValueError, TypeError):
+            return None
+        if len(verified) >= VERIFIED_MAX:
+            verified.clear()
+        known = verified[token_string] = (decoded.header, decoded.claims)
+    header, claims = known
+    if claims.get("iss") != issuer():
         return None
-    if decoded.claims.get("iss") != issuer():
+    if header.get("typ") != typ:
         return None
-    if decoded.header.get("typ") != typ:
-        return None
-    return decoded.claims
+    return dict(claims)
 
 
 ID_TOKEN_TYP = "JWT"  # what joserfc writes in the ID tokens Authlib makes (never at+jwt)
@@ -70,29 +83,101 @@ def id_token_hint_claims(token_string: str) -> dict | None:
     return claims
 
 
-# Asked at every userinfo call: built once (with its account, joined).
-TOKEN_BY_JTI = select(Token).where(Token.access_token == bindparam("jti"))
+# Our tokens as introspection and userinfo read them: one Core statement (built once) for the
+# token's row and its account's claims, instead of an ORM load of both (about half the cost).
+_tokens, _users = Token.__table__, User.__table__
+_RECORD = select(
+    _tokens.c.client_id,
+    _tokens.c.scope,
+    _tokens.c.issued_at,
+    _tokens.c.expires_in,
+    _tokens.c.access_token,
+    _tokens.c.access_token_revoked_at,
+    _tokens.c.refresh_token,
+    _tokens.c.refresh_token_expires_at,
+    _tokens.c.refresh_token_revoked_at,
+    _tokens.c.refresh_token_used_at,
+    _tokens.c.user_id,
+    _users.c.username,
+    _users.c.subject,
+    _users.c.name,
+    _users.c.email,
+    _users.c.email_verified,
+    _users.c.groups,
+    _users.c.disabled,
+).select_from(_tokens.outerjoin(_users, _users.c.id == _tokens.c.user_id))
+RECORD_BY_JTI = _RECORD.where(_tokens.c.access_token == bindparam("jti"))
+RECORD_BY_REFRESH = _RECORD.where(_tokens.c.refresh_token == bindparam("digest"))
 
 
-def access_token_row(token_string: str) -> Token | None:
-    """The recorded access token behind a JWT access token of ours."""
+class TokenRecord:
+    """A recorded token, read only: its row's values and its account's claims (`user`, None
+    for an app's own token or an account since deleted), with what Authlib asks of a token."""
+
+    def __init__(self, row):
+        self.row = row
+        self.client_id, self.scope = row.client_id, row.scope
+        self.user = (
+            SimpleNamespace(
+                id=row.user_id,
+                username=row.username,
+                subject=row.subject,
+                name=row.name,
+                email=row.email,
+                email_verified=row.email_verified,
+                groups=row.groups,
+                disabled=row.disabled,
+            )
+            if row.subject is not None
+            else None
+        )
+
+    def is_expired(self) -> bool:
+        return self.row.issued_at + self.row.expires_in <= time.time()
+
+    def is_revoked(self) -> bool:
+        return bool(self.row.access_token_revoked_at)
+
+    def get_scope(self) -> str:
+        return self.scope
+
+
+def access_token_claims(token_string: str) -> dict | None:
+    """The verified claims of a JWT access token of ours (RFC 9068 `at+jwt`) with a jti."""
     claims = decode(token_string, typ="at+jwt")
     if claims is None or not isinstance(claims.get("jti"), str):
         return None
-    return db.session.scalar(TOKEN_BY_JTI, {"jti": claims["jti"]})
+    return claims
+
+
+def access_token_record(token_string: str) -> TokenRecord | None:
+    """The recorded access token behind a JWT access token of ours, read only."""
+    claims = access_token_claims(token_string)
+    if claims is None:
+        return None
+    row = db.session.execute(RECORD_BY_JTI, {"jti": claims["jti"]}).first()
+    return TokenRecord(row) if row is not None else None
+
+
+def access_token_row(token_string: str) -> Token | None:
+    """The recorded access token behind a JWT access token of ours, to change (revoke)."""
+    claims = access_token_claims(token_string)
+    if claims is None:
+        return None
+    return db.session.scalar(select(Token).where(Token.access_token == claims["jti"]))
 
 
 class AccessTokenValidator(BearerTokenValidator):
     """Our access tokens at our own endpoints: signature, issuer, then the recorded row, so
     that a revoked token is refused at once (Authlib checks expiry, revocation, scope)."""
 
-    def authenticate_token(self, token_string: str) -> Token | None:
-        return access_token_row(token_string)
+    def authenticate_token(self, token_string: str) -> TokenRecord | None:
+        return access_token_record(token_string)
 
 
 def _token_from_string(token_string: str, hint: str | None) -> Token | None:
-    """A token we issued, by its string: a JWT access token (verified, then found by jti) or
-    a refresh token (found by digest)."""
+    """A token we issued, by its string, to change: a JWT access token (verified, then found
+    by jti) or a refresh token (found by digest)."""
     if token_string.count(".") == 2:
         return access_token_row(token_string) if hint != "refresh_token" else None
     if hint == "access_token":
@@ -100,47 +185,57 @@ def _token_from_string(token_string: str, hint: str | None) -> Token | None:
     return db.session.scalar(select(Token).where(Token.refresh_token == token_digest(token_string)))
 
 
+def _record_from_string(token_string: str, hint: str | None) -> TokenRecord | None:
+    """_token_from_string, read only (introspection)."""
+    if token_string.count(".") == 2:
+        return access_token_record(token_string) if hint != "refresh_token" else None
+    if hint == "access_token":
+        return None
+    row = db.session.execute(RECORD_BY_REFRESH, {"digest": token_digest(token_string)}).first()
+    return TokenRecord(row) if row is not None else None
+
+
 class PresentedToken:
-    """The token one introspection request presented: its row and which of the row's two
-    tokens it is, each with its own state (RFC 7662 2.2: a refresh token is active while
+    """The token one introspection request presented: its record and which of the record's
+    two tokens it is, each with its own state (RFC 7662 2.2: a refresh token is active while
     /token accepts it, whatever became of the access token issued with it).
 
     Made per request: Authlib's endpoint objects are shared by every request and thread."""
 
-    def __init__(self, row: Token, refresh: bool):
-        self.row = row
+    def __init__(self, record: TokenRecord, refresh: bool):
+        self.record = record
         self.refresh = refresh
 
     def is_expired(self) -> bool:
         if self.refresh:
-            return (self.row.refresh_token_expires_at or 0) <= time.time()
-        return self.row.is_expired()
+            return (self.record.row.refresh_token_expires_at or 0) <= time.time()
+        return self.record.is_expired()
 
     def is_revoked(self) -> bool:
+        row = self.record.row
         if self.refresh:
             # A spent (rotated) refresh token is refused by /token: not active either.
-            return bool(self.row.refresh_token_revoked_at or self.row.refresh_token_used_at)
-        return self.row.is_revoked()
+            return bool(row.refresh_token_revoked_at or row.refresh_token_used_at)
+        return self.record.is_revoked()
 
 
 class Introspection(IntrospectionEndpoint):
     CLIENT_AUTH_METHODS = CONFIDENTIAL_AUTH_METHODS
 
     def query_token(self, token_string, token_type_hint):
-        row = _token_from_string(token_string, token_type_hint)
-        if row is None:
+        record = _record_from_string(token_string, token_type_hint)
+        if record is None:
             return None
-        refresh = row.refresh_token is not None and row.refresh_token == token_digest(token_string)
-        return PresentedToken(row, refresh)
+        digest = record.row.refresh_token
+        return PresentedToken(record, digest is not None and digest == token_digest(token_string))
 
     def check_permission(self, token: PresentedToken, client: Client, request) -> bool:
         # An app learns about its own tokens only.
-        return token.row.client_id == client.client_id
+        return token.record.client_id == client.client_id
 
     def introspect_token(self, token: PresentedToken) -> dict:
         # Authlib answered {"active": false} already for an expired or revoked token.
-        row = token.row
-        user = db.session.get(User, row.user_id) if row.user_id else None
+        row, user = token.record.row, token.record.user
         if row.user_id and (user is None or user.disabled):
             return {"active": False}
         body = {
