@@ -25,6 +25,7 @@ from sqlalchemy.pool import NullPool
 
 from conftest import PASSWORD
 from identity import certs
+from identity.oidc import keys
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
@@ -182,10 +183,16 @@ def test_a_key_rotated_at_a_is_in_b_s_jwks(cluster):
         for k in requests.get(f"{cluster.b.url}/jwks.json", verify=cluster.b.ca).json()["keys"]
     }
     person.submit(keys_page, {"admin_password": PASSWORD}, action="/admin/keys/rotate")
-    after = {
-        k["kid"]
-        for k in requests.get(f"{cluster.b.url}/jwks.json", verify=cluster.b.ca).json()["keys"]
-    }
+
+    def published_at_b() -> set[str]:
+        answer = requests.get(f"{cluster.b.url}/jwks.json", verify=cluster.b.ca)
+        return {k["kid"] for k in answer.json()["keys"]}
+
+    # B serves its document from memory for up to keys.JWKS_TTL seconds: the keys A signs
+    # with now were published already (a rotation ahead); the new next keys appear then.
+    deadline = time.monotonic() + 10 * keys.JWKS_TTL
+    while (after := published_at_b()) == before and time.monotonic() < deadline:
+        time.sleep(0.25)
     assert before < after and len(after - before) == 3  # a new next key per algorithm
 
 
