@@ -3,9 +3,11 @@
 
 from __future__ import annotations
 
+import pytest
 from sqlalchemy import event
+from test_ldap import ldap_settings
 
-from conftest import PASSWORD
+from conftest import PASSWORD, Browser, https_client
 from identity.extensions import db
 
 
@@ -76,3 +78,45 @@ def test_a_sign_in_commits_once(app, browser, user):
     finally:
         event.remove(engine, "commit", listener)
     assert len(commits) == 1
+
+
+class TestDirectorySignIn:
+    """The same count for a directory account's second sign-in (the first created it)."""
+
+    @pytest.fixture
+    def app_overrides(self, directory):
+        return ldap_settings(directory)
+
+    def _statements(self, app, directory):
+        first = Browser(https_client(app))
+        first.login("ada", directory.passwords["ada"])
+        browser = Browser(https_client(app))
+        token = browser.csrf("/login")
+        statements = []
+        with app.app_context():
+            engine = db.engine
+        listener = lambda *args: statements.append(" ".join(args[2].split()))  # noqa: E731
+        event.listen(engine, "before_cursor_execute", listener)
+        try:
+            form = {"username": "ada", "password": directory.passwords["ada"], "csrf_token": token}
+            response = browser.post("/login", form)
+        finally:
+            event.remove(engine, "before_cursor_execute", listener)
+        assert response.status_code == 302
+        return statements
+
+    def test_the_link_is_read_once(self, app, directory):
+        """The link the directory's check found by its subject is the one that signs in."""
+        reads = [
+            s
+            for s in self._statements(app, directory)
+            if s.startswith("SELECT") and "FROM linked_identities" in s
+        ]
+        assert len(reads) == 1, reads
+
+    def test_the_link_is_written_once(self, app, directory):
+        """Checked now and used now: one UPDATE of the link's row, not one per column."""
+        writes = [
+            s for s in self._statements(app, directory) if s.startswith("UPDATE linked_identities")
+        ]
+        assert len(writes) == 1, writes

@@ -69,7 +69,10 @@ def sign_in(identity: Identity, *, remember: bool = False, label: str | None = N
     session.clear()
     from identity.auth import mfa, second_step
 
-    enrolled = mfa.factors(user)
+    # Nothing pending is a factor: what is pending (the link checked now, the directory's
+    # name, groups) is written with the rest at the commit, in one UPDATE per row.
+    with db.session.no_autoflush:
+        enrolled = mfa.factors(user)
     # A first factor that is already two (a passkey: possession and user verification,
     # amr "mfa") is not asked again.
     if "mfa" not in identity.amr and (enrolled or mfa.required(user)):
