@@ -29,6 +29,7 @@ import argparse
 import base64
 import cProfile
 import hashlib
+import importlib
 import io
 import json
 import os
@@ -66,6 +67,10 @@ def main() -> int:
         url, drop = _schema_of_its_own(args.database_url)
     directory = None
     if "ldapsignin" in args.ops or args.profile == "ldapsignin":
+        # The measured checkout's identity package first: ldap_signin (through
+        # tests/ldap_server.py) imports identity, and would otherwise bring this one's.
+        sys.path.insert(0, str(root))
+        importlib.import_module("identity")
         from ldap_signin import ldap_env, start_directory
 
         directory, d, _ = start_directory(Path(tmp) / "slapd")
