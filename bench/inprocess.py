@@ -16,7 +16,9 @@ runs cProfile over n calls of OP. `--root` measures another checkout of the serv
 Operations: healthz (a route that does nothing: Flask's floor), discovery, jwks, cc (client
 credentials), introspect (an app's own access token), userinfo, refresh (rotating), code
 (authorize with a live session + token), getlogin (the login page), signin (GET + POST
-/login, argon2id included), verify (argon2id alone, at the app's parameters).
+/login, argon2id included), verify (argon2id alone, at the app's parameters), ldapsignin
+(GET + POST /login as a directory account: slapd is started as bench/ldap_signin.py starts
+it, and the service is configured for it, when this operation is asked for).
 
 A benchmark: it prints figures, it never asserts.
 """
@@ -27,6 +29,7 @@ import argparse
 import base64
 import cProfile
 import hashlib
+import importlib
 import io
 import json
 import os
@@ -62,11 +65,24 @@ def main() -> int:
     url, drop = f"sqlite:///{tmp}/bench.sqlite3", None
     if args.database_url:
         url, drop = _schema_of_its_own(args.database_url)
+    directory = None
+    if "ldapsignin" in args.ops or args.profile == "ldapsignin":
+        # The measured checkout's identity package first: ldap_signin (through
+        # tests/ldap_server.py) imports identity, and would otherwise bring this one's.
+        sys.path.insert(0, str(root))
+        importlib.import_module("identity")
+        from ldap_signin import ldap_env, start_directory
+
+        directory, d, _ = start_directory(Path(tmp) / "slapd")
+        os.environ.update(ldap_env(d))
+        Operations.ldap_password = d["password"]
     try:
         return _run(args, ap, root, tmp, url)
     finally:
         if drop:
             drop()
+        if directory:
+            directory.stop()
 
 
 def _schema_of_its_own(base: str):
@@ -201,10 +217,10 @@ class Operations:
         raw = f"{client['client_id']}:{client['client_secret']}".encode()
         return "Basic " + base64.b64encode(raw).decode()
 
-    def _sign_in(self, browser) -> None:
+    def _sign_in(self, browser, username: str = "bench", password: str = PASSWORD) -> None:
         page = browser.get("/login", headers=HEADERS, base_url=BASE)
         token = re.search(r'name="csrf_token"[^>]*value="([^"]+)"', page.text).group(1)
-        form = {"csrf_token": token, "username": "bench", "password": PASSWORD}
+        form = {"csrf_token": token, "username": username, "password": password}
         headers = {**HEADERS, "Referer": f"{BASE}/login"}
         response = browser.post("/login", data=form, headers=headers, base_url=BASE)
         assert response.status_code == 302, response.status_code
@@ -280,6 +296,9 @@ class Operations:
 
     def signin(self) -> None:
         self._sign_in(self.app.test_client())
+
+    def ldapsignin(self) -> None:
+        self._sign_in(self.app.test_client(), "ada", self.ldap_password)
 
     def verify(self) -> None:
         self.hasher.verify(self.hash, PASSWORD)

@@ -59,7 +59,8 @@ def checks(name: str) -> tuple[User | None, list[Check]]:
             plan.append(Check("password", _no_password))
         return None, plan
     own = Check(local.id, partial(local.check, user)) if local else Check("password", _no_password)
-    linked = {link.connector: link.subject for link in user.links}
+    # The links decide only a directory's check: without one, they are not read.
+    linked = {link.connector: link.subject for link in user.links} if directories else {}
     entries = [
         Check(c.id, partial(c.authenticate_linked, linked[c.id]))
         for c in directories

@@ -7,7 +7,7 @@ from __future__ import annotations
 import re
 
 from flask import current_app
-from sqlalchemy import bindparam, select
+from sqlalchemy import bindparam, inspect, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import joinedload
 
@@ -209,6 +209,15 @@ LINK_BY_SUBJECT = (
 
 
 def find_link(identity: Identity) -> LinkedIdentity | None:
+    """The link of `identity`: the one this request already read (a directory's check finds
+    the entry by the link's subject, read from the account), else from the database."""
+    key = (identity.connector, identity.subject)
+    for obj in db.session.identity_map.values():
+        if isinstance(obj, LinkedIdentity) and not inspect(obj).expired_attributes:
+            if obj in db.session.deleted:
+                continue
+            if (obj.connector, obj.subject) == key:
+                return obj
     return db.session.scalar(
         LINK_BY_SUBJECT, {"connector": identity.connector, "subject": identity.subject}
     )

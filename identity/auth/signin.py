@@ -8,7 +8,7 @@ import time
 
 from flask import current_app, session
 from flask_login import current_user, login_user, logout_user
-from sqlalchemy import delete, update
+from sqlalchemy import delete, or_, update
 
 from identity import audit
 from identity.auth import provisioning, sessions
@@ -69,7 +69,10 @@ def sign_in(identity: Identity, *, remember: bool = False, label: str | None = N
     session.clear()
     from identity.auth import mfa, second_step
 
-    enrolled = mfa.factors(user)
+    # Nothing pending is a factor: what is pending (the link checked now, the directory's
+    # name, groups) is written with the rest at the commit, in one UPDATE per row.
+    with db.session.no_autoflush:
+        enrolled = mfa.factors(user)
     # A first factor that is already two (a passkey: possession and user verification,
     # amr "mfa") is not asked again.
     if "mfa" not in identity.amr and (enrolled or mfa.required(user)):
@@ -150,11 +153,13 @@ def _end_this_browser(user: User | None) -> None:
         sessions.end(user, sids, reason="signout")
         return
     # Whoever's they are: this browser's old session, and any session its remember-me
-    # cookie restored elsewhere (a copy's, since this browser had none).
-    ended = BrowserSession.sid == session.get("sid")
+    # cookie restored elsewhere (a copy's, since this browser had none). A browser that
+    # holds neither has nothing to end.
+    ended = [BrowserSession.sid == session["sid"]] if session.get("sid") else []
     if series:
-        ended = ended | (BrowserSession.series == series)
-    db.session.execute(delete(BrowserSession).where(ended))
+        ended.append(BrowserSession.series == series)
+    if ended:
+        db.session.execute(delete(BrowserSession).where(or_(*ended)))
 
 
 def enforce_session_lifetime() -> None:

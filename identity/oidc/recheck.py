@@ -59,12 +59,13 @@ def check(user: User, *, force: bool = False, found: Lookup | None = None) -> st
 
     `found` is a reading of the entry the caller has just made (`ldap sync` reads every entry
     before it changes anything); it is used instead of asking the directory again."""
-    link = directory_link(user)
-    if link is None:
-        return NOT_LINKED
+    # The directory first: without one, the account's links are not even read.
     ldap = connector()
     if ldap is None:
         return NOT_LINKED  # the directory was unconfigured: its links sign nobody in
+    link = directory_link(user)
+    if link is None:
+        return NOT_LINKED
     now = utcnow()
     window = current_app.config["LDAP_RECHECK_SECONDS"]
     if not force and link.checked_at and (now - link.checked_at).total_seconds() < window:
