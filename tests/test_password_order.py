@@ -235,3 +235,28 @@ def test_registration_waits_for_a_directory_that_cannot_answer(app, browser, dir
         assert accounts.find("newcomer") is None
     directory.start()
     assert browser.post("/register", {**REGISTER, "username": "newcomer"}).status_code == 302
+
+
+def test_a_password_asked_again_of_a_local_account_never_reaches_the_directory(
+    app, directory, ppolicy_lockout
+):
+    """Before a dangerous action (the admin console's confirmations, second-factor changes)
+    the password is asked again: the account's own checks run, as at the login form, so a
+    local grace's mistyped passwords do not lock the directory's grace."""
+    from flask_login import login_user
+
+    from identity.auth import reauth
+    from identity.models import User
+
+    create_local(app, "grace", "grace.local@example.net")
+    for attempt in range(3):
+        with app.test_request_context("/"):
+            login_user(User.find("grace"))
+            assert reauth.password_problem(f"not hers {attempt}") == reauth.NOT_YOURS
+    before = directory.completed()
+    with app.test_request_context("/"):
+        login_user(User.find("grace"))
+        assert reauth.password_problem(LOCAL_ONLY) is None
+    assert directory.completed() == before  # the right one: not even a search
+    assert directory.failed_binds("grace") == {"pwdFailureTime": [], "pwdAccountLockedTime": []}
+    assert binds_as(directory, "grace", directory.passwords["grace"])

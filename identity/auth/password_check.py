@@ -49,15 +49,24 @@ def account_named(name: str) -> User | None:
 def checks(name: str) -> tuple[User | None, list[Check]]:
     """The account `name` names (None: nobody here), and the checks its password gets, in
     order; the first that gives an Identity wins."""
+    user = account_named(name)
+    if user is None:
+        found = connectors.registry().password()
+        plan = [Check(c.id, partial(c.authenticate, name)) for c in found]
+        if not any(isinstance(c, LocalConnector) for c in found):
+            plan.append(Check("password", _no_password))
+        return None, plan
+    return user, checks_of(user, name)
+
+
+def checks_of(user: User, name: str | None = None) -> list[Check]:
+    """The checks a password of `user` gets, in order (the account decides: see the module's
+    docstring); `name` is what was typed, `user.username` when nothing was (a password asked
+    again of the signed-in person)."""
+    name = user.username if name is None else name
     found = connectors.registry().password()
     local = next((c for c in found if isinstance(c, LocalConnector)), None)
     directories = [c for c in found if c.provisioning == connectors.DIRECTORY]
-    user = account_named(name)
-    if user is None:
-        plan = [Check(c.id, partial(c.authenticate, name)) for c in found]
-        if local is None:
-            plan.append(Check("password", _no_password))
-        return None, plan
     own = Check(local.id, partial(local.check, user)) if local else Check("password", _no_password)
     # The links decide only a directory's check: without one, they are not read.
     linked = {link.connector: link.subject for link in user.links} if directories else {}
@@ -74,8 +83,8 @@ def checks(name: str) -> tuple[User | None, list[Check]]:
     if entries and not user.password_hash:
         # No local password: the directory first, so that its right password costs no hash;
         # the dummy hash after a wrong one costs what every other wrong password costs.
-        return user, [*entries, own]
-    return user, [own, *entries]
+        return [*entries, own]
+    return [own, *entries]
 
 
 def _no_password(password: str) -> None:

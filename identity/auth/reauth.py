@@ -9,10 +9,10 @@ from flask import session
 from flask_login import current_user
 
 from identity import audit
+from identity.auth import password_check
 from identity.auth.provisioning import find_link
 from identity.connectors import ConnectorError
 from identity.connectors.ldap_answers import AccountProblem
-from identity.connectors.registry import registry
 from identity.extensions import db
 from identity.throttle import throttle
 
@@ -46,9 +46,11 @@ def password_problem(password: str, failure_event: str = "admin.reauth_failure")
     refusal = throttle().signin_begin(user.username)
     if refusal:
         return refusal.message
-    for connector in registry().password():
+    # The account's own checks (auth.password_check): a local account's password never
+    # goes to the directory, whose entry of the same name would count it as a failure.
+    for check in password_check.checks_of(user):
         try:
-            identity = connector.authenticate(user.username, password)
+            identity = check.run(password)
         except (ConnectorError, AccountProblem):
             continue
         if identity is None:
