@@ -332,7 +332,8 @@ def load(app: Any, overrides: dict[str, Any] | None = None) -> None:
         # files take the database file's mode).
         private_file(database)
     cfg["SQLALCHEMY_DATABASE_URI"] = cfg["DATABASE_URL"]
-    cfg["SQLALCHEMY_ENGINE_OPTIONS"] = {"pool_pre_ping": True}
+    # Liveness checks at checkout: identity.database (only after a connection sat idle).
+    cfg["SQLALCHEMY_ENGINE_OPTIONS"] = {"pool_pre_ping": False}
     cfg["ISSUER"] = str(cfg["ISSUER"]).rstrip("/")
     cfg["CERTS_DIR"] = str(Path(app.root_path).parent / cfg["CERTS_DIR"])
     for key in (

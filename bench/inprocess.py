@@ -7,11 +7,12 @@ service's own cost, steadier than rates on a shared machine, and the place to pr
 A fresh SQLite database in a temporary directory (production settings), one account, two
 apps (as bench/oidc.py registers them); each operation runs through Flask's test client
 (the same WSGI call the server makes) n/3 times in 3 rounds after 50 untimed calls, and the
-cheapest round is printed as user+sys CPU milliseconds per operation. `--database-url`
-(PostgreSQL, say postgresql+psycopg://postgres@127.0.0.1:5432/test) measures on that database,
-in a schema of its own that is dropped afterwards. `--profile OP` then
-runs cProfile over n calls of OP. `--root` measures another checkout of the service (a
-`git worktree` of an older commit, say) with this virtualenv.
+cheapest round is printed as user+sys CPU milliseconds per operation, with its elapsed time
+(wall: CPU plus waiting, for the database above all). `--database-url` (PostgreSQL, say
+postgresql+psycopg://postgres@127.0.0.1:5432/test) measures on that database, in a schema of
+its own that is dropped afterwards. `--profile OP` then runs cProfile over n calls of OP (its
+first 60 lines; BENCH_PROFILE_LINES=N for more). `--root` measures another checkout of the
+service (a `git worktree` of an older commit, say) with this virtualenv.
 
 Operations: healthz (a route that does nothing: Flask's floor), discovery, jwks, cc (client
 credentials), introspect (an app's own access token), userinfo, refresh (rotating), code
@@ -39,6 +40,7 @@ import secrets
 import subprocess
 import sys
 import tempfile
+import time
 import urllib.parse
 from pathlib import Path
 
@@ -163,19 +165,23 @@ def _run(args, ap, root: Path, tmp: str, url: str) -> int:
         ap.error(f"unknown operations: {unknown}")
     backend = url.split(":")[0]
     rounds = f"cheapest of 3 rounds of {args.n // 3}"
-    print(f"{root} on {backend}: user+sys CPU ms per operation, {rounds}")
+    print(f"{root} on {backend}: user+sys CPU ms per operation, {rounds}; wall: elapsed ms")
     for name in names:
         op = getattr(ops, name)
         for _ in range(50):
             op()
-        rounds = []
+        rounds, walls = [], []
         for _ in range(3):
-            t0 = os.times()
+            t0, w0 = os.times(), time.perf_counter()
             for _ in range(args.n // 3):
                 op()
-            t1 = os.times()
+            t1, w1 = os.times(), time.perf_counter()
             rounds.append(1000 * ((t1.user - t0.user) + (t1.system - t0.system)) / (args.n // 3))
-        print(f"{name:10s} {min(rounds):7.3f}   (rounds: {' '.join(f'{r:.2f}' for r in rounds)})")
+            walls.append(1000 * (w1 - w0) / (args.n // 3))
+        print(
+            f"{name:10s} {min(rounds):7.3f}   (rounds: {' '.join(f'{r:.2f}' for r in rounds)})"
+            f"   wall {min(walls):.3f}"
+        )
     if args.profile:
         op = getattr(ops, args.profile)
         profile = cProfile.Profile()
@@ -186,7 +192,8 @@ def _run(args, ap, root: Path, tmp: str, url: str) -> int:
         if os.environ.get("BENCH_PROFILE_FILE"):
             profile.dump_stats(os.environ["BENCH_PROFILE_FILE"])
         out = io.StringIO()
-        pstats.Stats(profile, stream=out).sort_stats(args.sort).print_stats(60)
+        lines = int(os.environ.get("BENCH_PROFILE_LINES", "60"))
+        pstats.Stats(profile, stream=out).sort_stats(args.sort).print_stats(lines)
         print(out.getvalue())
     return 0
 

@@ -41,6 +41,7 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
 
     # Database and migrations; importing models registers the tables.
     from identity import (
+        database,
         errors,
         migration_commands,
         models,  # noqa: F401
@@ -50,6 +51,8 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
     from identity.extensions import csrf, db, login_manager
 
     db.init_app(app)
+    with app.app_context():
+        database.install(db.engine)
     _close_sessions_safely(app, db)
     # `flask db`: Flask-Migrate loaded by the commands that need it, never by a worker.
     migration_commands.install(app)
@@ -205,7 +208,7 @@ def _close_sessions_safely(app: Flask, db) -> None:
     """Runs before Flask-SQLAlchemy's own teardown (teardowns run in reverse order): closing a
     session whose connection the database killed (restart, failover) raises, and the request
     that already had its answer would turn into a bare 500. The dead connection is dropped
-    instead; the pool opens a new one for the next request (pool_pre_ping)."""
+    instead; the pool opens a new one for the next request (identity.database)."""
     import contextlib
 
     from sqlalchemy.exc import DBAPIError

@@ -91,7 +91,7 @@ def install(app: Flask) -> None:
     @app.errorhandler(OperationalError)
     def _database_down(exc: OperationalError):
         # The database went away (restart, failover, network): nothing was stored by this
-        # request; the pool reconnects (pool_pre_ping) for the next one.
+        # request; the pool reconnects (identity.database) for the next one.
         log.error("database unavailable on %s %s: %s", request.method, request.path, exc.orig)
         from identity.extensions import db
 

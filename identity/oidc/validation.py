@@ -20,6 +20,7 @@ from joserfc.jwk import KeySet
 from sqlalchemy import bindparam, select
 
 from identity import audit
+from identity.database import read_one
 from identity.extensions import db
 from identity.models import Client, Token, User
 from identity.models.oauth import token_digest
@@ -155,7 +156,7 @@ def access_token_record(token_string: str) -> TokenRecord | None:
     claims = access_token_claims(token_string)
     if claims is None:
         return None
-    row = db.session.execute(RECORD_BY_JTI, {"jti": claims["jti"]}).first()
+    row = read_one(RECORD_BY_JTI, {"jti": claims["jti"]})
     return TokenRecord(row) if row is not None else None
 
 
@@ -191,7 +192,7 @@ def _record_from_string(token_string: str, hint: str | None) -> TokenRecord | No
         return access_token_record(token_string) if hint != "refresh_token" else None
     if hint == "access_token":
         return None
-    row = db.session.execute(RECORD_BY_REFRESH, {"digest": token_digest(token_string)}).first()
+    row = read_one(RECORD_BY_REFRESH, {"digest": token_digest(token_string)})
     return TokenRecord(row) if row is not None else None
 
 

@@ -1,0 +1,171 @@
+"""PostgreSQL round trips on the token path (identity.database): userinfo and introspection
+read their token in one round trip; a pooled connection is pinged only after sitting idle, and
+one the database dropped while idle is replaced before a request uses it. Always on
+PostgreSQL, whatever database the rest of the suite uses."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import pytest
+import requests
+from oidc_rp import App, Person, register, sign_in_and_allow
+from psycopg import pq
+from sqlalchemy import create_engine, event, text
+from sqlalchemy.pool import NullPool
+
+from conftest import _postgres_schema_url
+from identity import database
+from identity.extensions import db
+
+POSTGRES = os.environ.get(
+    "IDP_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+)
+
+
+@pytest.fixture(scope="module")
+def database_url() -> Iterator[str]:
+    """This module's provider on PostgreSQL, in a schema of its own."""
+    url, schema = _postgres_schema_url(POSTGRES)
+    yield url
+    admin = create_engine(POSTGRES, poolclass=NullPool)
+    with admin.begin() as conn:
+        conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
+    admin.dispose()
+
+
+@contextmanager
+def wire(app) -> Iterator[list[str]]:
+    """The protocol messages (libpq's trace) of each connection the app checks out while the
+    block runs, one text per checkout, the liveness check included."""
+    with app.app_context():
+        engine = db.engine
+    traces: list[str] = []
+
+    def checkout(dbapi_connection, record, _proxy):
+        trace = tempfile.TemporaryFile()
+        dbapi_connection.pgconn.trace(trace.fileno())
+        dbapi_connection.pgconn.set_trace_flags(
+            pq.Trace.SUPPRESS_TIMESTAMPS | pq.Trace.REGRESS_MODE
+        )
+        record.info["test.trace"] = trace
+
+    def checkin(dbapi_connection, record):
+        trace = record.info.pop("test.trace", None)
+        if trace is not None:
+            dbapi_connection.pgconn.untrace()  # flushes it
+            trace.seek(0)
+            traces.append(trace.read().decode())
+            trace.close()
+
+    event.listen(engine, "checkout", checkout, insert=True)  # before the liveness check
+    event.listen(engine, "checkin", checkin)
+    try:
+        yield traces
+    finally:
+        event.remove(engine, "checkout", checkout)
+        event.remove(engine, "checkin", checkin)
+
+
+def messages(traces: list[str]) -> list[tuple[str, str, str]]:
+    """(direction, kind, the rest) of each message; a statement's own line breaks continue
+    its line."""
+    found = []
+    for trace in traces:
+        for line in trace.splitlines():
+            fields = line.split("\t")
+            if len(fields) >= 3 and fields[0] in ("F", "B") and fields[1].isdigit():
+                found.append((fields[0], fields[2].strip(), "\t".join(fields[3:]).strip()))
+            elif found:
+                direction, kind, rest = found[-1]
+                found[-1] = (direction, kind, f"{rest} {line.strip()}")
+    return found
+
+
+def round_trips(traces: list[str]) -> int:
+    """Each exchange ends with the server's ReadyForQuery."""
+    return sum(kind == "ReadyForQuery" for _, kind, _ in messages(traces))
+
+
+def queries(traces: list[str]) -> list[str]:
+    """What the client sent, in order: simple queries, and the parsed statements."""
+    return [rest for d, kind, rest in messages(traces) if d == "F" and kind in ("Query", "Parse")]
+
+
+def userinfo(idp, access_token: str) -> requests.Response:
+    return requests.get(
+        f"{idp.url}/userinfo",
+        headers={"Authorization": f"Bearer {access_token}"},
+        verify=idp.ca,
+        timeout=10,
+    )
+
+
+def test_userinfo_and_introspection_read_their_token_in_one_round_trip(idp, monkeypatch):
+    monkeypatch.setattr(database, "PING_AFTER", 3600.0)  # no liveness check: counted below
+    app = App(idp, register(idp))
+    tokens = app.redeem(sign_in_and_allow(Person(idp), app))
+    assert userinfo(idp, tokens["access_token"]).status_code == 200  # caches warm
+    assert app.post("/introspect", {"token": tokens["access_token"]}).json()["active"] is True
+    for call in (
+        lambda: userinfo(idp, tokens["access_token"]),
+        lambda: app.post("/introspect", {"token": tokens["access_token"]}),
+        lambda: app.post("/introspect", {"token": tokens["refresh_token"]}),
+    ):
+        with wire(idp.app) as traces:
+            response = call()
+        assert response.status_code == 200, response.text
+        assert response.json().get("active", True) is True
+        sent = queries(traces)
+        assert round_trips(traces) == 1, sent
+        assert len(sent) == 1 and "FROM oauth_tokens" in sent[0], sent  # no BEGIN, no ROLLBACK
+
+
+def test_a_connection_used_a_moment_ago_is_not_pinged_and_an_idle_one_is(idp, monkeypatch):
+    machine = App(idp, register(idp, "batch", redirect_uris=[], grant_types=["client_credentials"]))
+    grant = {"grant_type": "client_credentials"}
+    assert machine.post("/token", grant).status_code == 200
+    monkeypatch.setattr(database, "PING_AFTER", 3600.0)
+    with wire(idp.app) as recent:
+        assert machine.post("/token", grant).status_code == 200
+    monkeypatch.setattr(database, "PING_AFTER", 0.0)
+    with wire(idp.app) as idle:
+        assert machine.post("/token", grant).status_code == 200
+    assert queries(idle)[0] == '";"', queries(idle)  # the ping (an empty statement), first
+    assert '";"' not in queries(recent), queries(recent)
+    assert round_trips(idle) == round_trips(recent) + 1
+
+
+def test_a_connection_the_database_dropped_while_idle_is_replaced_before_use(idp, monkeypatch):
+    """A restart or failover while the pool sits idle: the next request is answered, not
+    refused with a 503."""
+    monkeypatch.setattr(database, "PING_AFTER", 0.0)  # every pooled connection counts as idle
+    app = App(idp, register(idp))
+    tokens = app.redeem(sign_in_and_allow(Person(idp), app))
+    backends: set[int] = set()
+    with idp.app.app_context():
+        engine = db.engine
+    listener = lambda dbapi_connection, *_: backends.add(dbapi_connection.info.backend_pid)  # noqa: E731
+    event.listen(engine, "checkout", listener)
+    try:
+        assert userinfo(idp, tokens["access_token"]).status_code == 200
+    finally:
+        event.remove(engine, "checkout", listener)
+    assert backends
+    admin = create_engine(POSTGRES, poolclass=NullPool)
+    try:
+        with admin.begin() as conn:
+            for pid in backends:
+                assert conn.execute(
+                    text("SELECT pg_terminate_backend(:pid)"), {"pid": pid}
+                ).scalar()
+    finally:
+        admin.dispose()
+    for _ in range(3):
+        response = userinfo(idp, tokens["access_token"])
+        assert response.status_code == 200, response.text
+    introspected = app.post("/introspect", {"token": tokens["access_token"]})
+    assert introspected.status_code == 200 and introspected.json()["active"] is True
