@@ -38,6 +38,23 @@ VALUE_RE = re.compile(r"\bvalue=\"([^\"]*)\"")
 Probes = dict[str, Callable[[], float]]
 
 
+def environ_with_huge_pages(env: dict[str, str]) -> dict[str, str]:
+    if str(ROOT) not in sys.path:
+        sys.path.insert(0, str(ROOT))
+    from identity.malloc import with_huge_pages as environ_with
+
+    return environ_with(env)
+
+
+def with_huge_pages() -> None:
+    """Start this script again, once, the way deploy/entrypoint.sh starts the server: with
+    glibc's malloc on transparent huge pages (identity/malloc.py). The raw argon2id ceiling
+    runs in processes forked from this one, and glibc reads the setting only at a start."""
+    env = environ_with_huge_pages(dict(os.environ))
+    if env["GLIBC_TUNABLES"] != os.environ.get("GLIBC_TUNABLES"):
+        os.execve(sys.executable, [sys.executable, *sys.orig_argv[1:]], env)
+
+
 class BenchError(Exception):
     """The benchmark could not run; the message says why."""
 
@@ -276,10 +293,11 @@ class Service:
             metrics.mkdir(exist_ok=True)
             env = {**env, "PROMETHEUS_MULTIPROC_DIR": str(metrics)}
         self._log = open(log_path, "wb")  # noqa: SIM115 - closed in stop()
-        # The production server, as `make serve` runs it (identity/serve.py).
+        # The production server, as `make serve` runs it (identity/serve.py, with the
+        # GLIBC_TUNABLES of deploy/entrypoint.sh).
         cmd = [str(VENV_BIN / "python"), "-m", "identity.serve"]
         env = {
-            **env,
+            **environ_with_huge_pages(env),
             "IDP_BIND": f"127.0.0.1:{port}",
             "IDP_WORKERS": str(workers),
             "IDP_TRUSTED_PROXIES": "1",  # X-Forwarded-Proto: https, as from the TLS proxy

@@ -68,6 +68,7 @@ from _common import (
     processes_cpu_seconds,
     sign_in_once,
     timewait_sockets,
+    with_huge_pages,
 )
 
 OPS = ("signin", "ldap", "cc", "refresh", "code", "userinfo", "discovery", "jwks", "introspect")
@@ -790,6 +791,7 @@ def _median(values: list[float]) -> float:
 
 
 def main() -> int:
+    with_huge_pages()
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--seconds", type=float, default=10.0, help="measured time per run (10)")
     ap.add_argument("--warmup", type=float, default=2.0, help="warm-up seconds per run (2)")

@@ -8,11 +8,12 @@ A fresh SQLite database in a temporary directory (production settings), one acco
 apps (as bench/oidc.py registers them); each operation runs through Flask's test client
 (the same WSGI call the server makes) n/3 times in 3 rounds after 50 untimed calls, and the
 cheapest round is printed as user+sys CPU milliseconds per operation, with its elapsed time
-(wall: CPU plus waiting, for the database above all). `--database-url` (PostgreSQL, say
-postgresql+psycopg://postgres@127.0.0.1:5432/test) measures on that database, in a schema of
-its own that is dropped afterwards. `--profile OP` then runs cProfile over n calls of OP (its
-first 60 lines; BENCH_PROFILE_LINES=N for more). `--root` measures another checkout of the
-service (a `git worktree` of an older commit, say) with this virtualenv.
+(wall: CPU plus waiting, for the database above all) and its minor page faults.
+`--database-url` (PostgreSQL, say postgresql+psycopg://postgres@127.0.0.1:5432/test)
+measures on that database, in a schema of its own that is dropped afterwards. `--profile OP`
+then runs cProfile over n calls of OP (its first 60 lines; BENCH_PROFILE_LINES=N for more).
+`--root` measures another checkout of the service (a `git worktree` of an older commit, say)
+with this virtualenv.
 
 Operations: healthz (a route that does nothing: Flask's floor), discovery, jwks, cc (client
 credentials), introspect (an app's own access token), userinfo, refresh (rotating), code
@@ -36,6 +37,7 @@ import json
 import os
 import pstats
 import re
+import resource
 import secrets
 import subprocess
 import sys
@@ -44,6 +46,7 @@ import time
 import urllib.parse
 from pathlib import Path
 
+SELF = resource.RUSAGE_SELF
 HERE = Path(__file__).resolve().parent
 FLASK = HERE.parent / ".venv" / "bin" / "flask"
 PASSWORD = "correct horse battery staple"
@@ -170,17 +173,18 @@ def _run(args, ap, root: Path, tmp: str, url: str) -> int:
         op = getattr(ops, name)
         for _ in range(50):
             op()
-        rounds, walls = [], []
+        rounds, walls, faults = [], [], []
         for _ in range(3):
-            t0, w0 = os.times(), time.perf_counter()
+            t0, w0, f0 = os.times(), time.perf_counter(), resource.getrusage(SELF).ru_minflt
             for _ in range(args.n // 3):
                 op()
-            t1, w1 = os.times(), time.perf_counter()
+            t1, w1, f1 = os.times(), time.perf_counter(), resource.getrusage(SELF).ru_minflt
             rounds.append(1000 * ((t1.user - t0.user) + (t1.system - t0.system)) / (args.n // 3))
             walls.append(1000 * (w1 - w0) / (args.n // 3))
+            faults.append((f1 - f0) / (args.n // 3))
         print(
             f"{name:10s} {min(rounds):7.3f}   (rounds: {' '.join(f'{r:.2f}' for r in rounds)})"
-            f"   wall {min(walls):.3f}"
+            f"   wall {min(walls):.3f}   page faults {min(faults):.0f}"
         )
     if args.profile:
         op = getattr(ops, args.profile)

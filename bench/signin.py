@@ -36,6 +36,7 @@ from _common import (
     run_flask,
     service_env,
     timed_loop,
+    with_huge_pages,
 )
 
 USERNAME = "bench"
@@ -76,6 +77,7 @@ def measure_ceiling(seconds: float, warmup: float, params: dict | None = None) -
 
 
 def main() -> int:
+    with_huge_pages()
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--seconds", type=float, default=20.0, help="measured time (default 20)")
     ap.add_argument("--concurrency", type=int, default=4, help="client threads (default 4)")

@@ -5,6 +5,7 @@ start with one line; the metrics directory it makes is removed when it stops."""
 from __future__ import annotations
 
 import os
+import re
 import secrets
 import signal
 import socket
@@ -356,3 +357,51 @@ def test_a_workers_threads_share_one_heap(tmp_path):
     )
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == ["True"]
+
+
+def _server_processes(port: int) -> list[int]:
+    """The server's main process and workers: the processes started with its IDP_BIND."""
+    bind = f"IDP_BIND=127.0.0.1:{port}".encode()
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if bind in (entry / "environ").read_bytes().split(b"\0"):
+                    found.append(int(entry.name))
+            except OSError:
+                continue  # gone, or not ours to read
+    return found
+
+
+def test_the_workers_keep_argon2s_memory_in_huge_pages(server):
+    """deploy/entrypoint.sh starts the server with glibc's malloc asking for transparent huge
+    pages (identity/malloc.py): a password check's 19 MiB is then held in 2 MiB pages, which
+    makes each verify cheaper. Where the kernel has THP off, only the setting is checked."""
+    port = server
+    base = f"http://127.0.0.1:{port}"
+    page = requests.get(f"{base}/login", headers=HTTPS, timeout=STALLED)
+    token = re.search(r'name="csrf_token" type="hidden" value="([^"]+)"', page.text)
+    # The session cookie is Secure: sent by hand over this plain HTTP (the TLS proxy's side).
+    cookie = "; ".join(f"{c.name}={c.value}" for c in page.cookies)
+    answer = requests.post(
+        f"{base}/login",
+        data={"csrf_token": token.group(1), "username": "nobody", "password": "not this one"},
+        headers=HTTPS | {"Referer": f"https://127.0.0.1:{port}/login", "Cookie": cookie},
+        timeout=STALLED,
+    )
+    assert "Wrong username or password." in answer.text, answer.text
+    processes = _server_processes(port)
+    assert len(processes) == 3  # the main process and two workers
+    for pid in processes:
+        environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+        tunables = [v for v in environ if v.startswith(b"GLIBC_TUNABLES=")]
+        assert tunables and b"glibc.malloc.hugetlb=1" in tunables[0].split(b"=", 1)[1].split(
+            b":"
+        ), tunables
+    thp = Path("/sys/kernel/mm/transparent_hugepage/enabled").read_text()
+    if "[never]" not in thp:
+        huge = 0
+        for pid in processes:
+            rollup = Path(f"/proc/{pid}/smaps_rollup").read_text()
+            huge += int(re.search(r"AnonHugePages:\s+(\d+) kB", rollup).group(1))
+        assert huge >= 2048, f"no huge page in the workers ({thp.strip()})"
