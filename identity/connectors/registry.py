@@ -68,6 +68,9 @@ POLICIES = (DIRECTORY, EMAIL, EXISTING)
 # ("passkey", identity.auth.passkeys), and, in the audit log, a password refused before
 # any one connector could say whose it was. Connectors add their own.
 OTHER_LABELS = {"passkey": "Passkey", "password": "Password (any)"}
+# The directory connector's (identity.connectors.ldap) label, known where ldap3 is not
+# loaded (no directory configured): its links and audit events keep their name.
+LDAP_LABEL = "Company directory"
 
 
 class Registry:
