@@ -1,7 +1,8 @@
 """Memory of each make serve (granian) worker: at idle after start, and after N mixed requests.
 
     .venv/bin/python bench/memory.py [--checkpoints 10000,50000] [--concurrency 4]
-        [--database-url URL]
+        [--database-url URL] [--mix discovery,jwks,cc,introspect,userinfo|signin]
+        [--idle SECONDS]
 
 A fresh SQLite database in a temporary directory (as oidc.py sets it up: keys, one account,
 a web app and a service app), the service as `make serve` runs it (2 workers, plain HTTP on
@@ -13,7 +14,9 @@ worker, from /proc/<pid>/smaps_rollup:
 - USS: pages only this worker has (Private_Clean + Private_Dirty): what one more worker
   costs;
 - PSS: RSS with each shared page divided among the processes that share it.
-The main process's RSS is printed too. A benchmark: it prints figures, it never asserts.
+With --idle, once more after the last checkpoint and that many seconds without requests
+(what a worker gives back when sign-ins stop: identity.malloc.trim_when_idle). The main
+process's RSS is printed too. A benchmark: it prints figures, it never asserts.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ import signal
 import sys
 import tempfile
 import threading
+import time
 import urllib.parse
 from pathlib import Path
 
@@ -157,6 +161,9 @@ def main() -> int:
         default=",".join(MIX),
         help=f"requests sent in turn (default {','.join(MIX)}; also: {','.join(MORE)})",
     )
+    ap.add_argument(
+        "--idle", type=float, default=0, help="also measure after this many idle seconds"
+    )
     ap.add_argument("--json", default=None, help="also write the figures to this file")
     args = ap.parse_args()
     mix = tuple(x.strip() for x in args.mix.split(",") if x.strip())
@@ -182,6 +189,9 @@ def main() -> int:
                     print(f"after {n}: x{k} {err}", file=sys.stderr)
                 if service.proc.poll() is not None:
                     raise BenchError(f"the server exited:\n{service.log_tail()}")
+            if args.idle:
+                time.sleep(args.idle)
+                figures[f"idle {args.idle:g} s"] = snapshot(service)
         except BenchError as exc:
             print(f"memory bench: {exc}", file=sys.stderr)
             return 1
@@ -193,7 +203,7 @@ def main() -> int:
                 service.stop()
     print(f"{'after':<14}{'process':<16}{'RSS':>7}{'USS':>7}{'PSS':>7}{'swap':>7}   (MB = 10^6 B)")
     for label, snap in figures.items():
-        print_row("idle" if label == "idle" else f"{int(label):,} req", snap)
+        print_row(label if not label.isdigit() else f"{int(label):,} req", snap)
     print(
         f"make serve (granian), 2 workers, SQLite; {args.concurrency} client threads, one new "
         f"connection per request; the mix in turn: {', '.join(mix)}. USS = Private_Clean + "

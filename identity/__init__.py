@@ -150,11 +150,14 @@ def _init_login(app: Flask, login_manager) -> None:
 
 def _init_connectors(app: Flask) -> None:
     from identity import passwords
-    from identity.connectors.ldap import LdapConnector
-    from identity.connectors.ldap_connection import Settings
     from identity.connectors.local import LocalConnector
 
-    def ldap() -> LdapConnector:
+    # The libraries of a connector (ldap3, Flask-Dance, oauthlib, requests, Authlib's client:
+    # 12 MB a worker) are loaded only when it is configured.
+    def ldap() -> Any:
+        from identity.connectors.ldap import LdapConnector
+        from identity.connectors.ldap_connection import Settings
+
         settings = Settings.from_config(app.config)
         if settings.skip_verify:
             logging.getLogger("identity.ldap").error(
@@ -178,26 +181,31 @@ def _init_connectors(app: Flask) -> None:
     # One registry: the password connectors in the order the login form tries them, then
     # the redirect connectors (a button each) in the order of their buttons.
     from identity.auth.finalize import handler
-    from identity.connectors import oauth2
-    from identity.connectors.providers import PROVIDERS
-    from identity.connectors.registry import Registry
+    from identity.connectors import providers
+    from identity.connectors.registry import DIRECTORY, LDAP_LABEL, Registry
 
-    known = {"local": LocalConnector.label, "ldap": LdapConnector.label}
-    known |= {p.id: p.label for p in PROVIDERS.values()}
-    registry = Registry(known_labels=known, known_policies={"ldap": LdapConnector.provisioning})
+    known = {"local": LocalConnector.label, "ldap": LDAP_LABEL}
+    known |= {p.id: p.label for p in providers.PROVIDERS.values()}
+    registry = Registry(known_labels=known, known_policies={"ldap": DIRECTORY})
     for name in names:
         registry.add(available[name]())
-    for provider in oauth2.configured(app.config):
-        connector = oauth2.OAuth2Connector(provider)
-        connector.init_app(app, handler)
-        registry.add(connector)
+    if configured := providers.configured(app.config):
+        from identity.connectors import oauth2
+
+        for provider in configured:
+            connector = oauth2.OAuth2Connector(provider)
+            connector.init_app(app, handler)
+            registry.add(connector)
     # Upstream OpenID providers: IDP_OIDC_UPSTREAMS here, then those stored from the admin
     # console, read again every IDP_CLIENT_CACHE_SECONDS (an entry here wins an id).
-    from identity.connectors import oidc_upstream, upstream_registry
+    from identity.connectors import upstream_registry
 
-    for connector in oidc_upstream.configured(app):
-        connector.init_app(app, handler)
-        registry.add(connector)
+    if app.config["OIDC_UPSTREAMS"]:
+        from identity.connectors import oidc_upstream
+
+        for connector in oidc_upstream.configured(app):
+            connector.init_app(app, handler)
+            registry.add(connector)
     registry.add_source(upstream_registry.StoredUpstreams(app, handler))
     app.extensions["idp.connectors"] = registry
     with app.app_context():

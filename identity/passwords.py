@@ -8,7 +8,7 @@ from argon2 import PasswordHasher, Type
 from argon2.exceptions import InvalidHashError, VerificationError
 from flask import current_app
 
-from identity import weak_passwords
+from identity import malloc, weak_passwords
 
 
 def hasher() -> PasswordHasher:
@@ -26,7 +26,10 @@ def hasher() -> PasswordHasher:
 
 
 def hash_password(password: str) -> str:
-    return hasher().hash(password)
+    try:
+        return hasher().hash(password)
+    finally:
+        malloc.freed()  # its ARGON2_MEMORY_COST, given back once sign-ins stop
 
 
 def warm_up() -> None:
@@ -40,7 +43,7 @@ def warm_up() -> None:
 def _dummy_hash() -> str:
     ext = current_app.extensions
     if "idp.dummy_hash" not in ext:
-        ext["idp.dummy_hash"] = hasher().hash(secrets.token_urlsafe(16))
+        ext["idp.dummy_hash"] = hash_password(secrets.token_urlsafe(16))
     return ext["idp.dummy_hash"]
 
 
@@ -54,6 +57,8 @@ def verify_password(stored_hash: str | None, password: str) -> bool:
         return hasher().verify(stored_hash, password)
     except (VerificationError, InvalidHashError):
         return False
+    finally:
+        malloc.freed()
 
 
 def needs_rehash(stored_hash: str) -> bool:

@@ -296,6 +296,8 @@ client = app.test_client()
 headers = {"X-Forwarded-Proto": "https"}
 for path in ("/.well-known/openid-configuration", "/jwks.json", "/login", "/healthz"):
     assert client.get(path, headers=headers).status_code == 200, path
+token = client.post("/token", data={"grant_type": "client_credentials"}, headers=headers)
+assert token.status_code == 401, token.status_code  # no such app: the endpoint ran
 print(" ".join(sorted({name.split(".")[0] for name in sys.modules})))
 """
 # Needed only by what a request may never ask of this worker, or only by a command: loaded
@@ -307,6 +309,34 @@ NOT_AT_START = {
     "alembic": "migrations",
     "redis": "the Redis client, when IDP_REDIS_URL is set (7 MB)",
     "webauthn": "passkeys, for their ceremonies (4 MB)",
+    "ldap3": "the directory client, when IDP_LDAP_URL is set (5 MB)",
+    "requests": "HTTP to social and upstream providers, and back-channel logouts (5 MB)",
+    "flask_dance": "the social providers' dance, when one is configured",
+    "oauthlib": "the social providers' OAuth 2.0 client",
+    "requests_oauthlib": "the social providers' OAuth 2.0 client",
+}
+# What a configured connector needs, loaded in a worker at start then.
+CONNECTORS = {
+    "google": (
+        {"IDP_GOOGLE_OAUTH_CLIENT_ID": "id", "IDP_GOOGLE_OAUTH_CLIENT_SECRET": "secret"},
+        {"flask_dance", "oauthlib", "requests"},
+    ),
+    "ldap": (
+        {
+            "IDP_LDAP_URL": "ldaps://ldap.example.org",
+            "IDP_LDAP_USER_DN_TEMPLATE": "uid={username},ou=people,dc=example,dc=org",
+            "IDP_LDAP_ANONYMOUS_SEARCH": "true",
+            "IDP_PASSWORD_CONNECTORS": "local,ldap",
+        },
+        {"ldap3"},
+    ),
+    "upstream": (
+        {
+            "IDP_OIDC_UPSTREAMS": '[{"id": "corp", "issuer": "https://login.example.com", '
+            '"client_id": "id", "client_secret": "secret", "label": "Corp"}]'
+        },
+        {"requests"},
+    ),
 }
 
 
@@ -322,6 +352,21 @@ def test_a_worker_does_not_load_what_only_some_requests_or_commands_need(tmp_pat
     assert out.returncode == 0, out.stderr
     loaded = set(out.stdout.split())
     assert {name: why for name, why in NOT_AT_START.items() if name in loaded} == {}
+
+
+@pytest.mark.parametrize("kind", sorted(CONNECTORS))
+def test_a_worker_loads_what_a_configured_connector_needs(tmp_path, kind):
+    settings, needed = CONNECTORS[kind]
+    env = serve_env(tmp_path, **settings)
+    subprocess.run(
+        [str(BIN / "flask"), "--app", "idp", "db", "upgrade"], cwd=ROOT, env=env, check=True,
+        capture_output=True,
+    )  # fmt: skip
+    out = subprocess.run(
+        [sys.executable, "-c", LOADED], cwd=ROOT, env=env, capture_output=True, text=True
+    )
+    assert out.returncode == 0, out.stderr
+    assert needed - set(out.stdout.split()) == set()
 
 
 # Run in a fresh interpreter: whether a block taken by another thread after application()
@@ -405,3 +450,41 @@ def test_the_workers_keep_argon2s_memory_in_huge_pages(server):
             rollup = Path(f"/proc/{pid}/smaps_rollup").read_text()
             huge += int(re.search(r"AnonHugePages:\s+(\d+) kB", rollup).group(1))
         assert huge >= 2048, f"no huge page in the workers ({thp.strip()})"
+
+
+# Run in a fresh interpreter: a worker's resident memory after an argon2id verify, and then
+# once it has been quiet (polled; the deadline only ends a run that never gives it back).
+GIVEN_BACK = """
+import time
+from identity.serve import application
+application()
+from idp import app
+from identity.passwords import verify_password
+
+def rss():
+    with open("/proc/self/status") as status:
+        return next(int(l.split()[1]) * 1024 for l in status if l.startswith("VmRSS:"))
+
+with app.app_context():
+    verify_password(None, "a password")
+after = rss()
+deadline = time.monotonic() + 60
+while rss() > after - 15_000_000 and time.monotonic() < deadline:
+    time.sleep(0.2)
+print(after - rss() > 15_000_000)
+"""
+
+
+def test_a_worker_gives_argon2s_memory_back_once_sign_ins_stop(tmp_path):
+    """The 19 MiB block of a verify (identity.malloc) stays resident while sign-ins go on,
+    and goes back to the system once the worker has not hashed for a while."""
+    env = serve_env(tmp_path)
+    subprocess.run(
+        [str(BIN / "flask"), "--app", "idp", "db", "upgrade"], cwd=ROOT, env=env, check=True,
+        capture_output=True,
+    )  # fmt: skip
+    out = subprocess.run(
+        [sys.executable, "-c", GIVEN_BACK], cwd=ROOT, env=env, capture_output=True, text=True
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["True"]

@@ -4,6 +4,8 @@ adding, changing and disabling those stored in the database."""
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from flask import abort, current_app, flash, redirect, render_template, request, url_for
 from flask_login import current_user
 
@@ -16,10 +18,12 @@ from identity.auth import upstream_trial
 from identity.auth.finalize import failure_message
 from identity.connectors import upstream_registry
 from identity.connectors.base import RedirectFailure
-from identity.connectors.oidc_upstream import UpstreamConnector
 from identity.extensions import db
 from identity.forms import Form
 from identity.models import UpstreamProvider
+
+if TYPE_CHECKING:
+    from identity.connectors.oidc_upstream import UpstreamConnector
 
 
 class CheckForm(Form):

@@ -8,9 +8,8 @@ from flask import current_app, render_template, request
 from wtforms import PasswordField, StringField
 from wtforms.validators import Length, Optional, ValidationError
 
-from identity.admin import bp, ldap_tester
+from identity.admin import bp
 from identity.admin.guard import admin_required
-from identity.connectors.ldap_connection import Settings
 from identity.forms import Form, clean
 from identity.settings.ldap import template_problem
 
@@ -59,6 +58,10 @@ class LdapTestForm(Form):
 @bp.route("/ldap/test", methods=["GET", "POST"])
 @admin_required
 def ldap_test():
+    # ldap3 loaded by the page that uses it, not by every worker (5 MB).
+    from identity.admin import ldap_tester
+    from identity.connectors.ldap_connection import Settings
+
     cfg = current_app.config
     form = LdapTestForm()
     steps = None
@@ -91,6 +94,8 @@ def ldap_test():
 
 
 def _page(form: LdapTestForm, steps):
+    from identity.admin import ldap_tester
+
     cfg = current_app.config
     configured = {
         "URLs": " ".join(cfg["LDAP_URL"]) or "not configured",

@@ -24,6 +24,7 @@ from identity.connectors.ldap_answers import (
 from identity.connectors.ldap_connection import Pool, Settings, close, open_connection
 from identity.connectors.ldap_entries import first_text, stable_id, texts
 from identity.connectors.ldap_groups import group_entries
+from identity.connectors.registry import DIRECTORY, LDAP_LABEL
 
 log = logging.getLogger("identity.ldap")
 
@@ -52,11 +53,11 @@ class _Dead(Exception):
 
 class LdapConnector:
     id = "ldap"
-    label = "Company directory"
+    label = LDAP_LABEL
     icon = None
     kind = "password"
     # The directory vouches for people: a first sign-in creates the account.
-    provisioning = "directory"
+    provisioning = DIRECTORY
 
     def __init__(self, settings: Settings):
         self.s = settings

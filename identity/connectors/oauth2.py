@@ -1,5 +1,7 @@
 """The redirect connector for an OAuth 2.0 provider described as data, through Flask-Dance:
 the dance, the state check, the profile as an Identity, every failure as a RedirectFailure.
+Loaded only where a provider is configured (with Flask-Dance, oauthlib and requests: 7 MB
+a worker).
 
 It renders no page and keeps no token: the token serves the profile call in the callback's
 request and is then forgotten (RequestStorage); the result goes to the handler
@@ -9,6 +11,7 @@ request and is then forgotten (RequestStorage); the result goes to the handler
 from __future__ import annotations
 
 import hmac
+import importlib
 import logging
 from typing import Any
 
@@ -21,7 +24,7 @@ from oauthlib.oauth2.rfc6749.errors import OAuth2Error
 
 from identity.connectors import registry
 from identity.connectors.base import Identity, RedirectFailure, RedirectHandler
-from identity.connectors.providers import PROVIDERS, Provider, to_identity
+from identity.connectors.providers import Provider, to_identity
 from identity.security import safe_next
 
 
@@ -58,15 +61,6 @@ class IssuerCallbackSession(OAuth2Session):
     @redirect_uri.setter
     def redirect_uri(self, _value) -> None:
         pass
-
-
-def configured(cfg) -> list[Provider]:
-    """The providers whose client id and secret are both set, in PROVIDERS order."""
-    return [
-        p
-        for p in PROVIDERS.values()
-        if cfg.get(f"{p.setting}_OAUTH_CLIENT_ID") and cfg.get(f"{p.setting}_OAUTH_CLIENT_SECRET")
-    ]
 
 
 class OAuth2Connector:
@@ -172,7 +166,8 @@ class OAuth2Connector:
     def _blueprint(self, cfg) -> OAuth2ConsumerBlueprint:
         p, key = self.provider, self.provider.setting
         if p.preset is not None:
-            bp = p.preset(scope=list(p.scope))
+            contrib = importlib.import_module(f"flask_dance.contrib.{p.preset}")
+            bp = getattr(contrib, f"make_{p.preset}_blueprint")(scope=list(p.scope))
         else:
             bp = OAuth2ConsumerBlueprint(p.id, __name__, scope=list(p.scope))
             bp.from_config["client_id"] = f"{key}_OAUTH_CLIENT_ID"

@@ -8,13 +8,8 @@ real ones). A profile is read by dotted paths ("data.id": X wraps its user in "d
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
-
-from flask_dance.contrib.facebook import make_facebook_blueprint
-from flask_dance.contrib.github import make_github_blueprint
-from flask_dance.contrib.google import make_google_blueprint
 
 from identity.connectors.base import Identity
 
@@ -32,8 +27,9 @@ class Provider:
     # Whether `email` is verified: a path to a boolean (true only when it is exactly true),
     # True when the provider gives only addresses its user confirmed, False when it never says.
     verified: str | bool
-    # Flask-Dance's preset for the provider; None: a plain OAuth2ConsumerBlueprint.
-    preset: Callable[..., Any] | None = None
+    # Flask-Dance's preset for the provider, flask_dance.contrib.<preset> (loaded by the
+    # connector, identity.connectors.oauth2); None: a plain OAuth2ConsumerBlueprint.
+    preset: str | None = None
     pkce: bool = False
     # A second call listing the person's addresses (GitHub's /user/emails): the address is
     # the primary one when it is verified, else there is none. Replaces `email`/`verified`.
@@ -62,7 +58,7 @@ PROVIDERS: dict[str, Provider] = {
             name="name",
             email="email",
             verified="email_verified",
-            preset=make_google_blueprint,
+            preset="google",
         ),
         # Facebook does not say whether an address is verified: it is treated as unverified.
         Provider(
@@ -75,7 +71,7 @@ PROVIDERS: dict[str, Provider] = {
             name="name",
             email="email",
             verified=False,
-            preset=make_facebook_blueprint,
+            preset="facebook",
         ),
         # Flask-Dance 7 has no X preset; X requires PKCE. It returns confirmed_email only
         # for an address the user has confirmed.
@@ -103,12 +99,21 @@ PROVIDERS: dict[str, Provider] = {
             name="name",
             email=None,
             verified=False,
-            preset=make_github_blueprint,
+            preset="github",
             pkce=True,
             emails_path="user/emails",
         ),
     )
 }
+
+
+def configured(cfg) -> list[Provider]:
+    """The providers whose client id and secret are both set, in PROVIDERS order."""
+    return [
+        p
+        for p in PROVIDERS.values()
+        if cfg.get(f"{p.setting}_OAUTH_CLIENT_ID") and cfg.get(f"{p.setting}_OAUTH_CLIENT_SECRET")
+    ]
 
 
 def pick(body: Any, path: str | None) -> Any:

@@ -32,7 +32,8 @@ To add a redirect connector (an upstream that sends the browser back with a resu
    response to send. It renders no page, stores no token and never calls the funnel:
    the handler (identity.auth.finalize) does that, the same for every connector;
 2. `registry.add(connector)` from create_app's `_init_connectors`, after checking its
-   settings;
+   settings; import its module there, when it is configured: its libraries then stay out
+   of the workers that do not use it (tests/test_serve.py lists those it checks);
 3. add it to the connector contract test (tests/test_connector_contract.py), which runs
    every registered redirect connector through the same cases.
 
@@ -68,6 +69,9 @@ POLICIES = (DIRECTORY, EMAIL, EXISTING)
 # ("passkey", identity.auth.passkeys), and, in the audit log, a password refused before
 # any one connector could say whose it was. Connectors add their own.
 OTHER_LABELS = {"passkey": "Passkey", "password": "Password (any)"}
+# The directory connector's (identity.connectors.ldap) label, known where ldap3 is not
+# loaded (no directory configured): its links and audit events keep their name.
+LDAP_LABEL = "Company directory"
 
 
 class Registry:

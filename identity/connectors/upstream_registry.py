@@ -1,13 +1,14 @@
 """The upstream OpenID providers added in the admin console: stored, their client secrets
 encrypted (identity.secretbox), and the registry's source of their connectors, read from the
-database again at most every IDP_CLIENT_CACHE_SECONDS."""
+database again at most every IDP_CLIENT_CACHE_SECONDS. The connectors' module (Authlib's
+client, requests: 6 MB a worker) is loaded when a provider is, not before."""
 
 from __future__ import annotations
 
 import logging
 import threading
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cryptography.fernet import InvalidToken
 from flask import current_app, has_app_context
@@ -15,14 +16,15 @@ from sqlalchemy import select
 from sqlalchemy.exc import SQLAlchemyError
 
 from config import ConfigError
-from identity.connectors import oidc_upstream
-from identity.connectors.oidc_upstream import UpstreamConnector
 from identity.connectors.registry import registry
 from identity.extensions import db
 from identity.models import UpstreamProvider
 from identity.models.users import utcnow
 from identity.secretbox import fernet
 from identity.settings.upstreams import Upstream, parse_entry
+
+if TYPE_CHECKING:
+    from identity.connectors.oidc_upstream import UpstreamConnector
 
 log = logging.getLogger("identity.oidc_upstream")
 
@@ -70,6 +72,8 @@ class StoredUpstreams:
         except (ConfigError, InvalidToken) as exc:
             log.error("stored upstream %s is not usable: %s", row.id, exc)
             return None
+        from identity.connectors import oidc_upstream
+
         connector = oidc_upstream.connector(self.app.config, upstream)
         connector.init_app(self.app, self.handler)
         return connector
@@ -112,6 +116,8 @@ class StoredUpstreams:
                     continue
                 connector = old.get(upstream)
                 if connector is None:
+                    from identity.connectors import oidc_upstream
+
                     connector = oidc_upstream.connector(self.app.config, upstream)
                     connector.init_app(self.app, self.handler)
                 connectors.append(connector)
@@ -121,6 +127,8 @@ class StoredUpstreams:
 
 def upstream_connectors() -> list[UpstreamConnector]:
     """The upstream providers people can sign in with now, in the order of their buttons."""
+    from identity.connectors.oidc_upstream import UpstreamConnector
+
     return [c for c in registry() if isinstance(c, UpstreamConnector)]
 
 

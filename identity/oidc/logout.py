@@ -21,7 +21,6 @@ import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from urllib.parse import urlencode, urlsplit
 
-import requests.certs
 from flask import Flask, current_app
 from joserfc import jwt
 from joserfc.jwk import KeySet
@@ -302,7 +301,10 @@ def _cut(sock: socket.socket) -> None:
 
 
 def _tls_context() -> ssl.SSLContext:
-    # The trust store requests would use (REQUESTS_CA_BUNDLE when set, else certifi's).
+    # The trust store requests would use (REQUESTS_CA_BUNDLE when set, else certifi's);
+    # requests loaded here, by a process that sends a logout, not by every worker (5 MB).
+    import requests.certs
+
     return ssl.create_default_context(
         cafile=os.environ.get("REQUESTS_CA_BUNDLE") or requests.certs.where()
     )

@@ -4,17 +4,20 @@ follow the entry as it is now."""
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from flask import current_app
 
 from identity import audit
 from identity.connectors.base import Identity, LockedOut
-from identity.connectors.ldap import LdapConnector, Lookup
-from identity.connectors.ldap_connection import Settings
 from identity.extensions import db
 from identity.models import LinkedIdentity, User
 from identity.models.users import utcnow
 from identity.names import fold
 from identity.oidc.logout import disable_account
+
+if TYPE_CHECKING:
+    from identity.connectors.ldap import LdapConnector, Lookup
 
 # What check() did: nothing to check, checked recently enough, or the entry was read and the
 # account kept as it was, brought up to date, or disabled.
@@ -34,13 +37,17 @@ def directory_link(user: User) -> LinkedIdentity | None:
 
 def connector() -> LdapConnector | None:
     """The directory connector (the login form's, or one of its own when the directory is not
-    a password connector); None when no directory is configured."""
+    a password connector); None when no directory is configured. ldap3 is loaded only
+    where one is (IDP_PASSWORD_CONNECTORS cannot name ldap without IDP_LDAP_URL)."""
     app = current_app._get_current_object()
+    if not app.config["LDAP_URL"]:
+        return None
+    from identity.connectors.ldap import LdapConnector
+    from identity.connectors.ldap_connection import Settings
+
     for c in app.extensions["idp.connectors"].password():
         if isinstance(c, LdapConnector):
             return c
-    if not app.config["LDAP_URL"]:
-        return None
     if "idp.directory" not in app.extensions:
         app.extensions["idp.directory"] = LdapConnector(Settings.from_config(app.config))
     return app.extensions["idp.directory"]
