@@ -14,11 +14,13 @@ from test_ldap import UNAVAILABLE, WRONG, ldap_settings
 from test_social import signed_in_as
 
 from conftest import PASSWORD
+from identity.admin.accounts import IN_DIRECTORY
 from identity.auth import accounts
-from identity.auth.views import DIRECTORY_UNCHECKED
+from identity.auth.password_check import DIRECTORY_UNCHECKED
 from identity.connectors.ldap import LdapConnector
 from identity.connectors.ldap_connection import Settings
 from identity.extensions import db
+from identity.models import User
 
 LOCAL_ONLY = "a local password of its own 4417"
 
@@ -260,3 +262,78 @@ def test_a_password_asked_again_of_a_local_account_never_reaches_the_directory(
     assert directory.completed() == before  # the right one: not even a search
     assert directory.failed_binds("grace") == {"pwdFailureTime": [], "pwdAccountLockedTime": []}
     assert binds_as(directory, "grace", directory.passwords["grace"])
+
+
+# -- an administrator giving a local account a directory person's name ----------------------
+
+
+@pytest.fixture
+def root(app, browser):
+    """root, a local administrator, signed in on `browser`."""
+    with app.app_context():
+        admin = accounts.create_local("root", "root@example.org", PASSWORD)
+        admin.is_admin = True
+        db.session.commit()
+    assert browser.login("root").status_code == 302
+
+
+NEW_ACCOUNT = {
+    "email": "grace.local@example.net",
+    "setup": "password",
+    "password": LOCAL_ONLY,
+    "confirm": LOCAL_ONLY,
+    "admin_password": PASSWORD,
+}
+
+
+def test_the_console_will_not_give_a_local_account_a_directory_persons_name(
+    app, browser, directory, root
+):
+    # As at registration: the local account would own "grace", and the directory's grace
+    # would be refused under her own name.
+    r = browser.post("/admin/users/new", {**NEW_ACCOUNT, "username": "Grace"})
+    page = r.get_data(as_text=True)
+    assert r.status_code == 400 and IN_DIRECTORY in page
+    with app.app_context():
+        assert accounts.find("grace") is None
+    r = browser.post("/admin/users/new", {**NEW_ACCOUNT, "username": "grace-h"})
+    assert r.status_code == 303
+    # Nor may a local account be renamed to it.
+    with app.app_context():
+        local_id = accounts.find("grace-h").id
+    r = browser.post(
+        f"/admin/users/{local_id}/edit",
+        {"username": "grace", "email": "grace.local@example.net", "admin_password": PASSWORD},
+    )
+    assert r.status_code == 400 and IN_DIRECTORY in r.get_data(as_text=True)
+    with app.app_context():
+        assert db.session.get(User, local_id).username == "grace-h"
+    # The directory's grace still signs in as herself.
+    browser.logout()
+    assert browser.login("grace", directory.passwords["grace"]).status_code == 302
+    assert signed_in_as(browser) == "grace"
+
+
+def test_the_console_waits_for_a_directory_that_cannot_answer(app, browser, directory, root):
+    directory.stop()
+    r = browser.post("/admin/users/new", {**NEW_ACCOUNT, "username": "newcomer"})
+    assert r.status_code == 400 and DIRECTORY_UNCHECKED in r.get_data(as_text=True)
+    with app.app_context():
+        assert accounts.find("newcomer") is None
+    directory.start()
+    r = browser.post("/admin/users/new", {**NEW_ACCOUNT, "username": "newcomer"})
+    assert r.status_code == 303
+
+
+def test_the_cli_will_not_give_a_local_account_a_directory_persons_name(app, directory):
+    runner = app.test_cli_runner()
+    args = ["user", "create", "--username", "grace", "--email", "g@example.net"]
+    result = runner.invoke(args=[*args, "--password-stdin"], input=LOCAL_ONLY + "\n")
+    assert result.exit_code == 1 and IN_DIRECTORY in result.output, result.output
+    assert "Traceback" not in result.output
+    with app.app_context():
+        assert accounts.find("grace") is None
+    directory.stop()
+    args[3] = "newcomer"
+    result = runner.invoke(args=[*args, "--password-stdin"], input=LOCAL_ONLY + "\n")
+    assert result.exit_code == 1 and DIRECTORY_UNCHECKED in result.output, result.output

@@ -6,6 +6,7 @@ username, in the console) and where (`via`: console or cli); never a password or
 
 from __future__ import annotations
 
+import logging
 import secrets
 from concurrent.futures import Future
 from datetime import timedelta
@@ -14,8 +15,9 @@ from flask import current_app
 from sqlalchemy import func, or_, select, update
 
 from identity import audit, mail
-from identity.auth import accounts, reset
+from identity.auth import accounts, password_check, reset
 from identity.connectors import registry
+from identity.connectors.base import ConnectorError
 from identity.extensions import db
 from identity.forms import BAD_CHARS
 from identity.models import LinkedIdentity, PasswordReset, User
@@ -115,6 +117,24 @@ def factors(user: User) -> list[str]:
     from identity.auth import mfa
 
     return mfa.factors(user)
+
+
+IN_DIRECTORY = (
+    "A person in the company directory has this username and signs in with it: a local "
+    "account would take it from them. Choose another."
+)
+def directory_name_problem(username: str) -> str | None:
+    """Why `username` may not name a local account, as registration decides it
+    (auth.password_check.directory_has): a directory person has it, or the directory cannot
+    say. None when the name is free there."""
+    try:
+        taken = password_check.directory_has(username)
+    except ConnectorError as exc:
+        logging.getLogger("identity.admin").error(
+            "the directory cannot check the username %r: %s", username, exc
+        )
+        return password_check.DIRECTORY_UNCHECKED
+    return IN_DIRECTORY if taken else None
 
 
 # -- operations ---------------------------------------------------------------------------

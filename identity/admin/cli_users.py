@@ -68,6 +68,8 @@ def create(
             raise click.ClickException(f"password: {invalid.detail}") from None
     if local_accounts.find(username, by_email=False):
         raise click.ClickException(f"the username {username!r} is taken")
+    if problem := accounts.directory_name_problem(username):
+        raise click.ClickException(f"--username {username!r}: {problem}")
     if local_accounts.email_taken(email):
         raise click.ClickException(f"an account already uses {email}")
     try:

@@ -6,7 +6,7 @@ from wtforms import BooleanField, HiddenField, PasswordField, RadioField, String
 from wtforms.fields.choices import SelectChoice
 from wtforms.validators import Length, Optional, ValidationError
 
-from identity.admin.accounts import password_problems
+from identity.admin.accounts import directory_name_problem, password_problems
 from identity.admin.guard import admin_password_field
 from identity.auth import accounts
 from identity.auth.forms import email_field, new_password_fields, username_field
@@ -40,8 +40,13 @@ class CreateUserForm(Form):
     admin_password = admin_password_field()
 
     def validate_username(self, field):
-        if not field.errors and accounts.find(field.data, by_email=False):
+        if field.errors:
+            return
+        if accounts.find(field.data, by_email=False):
             raise ValidationError("That username is taken. Choose another.")
+        problem = directory_name_problem(field.data)
+        if problem:
+            raise ValidationError(problem)
 
     def validate_email(self, field):
         if not field.errors and accounts.email_taken(field.data):

@@ -13,7 +13,7 @@ from wtforms.validators import Email, Length, Optional, ValidationError
 
 from identity import audit
 from identity.admin import bp
-from identity.admin.accounts import by_id
+from identity.admin.accounts import by_id, directory_name_problem
 from identity.admin.guard import admin_password_field, admin_required, confirm
 from identity.auth import accounts, verification
 from identity.auth.forms import username_field
@@ -59,6 +59,9 @@ class NamesForm(Form):
         other = accounts.find(field.data, by_email=False)
         if other is not None and other.id != self.target.id:
             raise ValidationError(_taken("username", field.raw_data, field.data, other.username))
+        if other is None and (problem := directory_name_problem(field.data)):
+            # A new name for this account (its own, respelt, is no one else's).
+            raise ValidationError(problem)
 
     def validate_email(self, field):
         if field.errors or not field.data:

@@ -96,6 +96,12 @@ def _ask_only(connector: Any, name: str, password: str) -> None:
     connector.look_up(name)
 
 
+DIRECTORY_UNCHECKED = (
+    "The company directory cannot be asked whether this username is free. Try again in a few "
+    "minutes."
+)
+
+
 def directory_has(name: str) -> bool:
     """Whether a directory of the login form has an entry for `name` (asked without a bind).
     Such a name is not for a new local account: it would own the name here, and the

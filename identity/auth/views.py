@@ -43,10 +43,6 @@ BAD_CREDENTIALS = "Wrong username or password."
 REGISTRATIONS_LIMITED = (
     "Too many accounts were created from this address. Wait {wait} and try again."
 )
-DIRECTORY_UNCHECKED = (
-    "The company directory cannot be asked whether this username is free. Try again in a few "
-    "minutes."
-)
 RESETS_LIMITED = "Too many password resets were asked from this address. Wait {wait} and try again."
 
 
@@ -206,7 +202,7 @@ def _directory_has(form: RegisterForm) -> bool:
         return password_check.directory_has(form.username.data)
     except ConnectorError as exc:
         log.error("registration: the directory cannot check %r: %s", form.username.data, exc)
-        form.username.errors.append(DIRECTORY_UNCHECKED)
+        form.username.errors.append(password_check.DIRECTORY_UNCHECKED)
         return False
 
 
