@@ -233,6 +233,11 @@ class Throttle:
                 return _seconds_until(self._run("get_window_stats", item, limit, key).reset_time)
         return 0
 
+    def give_back(self, limit: str, key: str) -> None:
+        """Take back the newest use of `limit` for `key` (counted by `use`)."""
+        for item in self.limits[limit]:
+            self._run("give_back", item, limit, key)
+
     def email_key(self, email: str) -> str:
         """The key of an e-mail address for `use`: folded and hashed, never stored as typed."""
         return self._digest(fold(email))

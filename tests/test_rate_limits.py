@@ -104,9 +104,30 @@ def test_registrations_are_limited_per_address(app, browser, other):
         assert User.find("dave") is None
     elsewhere = register(other, username="dave", email="dave@example.org", environ_base=ELSEWHERE)
     assert elsewhere.status_code == 302
-    # A form that would not create an account is not counted, and says what is wrong.
+    # Within the limit, a taken name is answered (and counted: see below).
     taken = register(browser, username="bob", email="bob2@example.org", environ_base=ELSEWHERE)
     assert taken.status_code == 400 and "That username is taken" in taken.get_data(as_text=True)
+
+
+@with_limits(REGISTRATION_RATE_LIMIT="3/hour")
+def test_answers_that_a_name_is_taken_count_so_that_accounts_cannot_be_listed(app, browser, user):
+    """Each "taken" says who has an account (or a place in the company directory): counted
+    like a registration, so one address learns a few names an hour, not every name."""
+    assert register(browser, "alice", "someone@example.org").status_code == 400
+    assert register(browser, "newcomer", "alice@example.org").status_code == 400
+    # Refused for its password alone: not counted, the person tries again.
+    weak = browser.post(
+        "/register",
+        {"username": "newcomer", "email": "n@example.org", "password": "x", "confirm": "x"},
+    )
+    assert weak.status_code == 400 and "taken" not in weak.get_data(as_text=True)
+    assert register(browser, "alice", "someone@example.org").status_code == 400  # the third
+    for username, email in (("alice", "someone@example.org"), ("zed", "zed@example.org")):
+        refused = register(browser, username, email)
+        page = refused.get_data(as_text=True)
+        assert refused.status_code == 429 and "taken" not in page, page
+    with app.app_context():
+        assert User.find("zed") is None and User.find("newcomer") is None
 
 
 def ask_reset(browser: Browser, email: str, ip: str):

@@ -123,6 +123,8 @@ IN_DIRECTORY = (
     "A person in the company directory has this username and signs in with it: a local "
     "account would take it from them. Choose another."
 )
+
+
 def directory_name_problem(username: str) -> str | None:
     """Why `username` may not name a local account, as registration decides it
     (auth.password_check.directory_has): a directory person has it, or the directory cannot

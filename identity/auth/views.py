@@ -173,12 +173,20 @@ def register():
     if request.method == "GET":
         form.next.data = safe_next(request.args.get("next")) or ""
         return render_template("auth/register.html", form=form)
-    if not form.validate_on_submit() or not _register_checks(form):
+    if not form.validate_on_submit():
         return render_template("auth/register.html", form=form), 400
-    # Counted once the form is good: each would be an account (and an argon2 hash).
-    wait = throttle().use("registrations", client_ip())
+    # Counted before the names are looked up: each attempt would be an account (and an
+    # argon2 hash), and each answer that a name or address is taken tells who has an account
+    # here or a place in the company directory (one directory search each). Only an attempt
+    # refused for its password alone is given back.
+    limits = throttle()
+    wait = limits.use("registrations", client_ip())
     if wait:
         return render_error(429, REGISTRATIONS_LIMITED.format(wait=wait_text(wait)), _retry(wait))
+    if not _register_checks(form):
+        if not (form.username.errors or form.email.errors):
+            limits.give_back("registrations", client_ip())
+        return render_template("auth/register.html", form=form), 400
     try:
         user = accounts.create_local(form.username.data, form.email.data, form.password.data)
     except IntegrityError:
