@@ -14,6 +14,10 @@ and work for the server. With SQLAlchemy's `pool_pre_ping`, a userinfo request m
   reads what is committed, outside the request's session: only for requests that wrote
   nothing before it.
 
+And `holds_locks`: whether the request's transaction wrote or locked rows (any statement but
+a plain SELECT), which identity.one_at_a_time asks before letting other requests run while
+this one waits on another server.
+
 Measured (bench/all.py, PostgreSQL, 2 workers): userinfo 938 -> 1,335/s, introspection
 654 -> 1,189/s; PostgreSQL's CPU for userinfo 27% -> 12% of a core.
 """
@@ -30,6 +34,7 @@ from identity.extensions import db
 
 PING_AFTER = 0.5  # seconds a pooled connection may sit idle and be used without a ping
 _IDLE_SINCE = "idp.idle_since"
+_LOCKS = "idp.holds_locks"
 
 
 def install(engine: Engine) -> None:
@@ -40,6 +45,17 @@ def install(engine: Engine) -> None:
     @event.listens_for(engine, "checkin")
     def _checkin(_dbapi_connection, record) -> None:
         record.info[_IDLE_SINCE] = time.monotonic()
+        record.info.pop(_LOCKS, None)
+
+    @event.listens_for(engine, "after_cursor_execute")
+    def _executed(connection, _cursor, statement, _parameters, _context, _many) -> None:
+        if _LOCKS not in connection.info and _takes_locks(statement):
+            connection.info[_LOCKS] = True
+
+    @event.listens_for(engine, "commit")
+    @event.listens_for(engine, "rollback")
+    def _ended(connection) -> None:
+        connection.info.pop(_LOCKS, None)
 
     @event.listens_for(engine, "checkout")
     def _checkout(dbapi_connection, record, _proxy) -> None:
@@ -54,6 +70,22 @@ def install(engine: Engine) -> None:
                 # documented "pessimistic" recipe).
                 raise exc.DisconnectionError(str(error)) from error
             raise
+
+
+def _takes_locks(statement: str) -> bool:
+    """Anything but a plain SELECT: a write, DDL, or a SELECT ... FOR UPDATE."""
+    head = statement.lstrip()[:6].upper()
+    return head != "SELECT" or "FOR UPDATE" in statement.upper()
+
+
+def holds_locks() -> bool:
+    """Whether this request's transaction has written or locked rows (until it ends)."""
+    if not db.session.registry.has():
+        return False
+    session = db.session()
+    if not session.in_transaction():
+        return False
+    return bool(session.connection().info.get(_LOCKS))
 
 
 def read_one(statement: Any, params: dict[str, Any]) -> Any:

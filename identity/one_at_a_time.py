@@ -9,27 +9,50 @@ at a time under a lock, as with gunicorn's sync workers, so per-process state (d
 sessions, the client and key caches, in-memory counters, directory pools) sees no new
 concurrency. The reverse proxy in front should still buffer request bodies (nginx does by
 default): BODY_READERS slow bodies per worker fill this one.
+
+A request waiting on another server (`waiting_elsewhere`: the directory's answer) lets go of
+the lock meanwhile, so that a directory that hangs holds one request, not the worker: the
+token endpoint of every app kept answering. It keeps the lock when `may_release` says no (the
+request's transaction holds row locks: another request of this worker waiting on one of them
+while holding the lock would never let it come back), and when MAX_WAITING requests already
+wait.
 """
 
 from __future__ import annotations
 
 import io
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 # Threads per worker (granian's blocking threads): how many requests may be read at once.
 BODY_READERS = 32
+# Requests of a worker that may wait elsewhere at once. Each keeps its database connection
+# while it waits: with SQLAlchemy's pool of 5 + 10, 8 waiting leave room for the request
+# running and its autocommit read (identity.database). Beyond, a wait keeps the lock.
+MAX_WAITING = 8
+
+
+# The lock the app runs under in this thread, and whether it may be let go (see the docstring).
+_running = threading.local()
 
 
 class OneAtATime:
     """Wraps a WSGI app: bodies up to `max_body` bytes read before the lock, the app and
-    its whole answer inside it."""
+    its whole answer inside it (but for its waits on other servers: `waiting_elsewhere`)."""
 
-    def __init__(self, app: Callable[..., Iterable[bytes]], max_body: int):
+    def __init__(
+        self,
+        app: Callable[..., Iterable[bytes]],
+        max_body: int,
+        may_release: Callable[[], bool] = lambda: True,
+    ):
         self.app = app
         self.max_body = max_body
         self.lock = threading.Lock()
+        self.may_release = may_release
+        self.waiting = threading.BoundedSemaphore(MAX_WAITING)
 
     def __call__(self, environ: dict[str, Any], start_response: Callable) -> list[bytes]:
         length = environ.get("CONTENT_LENGTH") or ""
@@ -43,15 +66,43 @@ class OneAtATime:
             environ.pop("HTTP_TRANSFER_ENCODING")
             environ.pop("wsgi.input_terminated", None)
         with self.lock:
-            result = self.app(environ, start_response)
+            _running.wrapper = self
             try:
-                return list(result)
+                result = self.app(environ, start_response)
+                try:
+                    return list(result)
+                finally:
+                    close = getattr(result, "close", None)
+                    if close is not None:
+                        close()
             finally:
-                close = getattr(result, "close", None)
-                if close is not None:
-                    close()
+                _running.wrapper = None
 
     @staticmethod
     def _buffer(environ: dict[str, Any], body: bytes) -> None:
         environ["wsgi.input"] = io.BytesIO(body)
         environ["CONTENT_LENGTH"] = str(len(body))
+
+
+@contextmanager
+def waiting_elsewhere() -> Iterator[None]:
+    """Around a wait on another server: in a worker of `make serve`, the lock is let go
+    meanwhile (when its `may_release` agrees) and taken again after; elsewhere (tests,
+    commands, the development server) nothing happens."""
+    wrapper = getattr(_running, "wrapper", None)
+    if wrapper is None or not wrapper.waiting.acquire(blocking=False):
+        yield
+        return
+    try:
+        if not wrapper.may_release():
+            yield
+            return
+        _running.wrapper = None  # a nested wait inside this one lets go of nothing more
+        wrapper.lock.release()
+        try:
+            yield
+        finally:
+            wrapper.lock.acquire()
+            _running.wrapper = wrapper
+    finally:
+        wrapper.waiting.release()

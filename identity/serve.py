@@ -53,16 +53,22 @@ def metrics_directory() -> None:
 
 def application() -> Any:
     """What each worker serves (granian calls it once per worker): idp:app, its requests
-    read whole and then answered one at a time (identity.one_at_a_time); glibc set to keep
-    one heap for the worker's threads, given back when sign-ins stop (identity.malloc)."""
+    read whole and then answered one at a time (identity.one_at_a_time), but for their
+    waits on the directory while their transaction holds no row lock (identity.database);
+    glibc set to keep one heap for the worker's threads, given back when sign-ins stop
+    (identity.malloc)."""
     from identity.malloc import trim_when_idle, tune
     from identity.one_at_a_time import OneAtATime
 
     tune()
     trim_when_idle()
+    from identity.database import holds_locks
     from idp import app
 
-    return OneAtATime(app, app.config["MAX_CONTENT_LENGTH"] or 64 * 1024)
+    def may_release() -> bool:
+        return not holds_locks()
+
+    return OneAtATime(app, app.config["MAX_CONTENT_LENGTH"] or 64 * 1024, may_release)
 
 
 def main() -> int:

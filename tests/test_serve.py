@@ -11,11 +11,13 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
 import pytest
 import requests
+from ldap_server import blackhole
 from ports import listen_port
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -264,6 +266,55 @@ def test_bodies_are_read_side_by_side_and_the_app_runs_one_request_at_a_time():
     assert seen[-1] == b"x" * 11 and big.tell() == 11  # read by the app, not before
 
 
+def test_a_wait_elsewhere_lets_go_of_the_worker_unless_the_transaction_holds_locks(app):
+    """waiting_elsewhere() inside the app under OneAtATime: the lock is let go (another
+    request could run) after reads, kept after a write or a SELECT ... FOR UPDATE until the
+    transaction ends: a request waiting on those rows would hold the lock for ever."""
+    from sqlalchemy import select
+    from werkzeug.test import Client
+
+    from identity import audit
+    from identity.database import holds_locks
+    from identity.extensions import db
+    from identity.models import User
+    from identity.one_at_a_time import MAX_WAITING, OneAtATime, waiting_elsewhere
+
+    free: dict[str, bool] = {}
+
+    def probe(what: str):
+        if what == "write":
+            audit.insert("test.probe")
+        elif what == "lock":
+            db.session.execute(select(User).with_for_update())
+        elif what == "committed":
+            audit.insert("test.probe")
+            db.session.commit()
+        else:
+            db.session.execute(select(User))
+        with waiting_elsewhere():
+            free[what] = wrapped.lock.acquire(blocking=False)
+            if free[what]:
+                wrapped.lock.release()
+        db.session.rollback()
+        return "done"
+
+    app.add_url_rule("/test-probe/<what>", view_func=probe)
+    wrapped = OneAtATime(app, 1024, lambda: not holds_locks())
+    client = Client(wrapped)
+    for what in ("read", "write", "lock", "committed", "read"):
+        assert client.get(f"/test-probe/{what}", base_url="https://localhost").status_code == 200
+    with app.app_context():
+        sqlite = db.engine.dialect.name == "sqlite"
+    # SQLite has no row locks: SQLAlchemy sends no FOR UPDATE there, and a read locks nothing.
+    assert free == {"read": True, "write": False, "lock": sqlite, "committed": True}
+    assert not wrapped.lock.locked()
+    # MAX_WAITING requests already wait elsewhere: the next one keeps the lock.
+    for _ in range(MAX_WAITING):
+        wrapped.waiting.acquire()
+    assert client.get("/test-probe/read", base_url="https://localhost").status_code == 200
+    assert free["read"] is False
+
+
 def test_a_chunked_body_is_read_before_the_app_and_refused_past_the_limit():
     import io
 
@@ -404,6 +455,25 @@ def test_a_workers_threads_share_one_heap(tmp_path):
     assert out.stdout.split() == ["True"]
 
 
+def password_attempt(
+    port: int, username: str, password: str, sending: threading.Event | None = None
+) -> requests.Response:
+    """The login form, filled in and sent (`sending` is set just before the POST)."""
+    base = f"http://127.0.0.1:{port}"
+    page = requests.get(f"{base}/login", headers=HTTPS, timeout=STALLED)
+    token = re.search(r'name="csrf_token" type="hidden" value="([^"]+)"', page.text)
+    # The session cookie is Secure: sent by hand over this plain HTTP (the TLS proxy's side).
+    cookie = "; ".join(f"{c.name}={c.value}" for c in page.cookies)
+    if sending is not None:
+        sending.set()
+    return requests.post(
+        f"{base}/login",
+        data={"csrf_token": token.group(1), "username": username, "password": password},
+        headers=HTTPS | {"Referer": f"https://127.0.0.1:{port}/login", "Cookie": cookie},
+        timeout=60,
+    )
+
+
 def _server_processes(port: int) -> list[int]:
     """The server's main process and workers: the processes started with its IDP_BIND."""
     bind = f"IDP_BIND=127.0.0.1:{port}".encode()
@@ -423,17 +493,7 @@ def test_the_workers_keep_argon2s_memory_in_huge_pages(server):
     pages (identity/malloc.py): a password check's 19 MiB is then held in 2 MiB pages, which
     makes each verify cheaper. Where the kernel has THP off, only the setting is checked."""
     port = server
-    base = f"http://127.0.0.1:{port}"
-    page = requests.get(f"{base}/login", headers=HTTPS, timeout=STALLED)
-    token = re.search(r'name="csrf_token" type="hidden" value="([^"]+)"', page.text)
-    # The session cookie is Secure: sent by hand over this plain HTTP (the TLS proxy's side).
-    cookie = "; ".join(f"{c.name}={c.value}" for c in page.cookies)
-    answer = requests.post(
-        f"{base}/login",
-        data={"csrf_token": token.group(1), "username": "nobody", "password": "not this one"},
-        headers=HTTPS | {"Referer": f"https://127.0.0.1:{port}/login", "Cookie": cookie},
-        timeout=STALLED,
-    )
+    answer = password_attempt(port, "nobody", "not this one")
     assert "Wrong username or password." in answer.text, answer.text
     processes = _server_processes(port)
     assert len(processes) == 3  # the main process and two workers
@@ -488,3 +548,59 @@ def test_a_worker_gives_argon2s_memory_back_once_sign_ins_stop(tmp_path):
     )
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == ["True"]
+
+
+def test_a_hanging_directory_holds_its_sign_ins_not_the_worker(tmp_path):
+    """One worker; the directory accepts connections and never answers. A sign-in waits on
+    it (up to the LDAP timeouts, twice: the connector retries once); meanwhile the same
+    worker answers discovery, the token endpoint and /healthz (identity.one_at_a_time lets go
+    of its lock while a request waits on the directory). Before, they queued behind it."""
+    port = listen_port()
+    with blackhole() as silent:
+        env = serve_env(
+            tmp_path,
+            IDP_BIND=f"127.0.0.1:{port}",
+            IDP_WORKERS="1",
+            IDP_LDAP_URL=silent,
+            IDP_LDAP_START_TLS="false",
+            IDP_ALLOW_INSECURE_LDAP_PLAINTEXT="true",
+            IDP_LDAP_USER_BASE="ou=people,dc=example,dc=org",
+            IDP_LDAP_BIND_DN="cn=idp,dc=example,dc=org",
+            IDP_LDAP_BIND_PASSWORD="never asked",
+            IDP_LDAP_CONNECT_TIMEOUT="5",
+            IDP_LDAP_READ_TIMEOUT="5",
+        )
+        proc = start(env)
+        try:
+            wait_ready(proc, port, 1)
+            sending, answers = threading.Event(), []
+            waiting = threading.Thread(
+                target=lambda: answers.append(
+                    password_attempt(port, "ada", "a password", sending)  # a directory name
+                )
+            )
+            waiting.start()
+            assert sending.wait(STALLED)
+            time.sleep(0.5)  # the POST reaches the worker and waits on the directory
+            base = f"http://127.0.0.1:{port}"
+            discovery = requests.get(
+                f"{base}/.well-known/openid-configuration", headers=HTTPS, timeout=STALLED
+            )
+            token = requests.post(
+                f"{base}/token",
+                data={"grant_type": "client_credentials"},
+                auth=("nobody", "wrong"),
+                headers=HTTPS,
+                timeout=STALLED,
+            )
+            health = requests.get(f"{base}/healthz", timeout=STALLED)
+            # Answered while the sign-in still waits on the directory.
+            assert waiting.is_alive() and not answers
+            assert discovery.status_code == 200 and health.status_code == 200
+            assert token.status_code == 401 and token.json()["error"] == "invalid_client"
+            waiting.join(60)
+            assert answers and answers[0].status_code == 503, answers
+            assert "Traceback" not in answers[0].text
+        finally:
+            output = stop(proc)
+    assert "Traceback" not in output

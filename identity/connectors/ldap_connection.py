@@ -15,6 +15,7 @@ from ldap3.core.exceptions import LDAPException, LDAPSocketOpenError, LDAPStartT
 
 from identity.connectors.base import ConnectorError, DirectoryMisconfigured
 from identity.connectors.ldap_tls import CheckedTls
+from identity.one_at_a_time import waiting_elsewhere
 
 # Answers to the service account's bind that a setting fixes, not time: no such object,
 # invalid DN syntax, inappropriate authentication, insufficient access, invalid
@@ -166,19 +167,23 @@ class Pool:
 
     @contextmanager
     def connection(self) -> Iterator[Connection]:
-        try:
-            conn = self._idle.get_nowait()
-        except queue.Empty:
-            conn = self._factory()
-        healthy = False
-        try:
-            yield conn
-            healthy = not conn.closed
-        finally:
-            if healthy and self._idle.qsize() < self._size:
-                self._idle.put(conn)
-            else:
-                close(conn)
+        """A connection for the block, which is a wait on the directory: in a worker, other
+        requests are answered meanwhile (identity.one_at_a_time.waiting_elsewhere), so the
+        block touches nothing but this connection."""
+        with waiting_elsewhere():
+            try:
+                conn = self._idle.get_nowait()
+            except queue.Empty:
+                conn = self._factory()
+            healthy = False
+            try:
+                yield conn
+                healthy = not conn.closed
+            finally:
+                if healthy and self._idle.qsize() < self._size:
+                    self._idle.put(conn)
+                else:
+                    close(conn)
 
     def clear(self) -> None:
         while True:
