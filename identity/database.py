@@ -55,7 +55,10 @@ def install(engine: Engine) -> None:
     @event.listens_for(engine, "commit")
     @event.listens_for(engine, "rollback")
     def _ended(connection) -> None:
-        connection.info.pop(_LOCKS, None)
+        # A connection the database dropped is not asked: it has no info to give (its record
+        # is cleared at checkin anyway).
+        if not connection.invalidated:
+            connection.info.pop(_LOCKS, None)
 
     @event.listens_for(engine, "checkout")
     def _checkout(dbapi_connection, record, _proxy) -> None:
@@ -85,7 +88,10 @@ def holds_locks() -> bool:
     session = db.session()
     if not session.in_transaction():
         return False
-    return bool(session.connection().info.get(_LOCKS))
+    try:
+        return bool(session.connection().info.get(_LOCKS))
+    except exc.SQLAlchemyError:
+        return True  # a connection the database dropped: wait as before, holding the worker
 
 
 def read_one(statement: Any, params: dict[str, Any]) -> Any:
