@@ -13,7 +13,7 @@ from test_directory_leavers import directory_person_with_password
 from test_ldap import UNAVAILABLE, WRONG, ldap_settings
 from test_social import signed_in_as
 
-from conftest import PASSWORD
+from conftest import PASSWORD, Browser
 from identity.admin.accounts import IN_DIRECTORY
 from identity.auth import accounts
 from identity.auth.password_check import DIRECTORY_UNCHECKED
@@ -312,6 +312,22 @@ def test_the_console_will_not_give_a_local_account_a_directory_persons_name(
     browser.logout()
     assert browser.login("grace", directory.passwords["grace"]).status_code == 302
     assert signed_in_as(browser) == "grace"
+
+
+def test_a_directory_linked_account_may_be_renamed_back_to_its_entrys_name(
+    app, browser, directory, root
+):
+    other = Browser(app.test_client())
+    assert other.login("ada", directory.passwords["ada"]).status_code == 302
+    with app.app_context():
+        ada_id = accounts.find("ada").id
+    for name in ("ada-lovelace", "ada"):
+        r = browser.post(
+            f"/admin/users/{ada_id}/edit", {"username": name, "admin_password": PASSWORD}
+        )
+        assert r.status_code in (302, 303), r.get_data(as_text=True)
+        with app.app_context():
+            assert db.session.get(User, ada_id).username == name
 
 
 def test_the_console_waits_for_a_directory_that_cannot_answer(app, browser, directory, root):

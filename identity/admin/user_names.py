@@ -59,9 +59,12 @@ class NamesForm(Form):
         other = accounts.find(field.data, by_email=False)
         if other is not None and other.id != self.target.id:
             raise ValidationError(_taken("username", field.raw_data, field.data, other.username))
-        if other is None and (problem := directory_name_problem(field.data)):
-            # A new name for this account (its own, respelt, is no one else's).
-            raise ValidationError(problem)
+        if other is None and not directory_fields(self.target):
+            # A local or social account's new name (its own, respelt, is no one else's): not
+            # a directory person's. A directory-linked account may take its entry's name back.
+            problem = directory_name_problem(field.data)
+            if problem:
+                raise ValidationError(problem)
 
     def validate_email(self, field):
         if field.errors or not field.data:
