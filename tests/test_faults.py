@@ -50,16 +50,14 @@ def test_postgresql_connections_killed_under_load(tmp_path):
         client = app.test_client()
         # Warm: the first token makes the signing keys (slow; a kill would cut it each time).
         assert grant(client).status_code == 200
-        statuses: list[int] = []
-        bodies: list[bytes] = []
+        answers: list[tuple[int, bytes]] = []  # one append per answer: threads interleave
         stop = threading.Event()
 
         def load():
             local = app.test_client()
             while not stop.is_set():
                 r = grant(local)
-                statuses.append(r.status_code)
-                bodies.append(r.data)
+                answers.append((r.status_code, r.data))
 
         workers = [threading.Thread(target=load) for _ in range(4)]
         for w in workers:
@@ -79,6 +77,8 @@ def test_postgresql_connections_killed_under_load(tmp_path):
         for w in workers:
             w.join()
         assert killed > 0, "the load never held a connection"
+        statuses = [status for status, _ in answers]
+        bodies = [body for _, body in answers]
         assert set(statuses) <= {200, 503}, sorted(set(statuses))
         assert statuses.count(200) > 0
         assert not any(b"Traceback" in body for body in bodies)
