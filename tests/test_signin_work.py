@@ -8,6 +8,7 @@ from sqlalchemy import event
 from test_ldap import ldap_settings
 
 from conftest import PASSWORD, Browser, https_client
+from identity.auth import provisioning
 from identity.extensions import db
 
 
@@ -87,9 +88,11 @@ class TestDirectorySignIn:
     def app_overrides(self, directory):
         return ldap_settings(directory)
 
-    def _statements(self, app, directory):
+    def _statements(self, app, directory, *, before=None):
         first = Browser(https_client(app))
         first.login("ada", directory.passwords["ada"])
+        if before:
+            before()
         browser = Browser(https_client(app))
         token = browser.csrf("/login")
         statements = []
@@ -120,3 +123,31 @@ class TestDirectorySignIn:
             s for s in self._statements(app, directory) if s.startswith("UPDATE linked_identities")
         ]
         assert len(writes) == 1, writes
+
+    @pytest.mark.parametrize("path", ["second sign-in", "lost the race", "sweep due"])
+    def test_the_account_is_written_before_its_link(self, app, directory, monkeypatch, path):
+        """One order in every transaction, the account's row first: two sign-ins of one person
+        that lock the two rows in opposite orders deadlock on PostgreSQL (test_ldap_races).
+        "lost the race": a first sign-in that saw no link, whose INSERT collided, goes on
+        with the winner's account; "sweep due": this sign-in also sweeps expired sessions,
+        a statement that flushes what is pending before it."""
+
+        def lose_the_race():
+            real, calls = provisioning.find_link, []
+
+            def find_link(identity):
+                calls.append(identity)
+                return None if len(calls) == 1 else real(identity)
+
+            monkeypatch.setattr(provisioning, "find_link", find_link)
+
+        def sweep_due():
+            app.extensions["idp.sweeps"].clear()
+
+        before = {"lost the race": lose_the_race, "sweep due": sweep_due}.get(path)
+        updates = [
+            s.split()[1]
+            for s in self._statements(app, directory, before=before)
+            if s.startswith("UPDATE ") and s.split()[1] in ("users", "linked_identities")
+        ]
+        assert updates == ["users", "linked_identities"], updates

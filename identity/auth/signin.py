@@ -37,9 +37,10 @@ def sign_in(identity: Identity, *, remember: bool = False, label: str | None = N
         link = provisioning.first_sign_in(identity, label or identity.connector)
     user = link.user
     policy = connectors.registry().provisioning(identity.connector)
+    checked = {}
     if policy == connectors.DIRECTORY:
         provisioning.refresh(user, identity)
-        link.checked_at = utcnow()  # the directory just vouched for the entry as it is
+        checked["checked_at"] = utcnow()  # the directory just vouched for the entry as it is
     elif not user.disabled:
         # Another way into a directory-linked account: the directory is asked again (at
         # most IDP_LDAP_RECHECK_SECONDS old), and a leaver is disabled right here.
@@ -69,8 +70,8 @@ def sign_in(identity: Identity, *, remember: bool = False, label: str | None = N
     session.clear()
     from identity.auth import mfa, second_step
 
-    # Nothing pending is a factor: what is pending (the link checked now, the directory's
-    # name, groups) is written with the rest at the commit, in one UPDATE per row.
+    # Nothing pending is a factor: what is pending (the directory's name, groups) is written
+    # with the rest at the commit, in one UPDATE per row.
     with db.session.no_autoflush:
         enrolled = mfa.factors(user)
     # A first factor that is already two (a passkey: possession and user verification,
@@ -78,11 +79,18 @@ def sign_in(identity: Identity, *, remember: bool = False, label: str | None = N
     if "mfa" not in identity.amr and (enrolled or mfa.required(user)):
         # No session yet: the second factor (or its enrolment) comes first.
         second_step.hold(user, link, identity, remember=remember, enrol=not enrolled)
+        if checked:
+            link.write(**checked)
         audit.insert("mfa.asked", user, method=identity.connector, enrol=not enrolled)
         db.session.commit()
         return user
     return _start(
-        user, link, amr=list(identity.amr), connector=identity.connector, remember=remember
+        user,
+        link,
+        amr=list(identity.amr),
+        connector=identity.connector,
+        remember=remember,
+        **checked,
     )
 
 
@@ -102,9 +110,16 @@ def complete(state: dict, factor_amr: list[str]) -> User | None:
 
 
 def _start(
-    user: User, link: LinkedIdentity, *, amr: list[str], connector: str, remember: bool
+    user: User,
+    link: LinkedIdentity,
+    *,
+    amr: list[str],
+    connector: str,
+    remember: bool,
+    checked_at=None,
 ) -> User:
-    """The session itself, every factor having passed."""
+    """The session itself, every factor having passed (`checked_at`: the directory has just
+    vouched for the link's entry)."""
     session.clear()
     # A browser session: it ends when the browser closes, and at SESSION_LIFETIME at the latest.
     session.permanent = False
@@ -123,7 +138,7 @@ def _start(
 
     now = utcnow()
     user.last_login_at = now
-    link.last_used_at = now
+    link.write(last_used_at=now, **({"checked_at": checked_at} if checked_at else {}))
     audit.insert("signin.success", user, method=connector)
     db.session.commit()
     return user

@@ -81,15 +81,18 @@ def check(user: User, *, force: bool = False, found: Lookup | None = None) -> st
         found = ldap.lookup(link.subject)
     if found.state == "locked_out":
         raise LockedOut(f"{found.dn} is locked by failed binds")
-    link.checked_at = now
+    # Each transaction writes the link after the account (LinkedIdentity.write).
     if found.state != "present":
-        if user.disabled:
-            db.session.commit()
-            return UNCHANGED
-        disable_account(user, "directory.account_disabled", reason=found.state, dn=found.dn)
-        return DISABLED
+        outcome = UNCHANGED
+        if not user.disabled:
+            disable_account(user, "directory.account_disabled", reason=found.state, dn=found.dn)
+            outcome = DISABLED
+        link.write(checked_at=now)
+        db.session.commit()
+        return outcome
     assert found.identity is not None
     changed = apply(user, found.identity)
+    link.write(checked_at=now)
     db.session.commit()
     return UPDATED if changed else UNCHANGED
 
