@@ -336,6 +336,21 @@ def test_a_chunked_body_is_read_before_the_app_and_refused_past_the_limit():
     assert seen == [("5", b"short"), ("11", b"x" * 11)]
 
 
+def run_in_a_worker(tmp_path, script: str, **settings: str) -> subprocess.CompletedProcess:
+    """`script` in a fresh interpreter, set up as `make serve` sets up a worker (its own
+    database, migrated; `settings` added to the environment); it must exit 0."""
+    env = serve_env(tmp_path, **settings)
+    subprocess.run(
+        [str(BIN / "flask"), "--app", "idp", "db", "upgrade"], cwd=ROOT, env=env, check=True,
+        capture_output=True,
+    )  # fmt: skip
+    out = subprocess.run(
+        [sys.executable, "-c", script], cwd=ROOT, env=env, capture_output=True, text=True
+    )
+    assert out.returncode == 0, out.stderr
+    return out
+
+
 # Run in a fresh interpreter: the modules a worker has loaded once the app is built and has
 # answered the requests of a token path and the sign-in page.
 LOADED = """
@@ -392,15 +407,7 @@ CONNECTORS = {
 
 
 def test_a_worker_does_not_load_what_only_some_requests_or_commands_need(tmp_path):
-    env = serve_env(tmp_path)
-    subprocess.run(
-        [str(BIN / "flask"), "--app", "idp", "db", "upgrade"], cwd=ROOT, env=env, check=True,
-        capture_output=True,
-    )  # fmt: skip
-    out = subprocess.run(
-        [sys.executable, "-c", LOADED], cwd=ROOT, env=env, capture_output=True, text=True
-    )
-    assert out.returncode == 0, out.stderr
+    out = run_in_a_worker(tmp_path, LOADED)
     loaded = set(out.stdout.split())
     assert {name: why for name, why in NOT_AT_START.items() if name in loaded} == {}
 
@@ -408,15 +415,7 @@ def test_a_worker_does_not_load_what_only_some_requests_or_commands_need(tmp_pat
 @pytest.mark.parametrize("kind", sorted(CONNECTORS))
 def test_a_worker_loads_what_a_configured_connector_needs(tmp_path, kind):
     settings, needed = CONNECTORS[kind]
-    env = serve_env(tmp_path, **settings)
-    subprocess.run(
-        [str(BIN / "flask"), "--app", "idp", "db", "upgrade"], cwd=ROOT, env=env, check=True,
-        capture_output=True,
-    )  # fmt: skip
-    out = subprocess.run(
-        [sys.executable, "-c", LOADED], cwd=ROOT, env=env, capture_output=True, text=True
-    )
-    assert out.returncode == 0, out.stderr
+    out = run_in_a_worker(tmp_path, LOADED, **settings)
     assert needed - set(out.stdout.split()) == set()
 
 
@@ -443,15 +442,7 @@ def test_a_workers_threads_share_one_heap(tmp_path):
     """The body-reader threads (identity.one_at_a_time) take their blocks from the worker's
     one heap: glibc would give each thread a heap (arena) of its own, each keeping freed
     blocks resident for that thread alone."""
-    env = serve_env(tmp_path)
-    subprocess.run(
-        [str(BIN / "flask"), "--app", "idp", "db", "upgrade"], cwd=ROOT, env=env, check=True,
-        capture_output=True,
-    )  # fmt: skip
-    out = subprocess.run(
-        [sys.executable, "-c", SHARED_HEAP], cwd=ROOT, env=env, capture_output=True, text=True
-    )
-    assert out.returncode == 0, out.stderr
+    out = run_in_a_worker(tmp_path, SHARED_HEAP)
     assert out.stdout.split() == ["True"]
 
 
@@ -538,15 +529,7 @@ print(after - rss() > 15_000_000)
 def test_a_worker_gives_argon2s_memory_back_once_sign_ins_stop(tmp_path):
     """The 19 MiB block of a verify (identity.malloc) stays resident while sign-ins go on,
     and goes back to the system once the worker has not hashed for a while."""
-    env = serve_env(tmp_path)
-    subprocess.run(
-        [str(BIN / "flask"), "--app", "idp", "db", "upgrade"], cwd=ROOT, env=env, check=True,
-        capture_output=True,
-    )  # fmt: skip
-    out = subprocess.run(
-        [sys.executable, "-c", GIVEN_BACK], cwd=ROOT, env=env, capture_output=True, text=True
-    )
-    assert out.returncode == 0, out.stderr
+    out = run_in_a_worker(tmp_path, GIVEN_BACK)
     assert out.stdout.split() == ["True"]
 
 
