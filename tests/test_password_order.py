@@ -330,6 +330,26 @@ def test_a_directory_linked_account_may_be_renamed_back_to_its_entrys_name(
             assert db.session.get(User, ada_id).username == name
 
 
+def test_a_directory_linked_account_may_not_take_another_directory_persons_name(
+    app, browser, directory, root
+):
+    # Ada's account renamed "grace": apps would be told preferred_username "grace" for
+    # Ada, and the directory's grace, signing in, would get an account named "grace-2".
+    other = Browser(app.test_client())
+    assert other.login("ada", directory.passwords["ada"]).status_code == 302
+    with app.app_context():
+        ada_id = accounts.find("ada").id
+    r = browser.post(
+        f"/admin/users/{ada_id}/edit", {"username": "grace", "admin_password": PASSWORD}
+    )
+    assert r.status_code == 400 and IN_DIRECTORY in r.get_data(as_text=True)
+    with app.app_context():
+        assert db.session.get(User, ada_id).username == "ada"
+    browser.logout()
+    assert browser.login("grace", directory.passwords["grace"]).status_code == 302
+    assert signed_in_as(browser) == "grace"
+
+
 def test_the_console_waits_for_a_directory_that_cannot_answer(app, browser, directory, root):
     directory.stop()
     r = browser.post("/admin/users/new", {**NEW_ACCOUNT, "username": "newcomer"})

@@ -22,6 +22,7 @@ from identity.extensions import db
 from identity.forms import BAD_CHARS
 from identity.models import LinkedIdentity, PasswordReset, User
 from identity.models.users import utcnow
+from identity.names import fold
 from identity.passwords import policy_errors
 
 PER_PAGE = 50
@@ -125,18 +126,33 @@ IN_DIRECTORY = (
 )
 
 
-def directory_name_problem(username: str) -> str | None:
-    """Why `username` may not name a local account, as registration decides it
-    (auth.password_check.directory_has): a directory person has it, or the directory cannot
-    say. None when the name is free there."""
+def directory_name_problem(username: str, account: User | None = None) -> str | None:
+    """Why `username` may not name a local account (or `account`, renamed), as registration
+    decides it (auth.password_check.directory_has): a directory person has it, or the
+    directory cannot say. None when the name is free there, or is the name of `account`'s
+    own directory entry (a directory-linked account may take its entry's name back)."""
     try:
         taken = password_check.directory_has(username)
+        if taken and account is not None:
+            taken = not _own_entry_name(account, username)
     except ConnectorError as exc:
         logging.getLogger("identity.admin").error(
             "the directory cannot check the username %r: %s", username, exc
         )
         return password_check.DIRECTORY_UNCHECKED
     return IN_DIRECTORY if taken else None
+
+
+def _own_entry_name(account: User, username: str) -> bool:
+    """Whether `username` is the name of the directory entry `account` is linked to (read
+    now by its stable id). Raises ConnectorError."""
+    from identity.oidc import recheck
+
+    link, directory = recheck.directory_link(account), recheck.connector()
+    if link is None or directory is None:
+        return False
+    found = directory.lookup(link.subject)
+    return found.identity is not None and fold(found.identity.username) == fold(username)
 
 
 # -- operations ---------------------------------------------------------------------------

@@ -59,10 +59,10 @@ class NamesForm(Form):
         other = accounts.find(field.data, by_email=False)
         if other is not None and other.id != self.target.id:
             raise ValidationError(_taken("username", field.raw_data, field.data, other.username))
-        if other is None and not directory_fields(self.target):
-            # A local or social account's new name (its own, respelt, is no one else's): not
-            # a directory person's. A directory-linked account may take its entry's name back.
-            problem = directory_name_problem(field.data)
+        if other is None:
+            # A new name (its own, respelt, is no one else's): not a directory person's, but
+            # for a directory-linked account its own entry's.
+            problem = directory_name_problem(field.data, self.target)
             if problem:
                 raise ValidationError(problem)
 
