@@ -12,10 +12,12 @@ default): BODY_READERS slow bodies per worker fill this one.
 
 A request waiting on another server (`waiting_elsewhere`: the directory's answer) lets go of
 the lock meanwhile, so that a directory that hangs holds one request, not the worker: the
-token endpoint of every app kept answering. It keeps the lock when `may_release` says no (the
-request's transaction holds row locks: another request of this worker waiting on one of them
-while holding the lock would never let it come back), and when MAX_WAITING requests already
-wait.
+token endpoint of every app kept answering. So does a password hash (`hashing`: argon2id, 17
+ms of C that touches nothing of the app's): the worker answers another request meanwhile,
+another sign-in's hash included, on the other core. Either keeps the lock when `may_release`
+says no (the request's transaction holds row locks: another request of this worker waiting on
+one of them while holding the lock would never let it come back), and when MAX_WAITING
+requests already wait, or MAX_HASHING already hash, outside it.
 """
 
 from __future__ import annotations
@@ -32,6 +34,10 @@ BODY_READERS = 32
 # while it waits: with SQLAlchemy's pool of 5 + 10, 8 waiting leave room for the request
 # running and its autocommit read (identity.database). Beyond, a wait keeps the lock.
 MAX_WAITING = 8
+# Password hashes of a worker that may run outside the lock at once: one, beside the request
+# that holds the lock (itself maybe hashing): at most two argon2id blocks (19 MiB each) per
+# worker, as many hashes at once as a worker per core gives two cores.
+MAX_HASHING = 1
 
 
 # The lock the app runs under in this thread, and whether it may be let go (see the docstring).
@@ -53,6 +59,7 @@ class OneAtATime:
         self.lock = threading.Lock()
         self.may_release = may_release
         self.waiting = threading.BoundedSemaphore(MAX_WAITING)
+        self.hashing = threading.BoundedSemaphore(MAX_HASHING)
 
     def __call__(self, environ: dict[str, Any], start_response: Callable) -> list[bytes]:
         length = environ.get("CONTENT_LENGTH") or ""
@@ -84,13 +91,24 @@ class OneAtATime:
         environ["CONTENT_LENGTH"] = str(len(body))
 
 
-@contextmanager
-def waiting_elsewhere() -> Iterator[None]:
+def waiting_elsewhere():
     """Around a wait on another server: in a worker of `make serve`, the lock is let go
     meanwhile (when its `may_release` agrees) and taken again after; elsewhere (tests,
     commands, the development server) nothing happens."""
+    return _outside("waiting")
+
+
+def hashing():
+    """Around a password hash (C code that releases the GIL and touches no state of the
+    app's): as waiting_elsewhere(), at most MAX_HASHING per worker."""
+    return _outside("hashing")
+
+
+@contextmanager
+def _outside(slots: str) -> Iterator[None]:
     wrapper = getattr(_running, "wrapper", None)
-    if wrapper is None or not wrapper.waiting.acquire(blocking=False):
+    taken = getattr(wrapper, slots, None)
+    if taken is None or not taken.acquire(blocking=False):
         yield
         return
     try:
@@ -105,4 +123,4 @@ def waiting_elsewhere() -> Iterator[None]:
             wrapper.lock.acquire()
             _running.wrapper = wrapper
     finally:
-        wrapper.waiting.release()
+        taken.release()

@@ -9,6 +9,7 @@ from argon2.exceptions import InvalidHashError, VerificationError
 from flask import current_app
 
 from identity import malloc, weak_passwords
+from identity.one_at_a_time import hashing
 
 
 def hasher() -> PasswordHasher:
@@ -26,8 +27,10 @@ def hasher() -> PasswordHasher:
 
 
 def hash_password(password: str) -> str:
+    ph = hasher()
     try:
-        return hasher().hash(password)
+        with hashing():  # the worker answers another request meanwhile
+            return ph.hash(password)
     finally:
         malloc.freed()  # its ARGON2_MEMORY_COST, given back once sign-ins stop
 
@@ -50,11 +53,11 @@ def _dummy_hash() -> str:
 def verify_password(stored_hash: str | None, password: str) -> bool:
     """True when password matches. With no stored hash (no such account, or no local
     password) a dummy hash of a random secret is verified: the same work, never a match."""
+    ph, against = hasher(), stored_hash or _dummy_hash()
     try:
-        if stored_hash is None:
-            hasher().verify(_dummy_hash(), password)
-            return False
-        return hasher().verify(stored_hash, password)
+        with hashing():  # the worker answers another request meanwhile
+            matches = ph.verify(against, password)
+        return matches and stored_hash is not None
     except (VerificationError, InvalidHashError):
         return False
     finally:

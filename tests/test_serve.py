@@ -315,6 +315,52 @@ def test_a_wait_elsewhere_lets_go_of_the_worker_unless_the_transaction_holds_loc
     assert free["read"] is False
 
 
+def test_a_password_hash_lets_go_of_the_worker(app, monkeypatch):
+    """verify_password() and hash_password() under OneAtATime: while argon2id runs (in C,
+    without the GIL), the worker's lock is free for another request; not when MAX_HASHING
+    hashes already run outside it, nor when the transaction holds locks."""
+    from werkzeug.test import Client
+
+    from identity import audit, passwords
+    from identity.database import holds_locks
+    from identity.extensions import db
+    from identity.one_at_a_time import MAX_HASHING, OneAtATime
+
+    free: list[bool] = []
+
+    class Hasher:  # the seam: argon2id itself, asked whether the lock is free meanwhile
+        def verify(self, stored, password):
+            free.append(not wrapped.lock.locked())
+            return True
+
+        def hash(self, password):
+            free.append(not wrapped.lock.locked())
+            return "$argon2id$..."
+
+    def probe(what: str):
+        monkeypatch.setattr(passwords, "hasher", Hasher)
+        if what == "write":
+            audit.insert("test.probe")
+        if what == "hash":
+            passwords.hash_password("a password")
+        else:
+            assert passwords.verify_password("$argon2id$...", "a password")
+        db.session.rollback()
+        return "done"
+
+    app.add_url_rule("/test-hash/<what>", view_func=probe)
+    wrapped = OneAtATime(app, 1024, lambda: not holds_locks())
+    client = Client(wrapped)
+    for what in ("verify", "hash", "write"):
+        assert client.get(f"/test-hash/{what}", base_url="https://localhost").status_code == 200
+    assert free == [True, True, False]
+    for _ in range(MAX_HASHING):
+        wrapped.hashing.acquire()
+    assert client.get("/test-hash/verify", base_url="https://localhost").status_code == 200
+    assert free[-1] is False
+    assert not wrapped.lock.locked()
+
+
 def test_a_chunked_body_is_read_before_the_app_and_refused_past_the_limit():
     import io
 
