@@ -13,11 +13,11 @@ default): BODY_READERS slow bodies per worker fill this one.
 A request waiting on another server (`waiting_elsewhere`: the directory's answer) lets go of
 the lock meanwhile, so that a directory that hangs holds one request, not the worker: the
 token endpoint of every app kept answering. So does a password hash (`hashing`: argon2id, 17
-ms of C that touches nothing of the app's): the worker answers another request meanwhile,
-another sign-in's hash included, on the other core. Either keeps the lock when `may_release`
-says no (the request's transaction holds row locks: another request of this worker waiting on
-one of them while holding the lock would never let it come back), and when MAX_WAITING
-requests already wait, or MAX_HASHING already hash, outside it.
+ms of C that touches nothing of the app's): the worker answers other requests meanwhile, and
+MAX_HASHING hashes of one worker run side by side (the rest wait for their turn without the
+lock). Either keeps the lock when `may_release` says no (the request's transaction holds row
+locks: another request of this worker waiting on one of them while holding the lock would
+never let it come back); a wait keeps it when MAX_WAITING requests already wait.
 """
 
 from __future__ import annotations
@@ -34,10 +34,9 @@ BODY_READERS = 32
 # while it waits: with SQLAlchemy's pool of 5 + 10, 8 waiting leave room for the request
 # running and its autocommit read (identity.database). Beyond, a wait keeps the lock.
 MAX_WAITING = 8
-# Password hashes of a worker that may run outside the lock at once: one, beside the request
-# that holds the lock (itself maybe hashing): at most two argon2id blocks (19 MiB each) per
-# worker, as many hashes at once as a worker per core gives two cores.
-MAX_HASHING = 1
+# Password hashes a worker runs at once, outside the lock (each holds its 19 MiB argon2id
+# block): two, so that two sign-ins that reached one worker use two cores.
+MAX_HASHING = 2
 
 
 # The lock the app runs under in this thread, and whether it may be let go (see the docstring).
@@ -93,34 +92,37 @@ class OneAtATime:
 
 def waiting_elsewhere():
     """Around a wait on another server: in a worker of `make serve`, the lock is let go
-    meanwhile (when its `may_release` agrees) and taken again after; elsewhere (tests,
-    commands, the development server) nothing happens."""
-    return _outside("waiting")
+    meanwhile (when its `may_release` agrees and fewer than MAX_WAITING wait) and taken again
+    after; elsewhere (tests, commands, the development server) nothing happens."""
+    return _outside("waiting", queue=False)
 
 
 def hashing():
     """Around a password hash (C code that releases the GIL and touches no state of the
-    app's): as waiting_elsewhere(), at most MAX_HASHING per worker."""
-    return _outside("hashing")
+    app's): as waiting_elsewhere(), but a hash beyond MAX_HASHING waits for its turn
+    outside the lock, not in it."""
+    return _outside("hashing", queue=True)
 
 
 @contextmanager
-def _outside(slots: str) -> Iterator[None]:
+def _outside(slots: str, *, queue: bool) -> Iterator[None]:
     wrapper = getattr(_running, "wrapper", None)
-    taken = getattr(wrapper, slots, None)
-    if taken is None or not taken.acquire(blocking=False):
+    if wrapper is None or not wrapper.may_release():
         yield
         return
+    slot = getattr(wrapper, slots)
+    if not queue and not slot.acquire(blocking=False):
+        yield
+        return
+    _running.wrapper = None  # a nested wait inside this one lets go of nothing more
+    wrapper.lock.release()
     try:
-        if not wrapper.may_release():
-            yield
-            return
-        _running.wrapper = None  # a nested wait inside this one lets go of nothing more
-        wrapper.lock.release()
+        if queue:
+            slot.acquire()
         try:
             yield
         finally:
-            wrapper.lock.acquire()
-            _running.wrapper = wrapper
+            slot.release()
     finally:
-        taken.release()
+        wrapper.lock.acquire()
+        _running.wrapper = wrapper

@@ -317,8 +317,11 @@ def test_a_wait_elsewhere_lets_go_of_the_worker_unless_the_transaction_holds_loc
 
 def test_a_password_hash_lets_go_of_the_worker(app, monkeypatch):
     """verify_password() and hash_password() under OneAtATime: while argon2id runs (in C,
-    without the GIL), the worker's lock is free for another request; not when MAX_HASHING
-    hashes already run outside it, nor when the transaction holds locks."""
+    without the GIL), the worker's lock is free for other requests; a hash beyond
+    MAX_HASHING waits for its turn without the lock; one whose transaction holds locks
+    keeps it."""
+    import threading
+
     from werkzeug.test import Client
 
     from identity import audit, passwords
@@ -354,10 +357,23 @@ def test_a_password_hash_lets_go_of_the_worker(app, monkeypatch):
     for what in ("verify", "hash", "write"):
         assert client.get(f"/test-hash/{what}", base_url="https://localhost").status_code == 200
     assert free == [True, True, False]
+    # Every turn taken: the next hash waits for one, and the lock is free while it waits.
     for _ in range(MAX_HASHING):
         wrapped.hashing.acquire()
-    assert client.get("/test-hash/verify", base_url="https://localhost").status_code == 200
-    assert free[-1] is False
+    answered = []
+    waiting = threading.Thread(
+        target=lambda: answered.append(
+            client.get("/test-hash/verify", base_url="https://localhost").status_code
+        )
+    )
+    waiting.start()
+    waiting.join(timeout=0.5)
+    assert waiting.is_alive() and not answered and len(free) == 3
+    assert wrapped.lock.acquire(timeout=5)  # another request would run now
+    wrapped.lock.release()
+    wrapped.hashing.release()
+    waiting.join(timeout=10)
+    assert answered == [200] and free[-1] is True
     assert not wrapped.lock.locked()
 
 
