@@ -345,6 +345,10 @@ def test_a_directory_linked_account_may_not_take_another_directory_persons_name(
     assert r.status_code == 400 and IN_DIRECTORY in r.get_data(as_text=True)
     with app.app_context():
         assert db.session.get(User, ada_id).username == "ada"
+    # The command line edits through the same form.
+    result = app.test_cli_runner().invoke(args=["user", "edit", "ada", "--username", "grace"])
+    assert result.exit_code == 1 and IN_DIRECTORY in result.output, result.output
+    assert "Traceback" not in result.output
     browser.logout()
     assert browser.login("grace", directory.passwords["grace"]).status_code == 302
     assert signed_in_as(browser) == "grace"
