@@ -124,10 +124,12 @@ def install_utf8_check(app: Flask) -> None:
     def _utf8_only():
         if request.method != "POST" or request.mimetype != "application/x-www-form-urlencoded":
             return None
+        body = request.get_data(cache=True)
+        if body.isascii() and b"%" not in body:
+            return None  # nothing encoded: ASCII as it stands (an app's token request)
         try:
-            for pair in request.get_data(cache=True).split(b"&"):
-                for part in pair.split(b"=", 1):
-                    unquote_to_bytes(part.replace(b"+", b" ")).decode("utf-8")
+            # Whole: the separators are ASCII, which never occurs inside a UTF-8 sequence.
+            unquote_to_bytes(body.replace(b"+", b" ")).decode("utf-8")
         except UnicodeDecodeError:
             return render_error(400, NOT_UTF8)
         return None
