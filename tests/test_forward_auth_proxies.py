@@ -17,11 +17,13 @@ import subprocess
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
 import requests
+from flask import Flask
 from playwright.sync_api import BrowserContext, Playwright, sync_playwright
 from ports import listen_port
 from test_browser import CHROMIUM, CHROMIUM_ARGS, TIMEOUT_MS, shots
@@ -213,6 +215,9 @@ http {{
       # Sign in first: the service's 401 carries the sign-in address in Location.
       auth_request_set $forward_auth_login $upstream_http_location;
       error_page 401 =302 $forward_auth_login;
+      # The service cannot check now (its directory is unreachable: 503), or cannot be
+      # reached: nginx would show its own 500.
+      error_page 500 = @forward_auth_unavailable;
       # Only what the service said reaches the app: these replace whatever the client sent,
       # and an empty value sends no header at all.
       auth_request_set $forward_auth_user $upstream_http_remote_user;
@@ -229,6 +234,12 @@ http {{
       proxy_ssl_trusted_certificate {ca};
       proxy_ssl_verify on;
       proxy_ssl_name localhost;
+    }}
+
+    location @forward_auth_unavailable {{
+      default_type text/plain;
+      add_header Retry-After 60 always;
+      return 503 "Your access cannot be checked right now. Try again in a minute.\n";
     }}
 
     location = /_forward_auth {{
@@ -292,8 +303,15 @@ https://app.example.test:{port}, https://staff.example.test:{port} {{
 
 @pytest.fixture(scope="module", params=["nginx", "caddy"])
 def proxy(request, idp, backend, tls, tmp_path_factory) -> Iterator[SimpleNamespace]:
-    kind = request.param
-    work = tmp_path_factory.mktemp(f"fa-{kind}")
+    with running(
+        request.param, tmp_path_factory.mktemp(f"fa-{request.param}"), idp, backend, tls
+    ) as p:
+        yield p
+
+
+@contextmanager
+def running(kind: str, work: Path, idp, backend: int, tls: Path) -> Iterator[SimpleNamespace]:
+    """nginx or Caddy, configured as the documentation says, for the service at `idp.port`."""
     port = listen_port()
     stderr = (work / "stderr.log").open("w")
     if kind == "nginx":
@@ -504,6 +522,35 @@ def test_a_forged_header_without_a_cookie_gets_nowhere(proxy, tls):
     )
     assert r.status_code == 302, (r.status_code, r.text)
     assert "/forward-auth/login?rd=" in r.headers["Location"]
+
+
+@pytest.mark.parametrize("kind", ["nginx", "caddy"])
+def test_a_service_that_cannot_check_gets_the_person_a_503(kind, backend, tls, tmp_path):
+    """The service answers 503 when it cannot check (a linked account's directory is
+    unreachable): the person sees that, not a 500 (nginx turns every answer of its check but
+    2xx, 401 and 403 into one) nor the app."""
+    unavailable = Flask("unavailable")
+
+    @unavailable.route("/forward-auth", defaults={"rest": ""})
+    @unavailable.route("/forward-auth/<path:rest>")
+    def check(rest):
+        return "The directory cannot be reached.", 503, {"Retry-After": "30"}
+
+    with https_server(lambda port: unavailable, tls) as (_, port):
+        service = SimpleNamespace(port=port)
+        with running(kind, tmp_path, service, backend, tls) as p:
+            session = requests.Session()
+            session.trust_env = False
+            r = session.get(
+                f"https://127.0.0.1:{p.port}/",
+                headers={"Host": p.app.removeprefix("https://")},
+                allow_redirects=False,
+                verify=str(tls / certs.CA_CERT),
+                timeout=10,
+            )
+    assert r.status_code == 503, (r.status_code, r.text)
+    assert "protected app" not in r.text
+    assert r.headers.get("Retry-After"), r.headers
 
 
 @pytest.mark.parametrize("kind", ["nginx", "caddy"])
