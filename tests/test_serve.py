@@ -4,6 +4,7 @@ start with one line; the metrics directory it makes is removed when it stops."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import secrets
@@ -13,6 +14,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.parse
 from pathlib import Path
 
 import pytest
@@ -646,6 +648,82 @@ def test_a_hanging_directory_holds_its_sign_ins_not_the_worker(tmp_path):
             waiting.join(60)
             assert answers and answers[0].status_code == 503, answers
             assert "Traceback" not in answers[0].text
+        finally:
+            output = stop(proc)
+    assert "Traceback" not in output
+
+
+def test_a_hanging_upstream_holds_its_sign_ins_not_the_worker(tmp_path):
+    """One worker; an upstream OpenID provider and Google's token endpoint accept connections
+    and never answer. Two sign-ins wait on the upstream's discovery, one on Google's token
+    exchange (IDP_SOCIAL_TIMEOUT); meanwhile the same worker answers discovery, the token
+    endpoint and /healthz. Before, they queued behind them. The sign-ins end with a 504
+    page: the provider did not answer in time."""
+    port = listen_port()
+    with blackhole() as silent:
+        upstream = "https://127.0.0.1:" + silent.rsplit(":", 1)[1]
+        env = serve_env(
+            tmp_path,
+            IDP_BIND=f"127.0.0.1:{port}",
+            IDP_WORKERS="1",
+            IDP_SOCIAL_TIMEOUT="5",
+            IDP_GOOGLE_OAUTH_CLIENT_ID="id",
+            IDP_GOOGLE_OAUTH_CLIENT_SECRET="secret",
+            IDP_GOOGLE_TOKEN_URL=f"{upstream}/token",
+            IDP_OIDC_UPSTREAMS=json.dumps(
+                [{"id": "corp", "issuer": upstream, "client_id": "id",
+                  "client_secret": "secret", "label": "Corp"}]
+            ),
+        )  # fmt: skip
+        proc = start(env)
+        try:
+            wait_ready(proc, port, 1)
+            base = f"http://127.0.0.1:{port}"
+            answers: list[requests.Response] = []
+
+            def sign_in() -> None:
+                answers.append(requests.get(f"{base}/login/oidc/corp", headers=HTTPS, timeout=60))
+
+            def back_from_google() -> None:
+                # Sent to Google with a state, back with a code: the token exchange hangs.
+                went = requests.get(
+                    f"{base}/login/google", headers=HTTPS, allow_redirects=False, timeout=60
+                )
+                query = urllib.parse.urlsplit(went.headers["Location"]).query
+                # The session cookie is Secure: sent by hand over this plain HTTP.
+                cookie = "; ".join(f"{c.name}={c.value}" for c in went.cookies)
+                answers.append(
+                    requests.get(
+                        f"{base}/login/google/authorized",
+                        params={"state": urllib.parse.parse_qs(query)["state"][0], "code": "c"},
+                        headers=HTTPS | {"Cookie": cookie},
+                        timeout=60,
+                    )
+                )
+
+            waiting = [threading.Thread(target=f) for f in (sign_in, sign_in, back_from_google)]
+            for thread in waiting:
+                thread.start()
+            time.sleep(1)  # all three reach the worker and wait on a provider
+            discovery = requests.get(
+                f"{base}/.well-known/openid-configuration", headers=HTTPS, timeout=STALLED
+            )
+            token = requests.post(
+                f"{base}/token",
+                data={"grant_type": "client_credentials"},
+                auth=("nobody", "wrong"),
+                headers=HTTPS,
+                timeout=STALLED,
+            )
+            health = requests.get(f"{base}/healthz", timeout=STALLED)
+            # Answered while the sign-ins still wait on the upstream.
+            assert all(thread.is_alive() for thread in waiting) and not answers
+            assert discovery.status_code == 200 and health.status_code == 200
+            assert token.status_code == 401 and token.json()["error"] == "invalid_client"
+            for thread in waiting:
+                thread.join(60)
+            assert [a.status_code for a in answers] == [504] * 3, [a.text for a in answers]
+            assert all("Traceback" not in a.text for a in answers)
         finally:
             output = stop(proc)
     assert "Traceback" not in output

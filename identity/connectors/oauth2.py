@@ -25,6 +25,7 @@ from oauthlib.oauth2.rfc6749.errors import OAuth2Error
 from identity.connectors import registry
 from identity.connectors.base import Identity, RedirectFailure, RedirectHandler
 from identity.connectors.providers import Provider, to_identity
+from identity.one_at_a_time import waiting_elsewhere
 from identity.security import safe_next
 
 
@@ -61,6 +62,11 @@ class IssuerCallbackSession(OAuth2Session):
     @redirect_uri.setter
     def redirect_uri(self, _value) -> None:
         pass
+
+    def request(self, *args, **kwargs):
+        # The token exchange and the profile: the worker answers other requests meanwhile.
+        with waiting_elsewhere():
+            return super().request(*args, **kwargs)
 
 
 class OAuth2Connector:

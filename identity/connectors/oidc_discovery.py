@@ -9,6 +9,7 @@ import requests
 from authlib.integrations.requests_client import OAuth2Session
 
 from identity.connectors.base import RedirectFailure
+from identity.one_at_a_time import waiting_elsewhere
 from identity.settings.upstreams import Upstream
 
 # What is taken from a discovery document. Authlib hands the metadata to its requests
@@ -41,12 +42,15 @@ ALGORITHMS = (
 
 class UpstreamSession(OAuth2Session):
     """Authlib's requests session with the CA and the timeout on every request: requests
-    lets REQUESTS_CA_BUNDLE override a session's own `verify`, not a request's."""
+    lets REQUESTS_CA_BUNDLE override a session's own `verify`, not a request's. While it
+    waits on the upstream, the worker answers other requests (waiting_elsewhere): the caller
+    holds no lock of its own across it."""
 
     def request(self, method, url, withhold_token=False, auth=None, **kwargs):
         kwargs.setdefault("verify", self.verify)
         kwargs.setdefault("allow_redirects", False)
-        return super().request(method, url, withhold_token=withhold_token, auth=auth, **kwargs)
+        with waiting_elsewhere():
+            return super().request(method, url, withhold_token=withhold_token, auth=auth, **kwargs)
 
 
 def discover(upstream: Upstream, *, verify: str | bool, timeout: float) -> dict[str, Any]:

@@ -259,13 +259,14 @@ class UpstreamConnector:
         client = self._client
         if client is not None and time.monotonic() - self._loaded_at < METADATA_MAX_AGE:
             return client
+        # Asked with no lock held: the worker lets go of its own while a request waits on an
+        # upstream (oidc_discovery.UpstreamSession), and a request of the worker waiting on
+        # a lock held across that wait would never let it come back. Two requests may both
+        # ask; the later answer is kept.
+        client = self._build(self._discover())
         with self._lock:
-            if self._client is not None and time.monotonic() - self._loaded_at < METADATA_MAX_AGE:
-                return self._client
-            metadata = self._discover()
-            self._client = self._build(metadata)
-            self._loaded_at = time.monotonic()
-            return self._client
+            self._client, self._loaded_at = client, time.monotonic()
+        return client
 
     def _discover(self) -> dict[str, Any]:
         return discover(self.upstream, verify=self.verify, timeout=self.timeout)
