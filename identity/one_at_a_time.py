@@ -17,7 +17,7 @@ ms of C that touches nothing of the app's): the worker answers other requests me
 MAX_HASHING hashes of one worker run side by side (the rest wait for their turn without the
 lock). Either keeps the lock when `may_release` says no (the request's transaction holds row
 locks: another request of this worker waiting on one of them while holding the lock would
-never let it come back); a wait keeps it when MAX_WAITING requests already wait.
+never let it come back), and when MAX_WAITING requests are already outside it.
 """
 
 from __future__ import annotations
@@ -30,9 +30,10 @@ from typing import Any
 
 # Threads per worker (granian's blocking threads): how many requests may be read at once.
 BODY_READERS = 32
-# Requests of a worker that may wait elsewhere at once. Each keeps its database connection
-# while it waits: with SQLAlchemy's pool of 5 + 10, 8 waiting leave room for the request
-# running and its autocommit read (identity.database). Beyond, a wait keeps the lock.
+# Requests of a worker that may be outside the lock at once (waiting elsewhere, or hashing and
+# waiting for a turn). Each keeps its database connection: with SQLAlchemy's pool of 5 + 10,
+# 8 outside leave room for the request running and its autocommit read (identity.database).
+# Beyond, a wait or a hash keeps the lock.
 MAX_WAITING = 8
 # Password hashes a worker runs at once, outside the lock (each holds its 19 MiB argon2id
 # block): two, so that two sign-ins that reached one worker use two cores.
@@ -92,37 +93,40 @@ class OneAtATime:
 
 def waiting_elsewhere():
     """Around a wait on another server: in a worker of `make serve`, the lock is let go
-    meanwhile (when its `may_release` agrees and fewer than MAX_WAITING wait) and taken again
-    after; elsewhere (tests, commands, the development server) nothing happens."""
-    return _outside("waiting", queue=False)
+    meanwhile (when its `may_release` agrees and fewer than MAX_WAITING requests are outside
+    it) and taken again after; elsewhere (tests, commands, the development server) nothing
+    happens."""
+    return _outside(None)
 
 
 def hashing():
     """Around a password hash (C code that releases the GIL and touches no state of the
-    app's): as waiting_elsewhere(), but a hash beyond MAX_HASHING waits for its turn
-    outside the lock, not in it."""
-    return _outside("hashing", queue=True)
+    app's): as waiting_elsewhere(), and outside the lock the hash waits for one of the
+    MAX_HASHING turns."""
+    return _outside("hashing")
 
 
 @contextmanager
-def _outside(slots: str, *, queue: bool) -> Iterator[None]:
+def _outside(turns: str | None) -> Iterator[None]:
     wrapper = getattr(_running, "wrapper", None)
-    if wrapper is None or not wrapper.may_release():
-        yield
-        return
-    slot = getattr(wrapper, slots)
-    if not queue and not slot.acquire(blocking=False):
+    # At most MAX_WAITING requests outside the lock, whatever for: each keeps its database
+    # connection, and a request holding the lock that waits for a connection of the pool
+    # would stall the worker until the pool's timeout (seen: 85 sign-ins queued for turns).
+    if wrapper is None or not wrapper.may_release() or not wrapper.waiting.acquire(blocking=False):
         yield
         return
     _running.wrapper = None  # a nested wait inside this one lets go of nothing more
     wrapper.lock.release()
     try:
-        if queue:
-            slot.acquire()
+        turn = getattr(wrapper, turns) if turns else None
+        if turn is not None:
+            turn.acquire()
         try:
             yield
         finally:
-            slot.release()
+            if turn is not None:
+                turn.release()
     finally:
         wrapper.lock.acquire()
         _running.wrapper = wrapper
+        wrapper.waiting.release()  # once the lock is back: the connection is the holder's

@@ -57,7 +57,7 @@ def verify_password(stored_hash: str | None, password: str) -> bool:
     try:
         with hashing():  # the worker answers another request meanwhile
             matches = ph.verify(against, password)
-        return matches and stored_hash is not None
+        return matches and bool(stored_hash)
     except (VerificationError, InvalidHashError):
         return False
     finally:

@@ -4,6 +4,7 @@ start with one line; the metrics directory it makes is removed when it stops."""
 
 from __future__ import annotations
 
+import concurrent.futures
 import json
 import os
 import re
@@ -320,8 +321,8 @@ def test_a_wait_elsewhere_lets_go_of_the_worker_unless_the_transaction_holds_loc
 def test_a_password_hash_lets_go_of_the_worker(app, monkeypatch):
     """verify_password() and hash_password() under OneAtATime: while argon2id runs (in C,
     without the GIL), the worker's lock is free for other requests; a hash beyond
-    MAX_HASHING waits for its turn without the lock; one whose transaction holds locks
-    keeps it."""
+    MAX_HASHING waits for its turn without the lock; one whose transaction holds locks, or
+    that would make more than MAX_WAITING requests outside the lock, keeps it."""
     import threading
 
     from werkzeug.test import Client
@@ -329,7 +330,7 @@ def test_a_password_hash_lets_go_of_the_worker(app, monkeypatch):
     from identity import audit, passwords
     from identity.database import holds_locks
     from identity.extensions import db
-    from identity.one_at_a_time import MAX_HASHING, OneAtATime
+    from identity.one_at_a_time import MAX_HASHING, MAX_WAITING, OneAtATime
 
     free: list[bool] = []
 
@@ -376,7 +377,40 @@ def test_a_password_hash_lets_go_of_the_worker(app, monkeypatch):
     wrapped.hashing.release()
     waiting.join(timeout=10)
     assert answered == [200] and free[-1] is True
+    # MAX_WAITING requests already outside the lock: the hash keeps it.
+    for _ in range(MAX_WAITING):
+        wrapped.waiting.acquire()
+    assert client.get("/test-hash/verify", base_url="https://localhost").status_code == 200
+    assert free[-1] is False
     assert not wrapped.lock.locked()
+
+
+def test_a_crowd_of_sign_ins_does_not_stall_the_worker(tmp_path):
+    """One worker, 48 password attempts at once. Each waits for a turn to hash outside the
+    worker's lock, keeping its database connection: with no bound on how many may be outside,
+    the request holding the lock waited for a connection of the exhausted pool (5 + 10)
+    until its 30 s timeout, and the waiting ones for the lock. Every attempt is answered."""
+    port = listen_port()
+    env = serve_env(
+        tmp_path,
+        IDP_BIND=f"127.0.0.1:{port}",
+        IDP_WORKERS="1",
+        IDP_PASSWORD_CHECK_RATE_LIMIT="100000/second",
+    )
+    proc = start(env)
+    try:
+        wait_ready(proc, port, 1)
+        with concurrent.futures.ThreadPoolExecutor(48) as pool:
+            answers = list(
+                pool.map(lambda i: password_attempt(port, f"nobody{i}", "not this"), range(48))
+            )
+        assert [a.status_code for a in answers] == [401] * 48, [
+            (a.status_code, a.text[:200]) for a in answers if a.status_code != 401
+        ]
+        assert all("Wrong username or password." in a.text for a in answers)
+    finally:
+        output = stop(proc)
+    assert "Traceback" not in output
 
 
 def test_a_chunked_body_is_read_before_the_app_and_refused_past_the_limit():
