@@ -12,12 +12,10 @@ default): BODY_READERS slow bodies per worker fill this one.
 
 A request waiting on another server (`waiting_elsewhere`: the directory's answer) lets go of
 the lock meanwhile, so that a directory that hangs holds one request, not the worker: the
-token endpoint of every app kept answering. So does a password hash (`hashing`: argon2id, 17
-ms of C that touches nothing of the app's): the worker answers other requests meanwhile, and
-MAX_HASHING hashes of one worker run side by side (the rest wait for their turn without the
-lock). Either keeps the lock when `may_release` says no (the request's transaction holds row
-locks: another request of this worker waiting on one of them while holding the lock would
-never let it come back), and when MAX_WAITING requests are already outside it.
+token endpoint of every app kept answering. It keeps the lock when `may_release` says no (the
+request's transaction holds row locks: another request of this worker waiting on one of them
+while holding the lock would never let it come back), and when MAX_WAITING requests already
+wait.
 """
 
 from __future__ import annotations
@@ -30,14 +28,10 @@ from typing import Any
 
 # Threads per worker (granian's blocking threads): how many requests may be read at once.
 BODY_READERS = 32
-# Requests of a worker that may be outside the lock at once (waiting elsewhere, or hashing and
-# waiting for a turn). Each keeps its database connection: with SQLAlchemy's pool of 5 + 10,
-# 8 outside leave room for the request running and its autocommit read (identity.database).
-# Beyond, a wait or a hash keeps the lock.
+# Requests of a worker that may wait elsewhere at once. Each keeps its database connection
+# while it waits: with SQLAlchemy's pool of 5 + 10, 8 waiting leave room for the request
+# running and its autocommit read (identity.database). Beyond, a wait keeps the lock.
 MAX_WAITING = 8
-# Password hashes a worker runs at once, outside the lock (each holds its 19 MiB argon2id
-# block): two, so that two sign-ins that reached one worker use two cores.
-MAX_HASHING = 2
 
 
 # The lock the app runs under in this thread, and whether it may be let go (see the docstring).
@@ -59,7 +53,6 @@ class OneAtATime:
         self.lock = threading.Lock()
         self.may_release = may_release
         self.waiting = threading.BoundedSemaphore(MAX_WAITING)
-        self.hashing = threading.BoundedSemaphore(MAX_HASHING)
 
     def __call__(self, environ: dict[str, Any], start_response: Callable) -> list[bytes]:
         length = environ.get("CONTENT_LENGTH") or ""
@@ -91,42 +84,25 @@ class OneAtATime:
         environ["CONTENT_LENGTH"] = str(len(body))
 
 
-def waiting_elsewhere():
-    """Around a wait on another server: in a worker of `make serve`, the lock is let go
-    meanwhile (when its `may_release` agrees and fewer than MAX_WAITING requests are outside
-    it) and taken again after; elsewhere (tests, commands, the development server) nothing
-    happens."""
-    return _outside(None)
-
-
-def hashing():
-    """Around a password hash (C code that releases the GIL and touches no state of the
-    app's): as waiting_elsewhere(), and outside the lock the hash waits for one of the
-    MAX_HASHING turns."""
-    return _outside("hashing")
-
-
 @contextmanager
-def _outside(turns: str | None) -> Iterator[None]:
+def waiting_elsewhere() -> Iterator[None]:
+    """Around a wait on another server: in a worker of `make serve`, the lock is let go
+    meanwhile (when its `may_release` agrees) and taken again after; elsewhere (tests,
+    commands, the development server) nothing happens."""
     wrapper = getattr(_running, "wrapper", None)
-    # At most MAX_WAITING requests outside the lock, whatever for: each keeps its database
-    # connection, and a request holding the lock that waits for a connection of the pool
-    # would stall the worker until the pool's timeout (seen: 85 sign-ins queued for turns).
-    if wrapper is None or not wrapper.may_release() or not wrapper.waiting.acquire(blocking=False):
+    if wrapper is None or not wrapper.waiting.acquire(blocking=False):
         yield
         return
-    _running.wrapper = None  # a nested wait inside this one lets go of nothing more
-    wrapper.lock.release()
     try:
-        turn = getattr(wrapper, turns) if turns else None
-        if turn is not None:
-            turn.acquire()
+        if not wrapper.may_release():
+            yield
+            return
+        _running.wrapper = None  # a nested wait inside this one lets go of nothing more
+        wrapper.lock.release()
         try:
             yield
         finally:
-            if turn is not None:
-                turn.release()
+            wrapper.lock.acquire()
+            _running.wrapper = wrapper
     finally:
-        wrapper.lock.acquire()
-        _running.wrapper = wrapper
-        wrapper.waiting.release()  # once the lock is back: the connection is the holder's
+        wrapper.waiting.release()

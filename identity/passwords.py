@@ -9,7 +9,6 @@ from argon2.exceptions import InvalidHashError, VerificationError
 from flask import current_app
 
 from identity import malloc, weak_passwords
-from identity.one_at_a_time import hashing
 
 
 def hasher() -> PasswordHasher:
@@ -27,10 +26,8 @@ def hasher() -> PasswordHasher:
 
 
 def hash_password(password: str) -> str:
-    ph = hasher()
     try:
-        with hashing():  # the worker answers another request meanwhile
-            return ph.hash(password)
+        return hasher().hash(password)
     finally:
         malloc.freed()  # its ARGON2_MEMORY_COST, given back once sign-ins stop
 
@@ -53,11 +50,11 @@ def _dummy_hash() -> str:
 def verify_password(stored_hash: str | None, password: str) -> bool:
     """True when password matches. With no stored hash (no such account, or no local
     password) a dummy hash of a random secret is verified: the same work, never a match."""
-    ph, against = hasher(), stored_hash or _dummy_hash()
     try:
-        with hashing():  # the worker answers another request meanwhile
-            matches = ph.verify(against, password)
-        return matches and bool(stored_hash)
+        if stored_hash is None:
+            hasher().verify(_dummy_hash(), password)
+            return False
+        return hasher().verify(stored_hash, password)
     except (VerificationError, InvalidHashError):
         return False
     finally:
