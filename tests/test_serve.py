@@ -564,6 +564,23 @@ def test_a_worker_gives_argon2s_memory_back_once_sign_ins_stop(tmp_path):
     assert out.stdout.split() == ["True"]
 
 
+def answer_others(base: str) -> None:
+    """Discovery, the token endpoint and /healthz of the server at `base`, each answered."""
+    discovery = requests.get(
+        f"{base}/.well-known/openid-configuration", headers=HTTPS, timeout=STALLED
+    )
+    token = requests.post(
+        f"{base}/token",
+        data={"grant_type": "client_credentials"},
+        auth=("nobody", "wrong"),
+        headers=HTTPS,
+        timeout=STALLED,
+    )
+    health = requests.get(f"{base}/healthz", timeout=STALLED)
+    assert discovery.status_code == 200 and health.status_code == 200
+    assert token.status_code == 401 and token.json()["error"] == "invalid_client"
+
+
 def test_a_hanging_directory_holds_its_sign_ins_not_the_worker(tmp_path):
     """One worker; the directory accepts connections and never answers. A sign-in waits on
     it (up to the LDAP timeouts, twice: the connector retries once); meanwhile the same
@@ -597,21 +614,9 @@ def test_a_hanging_directory_holds_its_sign_ins_not_the_worker(tmp_path):
             assert sending.wait(STALLED)
             time.sleep(0.5)  # the POST reaches the worker and waits on the directory
             base = f"http://127.0.0.1:{port}"
-            discovery = requests.get(
-                f"{base}/.well-known/openid-configuration", headers=HTTPS, timeout=STALLED
-            )
-            token = requests.post(
-                f"{base}/token",
-                data={"grant_type": "client_credentials"},
-                auth=("nobody", "wrong"),
-                headers=HTTPS,
-                timeout=STALLED,
-            )
-            health = requests.get(f"{base}/healthz", timeout=STALLED)
+            answer_others(base)
             # Answered while the sign-in still waits on the directory.
             assert waiting.is_alive() and not answers
-            assert discovery.status_code == 200 and health.status_code == 200
-            assert token.status_code == 401 and token.json()["error"] == "invalid_client"
             waiting.join(60)
             assert answers and answers[0].status_code == 503, answers
             assert "Traceback" not in answers[0].text
@@ -672,21 +677,9 @@ def test_a_hanging_upstream_holds_its_sign_ins_not_the_worker(tmp_path):
             for thread in waiting:
                 thread.start()
             time.sleep(1)  # all three reach the worker and wait on a provider
-            discovery = requests.get(
-                f"{base}/.well-known/openid-configuration", headers=HTTPS, timeout=STALLED
-            )
-            token = requests.post(
-                f"{base}/token",
-                data={"grant_type": "client_credentials"},
-                auth=("nobody", "wrong"),
-                headers=HTTPS,
-                timeout=STALLED,
-            )
-            health = requests.get(f"{base}/healthz", timeout=STALLED)
+            answer_others(base)
             # Answered while the sign-ins still wait on the upstream.
             assert all(thread.is_alive() for thread in waiting) and not answers
-            assert discovery.status_code == 200 and health.status_code == 200
-            assert token.status_code == 401 and token.json()["error"] == "invalid_client"
             for thread in waiting:
                 thread.join(60)
             assert [a.status_code for a in answers] == [504] * 3, [a.text for a in answers]
