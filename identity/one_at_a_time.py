@@ -10,7 +10,8 @@ sessions, the client and key caches, in-memory counters, directory pools) sees n
 concurrency. The reverse proxy in front should still buffer request bodies (nginx does by
 default): BODY_READERS slow bodies per worker fill this one.
 
-A request waiting on another server (`waiting_elsewhere`: the directory's answer) lets go of
+A request waiting on another server (`waiting_elsewhere`: the directory's answer) or on
+another request (a sign-in waiting for a place in its name's lockout window) lets go of
 the lock meanwhile, so that a directory that hangs holds one request, not the worker: the
 token endpoint of every app kept answering. It keeps the lock when `may_release` says no (the
 request's transaction holds row locks: another request of this worker waiting on one of them
@@ -85,22 +86,26 @@ class OneAtATime:
 
 
 @contextmanager
-def waiting_elsewhere() -> Iterator[None]:
-    """Around a wait on another server: in a worker of `make serve`, the lock is let go
-    meanwhile (when its `may_release` agrees) and taken again after; elsewhere (tests,
-    commands, the development server) nothing happens."""
+def waiting_elsewhere() -> Iterator[bool]:
+    """Around a wait on another server (or on another request): in a worker of `make serve`,
+    the lock is let go meanwhile (when its `may_release` agrees) and taken again after;
+    elsewhere (tests, commands, the development server) nothing happens. Yields whether
+    the wait holds up no other request of this process: False when it keeps the lock."""
     wrapper = getattr(_running, "wrapper", None)
-    if wrapper is None or not wrapper.waiting.acquire(blocking=False):
-        yield
+    if wrapper is None:
+        yield True
+        return
+    if not wrapper.waiting.acquire(blocking=False):
+        yield False
         return
     try:
         if not wrapper.may_release():
-            yield
+            yield False
             return
         _running.wrapper = None  # a nested wait inside this one lets go of nothing more
         wrapper.lock.release()
         try:
-            yield
+            yield True
         finally:
             wrapper.lock.acquire()
             _running.wrapper = wrapper

@@ -18,6 +18,7 @@ from limits.storage import MemoryStorage, RedisStorage, storage_from_string
 from limits.strategies import MovingWindowRateLimiter, RateLimiter
 
 from identity.names import fold
+from identity.one_at_a_time import waiting_elsewhere
 
 log = logging.getLogger("identity.throttle")
 
@@ -27,7 +28,8 @@ BUSY = "Too many password checks from this address. Wait {wait} and try again."
 CROWDED = "Too many sign-in attempts at once for this name. Wait a moment and try again."
 # An attempt that finds the failure window full of attempts still being checked waits this
 # long, looking again every QUEUE_POLL seconds, for one of them to end (a check takes
-# milliseconds: an argon2 hash, a directory bind). It holds its worker meanwhile.
+# milliseconds: an argon2 hash, a directory bind). It lets go of its worker meanwhile: the
+# attempts it waits for may need the worker to end (their directory binds wait without it).
 QUEUE_SECONDS = 3.0
 QUEUE_POLL = 0.05
 
@@ -149,7 +151,8 @@ class Throttle:
         window refuses when full): however many attempts run at once, on however many nodes
         sharing Redis, at most LOCKOUT_ACCOUNT_FAILURES wrong passwords are checked. When the
         window is full of attempts still being checked, this one waits (at most
-        QUEUE_SECONDS) until one of them locks the name or gives its place back."""
+        QUEUE_SECONDS, without its worker's lock) until one of them locks the name or gives
+        its place back; at once refused as a crowd when the worker cannot be let go."""
         keys = self._signin_keys(username)
         deadline = time.monotonic() + QUEUE_SECONDS
         while True:
@@ -160,7 +163,10 @@ class Throttle:
                 break
             if time.monotonic() >= deadline:
                 return Refusal(1, CROWDED)
-            time.sleep(QUEUE_POLL)
+            with waiting_elsewhere() as others_go_on:
+                if not others_go_on:  # waiting here would hold up the attempts it waits for
+                    return Refusal(1, CROWDED)
+                time.sleep(QUEUE_POLL)
         # A failure elsewhere may have locked the name and emptied its window between the
         # look and the reservation.
         wait = self.signin_wait(username)

@@ -118,6 +118,51 @@ def blackhole() -> Iterator[str]:
         yield f"ldap://127.0.0.1:{s.getsockname()[1]}"
 
 
+@contextlib.contextmanager
+def slowed(url: str, delay: float) -> Iterator[str]:
+    """An ldap:// URL in front of `url` (plain ldap://) that passes everything on, each
+    answer of the directory `delay` seconds late: a directory far away or busy."""
+    host, port = url.removeprefix("ldap://").rsplit(":", 1)
+    listener = socket.create_server(("127.0.0.1", 0))
+    connections: list[threading.Thread] = []
+
+    def pipe(source: socket.socket, sink: socket.socket, wait: float) -> None:
+        with contextlib.suppress(OSError):
+            while data := source.recv(65536):
+                time.sleep(wait)
+                sink.sendall(data)
+        with contextlib.suppress(OSError):
+            sink.shutdown(socket.SHUT_RDWR)  # ends the other direction too
+
+    def connection(client: socket.socket) -> None:
+        with client, socket.create_connection((host, int(port))) as server:
+            answers = threading.Thread(target=pipe, args=(server, client, delay))
+            answers.start()
+            pipe(client, server, 0.0)
+            answers.join()
+
+    def accept() -> None:
+        while True:
+            try:
+                client, _ = listener.accept()
+            except OSError:
+                return
+            connections.append(threading.Thread(target=connection, args=(client,)))
+            connections[-1].start()
+
+    accepting = threading.Thread(target=accept)
+    accepting.start()
+    try:
+        yield f"ldap://127.0.0.1:{listener.getsockname()[1]}"
+    finally:
+        with contextlib.suppress(OSError):
+            listener.shutdown(socket.SHUT_RDWR)  # wakes the accept()
+        listener.close()
+        accepting.join()
+        for thread in connections:
+            thread.join(10)
+
+
 # ldap3 2.9.1 leaves the socket open after a refused connect or a failed TLS handshake;
 # the connector's close() closes it too.
 unbind_and_close = close

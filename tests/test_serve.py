@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 import requests
-from ldap_server import blackhole
+from ldap_server import blackhole, slowed
 from ports import listen_port
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -318,6 +318,50 @@ def test_a_wait_elsewhere_lets_go_of_the_worker_unless_the_transaction_holds_loc
     assert free["read"] is False
 
 
+def test_a_sign_in_waits_for_a_place_without_the_worker_or_is_refused_at_once(app, monkeypatch):
+    """A sign-in that finds its name's lockout window full of attempts still being checked
+    waits for one to end with the worker's lock let go: they may need it to end (their
+    directory binds wait without it). When the lock cannot be let go, it is refused as a
+    crowd at once, not after holding the worker for QUEUE_SECONDS."""
+    from types import SimpleNamespace
+
+    from werkzeug.test import Client
+
+    from identity import throttle as throttling
+    from identity.one_at_a_time import MAX_WAITING, OneAtATime
+
+    polls: list[bool] = []
+
+    def poll(seconds: float) -> None:
+        free = wrapped.lock.acquire(blocking=False)
+        if free:
+            wrapped.lock.release()
+        polls.append(free)
+        throttling.throttle().signin_release("alice")  # an attempt being checked ends
+
+    monkeypatch.setattr(throttling, "time", SimpleNamespace(monotonic=time.monotonic, sleep=poll))
+
+    def attempt() -> str:
+        limiter, places = throttling.throttle(), app.config["LOCKOUT_ACCOUNT_FAILURES"]
+        for _ in range(places):
+            assert limiter.signin_begin("alice") is None
+        refusal = limiter.signin_begin("alice")
+        for _ in range(places):  # as many are reserved either way
+            limiter.signin_release("alice")
+        return refusal.message if refusal else "reserved"
+
+    app.add_url_rule("/test-attempt", view_func=attempt)
+    wrapped = OneAtATime(app, 1024)
+    client = Client(wrapped)
+    answer = client.get("/test-attempt", base_url="https://localhost")
+    assert (answer.text, polls) == ("reserved", [True])
+    # Every place outside the lock is taken: refused at once, without a poll.
+    for _ in range(MAX_WAITING):
+        wrapped.waiting.acquire()
+    answer = client.get("/test-attempt", base_url="https://localhost")
+    assert (answer.text, polls) == (throttling.CROWDED, [True])
+
+
 def test_a_crowd_of_sign_ins_does_not_stall_the_worker(tmp_path):
     """One worker, 48 password attempts at once: every one is answered. (A version that let
     each hash wait for its turn outside the worker's lock, keeping its database connection,
@@ -492,6 +536,7 @@ def password_attempt(
         f"{base}/login",
         data={"csrf_token": token.group(1), "username": username, "password": password},
         headers=HTTPS | {"Referer": f"https://127.0.0.1:{port}/login", "Cookie": cookie},
+        allow_redirects=False,
         timeout=60,
     )
 
@@ -620,6 +665,44 @@ def test_a_hanging_directory_holds_its_sign_ins_not_the_worker(tmp_path):
             waiting.join(60)
             assert answers and answers[0].status_code == 503, answers
             assert "Traceback" not in answers[0].text
+        finally:
+            output = stop(proc)
+    assert "Traceback" not in output
+
+
+def test_a_crowd_of_one_name_waits_for_the_directory_without_holding_the_worker(
+    tmp_path, directory
+):
+    """One worker; each answer of the directory comes late. Seven sign-ins of one person at
+    once: five may be checked at once (LOCKOUT_ACCOUNT_FAILURES), the two others wait for a
+    place. They wait without the worker's lock, so the five can come back from the
+    directory, give their places back, and all seven sign in. Before, the waiting ones
+    looked for a place holding the lock: the five could not come back, and the two were
+    refused as a crowd after QUEUE_SECONDS."""
+    port = listen_port()
+    with slowed(directory.url, 0.2) as far:
+        env = serve_env(
+            tmp_path,
+            IDP_BIND=f"127.0.0.1:{port}",
+            IDP_WORKERS="1",
+            IDP_LDAP_URL=far,
+            IDP_LDAP_START_TLS="false",
+            IDP_ALLOW_INSECURE_LDAP_PLAINTEXT="true",
+            IDP_LDAP_USER_BASE=directory.people_dn,
+            IDP_LDAP_BIND_DN=directory.bind_dn,
+            IDP_LDAP_BIND_PASSWORD=directory.bind_password,
+        )
+        proc = start(env)
+        try:
+            wait_ready(proc, port, 1)
+            password = directory.passwords["ada"]
+            with concurrent.futures.ThreadPoolExecutor(7) as pool:
+                answers = list(
+                    pool.map(lambda _: password_attempt(port, "ada", password), range(7))
+                )
+            assert [a.status_code for a in answers] == [302] * 7, [
+                (a.status_code, a.text[:300]) for a in answers
+            ]
         finally:
             output = stop(proc)
     assert "Traceback" not in output
