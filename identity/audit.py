@@ -1,4 +1,5 @@
-"""One call records an audit event in the database and as one JSON log line."""
+"""One call records an audit event in the database and as one JSON log line (or, for the
+most frequent events of apps, only as the log line: log_only)."""
 
 from __future__ import annotations
 
@@ -29,6 +30,12 @@ def insert(type_: str, user: User | None = None, **data: object) -> None:
     paths (token responses, sign-in), where the ORM's bookkeeping of a new object cost more
     than the write. Executed in the current transaction: the caller commits right after."""
     db.session.connection().execute(EVENT_INSERT, _entry(type_, user, data))
+
+
+def log_only(type_: str, **data: object) -> None:
+    """An event without a person, logged and counted but not stored: for those too frequent
+    for the table (an app's own tokens, issued per call)."""
+    _entry(type_, None, data)
 
 
 def _entry(type_: str, user: User | None, data: dict) -> dict:

@@ -610,14 +610,20 @@ def test_delete_revokes_the_tokens_and_removes_the_consents(app, admin, client, 
         db.session.add(Consent(user_id=user.id, client_id=other_id, scope="openid"))
         db.session.commit()
 
+    # The app's own token is accepted (without the openid scope userinfo needs).
+    own = {"Authorization": f"Bearer {machine}"}
+    assert client.get("/userinfo", headers=own).json["error"] == "insufficient_scope"
+
     page = admin.get(f"/admin/apps/{client_id}/delete").get_data(as_text=True)
-    assert "Its 2 live tokens are revoked at once" in page
+    # The person's token; the app's own tokens are not stored, and end with the app.
+    assert "Its 1 live token is revoked at once</strong> (and those it got for itself" in page
     response = admin.post(f"/admin/apps/{client_id}/delete", {"admin_password": PASSWORD})
     assert response.status_code == 302 and response.headers["Location"] == "/admin/apps"
     listing = admin.get("/admin/apps").get_data(as_text=True)
-    assert "Deleted Wiki: 2 tokens revoked, 1 consents removed." in listing
+    assert "Deleted Wiki: 1 tokens revoked, 1 consents removed." in listing
 
     assert client.get("/userinfo", headers=bearer).status_code == 401
+    assert client.get("/userinfo", headers=own).json["error"] == "invalid_token"
     refresh = client.post(
         "/token",
         data={"grant_type": "refresh_token", "refresh_token": tokens["refresh_token"]},
@@ -628,18 +634,18 @@ def test_delete_revokes_the_tokens_and_removes_the_consents(app, admin, client, 
     with app.app_context():
         assert [c.client_id for c in db.session.scalars(select(Client))] == [other_id]
         assert [c.client_id for c in db.session.scalars(select(Consent))] == [other_id]
-        rows = {t.client_id: t for t in db.session.scalars(select(Token))}
         assert all(
             t.access_token_revoked_at and t.refresh_token_revoked_at
             for t in db.session.scalars(select(Token).where(Token.client_id == client_id))
         )
-        assert rows[other_id].access_token_revoked_at == 0  # the other app keeps its token
-    assert machine and other_token
+    # The other app keeps its own token.
+    other = client.get("/userinfo", headers={"Authorization": f"Bearer {other_token}"})
+    assert other.json["error"] == "insufficient_scope"
     (event,) = events(app, "client.deleted")
     assert event == {
         "client_id": client_id,
         "name": "Wiki",
-        "revoked_tokens": 2,
+        "revoked_tokens": 1,
         "removed_consents": 1,
         "by": "root",
     }
@@ -766,9 +772,12 @@ def test_cli_update_unknown_app(app):
     assert r.exit_code == 1 and "no such app: nope" in r.output
 
 
-def test_cli_delete_revokes_tokens_and_removes_consents(app, client, user):
-    client_id, secret = register(app, grant_types=ALL_GRANTS)
-    assert client_credentials(client, client_id, secret).status_code == 200
+def test_cli_delete_revokes_tokens_and_removes_consents(app, admin, client, user):
+    client_id, secret = register(app, grant_types=ALL_GRANTS, skip_consent=True)
+    sign_in_with(admin, client, client_id, secret)  # a person's token, stored
+    machine = client_credentials(client, client_id, secret).json["access_token"]
+    own = {"Authorization": f"Bearer {machine}"}
+    assert client.get("/userinfo", headers=own).json["error"] == "insufficient_scope"
     with app.app_context():
         db.session.add(Consent(user_id=user.id, client_id=client_id, scope="openid"))
         db.session.commit()
@@ -780,6 +789,8 @@ def test_cli_delete_revokes_tokens_and_removes_consents(app, client, user):
         assert token.access_token_revoked_at and token.refresh_token_revoked_at
         assert db.session.scalar(select(func.count()).select_from(Consent)) == 0
         assert db.session.scalar(select(func.count()).select_from(Client)) == 0
+    # The app's own token, never stored, ends with the app.
+    assert client.get("/userinfo", headers=own).json["error"] == "invalid_token"
     (event,) = events(app, "client.deleted")
     assert event["revoked_tokens"] == 1 and event["removed_consents"] == 1
 

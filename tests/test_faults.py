@@ -35,15 +35,24 @@ def test_postgresql_connections_killed_under_load(tmp_path):
             db.create_all()
             accounts.create_local("alice", "alice@example.org", "correct horse battery staple")
             machine, secret = clients.create("batch", [], grant_types=["client_credentials"])
-        # Client credentials: each request reads and writes the database (/jwks.json, which
-        # this test used before, is served from memory between rebuilds).
+        # Revoking an app's own token: each request reads and writes the database (its
+        # tokens are not stored when issued; /jwks.json, which this test used before, is
+        # served from memory between rebuilds).
         basic = base64.b64encode(f"{machine.client_id}:{secret}".encode()).decode()
+        auth = {"Authorization": f"Basic {basic}"}
 
         def grant(test_client):
-            return test_client.post(
+            token = test_client.post(
                 "/token",
                 data={"grant_type": "client_credentials"},
-                headers={"Authorization": f"Basic {basic}"},
+                headers=auth,
+                base_url="https://localhost",
+            )
+            assert token.status_code == 200, token.data
+            return test_client.post(
+                "/revoke",
+                data={"token": token.json["access_token"]},
+                headers=auth,
                 base_url="https://localhost",
             )
 
@@ -89,8 +98,10 @@ def test_postgresql_connections_killed_under_load(tmp_path):
         assert grant(client).status_code == 200
         with app.app_context():
             assert db.session.scalar(select(func.count()).select_from(User)) == 1
-            # Every token answered was recorded (and the two before and after the load).
-            recorded = db.session.scalar(select(func.count()).select_from(Token))
+            # Every revocation answered was recorded (and the two before and after the load).
+            recorded = db.session.scalar(
+                select(func.count()).select_from(Token).where(Token.access_token_revoked_at > 0)
+            )
             assert recorded >= statuses.count(200) + 2
     finally:
         with app.app_context():

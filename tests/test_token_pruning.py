@@ -1,6 +1,7 @@
 """The tokens table is pruned: a row goes once it can no longer matter (access token expired,
 refresh token expired or revoked, SSO session over, plus an hour), in bounded batches swept
-from the token endpoint, like authorization codes."""
+whenever a row is written (the token endpoint, the revocation of an app's own token), like
+authorization codes."""
 
 from __future__ import annotations
 
@@ -52,8 +53,12 @@ ROWS = [
 
 
 def machine_token(idp, machine: App) -> None:
+    """An app's own token, revoked: its row is written then (none is when it is issued),
+    and the table swept."""
     response = machine.post("/token", {"grant_type": "client_credentials"})
     assert response.status_code == 200, response.text
+    revoked = machine.post("/revoke", {"token": response.json()["access_token"]})
+    assert revoked.status_code == 200, revoked.text
 
 
 def remaining(idp) -> set[str]:
@@ -71,7 +76,7 @@ def test_token_rows_go_once_they_can_no_longer_matter(idp):
     kept = {r["access_token"] for r, keep in ROWS if keep}
     assert kept <= left
     assert not ({r["access_token"] for r, keep in ROWS if not keep} & left)
-    assert len(left - kept) == 1  # the machine token just issued
+    assert len(left - kept) == 1  # the machine token just revoked
 
 
 def test_token_pruning_is_bounded_and_catches_up(idp, monkeypatch):

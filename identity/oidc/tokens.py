@@ -2,7 +2,12 @@
 
 RFC 9068 JWT access tokens and rotating refresh tokens, each recorded (by `jti`, by digest)
 with the grant it belongs to, revoked by grant or by condition, and which spent rows may go
-(pruned by identity.sweeps)."""
+(pruned by identity.sweeps).
+
+An app's own tokens (the client credentials grant) are not recorded: no person, no refresh
+token, no grant to revoke with them, and an app may ask for one per call. Their `jti` says
+what they are (APP_TOKEN_JTI); a row is written only when one is revoked (RFC 7009), and
+deleting the app ends them (introspection and userinfo accept tokens of known apps only)."""
 
 from __future__ import annotations
 
@@ -25,6 +30,10 @@ from identity.oidc import keys, subjects
 from identity.sweeps import sweep
 
 TOKEN_KEPT = 3600  # seconds a token row is kept after the last moment it could matter
+# The start of the `jti` of an app's own token, never of another: Authlib's are letters and
+# digits. It is signed with the rest, so only this provider can write it.
+APP_TOKEN_JTI = "app-"
+APP_GRANT = "client_credentials"
 
 
 class AccessTokenGenerator(JWTBearerTokenGenerator):
@@ -33,6 +42,10 @@ class AccessTokenGenerator(JWTBearerTokenGenerator):
 
     def get_jwks(self):
         return KeySet([keys.signing_key(self.alg)])
+
+    def get_jti(self, client, grant_type, user, scope) -> str:
+        jti = super().get_jti(client, grant_type, user, scope)
+        return APP_TOKEN_JTI + jti if grant_type == APP_GRANT else jti
 
     def get_extra_claims(self, client, grant_type, user, scope):
         # The person's `sub` as this app knows it (pairwise or public).
@@ -70,6 +83,12 @@ def prunable_tokens(now: int) -> tuple:
     )
 
 
+def sweep_tokens(now: int) -> None:
+    """Prune the token rows that can no longer matter, when a sweep is due (identity.sweeps):
+    wherever a row is written."""
+    sweep(Token, lambda: prunable_tokens(now))
+
+
 def code_grant_id(code: AuthorizationCode) -> str:
     return f"code-{code.id}"
 
@@ -80,17 +99,26 @@ TOKEN_INSERT = Token.__table__.insert()
 
 def save_token(token: dict, request) -> None:
     """Record a token response: the access token's jti, the refresh token's digest, and the
-    grant it belongs to."""
+    grant it belongs to. An app's own token is only logged (see the module's docstring)."""
+    if request.payload.grant_type == APP_GRANT:
+        # Logged and counted, not stored: an app asking for a token per call would fill the
+        # audit table, and writing a row cost more than the rest of the request.
+        audit.log_only(
+            "token.issued",
+            client_id=request.client.client_id,
+            grant_type=APP_GRANT,
+            scope=token.get("scope", ""),
+            refresh=False,
+        )
+        return
     now = int(time.time())
     claims = _unverified_claims(token["access_token"])
     code = getattr(request, "authorization_code", None)
     previous = getattr(request, "refresh_token", None)
     if code is not None:
         grant_id, sid, auth_time = code_grant_id(code), code.sid, code.auth_time
-    elif previous is not None:
+    else:  # a refresh: the other grant there is
         grant_id, sid, auth_time = previous.grant_id, previous.sid, previous.auth_time
-    else:
-        grant_id, sid, auth_time = f"cc-{secrets.token_hex(8)}", None, None
     _fence(code, previous)
     refresh = token.get("refresh_token")
     scope = token.get("scope", "")
@@ -115,7 +143,7 @@ def save_token(token: dict, request) -> None:
             ),
         },
     )
-    sweep(Token, lambda: prunable_tokens(now))
+    sweep_tokens(now)
     audit.insert(
         # A refresh is its own event: the grant goes on, no one signed in again.
         "token.refreshed" if previous is not None else "token.issued",

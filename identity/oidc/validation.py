@@ -18,6 +18,7 @@ from joserfc import jwt
 from joserfc.errors import JoseError
 from joserfc.jwk import KeySet
 from sqlalchemy import bindparam, select
+from sqlalchemy.exc import IntegrityError
 
 from identity import audit
 from identity.database import read_one
@@ -27,7 +28,7 @@ from identity.models.oauth import token_digest
 from identity.oidc import client_cache, keys, subjects
 from identity.oidc.claims import issuer
 from identity.oidc.client_rules import CLIENT_AUTH_METHODS, CONFIDENTIAL_AUTH_METHODS
-from identity.oidc.tokens import revoke_grant
+from identity.oidc.tokens import APP_TOKEN_JTI, revoke_grant, sweep_tokens
 
 
 def verifying_keys() -> KeySet:
@@ -152,20 +153,70 @@ def access_token_claims(token_string: str) -> dict | None:
 
 
 def access_token_record(token_string: str) -> TokenRecord | None:
-    """The recorded access token behind a JWT access token of ours, read only."""
+    """The recorded access token behind a JWT access token of ours, read only; for an app's
+    own token, unrecorded unless revoked, what its claims say."""
     claims = access_token_claims(token_string)
     if claims is None:
         return None
     row = read_one(RECORD_BY_JTI, {"jti": claims["jti"]})
-    return TokenRecord(row) if row is not None else None
+    if row is None:
+        app_token = _app_token(claims)
+        return TokenRecord(_app_token_row(app_token)) if app_token is not None else None
+    return TokenRecord(row)
 
 
 def access_token_row(token_string: str) -> Token | None:
-    """The recorded access token behind a JWT access token of ours, to change (revoke)."""
+    """The recorded access token behind a JWT access token of ours, to change (revoke); for
+    an app's own token never recorded, a new row (not yet added to the session)."""
     claims = access_token_claims(token_string)
     if claims is None:
         return None
-    return db.session.scalar(select(Token).where(Token.access_token == claims["jti"]))
+    row = db.session.scalar(select(Token).where(Token.access_token == claims["jti"]))
+    if row is None:
+        app_token = _app_token(claims)
+        return Token(**_app_token_columns(app_token)) if app_token is not None else None
+    return row
+
+
+def _app_token(claims: dict) -> dict | None:
+    """The claims of an app's own token (tokens.APP_TOKEN_JTI) issued to an app that still
+    exists (deleting an app ends its tokens), else None."""
+    if not claims["jti"].startswith(APP_TOKEN_JTI):
+        return None
+    client_id, iat, exp = claims.get("client_id"), claims.get("iat"), claims.get("exp")
+    if not isinstance(client_id, str) or client_cache.lookup(client_id) is None:
+        return None
+    if not isinstance(iat, int) or not isinstance(exp, int):
+        return None
+    return claims
+
+
+def _app_token_columns(claims: dict) -> dict:
+    """The row an app's own token would have, had it been recorded when issued."""
+    return {
+        "client_id": claims["client_id"],
+        "token_type": "Bearer",
+        "scope": claims.get("scope") or "",
+        "issued_at": claims["iat"],
+        "expires_in": claims["exp"] - claims["iat"],
+        "access_token": claims["jti"],
+        "grant_id": claims["jti"],
+    }
+
+
+def _app_token_row(claims: dict) -> SimpleNamespace:
+    """_app_token_columns, read as RECORD_BY_JTI reads a row: not revoked, no account."""
+    return SimpleNamespace(
+        **_app_token_columns(claims),
+        access_token_revoked_at=0,
+        refresh_token=None,
+        refresh_token_expires_at=None,
+        refresh_token_revoked_at=0,
+        refresh_token_used_at=None,
+        user_id=None,
+        **dict.fromkeys(("username", "subject", "name", "email", "email_verified", "groups")),
+        disabled=None,
+    )
 
 
 class AccessTokenValidator(BearerTokenValidator):
@@ -270,15 +321,22 @@ class Revocation(RevocationEndpoint):
 
     def revoke_token(self, token: Token, request) -> None:
         """Revoking a refresh token ends its grant; revoking an access token ends that token
-        (RFC 7009 2.1)."""
+        (RFC 7009 2.1). An app's own token gets its row now, revoked."""
         if token.refresh_token and token.refresh_token == token_digest(request.form["token"]):
             count = revoke_grant(token.grant_id)
         else:
             now = int(time.time())
             token.access_token_revoked_at = now
+            if token.id is None:  # an app's own token: its first row
+                db.session.add(token)
+                sweep_tokens(now)
             count = 1
         audit.record("token.revoked", token.user, client_id=token.client_id, tokens=count)
-        db.session.commit()
+        try:
+            db.session.commit()
+        except IntegrityError:
+            # Another revocation of the same app token wrote its row first: revoked either way.
+            db.session.rollback()
 
 
 class EndSession(EndSessionEndpoint):
