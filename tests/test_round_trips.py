@@ -126,14 +126,18 @@ def test_userinfo_and_introspection_read_their_token_in_one_round_trip(idp, monk
 
 def test_a_connection_used_a_moment_ago_is_not_pinged_and_an_idle_one_is(idp, monkeypatch):
     machine = App(idp, register(idp, "batch", redirect_uris=[], grant_types=["client_credentials"]))
-    grant = {"grant_type": "client_credentials"}
-    assert machine.post("/token", grant).status_code == 200
+    token = machine.post("/token", {"grant_type": "client_credentials"}).json()["access_token"]
+
+    def introspected() -> bool:  # reads the database (whether the token was revoked)
+        return machine.post("/introspect", {"token": token}).json()["active"]
+
+    assert introspected()
     monkeypatch.setattr(database, "PING_AFTER", 3600.0)
     with wire(idp.app) as recent:
-        assert machine.post("/token", grant).status_code == 200
+        assert introspected()
     monkeypatch.setattr(database, "PING_AFTER", 0.0)
     with wire(idp.app) as idle:
-        assert machine.post("/token", grant).status_code == 200
+        assert introspected()
     assert queries(idle)[0] == '";"', queries(idle)  # the ping (an empty statement), first
     assert '";"' not in queries(recent), queries(recent)
     assert round_trips(idle) == round_trips(recent) + 1
