@@ -614,6 +614,8 @@ def test_delete_revokes_the_tokens_and_removes_the_consents(app, admin, client, 
     own = {"Authorization": f"Bearer {machine}"}
     assert client.get("/userinfo", headers=own).json["error"] == "insufficient_scope"
 
+    detail = admin.get(f"/admin/apps/{client_id}").get_data(as_text=True)
+    assert "(of people: its own client-credentials tokens are not stored)" in detail
     page = admin.get(f"/admin/apps/{client_id}/delete").get_data(as_text=True)
     # The person's token; the app's own tokens are not stored, and end with the app.
     assert "Its 1 live token is revoked at once</strong> (and those it got for itself" in page
