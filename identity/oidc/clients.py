@@ -213,7 +213,8 @@ def update(
 
 def delete(client: Client, *, by: str | None = None) -> dict[str, int]:
     """Remove an app: its tokens are revoked (refused at once by userinfo and introspection;
-    an API that checks a JWT access token offline accepts it until it expires), its consents
+    its own tokens, never stored, once no worker knows the app: IDP_CLIENT_CACHE_SECONDS; an
+    API that checks a JWT access token offline accepts it until it expires), its consents
     and pending codes removed, then the registration itself."""
     client_id = client.client_id
     revoked = revoke_tokens(Token.client_id == client_id)
