@@ -19,6 +19,20 @@ def test_discovery_offers_the_table(app):
     assert set(scopes.CLAIMS) <= set(discovery["claims_supported"])
 
 
+def test_discovery_is_built_once_per_process_and_served_as_json(app, monkeypatch):
+    from identity.oidc import views
+
+    built, real = [], views._discovery
+    monkeypatch.setattr(views, "_discovery", lambda: built.append(1) or real())
+    client = app.test_client()
+    first, second = (client.get("/.well-known/openid-configuration") for _ in range(2))
+    assert len(built) == 1
+    assert first.data == second.data
+    assert first.mimetype == "application/json"
+    assert first.headers["Cache-Control"] == "public, max-age=300"
+    assert first.get_json()["issuer"] == app.config["ISSUER"].rstrip("/")
+
+
 def test_a_person_s_claims_are_those_of_the_granted_scopes(app, user):
     with app.app_context():
         person = db.session.get(User, user.id)

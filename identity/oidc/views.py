@@ -23,9 +23,19 @@ from identity.throttle import SLOW_DOWN, throttle
 
 @bp.get("/.well-known/openid-configuration")
 def discovery():
+    # Built from settings alone: serialized once per process.
+    cached = current_app.extensions.get("idp.discovery")
+    if cached is None:
+        cached = current_app.extensions["idp.discovery"] = current_app.json.dumps(_discovery())
+    return current_app.response_class(
+        cached, mimetype="application/json", headers={"Cache-Control": "public, max-age=300"}
+    )
+
+
+def _discovery() -> dict:
     base = issuer()
     algs = list(current_app.config["SIGNING_ALGORITHMS"])
-    body = {
+    return {
         "issuer": base,
         "authorization_endpoint": f"{base}/authorize",
         "token_endpoint": f"{base}/token",
@@ -67,9 +77,6 @@ def discovery():
         "backchannel_logout_supported": True,
         "backchannel_logout_session_supported": True,
     }
-    response = jsonify(body)
-    response.headers["Cache-Control"] = "public, max-age=300"
-    return response
 
 
 @bp.get("/jwks.json")
