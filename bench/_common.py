@@ -897,3 +897,33 @@ def pct(values: list[float], q: float) -> float:
         return float("nan")
     s = sorted(values)
     return 1000 * s[min(len(s) - 1, max(0, round(q / 100 * len(s) + 0.5) - 1))]
+
+
+def wide_figures(run: dict, threads: int) -> dict | None:
+    """The figures of the run with --wide threads, or None when there was none."""
+    wide = run.get("wide")
+    if wide is None:
+        return None
+    ok = len(wide["full"])
+    return {
+        "threads": threads,
+        "ops_per_s": wide["rate"],
+        "p50_ms": pct(wide["full"], 50),
+        "p99_ms": pct(wide["full"], 99),
+        "svc_ms_per_op": 1000 * wide["service_cpu_s"] / ok if ok else None,
+        "gen_cpu_pct": wide["client_cpu_pct"],
+        "svc_cpu_pct": wide["service_cpu_pct"],
+        "other_cpu_pct": wide["others_pct"] + (wide.get("steal_pct") or 0),
+        "ok": ok,
+        "errors": sum(wide["errors"].values()),
+    }
+
+
+def top_errors(run: dict) -> list[list]:
+    """The 3 most frequent errors of each of a row's runs."""
+    return [
+        [f"{'' if part == 'peak' else part + ': '}{err}", n]
+        for part in ("peak", "wide", "paced")
+        if run.get(part) is not None
+        for err, n in run[part]["errors"].most_common(3)
+    ]

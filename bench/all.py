@@ -2,7 +2,7 @@
 Connect endpoints on each database backend, against raw ceilings measured in the same run,
 the peer (oidc-provider) and issues 8 and 16's targets.
 
-    .venv/bin/python bench/all.py [--seconds 10] [--warmup 2] [--concurrency 4]
+    .venv/bin/python bench/all.py [--seconds 10] [--warmup 2] [--concurrency 8] [--wide 64]
         [--backends sqlite,postgres] [--ops signin,ldap,cc,refresh,code,userinfo,discovery,
         jwks,introspect] [--peer/--no-peer] [--check-generator] [--json PATH]
 
@@ -16,8 +16,9 @@ the peer (oidc-provider) and issues 8 and 16's targets.
 2. Per backend: `sqlite` (a fresh file in a temporary directory, no Redis) and `postgres`
    (a fresh database on the local PostgreSQL, Redis for the counters under a prefix of this
    run's own). make serve (granian), 2 workers, plain HTTP on 127.0.0.1, X-Forwarded-Proto: https
-   trusted. Each operation: a closed-loop peak run (C client threads), then an open-loop
-   run paced at half that peak rate (latency from each request's due time). Password
+   trusted. Each operation: a closed-loop peak run (C client threads; the operations compared
+   with the peer once more with --wide threads, issue 16's 8 and 64 connections), then an
+   open-loop run paced at half the peak rate (latency from each request's due time). Password
    sign-in, client credentials, refresh, code flow, userinfo, discovery, JWKS and
    introspection on one server; LDAP sign-in on a second one with IDP_LDAP_* set. VmRSS of
    every worker after the runs.
@@ -68,6 +69,8 @@ from _common import (
     processes_cpu_seconds,
     sign_in_once,
     timewait_sockets,
+    top_errors,
+    wide_figures,
     with_huge_pages,
 )
 
@@ -220,7 +223,8 @@ def run_op(
     factory: Callable[[], Callable[[int], Op]],
     probes=None,
 ) -> dict:
-    """The closed-loop peak run, then the open-loop run at half its rate."""
+    """The closed-loop peak run (and for the operations compared with the peer, another
+    with --wide threads), then the open-loop run at half the higher of their rates."""
     label = f"{backend}: {NAMES[key]}"
     say(
         f"{label}: peak, {args.concurrency} client threads, {args.warmup:g} s warm-up + "
@@ -234,8 +238,21 @@ def run_op(
         f"{label}: {peak['rate']:.1f}/s, p50 {pct(peak['full'], 50):.1f} ms, p99 "
         f"{pct(peak['full'], 99):.1f} ms, {n_err} errors"
     )
+    wide = None
+    if args.wide and key in peer_bench.PEER_OPS:
+        say(
+            f"{label}: peak, {args.wide} client threads, {args.warmup:g} s warm-up + "
+            f"{args.seconds:g} s ..."
+        )
+        wide = drive_ops(args.wide, args.seconds, args.warmup, service, factory(), probes)
+        if service.proc.poll() is not None:
+            raise BenchError(f"the server exited during {label}:\n{service.log_tail()}")
+        say(
+            f"{label}: {wide['rate']:.1f}/s with {args.wide} threads, p99 "
+            f"{pct(wide['full'], 99):.1f} ms, {sum(wide['errors'].values())} errors"
+        )
     paced = None
-    half = peak["rate"] / 2
+    half = max(peak["rate"], wide["rate"] if wide else 0) / 2
     if peak["full"] and half > 0:
         threads = paced_threads(half, args.concurrency)
         say(
@@ -250,13 +267,13 @@ def run_op(
             f"{pct(paced['full'], 99):.1f} ms from due time, {sum(paced['errors'].values())} "
             "errors"
         )
-    return {"peak": peak, "paced": paced}
+    return {"peak": peak, "wide": wide, "paced": paced}
 
 
 # ---------------------------------------------------------------------------- report
 
 
-def evaluate(backend: str, key: str, run: dict, ceilings: dict) -> dict:
+def evaluate(backend: str, key: str, run: dict, ceilings: dict, wide: int) -> dict:
     """One row of the table, with its targets checked."""
     peak, paced = run["peak"], run["paced"]
     ceiling = ceilings.get(CEILING_OF.get(key, ""), {}).get("rate")
@@ -310,12 +327,8 @@ def evaluate(backend: str, key: str, run: dict, ceilings: dict) -> dict:
         "slapd_cpu_pct": peak["probe_pct"].get("slapd"),
         "db_cpu_pct": _sum_or_none(peak["probe_pct"], ("postgres", "redis")),
         "probe_cpu_pct": peak["probe_pct"],
-        "top_errors": [
-            [f"{'half: ' if part == 'half' else ''}{err}", n]
-            for part, r in (("peak", peak), ("half", paced))
-            if r is not None
-            for err, n in r["errors"].most_common(3)
-        ],
+        "wide": wide_figures(run, wide),
+        "top_errors": top_errors(run),
     }
 
 
@@ -482,12 +495,16 @@ def print_report(args, report: dict) -> None:
     ]
     for p in report["peer"].values():
         others.append((f"peer {p['name']}", p["other_cpu_pct"] + (p.get("steal_cpu_pct") or 0)))
+        if p["wide"]:
+            others.append((f"peer {p['name']} @{args.wide}", p["wide"]["other_cpu_pct"]))
         if p["half_other_cpu_pct"] is not None:
             others.append((f"peer {p['name']} @half", p["half_other_cpu_pct"]))
     for r in rows:
         others.append(
             (f"{r['backend']} {r['name']}", r["other_cpu_pct"] + (r.get("steal_cpu_pct") or 0))
         )
+        if r["wide"]:
+            others.append((f"{r['backend']} {r['name']} @{args.wide}", r["wide"]["other_cpu_pct"]))
         if r["half"]:
             h = r["half"]
             others.append(
@@ -671,7 +688,7 @@ def run_backend(args, name: str, ops, ldap, stack: contextlib.ExitStack, tmp: Pa
     finally:  # what was measured is reported, also when a later step failed
         for key in OPS:
             if key in runs:
-                report["rows"].append(evaluate(name, key, runs[key], report["ceilings"]))
+                report["rows"].append(evaluate(name, key, runs[key], report["ceilings"], args.wide))
     top = max((v for r in rss.values() for v in r.values()), default=0)
     say(f"{name}: done; largest worker {top / 1e6:.1f} MB")
     backend.cleanup()
@@ -699,7 +716,7 @@ def run_peer(args, ops, stack: contextlib.ExitStack, tmp: Path, report) -> None:
         say(f"peer: oidc-provider {version}, {WORKERS} workers (node:cluster), port {peer.port}")
         for key in keys:
             run = run_op(args, "peer", key, peer, lambda key=key: peer_bench.peer_op(key, peer))
-            report["peer"][key] = peer_bench.peer_row(key, NAMES[key], run)
+            report["peer"][key] = peer_bench.peer_row(key, NAMES[key], run, args.wide)
         report["peer_rss"] = peer.worker_rss()
         report["logs"][("peer", "oidc-provider")] = peer.log_summary()
     except BenchError as exc:
@@ -795,7 +812,14 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--seconds", type=float, default=10.0, help="measured time per run (10)")
     ap.add_argument("--warmup", type=float, default=2.0, help="warm-up seconds per run (2)")
-    ap.add_argument("--concurrency", type=int, default=4, help="client threads, peak runs (4)")
+    ap.add_argument("--concurrency", type=int, default=8, help="client threads, peak runs (8)")
+    ap.add_argument(
+        "--wide",
+        type=int,
+        default=64,
+        help="client threads of a second peak run of the operations compared with the peer "
+        "(64; 0: none)",
+    )
     ap.add_argument("--backends", default=",".join(BACKENDS), help="sqlite,postgres (both)")
     ap.add_argument("--ops", default=",".join(OPS), help=f"subset of {','.join(OPS)} (all)")
     ap.add_argument(
@@ -818,8 +842,8 @@ def main() -> int:
     args = ap.parse_args()
     backends = [b.strip() for b in args.backends.split(",") if b.strip()]
     ops = [o.strip() for o in args.ops.split(",") if o.strip()]
-    if args.seconds <= 0 or args.concurrency < 1 or args.warmup < 0:
-        ap.error("--seconds must be > 0, --concurrency >= 1, --warmup >= 0")
+    if args.seconds <= 0 or args.concurrency < 1 or args.warmup < 0 or args.wide < 0:
+        ap.error("--seconds must be > 0, --concurrency >= 1, --warmup >= 0, --wide >= 0")
     if (
         not backends
         or any(b not in BACKENDS for b in backends)
@@ -838,7 +862,8 @@ def main() -> int:
         tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="idp-bench-all-")))
         say(
             f"bench: backends {','.join(backends)}; operations {','.join(ops)}; {CORES} cores; "
-            f"{args.concurrency} threads, {args.warmup:g} s warm-up + {args.seconds:g} s per "
+            f"{args.concurrency} threads ({args.wide} too, for the operations compared with the "
+            f"peer), {args.warmup:g} s warm-up + {args.seconds:g} s per "
             f"run; work directory {tmp}"
         )
         ldap = measure_ceilings(args, ops, stack, tmp, report)
@@ -871,8 +896,14 @@ def main() -> int:
     failed = [
         f"{r['backend']} {r['name']}"
         for r in report["rows"]
-        if r["ok"] == 0 or (r["half"] is not None and r["half"]["ok"] == 0)
-    ] + [f"peer {p['name']}" for p in report["peer"].values() if p["ok"] == 0 or p["half_ok"] == 0]
+        if r["ok"] == 0
+        or (r["half"] is not None and r["half"]["ok"] == 0)
+        or (r["wide"] is not None and r["wide"]["ok"] == 0)
+    ] + [
+        f"peer {p['name']}"
+        for p in report["peer"].values()
+        if p["ok"] == 0 or p["half_ok"] == 0 or (p["wide"] is not None and p["wide"]["ok"] == 0)
+    ]
     if failed:
         print(f"bench: every call failed: {', '.join(failed)}", file=sys.stderr)
         status = status or 1
