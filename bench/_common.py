@@ -927,3 +927,19 @@ def top_errors(run: dict) -> list[list]:
         if run.get(part) is not None
         for err, n in run[part]["errors"].most_common(3)
     ]
+
+
+def drop_redis_keys(url: str, prefix: str) -> str:
+    """Delete the keys under `prefix` in the Redis at `url`; what was done, as a line
+    (never raises: a cleanup step)."""
+    try:
+        import redis
+
+        client = redis.Redis.from_url(url, socket_timeout=3)
+        keys = list(client.scan_iter(match=f"{prefix}*", count=1000))
+        for i in range(0, len(keys), 500):
+            client.delete(*keys[i : i + 500])
+        client.close()
+        return f"{len(keys)} Redis keys {prefix}* deleted"
+    except Exception as exc:  # noqa: BLE001
+        return f"deleting Redis keys {prefix}* failed: {exc}"

@@ -12,7 +12,8 @@ the peer (oidc-provider) and issues 8 and 16's targets.
    RFC 9068 access token (joserfc).
 1b. The peer (peer_bench.py; --no-peer leaves it out): oidc-provider from bench/peer
    (`npm ci` when needed), 2 node:cluster workers, through the same runs as below for client
-   credentials, discovery, JWKS, introspection and userinfo; stopped before the backends.
+   credentials, discovery, JWKS, introspection and userinfo; then, its storage in Redis
+   (--redis) shared by its workers, refresh and the code flow; stopped before the backends.
 2. Per backend: `sqlite` (a fresh file in a temporary directory, no Redis) and `postgres`
    (a fresh database on the local PostgreSQL, Redis for the counters under a prefix of this
    run's own). make serve (granian), 2 workers, plain HTTP on 127.0.0.1, X-Forwarded-Proto: https
@@ -61,6 +62,7 @@ from _common import (
     drive_ops,
     drive_paced,
     drive_split,
+    drop_redis_keys,
     free_port,
     interrupt,
     paced_threads,
@@ -180,17 +182,7 @@ class Backend:
                 self.notes.append(f"DROP DATABASE {name} failed: {exc}")
         if self.prefix is not None:
             prefix, self.prefix = self.prefix, None
-            try:
-                import redis
-
-                client = redis.Redis.from_url(self.redis_url, socket_timeout=3)
-                keys = list(client.scan_iter(match=f"{prefix}*", count=1000))
-                for i in range(0, len(keys), 500):
-                    client.delete(*keys[i : i + 500])
-                client.close()
-                self.notes.append(f"{len(keys)} Redis keys {prefix}* deleted")
-            except Exception as exc:  # noqa: BLE001
-                self.notes.append(f"deleting Redis keys {prefix}* failed: {exc}")
+            self.notes.append(drop_redis_keys(self.redis_url, prefix))
         for note in self.notes:
             say(f"{self.name}: cleanup: {note}")
         self.notes = []
@@ -239,7 +231,7 @@ def run_op(
         f"{pct(peak['full'], 99):.1f} ms, {n_err} errors"
     )
     wide = None
-    if args.wide and key in peer_bench.PEER_OPS:
+    if args.wide and key in peer_bench.WIDE_OPS:
         say(
             f"{label}: peak, {args.wide} client threads, {args.warmup:g} s warm-up + "
             f"{args.seconds:g} s ..."
@@ -424,9 +416,9 @@ def print_report(args, report: dict) -> None:
     )
     if report.get("peer_error"):
         print(f"peer: not measured or incomplete: {report['peer_error']}")
-    if report.get("peer_rss"):
-        mbs = ", ".join(f"{v / 1e6:.1f}" for v in report["peer_rss"].values())
-        print(f"RSS peer workers (VmRSS after its runs, MB): {mbs}")
+    for store, rss in (report.get("peer_rss") or {}).items():
+        mbs = ", ".join(f"{v / 1e6:.1f}" for v in rss.values())
+        print(f"RSS peer workers, storage in {store} (VmRSS after its runs, MB): {mbs}")
 
     # Load generator and CPU, per run.
     if rows:
@@ -696,14 +688,34 @@ def run_backend(args, name: str, ops, ldap, stack: contextlib.ExitStack, tmp: Pa
 
 def run_peer(args, ops, stack: contextlib.ExitStack, tmp: Path, report) -> None:
     """The peer (oidc-provider, bench/peer) through the same runs as the service, for the
-    operations both answer. A peer that cannot run is reported, and the service's runs go on."""
-    keys = [k for k in peer_bench.PEER_OPS if k in ops]
-    if not keys:
+    operations both answer: those whose tokens each worker may keep in its memory, then, on a
+    second peer whose workers share a store in Redis, refresh and the code flow. A peer that
+    cannot run is reported, and the service's runs go on."""
+    memory = [k for k in peer_bench.MEMORY_OPS if k in ops]
+    shared = [k for k in peer_bench.SHARED_OPS if k in ops]
+    if not memory and not shared:
         return
     say(f"peer: npm ci in {peer_bench.PEER_DIR} if needed ...")
     try:
         peer_bench.install()
-        peer = peer_bench.PeerService(free_port(), tmp / "peer.log")
+    except BenchError as exc:
+        report["peer_error"] = str(exc)
+        say(f"peer: not measured: {exc}")
+        return
+    if memory:
+        _peer_runs(args, memory, stack, tmp, report, None)
+    if shared:
+        prefix = f"idp-bench-peer-{secrets.token_hex(6)}:"
+        stack.callback(lambda: say(f"peer: cleanup: {drop_redis_keys(args.redis, prefix)}"))
+        _peer_runs(args, shared, stack, tmp, report, (args.redis, prefix))
+
+
+def _peer_runs(args, keys, stack, tmp: Path, report, redis: tuple[str, str] | None) -> None:
+    store = f"Redis {redis[0]}, key prefix {redis[1]}" if redis else "each worker's memory"
+    try:
+        peer = peer_bench.PeerService(
+            free_port(), tmp / f"peer{'-redis' if redis else ''}.log", redis=redis
+        )
     except BenchError as exc:
         report["peer_error"] = str(exc)
         say(f"peer: not measured: {exc}")
@@ -713,12 +725,15 @@ def run_peer(args, ops, stack: contextlib.ExitStack, tmp: Path, report) -> None:
         peer.wait_ready()
         version = peer_bench.peer_version()
         report["peer_version"] = version
-        say(f"peer: oidc-provider {version}, {WORKERS} workers (node:cluster), port {peer.port}")
+        say(
+            f"peer: oidc-provider {version}, {WORKERS} workers (node:cluster), port {peer.port}, "
+            f"storage in {store}"
+        )
         for key in keys:
             run = run_op(args, "peer", key, peer, lambda key=key: peer_bench.peer_op(key, peer))
             report["peer"][key] = peer_bench.peer_row(key, NAMES[key], run, args.wide)
-        report["peer_rss"] = peer.worker_rss()
-        report["logs"][("peer", "oidc-provider")] = peer.log_summary()
+        report.setdefault("peer_rss", {})[store] = peer.worker_rss()
+        report["logs"][("peer", f"oidc-provider, {store}")] = peer.log_summary()
     except BenchError as exc:
         report["peer_error"] = str(exc)
         say(f"peer: stopped: {exc}")

@@ -150,12 +150,15 @@ def jwts(body: dict) -> int:
     )
 
 
-def token_call(port: int, app: App, form: dict) -> tuple[str | None, dict, float]:
-    """POST /token with client_secret_basic. (error or None, JSON body, seconds)."""
+def token_call(
+    port: int, app: App, form: dict, path: str = "/token"
+) -> tuple[str | None, dict, float]:
+    """POST to the token endpoint with client_secret_basic. (error or None, JSON body,
+    seconds)."""
     status, text, _, t = request(
         port,
         "POST",
-        "/token",
+        path,
         {"Authorization": app.basic, "Content-Type": FORM},
         urllib.parse.urlencode(form),
     )
@@ -169,9 +172,12 @@ def token_call(port: int, app: App, form: dict) -> tuple[str | None, dict, float
     return None, body, t
 
 
-def code_flow(port: int, app: App, cookie: str) -> tuple[str | None, dict, float, float]:
-    """GET /authorize with a signed-in session, then the code at POST /token with PKCE S256.
-    (error or None, token response, authorize seconds, token seconds)."""
+def code_flow(
+    port: int, app: App, cookie: str, authorize: str = "/authorize", token: str = "/token"
+) -> tuple[str | None, dict, float, float]:
+    """GET /authorize with a signed-in session, then the code at POST /token with PKCE S256
+    (the peer's endpoints have other paths). (error or None, token response, authorize
+    seconds, token seconds)."""
     verifier = secrets.token_urlsafe(48)
     challenge = (
         base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest()).rstrip(b"=").decode()
@@ -189,14 +195,14 @@ def code_flow(port: int, app: App, cookie: str) -> tuple[str | None, dict, float
             "code_challenge_method": "S256",
         }
     )
-    status, _, msg, t_auth = request(port, "GET", f"/authorize?{query}", {"Cookie": cookie})
+    status, _, msg, t_auth = request(port, "GET", f"{authorize}?{query}", {"Cookie": cookie})
     location = msg.get("Location", "")
-    if status != 302 or not location.startswith(CALLBACK + "?"):
+    if status not in (302, 303) or not location.startswith(CALLBACK + "?"):
         where = urllib.parse.urlsplit(location).path
-        return f"GET /authorize -> {status} {where}".rstrip(), {}, t_auth, 0.0
+        return f"GET {authorize} -> {status} {where}".rstrip(), {}, t_auth, 0.0
     params = urllib.parse.parse_qs(urllib.parse.urlsplit(location).query)
     if params.get("state") != [state] or "code" not in params:
-        return f"GET /authorize: no code ({','.join(params)})", {}, t_auth, 0.0
+        return f"GET {authorize}: no code ({','.join(params)})", {}, t_auth, 0.0
     err, body, t_token = token_call(
         port,
         app,
@@ -206,6 +212,7 @@ def code_flow(port: int, app: App, cookie: str) -> tuple[str | None, dict, float
             "redirect_uri": CALLBACK,
             "code_verifier": verifier,
         },
+        token,
     )
     if err is None and not ("id_token" in body and "refresh_token" in body):
         err = "POST /token (authorization_code): no id_token or refresh_token"
@@ -214,6 +221,8 @@ def code_flow(port: int, app: App, cookie: str) -> tuple[str | None, dict, float
 
 class Phase:
     """One operation's client threads: make_op(i) is each thread's untimed setup."""
+
+    authorize, token = "/authorize", "/token"  # the peer's (peer_bench.PeerPhase) differ
 
     def __init__(self, port: int, web: App, service_app: App):
         self.port, self.web, self.service_app = port, web, service_app
@@ -229,7 +238,7 @@ class Phase:
         return cookie
 
     def _tokens(self, cookie: str) -> dict:
-        err, body, _, _ = code_flow(self.port, self.web, cookie)
+        err, body, _, _ = code_flow(self.port, self.web, cookie, self.authorize, self.token)
         if err:
             raise BenchError(f"code flow for a token: {err}")
         return body
@@ -238,7 +247,7 @@ class Phase:
         form = {"grant_type": "client_credentials"}
 
         def op():
-            err, body, _ = token_call(self.port, self.service_app, form)
+            err, body, _ = token_call(self.port, self.service_app, form, self.token)
             if err is None:
                 self.jwts = jwts(body)
             return err, {}
@@ -251,7 +260,7 @@ class Phase:
 
         def op():
             form = {"grant_type": "refresh_token", "refresh_token": chain["token"]}
-            err, body, _ = token_call(self.port, self.web, form)
+            err, body, _ = token_call(self.port, self.web, form, self.token)
             if err is None and not body.get("refresh_token"):
                 err = "POST /token (refresh_token): no new refresh token"
             if err is None:
@@ -267,7 +276,9 @@ class Phase:
         cookie = self._sign_in()
 
         def op():
-            err, body, t_auth, t_token = code_flow(self.port, self.web, cookie)
+            err, body, t_auth, t_token = code_flow(
+                self.port, self.web, cookie, self.authorize, self.token
+            )
             if err is None:
                 self.jwts = jwts(body)
             return err, {"authorize": t_auth, "token": t_token}

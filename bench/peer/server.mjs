@@ -6,7 +6,11 @@
 //                  its TLS proxy (IDP_TRUSTED_PROXIES)
 //   PEER_WORKERS   worker processes (node:cluster), 2 as the service's granian workers
 //   PEER_CONFIG    JSON: {jwk: RSA private JWK, service: {id, secret}, web: {id, secret},
-//                  introspect_token, userinfo_token, grant_id}
+//                  introspect_token, userinfo_token, grant_id, cookie_key}
+//   PEER_REDIS_URL, PEER_REDIS_PREFIX
+//                  when set, its storage in Redis (redis_adapter.mjs) instead of each
+//                  worker's memory: for the refresh and code flow runs, where a token issued by
+//                  one worker is presented to the other
 //
 // What it serves, as the service does: RS256 signing; a confidential client allowed
 // client_credentials with client_secret_basic, whose access token is an RS256 JWT (a default
@@ -16,10 +20,18 @@
 // in-memory default): each worker stores the same two opaque tokens at start, one
 // client-credentials token for introspection and one access token with "openid" (and its
 // grant) for userinfo, so that either worker answers them.
+//
+// For the code flow and refresh runs, as the service: the web client gets a refresh token
+// with every code (the service issues one without offline_access) and a new one at each
+// refresh (rotation); PKCE S256. Signing in is an interaction that this server completes at
+// once for the account "bench" (login and consent of the scopes asked), so that a client
+// thread gets a session the way a browser would, then reuses it.
 import cluster from 'node:cluster';
 import process from 'node:process';
 
 import Provider from 'oidc-provider';
+
+import redisAdapter from './redis_adapter.mjs';
 
 const port = Number(process.env.PEER_PORT);
 const workers = Number(process.env.PEER_WORKERS || 2);
@@ -53,6 +65,10 @@ if (cluster.isPrimary) {
   };
 
   const provider = new Provider(issuer, {
+    adapter: process.env.PEER_REDIS_URL
+      ? redisAdapter(process.env.PEER_REDIS_URL, process.env.PEER_REDIS_PREFIX || 'peer:')
+      : undefined,
+    cookies: { keys: [config.cookie_key] },
     jwks: { keys: [{ ...config.jwk, alg: 'RS256', use: 'sig' }] },
     clients: [
       {
@@ -103,9 +119,38 @@ if (cluster.isPrimary) {
         }),
       },
     },
-    ttl: { ClientCredentials: 600, AccessToken: 600, Grant: 3600 },
+    issueRefreshToken: async (ctx, client) => client.grantTypeAllowed('refresh_token'),
+    rotateRefreshToken: true,
+    ttl: {
+      ClientCredentials: 600,
+      AccessToken: 600,
+      AuthorizationCode: 60,
+      RefreshToken: 3600,
+      IdToken: 600,
+      Grant: 3600,
+      Interaction: 600,
+      Session: 3600,
+    },
   });
   provider.proxy = true; // X-Forwarded-Proto from the (absent) TLS proxy, as the service
+
+  // Signing in: the interaction is completed at once, for "bench", with the scopes asked.
+  provider.use(async (ctx, next) => {
+    if (ctx.method !== 'GET' || !ctx.path.startsWith('/interaction/')) return next();
+    const details = await provider.interactionDetails(ctx.req, ctx.res);
+    const grant = details.grantId
+      ? await provider.Grant.find(details.grantId)
+      : new provider.Grant({ accountId: account.sub, clientId: details.params.client_id });
+    grant.addOIDCScope(details.params.scope);
+    const grantId = await grant.save();
+    ctx.respond = false;
+    return provider.interactionFinished(
+      ctx.req,
+      ctx.res,
+      { login: { accountId: account.sub }, consent: { grantId } },
+      { mergeWithLastSubmission: false },
+    );
+  });
 
   // The opaque tokens of the introspection and userinfo runs (see the top).
   const grant = new provider.Grant({
