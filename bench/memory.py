@@ -205,7 +205,9 @@ def main() -> int:
     for label, snap in figures.items():
         print_row(label if not label.isdigit() else f"{int(label):,} req", snap)
     print(
-        f"make serve (granian), 2 workers, SQLite; {args.concurrency} client threads, one new "
+        f"make serve (granian), 2 workers, "
+        f"{args.database_url.split(':')[0] if args.database_url else 'SQLite'}; "
+        f"{args.concurrency} client threads, one new "
         f"connection per request; the mix in turn: {', '.join(mix)}. USS = Private_Clean + "
         "Private_Dirty (what the worker alone holds)."
     )
