@@ -218,31 +218,24 @@ def run_op(
     """The closed-loop peak run (and for the operations compared with the peer, another
     with --wide threads), then the open-loop run at half the higher of their rates."""
     label = f"{backend}: {NAMES[key]}"
-    say(
-        f"{label}: peak, {args.concurrency} client threads, {args.warmup:g} s warm-up + "
-        f"{args.seconds:g} s ..."
-    )
-    peak = drive_ops(args.concurrency, args.seconds, args.warmup, service, factory(), probes)
-    if service.proc.poll() is not None:
-        raise BenchError(f"the server exited during {label}:\n{service.log_tail()}")
-    n_err = sum(peak["errors"].values())
-    say(
-        f"{label}: {peak['rate']:.1f}/s, p50 {pct(peak['full'], 50):.1f} ms, p99 "
-        f"{pct(peak['full'], 99):.1f} ms, {n_err} errors"
-    )
-    wide = None
-    if args.wide and key in peer_bench.WIDE_OPS:
+
+    def closed_loop(threads: int) -> dict:
         say(
-            f"{label}: peak, {args.wide} client threads, {args.warmup:g} s warm-up + "
+            f"{label}: peak, {threads} client threads, {args.warmup:g} s warm-up + "
             f"{args.seconds:g} s ..."
         )
-        wide = drive_ops(args.wide, args.seconds, args.warmup, service, factory(), probes)
+        run = drive_ops(threads, args.seconds, args.warmup, service, factory(), probes)
         if service.proc.poll() is not None:
             raise BenchError(f"the server exited during {label}:\n{service.log_tail()}")
         say(
-            f"{label}: {wide['rate']:.1f}/s with {args.wide} threads, p99 "
-            f"{pct(wide['full'], 99):.1f} ms, {sum(wide['errors'].values())} errors"
+            f"{label}: {run['rate']:.1f}/s with {threads} threads, p50 "
+            f"{pct(run['full'], 50):.1f} ms, p99 {pct(run['full'], 99):.1f} ms, "
+            f"{sum(run['errors'].values())} errors"
         )
+        return run
+
+    peak = closed_loop(args.concurrency)
+    wide = closed_loop(args.wide) if args.wide and key in peer_bench.WIDE_OPS else None
     paced = None
     half = max(peak["rate"], wide["rate"] if wide else 0) / 2
     if peak["full"] and half > 0:
