@@ -698,6 +698,15 @@ def run_peer(args, ops, stack: contextlib.ExitStack, tmp: Path, report) -> None:
     if memory:
         _peer_runs(args, memory, stack, tmp, report, None)
     if shared:
+        try:
+            import redis
+
+            with redis.Redis.from_url(args.redis, socket_timeout=3) as client:
+                client.ping()
+        except redis.RedisError as exc:
+            report["peer_error"] = f"Redis at {args.redis}, for {', '.join(shared)}: {exc}"
+            say(f"peer: {', '.join(shared)} not measured: {report['peer_error']}")
+            return
         prefix = f"idp-bench-peer-{secrets.token_hex(6)}:"
         stack.callback(lambda: say(f"peer: cleanup: {drop_redis_keys(args.redis, prefix)}"))
         _peer_runs(args, shared, stack, tmp, report, (args.redis, prefix))
