@@ -23,10 +23,11 @@ from identity.throttle import SLOW_DOWN, throttle
 
 @bp.get("/.well-known/openid-configuration")
 def discovery():
-    # Built from settings alone: serialized once per process.
+    # Built from settings alone: serialized once per process (as jsonify would).
     cached = current_app.extensions.get("idp.discovery")
     if cached is None:
-        cached = current_app.extensions["idp.discovery"] = current_app.json.dumps(_discovery())
+        cached = current_app.json.response(_discovery()).get_data()
+        current_app.extensions["idp.discovery"] = cached
     return current_app.response_class(
         cached, mimetype="application/json", headers={"Cache-Control": "public, max-age=300"}
     )
