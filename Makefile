@@ -14,7 +14,7 @@ PY := $(VENV)/bin/python
 # counts as there when an installed package provides it (NodeSource's nodejs provides npm).
 TEST_DEBS := chromium libnss3-tools slapd ldap-utils nodejs npm redis-server apache2 libapache2-mod-auth-openidc nginx caddy docker-compose
 
-.PHONY: run serve demo install python test test-deps lint screenshots bench bench-quick bench-signin bench-ldap bench-oidc clean
+.PHONY: run serve demo install python test test-deps lint screenshots bench bench-quick clean
 
 # idp.py checks the port, sets up as `flask setup` does, and shows the demo admin's
 # password last, just before it listens.
@@ -95,19 +95,9 @@ lint: python $(VENV)/.test-installed
 bench: test-deps
 	$(PY) bench/all.py $(BENCH_ARGS)
 
-# The same in about 3 minutes: short windows, figures only good for a smoke test.
+# The same in about 6 minutes: short windows, figures only good for a smoke test.
 bench-quick: test-deps
 	$(PY) bench/all.py --seconds 2 --warmup 1 $(BENCH_ARGS)
-
-# The detailed tools, one area each.
-bench-signin: install
-	$(PY) bench/signin.py
-
-bench-ldap: test-deps
-	$(PY) bench/ldap_signin.py
-
-bench-oidc: install
-	$(PY) bench/oidc.py
 
 clean:
 	rm -rf $(VENV) .venv-* .pytest_cache .ruff_cache test-artifacts

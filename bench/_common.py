@@ -1,4 +1,4 @@
-"""Shared pieces of the benchmarks (signin.py, ldap_signin.py, oidc.py).
+"""Shared pieces of the benchmarks (all.py and its parts, memory.py, servers.py).
 
 The production server (granian) in its own process group, the GET+POST /login client,
 client threads repeating an operation over a common window, CPU accounting from /proc, a
@@ -860,32 +860,6 @@ def drive_split(
         "rate": len(lat) / seconds,
         **usage,
     }
-
-
-def drive(
-    port: int,
-    concurrency: int,
-    seconds: float,
-    warmup: float,
-    service: Service,
-    username: str,
-    password: str,
-    probes: Probes | None = None,
-) -> dict:
-    """C client threads repeat sign_in_once for warmup+seconds (drive_ops); the result has
-    the GET and POST latencies as "get" and "post"."""
-
-    def make_op(_: int) -> Op:
-        def op() -> tuple[str | None, dict[str, float]]:
-            err, t_get, t_post = sign_in_once(port, username, password)
-            return err, {"get": t_get, "post": t_post}
-
-        return op
-
-    load = drive_ops(concurrency, seconds, warmup, service, make_op, probes)
-    load["get"] = load["parts"].get("get", [])
-    load["post"] = load["parts"].get("post", [])
-    return load
 
 
 # ---------------------------------------------------------------------------- report

@@ -548,7 +548,7 @@ def write_json(path: str, args, report: dict) -> None:
             "error": report.get("peer_error"),
         },
         "comparison": report.get("comparison"),
-        "gunicorn_logs": {f"{b}/{s}": v for (b, s), v in report["logs"].items()},
+        "server_logs": {f"{b}/{s}": v for (b, s), v in report["logs"].items()},
     }
     Path(path).write_text(json.dumps(clean(data), indent=2) + "\n")
 
