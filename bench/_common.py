@@ -894,10 +894,11 @@ def wide_figures(run: dict, threads: int) -> dict | None:
 
 
 def top_errors(run: dict) -> list[list]:
-    """The 3 most frequent errors of each of a row's runs."""
+    """The 3 most frequent errors of each of a row's runs, those of the run with --wide
+    threads marked "wide:", those of the half-rate run "half:"."""
     return [
-        [f"{'' if part == 'peak' else part + ': '}{err}", n]
-        for part in ("peak", "wide", "paced")
+        [f"{label}{err}", n]
+        for part, label in (("peak", ""), ("wide", "wide: "), ("paced", "half: "))
         if run.get(part) is not None
         for err, n in run[part]["errors"].most_common(3)
     ]
