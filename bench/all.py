@@ -3,8 +3,8 @@ Connect endpoints on each database backend, against raw ceilings measured in the
 the peer (oidc-provider) and issues 8 and 16's targets.
 
     .venv/bin/python bench/all.py [--seconds 10] [--warmup 2] [--concurrency 8] [--wide 64]
-        [--backends sqlite,postgres] [--ops signin,ldap,cc,refresh,code,userinfo,discovery,
-        jwks,introspect] [--peer/--no-peer] [--check-generator] [--json PATH]
+        [--slow 200] [--backends sqlite,postgres] [--ops signin,ldap,cc,refresh,code,userinfo,
+        discovery,jwks,introspect] [--peer/--no-peer] [--check-generator] [--json PATH]
 
 1. Ceilings, service not running, 2 processes each (one per core), once per run: raw
    argon2id verify at the app's parameters (config.py), raw ldap3 search+bind on reused
@@ -22,9 +22,10 @@ the peer (oidc-provider) and issues 8 and 16's targets.
    open-loop run paced at half the peak rate (latency from each request's due time). Password
    sign-in, client credentials, refresh, code flow, userinfo, discovery, JWKS and
    introspection on one server; LDAP sign-in on a second one with IDP_LDAP_* set. VmRSS of
-   every worker after the runs.
-3. One table, the table against the peer (ratios), then worker memory, the load generator's
-   CPU, errors and NOISY warnings.
+   every worker after the runs; then, once, --slow clients trickling headers while one
+   client sends GET /healthz (its p99).
+3. One table, the table against the peer (ratios), then worker memory, PostgreSQL against
+   SQLite, the slow clients, the load generator's CPU, errors and NOISY warnings.
 4. The servers (the peer too), slapd, the temporary directory, the PostgreSQL database and
    the Redis keys are always removed (also on error, Ctrl-C and SIGTERM).
 
@@ -70,6 +71,7 @@ from _common import (
     proc_cpu_seconds,
     processes_cpu_seconds,
     sign_in_once,
+    slow_run,
     timewait_sockets,
     top_errors,
     wide_figures,
@@ -95,6 +97,8 @@ RATE_TARGETS = dict(oidc.TARGETS)  # cc 1000, refresh 400, code 250, userinfo 15
 HALF_P99_MS = 50.0
 NO_HALF_P99_TARGET = {"signin"}  # argon2id alone takes ~40 ms per sign-in
 RSS_TARGET_MB = 100.0  # issue 16: < 100 MB resident per worker after the run
+PG_RATIO_TARGET = 0.8  # issue 16: PostgreSQL + Redis within 0.8x of SQLite on each row
+SLOW_P99_MS = 100.0  # issue 16: slow clients do not delay others (their p99)
 NOISY_PCT = 10.0
 CEILING_OF = {"signin": "argon2", "ldap": "ldap", "cc": "rs256"}
 CEILING_PROCS = 2
@@ -457,6 +461,30 @@ def print_report(args, report: dict) -> None:
                 f"max {top:.1f} MB, target < {RSS_TARGET_MB:g}: {met}"
             )
 
+    # PostgreSQL + Redis against SQLite.
+    by = {(r["backend"], r["operation"]): r for r in rows}
+    pairs = [(k, by[("sqlite", k)], by[("postgres", k)]) for k in OPS if ("sqlite", k) in by
+             and ("postgres", k) in by]  # fmt: skip
+    if pairs:
+        print()
+        print(f"PostgreSQL + Redis against SQLite (same run; target >= {PG_RATIO_TARGET:g} each)")
+        print(f"{'operation':<28}{'sqlite':>9}{'postgres':>9}{'ratio':>7}  met")
+        for k, lite, pg in pairs:
+            ratio = pg["ops_per_s"] / lite["ops_per_s"] if lite["ops_per_s"] else None
+            met = "yes" if ratio is not None and ratio >= PG_RATIO_TARGET else "NO"
+            print(
+                f"{NAMES[k]:<28}{lite['ops_per_s']:>9.1f}{pg['ops_per_s']:>9.1f}"
+                f"{_f(ratio, 7, 2)}  {met}"
+            )
+    slow = report.get("slow")
+    if slow:
+        met = "yes" if slow["p99_ms"] < SLOW_P99_MS else "NO"
+        print(
+            f"slow clients ({slow['backend']}): {args.slow} connections sending one header byte "
+            f"a second; GET /healthz meanwhile answered {slow['ok']}/{slow['sent']}, p99 "
+            f"{slow['p99_ms']:.1f} ms (a timeout counts 5 s); target p99 < {SLOW_P99_MS:g}: {met}"
+        )
+
     # Errors, service logs, noise.
     for r in rows:
         if r["top_errors"]:
@@ -540,6 +568,7 @@ def write_json(path: str, args, report: dict) -> None:
         "rows": report["rows"],
         "rss_bytes": report["rss"],
         "rss_target_mb": RSS_TARGET_MB,
+        "slow_clients": report.get("slow"),
         "generator_check": report.get("generator_check"),
         "peer": {
             "version": report.get("peer_version"),
@@ -650,6 +679,15 @@ def run_backend(args, name: str, ops, ldap, stack: contextlib.ExitStack, tmp: Pa
                     args, name, service, runs["cc"]["peak"], port, web, service_app, db_probes
                 )
             rss["main"] = service.worker_rss()
+            if args.slow and "slow" not in report:  # once: the server is the same
+                say(
+                    f"{name}: {args.slow} slow clients (one header byte a second) while one "
+                    f"client sends GET /healthz after GET /healthz, {args.seconds:g} s ..."
+                )
+                report["slow"] = {
+                    "backend": name,
+                    **slow_run(port, args.slow, args.seconds),
+                }
             report["logs"][(name, "main")] = service.log_summary()
             service.stop()
 
@@ -837,6 +875,12 @@ def main() -> int:
         help="client threads of a second peak run of the operations compared with the peer "
         "(64; 0: none)",
     )
+    ap.add_argument(
+        "--slow",
+        type=int,
+        default=200,
+        help="slow clients against the first backend's server, after its runs (200; 0: none)",
+    )
     ap.add_argument("--backends", default=",".join(BACKENDS), help="sqlite,postgres (both)")
     ap.add_argument("--ops", default=",".join(OPS), help=f"subset of {','.join(OPS)} (all)")
     ap.add_argument(
@@ -859,8 +903,13 @@ def main() -> int:
     args = ap.parse_args()
     backends = [b.strip() for b in args.backends.split(",") if b.strip()]
     ops = [o.strip() for o in args.ops.split(",") if o.strip()]
-    if args.seconds <= 0 or args.concurrency < 1 or args.warmup < 0 or args.wide < 0:
-        ap.error("--seconds must be > 0, --concurrency >= 1, --warmup >= 0, --wide >= 0")
+    if (
+        args.seconds <= 0
+        or args.concurrency < 1
+        or args.warmup < 0
+        or min(args.wide, args.slow) < 0
+    ):
+        ap.error("--seconds must be > 0, --concurrency >= 1, --warmup >= 0, --wide and --slow >= 0")
     if (
         not backends
         or any(b not in BACKENDS for b in backends)

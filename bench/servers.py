@@ -19,15 +19,22 @@ import argparse
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
-from _common import ROOT, VENV_BIN, BenchError, free_port, pct, proc_cpu_seconds
+from _common import (
+    HEADERS,
+    ROOT,
+    VENV_BIN,
+    BenchError,
+    free_port,
+    get,
+    proc_cpu_seconds,
+    slow_run,
+)
 from oidc import prepare
 
 WORKERS = 2
@@ -48,7 +55,6 @@ CANDIDATES = {
     ],
     "make-serve": lambda port: [sys.executable, "-m", "identity.serve"],
 }  # fmt: skip
-HEADERS = {"X-Forwarded-Proto": "https", "X-Forwarded-For": "127.0.0.1"}
 
 
 def start(name: str, env: dict[str, str], port: int, log: Path) -> subprocess.Popen:
@@ -83,65 +89,6 @@ def stop(proc: subprocess.Popen) -> None:
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
-
-
-def get(port: int, path: str, timeout: float) -> float:
-    """One GET on a new connection; seconds until the whole answer was read."""
-    t0 = time.perf_counter()
-    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
-        head = "".join(f"{k}: {v}\r\n" for k, v in HEADERS.items())
-        s.sendall(
-            f"GET {path} HTTP/1.1\r\nHost: localhost\r\n{head}Connection: close\r\n\r\n".encode()
-        )
-        data = b""
-        while chunk := s.recv(65536):
-            data += chunk
-    if not data.startswith(b"HTTP/1.1 200"):
-        raise OSError(f"answer {data[:40]!r}")
-    return time.perf_counter() - t0
-
-
-def slow_clients(port: int, count: int, stop_at: float) -> None:
-    """`count` connections, each sending one more byte of its request headers per second."""
-    request = b"GET /healthz HTTP/1.1\r\nHost: localhost\r\nX-Padding: " + b"x" * 4000
-    socks = []
-    for _ in range(count):
-        try:
-            s = socket.create_connection(("127.0.0.1", port), timeout=5)
-            s.setblocking(False)
-            socks.append(s)
-        except OSError:
-            break
-    sent = 0
-    while time.monotonic() < stop_at and sent < len(request):
-        for s in socks:
-            try:
-                s.send(request[sent : sent + 1])
-            except OSError:
-                pass
-        sent += 1
-        time.sleep(max(0.0, min(1.0, stop_at - time.monotonic())))
-    for s in socks:
-        s.close()
-
-
-def slow_run(port: int, count: int, seconds: float) -> dict:
-    stop_at = time.monotonic() + seconds + 3
-    slow = threading.Thread(target=slow_clients, args=(port, count, stop_at))
-    slow.start()
-    time.sleep(2)  # let them connect and start dribbling
-    ok, lat = 0, []
-    end = time.monotonic() + seconds
-    sent = 0
-    while time.monotonic() < end:
-        sent += 1
-        try:
-            lat.append(get(port, "/healthz", 5))
-            ok += 1
-        except OSError:
-            lat.append(5.0)
-    slow.join()
-    return {"sent": sent, "ok": ok, "p99_ms": pct(lat, 99)}  # pct: milliseconds
 
 
 def group_cpu(pgid: int) -> float:
