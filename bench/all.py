@@ -926,11 +926,11 @@ def main() -> int:
     stack = contextlib.ExitStack()
     try:
         tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="idp-bench-all-")))
+        wide = f" ({args.wide} too, for the operations compared with the peer)" if args.wide else ""
         say(
             f"bench: backends {','.join(backends)}; operations {','.join(ops)}; {CORES} cores; "
-            f"{args.concurrency} threads ({args.wide} too, for the operations compared with the "
-            f"peer), {args.warmup:g} s warm-up + {args.seconds:g} s per "
-            f"run; work directory {tmp}"
+            f"{args.concurrency} threads{wide}, {args.warmup:g} s warm-up + {args.seconds:g} s "
+            f"per run; work directory {tmp}"
         )
         ldap = measure_ceilings(args, ops, stack, tmp, report)
         if args.peer:

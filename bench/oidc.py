@@ -105,15 +105,6 @@ def register(env: dict[str, str], name: str, *options: str) -> App:
     return App(json.loads(out))
 
 
-def jwts(body: dict) -> int:
-    """Signed JWTs in a token response (access token, ID token)."""
-    return sum(
-        1
-        for k in ("access_token", "id_token")
-        if isinstance(body.get(k), str) and body[k].count(".") == 2
-    )
-
-
 def token_call(
     port: int, app: App, form: dict, path: str = "/token"
 ) -> tuple[str | None, dict, float]:
@@ -190,15 +181,11 @@ class Phase:
 
     def __init__(self, port: int, web: App, service_app: App):
         self.port, self.web, self.service_app = port, web, service_app
-        self.signins: list[float] = []  # each thread's one sign-in, GET+POST seconds
-        self.jwts = 0  # signed JWTs in one response of this operation
 
     def _sign_in(self) -> str:
-        t0 = time.perf_counter()
         err, cookie, _, _ = sign_in_session(self.port, USERNAME, PASSWORD)
         if err or cookie is None:
             raise BenchError(f"sign-in: {err}")
-        self.signins.append(time.perf_counter() - t0)
         return cookie
 
     def _tokens(self, cookie: str) -> dict:
@@ -211,9 +198,7 @@ class Phase:
         form = {"grant_type": "client_credentials"}
 
         def op():
-            err, body, _ = token_call(self.port, self.service_app, form, self.token)
-            if err is None:
-                self.jwts = jwts(body)
+            err, _, _ = token_call(self.port, self.service_app, form, self.token)
             return err, {}
 
         return op
@@ -229,7 +214,6 @@ class Phase:
                 err = "POST /token (refresh_token): no new refresh token"
             if err is None:
                 chain["token"] = body["refresh_token"]
-                self.jwts = jwts(body)
             else:  # the chain may be broken: start a new one (counted as this error)
                 chain["token"] = self._tokens(cookie)["refresh_token"]
             return err, {}
@@ -240,11 +224,9 @@ class Phase:
         cookie = self._sign_in()
 
         def op():
-            err, body, t_auth, t_token = code_flow(
+            err, _, t_auth, t_token = code_flow(
                 self.port, self.web, cookie, self.authorize, self.token
             )
-            if err is None:
-                self.jwts = jwts(body)
             return err, {"authorize": t_auth, "token": t_token}
 
         return op

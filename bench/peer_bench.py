@@ -228,7 +228,6 @@ class PeerPhase(oidc.Phase):
         self.authorize, self.token = peer.paths["authorize"], peer.paths["token"]
 
     def _sign_in(self) -> str:
-        t0 = time.perf_counter()
         query = urllib.parse.urlencode(
             {
                 "response_type": "code",
@@ -255,7 +254,6 @@ class PeerPhase(oidc.Phase):
                 session = {k: v for k, v in jar.items() if k.startswith("_session")}
                 if not session:
                     raise BenchError("peer sign-in: no _session cookie")
-                self.signins.append(time.perf_counter() - t0)
                 return "; ".join(f"{k}={v}" for k, v in session.items())
             parts = urllib.parse.urlsplit(location)
             path = parts.path + (f"?{parts.query}" if parts.query else "")

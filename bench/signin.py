@@ -6,8 +6,6 @@ from __future__ import annotations
 from _common import measure_processes, timed_loop
 
 PASSWORD = "correct horse battery staple"
-# The app's defaults (config.py), which are OWASP's; all.py reads them from config.py.
-ARGON2 = dict(time_cost=2, memory_cost=19456, parallelism=1)
 HASH_PROCS = 2
 
 
@@ -24,11 +22,10 @@ def _hash_worker(
     out.put(timed_loop(verify, start, warmup, seconds))
 
 
-def measure_ceiling(seconds: float, warmup: float, params: dict | None = None) -> dict:
+def measure_ceiling(seconds: float, warmup: float, params: dict) -> dict:
     """Raw argon2id verifications/s with one process per core, for the same window, at
-    `params` (time_cost, memory_cost, parallelism; default ARGON2)."""
+    `params` (time_cost, memory_cost, parallelism: the app's, from config.py)."""
     from argon2 import PasswordHasher, Type
 
-    params = params or ARGON2
     encoded = PasswordHasher(**params, type=Type.ID).hash(PASSWORD)
     return measure_processes(_hash_worker, (encoded, params), HASH_PROCS, seconds, warmup)
