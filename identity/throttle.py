@@ -16,6 +16,7 @@ from flask import Flask, current_app, request
 from limits import RateLimitItem, parse, parse_many
 from limits.storage import MemoryStorage, RedisStorage, storage_from_string
 from limits.strategies import MovingWindowRateLimiter, RateLimiter
+from limits.util import WindowStats
 
 from identity.names import fold
 from identity.one_at_a_time import waiting_elsewhere
@@ -252,19 +253,21 @@ class Throttle:
 
     def token_wait(self) -> int:
         """Seconds before this token request may be served; 0: now (it is counted against
-        its client)."""
+        its client). The address's failures are read and the client's request is counted
+        together, in one round trip to Redis: a refused request is counted too."""
         ip = client_ip()
-        for item in self.token_failures:
-            stats = self._run("get_window_stats", item, "token-failures", ip)
-            if not stats.remaining:
-                return _seconds_until(stats.reset_time)
+        calls = [("get_window_stats", item, ("token-failures", ip)) for item in self.token_failures]
         client_id = _client_id()
-        if not client_id:
-            return 0  # it cannot authenticate: the failure limit above takes care of it
-        key = self._digest(client_id)
-        for item in self.token_limits:
-            if not self._run("hit", item, "token", key):
-                return _seconds_until(self._run("get_window_stats", item, "token", key).reset_time)
+        if client_id:  # else it cannot authenticate: the failure limit takes care of it
+            key = self._digest(client_id)
+            calls += [("hit", item, ("token", key)) for item in self.token_limits]
+        answers = self._run_all(calls)
+        for (method, item, identifiers), answer in zip(calls, answers, strict=True):
+            if method == "get_window_stats" and not answer.remaining:
+                return _seconds_until(answer.reset_time)
+            if method == "hit" and not answer:
+                stats = self._run("get_window_stats", item, *identifiers)
+                return _seconds_until(stats.reset_time)
         return 0
 
     def token_failed(self) -> None:
@@ -280,6 +283,25 @@ class Throttle:
     def _run(self, method: str, item: RateLimitItem, *identifiers: str) -> Any:
         """Call the rate limiter. When Redis does not answer, count in this process's memory
         and ask Redis again after 1, 2, 4... (at most 60) seconds."""
+        if self._primary_usable():
+            try:
+                return _call(self.primary, method, item, identifiers)
+            except Exception as exc:
+                self._degrade(exc)
+        return _call(self.fallback, method, item, identifiers)
+
+    def _run_all(self, calls: list[tuple[str, RateLimitItem, tuple[str, ...]]]) -> list:
+        """_run each of `calls` (method, item, identifiers): in Redis in one round trip."""
+        if isinstance(self.storage, RedisStorage) and self._primary_usable():
+            try:
+                return _pipelined(self.primary, calls)
+            except Exception as exc:
+                self._degrade(exc)
+        return [self._run(method, item, *identifiers) for method, item, identifiers in calls]
+
+    def _primary_usable(self) -> bool:
+        """Whether to count in the primary storage now (Redis, or memory without it): not
+        while Redis is taken for down, but for a look every 1, 2, 4... (at most 60) seconds."""
         if self.where is None and self.production:
             self._warn_once(
                 "memory",
@@ -293,21 +315,21 @@ class Throttle:
                 log.info("rate-limit storage %s answers again", self.where)
                 self._degraded = False
                 self._checks = 0
-        if not self._degraded:
-            try:
-                return _call(self.primary, method, item, identifiers)
-            except Exception as exc:
-                if self.fallback is None:
-                    raise
-                log.warning(
-                    "rate-limit storage %s unreachable (%s): counting in this process's memory "
-                    "until it answers",
-                    self.where,
-                    exc,
-                )
-                self._degraded = True
-                self._next_check = time.monotonic() + 1
-        return _call(self.fallback, method, item, identifiers)
+        return not self._degraded
+
+    def _degrade(self, exc: Exception) -> None:
+        """The primary storage failed: count in memory until it answers again (Redis), or
+        raise (memory has no fallback)."""
+        if self.fallback is None:
+            raise exc
+        log.warning(
+            "rate-limit storage %s unreachable (%s): counting in this process's memory "
+            "until it answers",
+            self.where,
+            exc,
+        )
+        self._degraded = True
+        self._next_check = time.monotonic() + 1
 
     def _storage_answers(self) -> bool:
         try:
@@ -329,6 +351,44 @@ def _call(limiter: RateLimiter, method: str, item: RateLimitItem, identifiers: t
     if method == "give_back":
         return _give_back_newest(limiter.storage, item.key_for(*identifiers))
     return getattr(limiter, method)(item, *identifiers)
+
+
+def _pipelined(limiter: RateLimiter, calls) -> list:
+    """Moving-window calls (get_window_stats, hit) of `limits`' RedisStorage, sent in one
+    round trip: its own Lua scripts, by their SHA on a pipeline, each answer read as the
+    library reads it (MovingWindowRateLimiter, RedisStorage.get_moving_window and
+    acquire_entry in limits 5.8; test_rate_limits' test_token_limits_count_* hold this to the
+    pinned version). A script Redis does not know (restarted, flushed) runs the library's way,
+    which loads it."""
+    from redis.exceptions import NoScriptError  # here: a worker without Redis never loads it
+
+    storage = limiter.storage
+    now = time.time()
+    pipe = storage.get_connection().pipeline(transaction=False)
+    for method, item, identifiers in calls:
+        key = storage.prefixed_key(item.key_for(*identifiers))
+        expiry = item.get_expiry()
+        if method == "hit":
+            script, args = storage.lua_acquire_moving_window, (now, item.amount, expiry, 1)
+        elif method == "get_window_stats":
+            script, args = storage.lua_moving_window, (now - expiry, item.amount)
+        else:  # pragma: no cover - only these two are sent together
+            raise ValueError(f"{method} is not pipelined")
+        pipe.evalsha(script.sha, 1, key, *args)
+    answers = []
+    for (method, item, identifiers), raw in zip(
+        calls, pipe.execute(raise_on_error=False), strict=True
+    ):
+        if isinstance(raw, NoScriptError):
+            answers.append(_call(limiter, method, item, identifiers))
+        elif isinstance(raw, Exception):
+            raise raw
+        elif method == "hit":
+            answers.append(bool(raw))
+        else:
+            start, count = (float(raw[0]), int(raw[1])) if raw else (now, 0)
+            answers.append(WindowStats(start + item.get_expiry(), item.amount - count))
+    return answers
 
 
 def _give_back_newest(storage: Any, key: str) -> None:

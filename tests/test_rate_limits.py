@@ -1,18 +1,23 @@
 """Limits on what a correct request can still cost: password checks per client address
-(right or wrong), registrations per address, reset e-mails per target address and reset
-requests per address. Counted in real Redis, shared by two app instances (nodes)."""
+(right or wrong), registrations per address, reset e-mails per target address, reset
+requests per address, and the token endpoint's requests per app and failed client
+authentications per address. Counted in real Redis, shared by two app instances (nodes)."""
 
 from __future__ import annotations
 
+import base64
 import time
 
 import pytest
+import redis
 from redis_server import REDIS_URL
+from test_bruteforce import OwnRedis
 
 from config import ConfigError
 from conftest import PASSWORD, Browser, https_client, make_app
 from identity.extensions import db as _db
 from identity.models import Event, User
+from identity.oidc import clients
 
 WRONG = "not the password at all"
 ELSEWHERE = {"REMOTE_ADDR": "192.0.2.7"}
@@ -177,6 +182,125 @@ def test_reset_requests_are_limited_per_client_address(app, browser, other, user
     assert as_json.status_code == 429 and as_json.json["error"] == "too_many_requests"
     assert ask_reset(browser, "alice@example.org", "203.0.113.6").status_code == 200
     assert len(inbox.wait(2)) == 2
+
+
+# -- the token endpoint ------------------------------------------------------------------------
+
+CC = {"grant_type": "client_credentials"}
+
+
+@pytest.fixture
+def machine_apps(app, db) -> dict:
+    """Two apps with the client credentials grant: name -> (client_id, secret)."""
+    with app.app_context():
+        made = {}
+        for name in ("one", "two"):
+            row, secret = clients.create(name, [], grant_types=["client_credentials"])
+            made[name] = (row.client_id, secret)
+        return made
+
+
+def token(browser: Browser, client_id: str, secret: str, **kw):
+    auth = base64.b64encode(f"{client_id}:{secret}".encode()).decode()
+    return browser.client.post("/token", data=CC, headers={"Authorization": f"Basic {auth}"}, **kw)
+
+
+@with_limits(TOKEN_RATE_LIMIT="3/minute")
+def test_token_requests_are_limited_per_app_across_nodes(browser, other, machine_apps):
+    one = machine_apps["one"]
+    assert token(browser, *one).status_code == 200
+    assert token(other, *one).status_code == 200
+    assert token(browser, *one).status_code == 200
+    refused = token(other, *one)
+    assert refused.status_code == 429 and refused.json["error"] == "slow_down"
+    assert retry_after(refused) <= 60
+    assert token(browser, *one).status_code == 429
+    assert token(browser, *machine_apps["two"]).status_code == 200
+
+
+@with_limits(TOKEN_FAILURE_RATE_LIMIT="2/minute")
+def test_failed_client_authentications_are_limited_per_address_across_nodes(
+    browser, other, machine_apps
+):
+    client_id, secret = machine_apps["one"]
+    wrong = token(browser, client_id, "guess")
+    assert wrong.status_code == 401 and wrong.json["error"] == "invalid_client"
+    assert token(other, client_id, "guess").status_code == 401
+    # The right secret too, from that address, on either node: a guess that is right is
+    # refused as well.
+    refused = token(other, client_id, secret)
+    assert refused.status_code == 429 and refused.json["error"] == "slow_down"
+    assert retry_after(refused) <= 60
+    assert token(browser, client_id, secret).status_code == 429
+    assert token(browser, client_id, secret, environ_base=ELSEWHERE).status_code == 200
+
+
+def test_a_token_request_asks_redis_once(app, browser, machine_apps, monkeypatch):
+    """The address's failures and the app's requests are read and counted in one round trip
+    (a pipeline), not one per limit: each is a wait on Redis in every token request."""
+    pool = app.extensions["idp.throttle"].storage.get_connection().connection_pool
+    checkouts = []
+    take = pool.get_connection
+
+    def counted(*args, **kwargs):
+        checkouts.append(args)
+        return take(*args, **kwargs)
+
+    monkeypatch.setattr(pool, "get_connection", counted)
+    assert token(browser, *machine_apps["one"]).status_code == 200
+    assert len(checkouts) == 1
+
+
+@with_limits(TOKEN_RATE_LIMIT="2/minute", TOKEN_FAILURE_RATE_LIMIT="2/minute")
+def test_token_limits_count_alike_in_one_round_trip_or_one_call_each(app, machine_apps):
+    """What the pipeline reads and counts is what `limits`' own calls read and count (its
+    Lua scripts run by their SHA, their answers read as the library reads them): held to
+    the pinned version."""
+    throttle = app.extensions["idp.throttle"]
+    failures = throttle.token_failures[0]
+    per_app = throttle.token_limits[0]
+    calls = [
+        ("get_window_stats", failures, ("token-failures", "192.0.2.9")),
+        ("hit", per_app, ("token", "an-app")),
+    ]
+    first = throttle._run_all(calls)
+    assert first[0].remaining == 2 and first[1] is True
+    library = throttle.primary
+    assert library.get_window_stats(per_app, "token", "an-app").remaining == 1
+    library.hit(failures, "token-failures", "192.0.2.9")
+    second = throttle._run_all(calls)
+    assert second[0].remaining == 1 and second[1] is True
+    assert second[0].reset_time == pytest.approx(
+        library.get_window_stats(failures, "token-failures", "192.0.2.9").reset_time
+    )
+    third = throttle._run_all(calls)
+    assert third[1] is False  # the app's third request in the window
+    assert library.get_window_stats(per_app, "token", "an-app").remaining == 0
+
+
+def test_token_limits_count_after_redis_forgot_its_scripts(database_url, tmp_path, user):
+    """A Redis restarted or flushed no longer knows the scripts: the request is counted all
+    the same (the library loads them again)."""
+    server = OwnRedis()
+    server.start()
+    node = make_app(database_url, tmp_path, REDIS_URL=server.url, TOKEN_RATE_LIMIT="1/minute")
+    try:
+        with node.app_context():
+            row, secret = clients.create("one", [], grant_types=["client_credentials"])
+        browser = Browser(https_client(node))
+        server_client = redis.Redis.from_url(server.url)
+        server_client.script_flush()
+        assert token(browser, row.client_id, secret).status_code == 200
+        assert token(browser, row.client_id, secret).status_code == 429
+        # Counted in Redis, not in the memory kept for when Redis does not answer.
+        assert not node.extensions["idp.throttle"]._degraded
+        assert server_client.keys("*token*")
+        server_client.close()
+    finally:
+        server.stop()
+        with node.app_context():
+            _db.session.remove()
+            _db.engine.dispose()
 
 
 @pytest.mark.parametrize(
