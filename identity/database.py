@@ -13,6 +13,8 @@ and work for the server. With SQLAlchemy's `pool_pre_ping`, a userinfo request m
   `BEGIN`, no `ROLLBACK`): for the read-only token lookups of userinfo and introspection. It
   reads what is committed, outside the request's session: only for requests that wrote
   nothing before it.
+- `write_alone`: a write that is a transaction by itself (spending a code or a refresh
+  token), in autocommit mode too: one round trip instead of `BEGIN`, the statement, `COMMIT`.
 
 And `holds_locks`: whether the request's transaction wrote or locked rows (any statement but
 a plain SELECT), which identity.one_at_a_time asks before letting other requests run while
@@ -92,6 +94,23 @@ def holds_locks() -> bool:
         return bool(session.connection().info.get(_LOCKS))
     except exc.SQLAlchemyError:
         return True  # a connection the database dropped: wait as before, holding the worker
+
+
+def write_alone(statement: Any, params: dict[str, Any]) -> Any:
+    """Run `statement`, one write that is a transaction of its own (a conditional UPDATE ...
+    RETURNING), committed when it returns; the first row it returns, or None. What the
+    request's session read before it is committed first. On PostgreSQL in autocommit mode:
+    one round trip instead of three (BEGIN, the statement, COMMIT), as atomic, since one
+    statement is. On SQLite through the session: another connection's write would leave
+    the session's read snapshot behind it, and SQLite refuses such a transaction its
+    writes."""
+    if db.engine.dialect.name == "sqlite":
+        row = db.session.connection().execute(statement, params).first()
+        db.session.commit()
+        return row
+    db.session.commit()
+    with db.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
+        return connection.execute(statement, params).first()
 
 
 def read_one(statement: Any, params: dict[str, Any]) -> Any:

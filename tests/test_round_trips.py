@@ -173,3 +173,34 @@ def test_a_connection_the_database_dropped_while_idle_is_replaced_before_use(idp
         assert response.status_code == 200, response.text
     introspected = app.post("/introspect", {"token": tokens["access_token"]})
     assert introspected.status_code == 200 and introspected.json()["active"] is True
+
+
+def spends(traces: list[str], table: str) -> list[str]:
+    """The checkouts that ran a spend (a conditional UPDATE ... RETURNING) of `table`."""
+    return [
+        t for t in traces if any(f"UPDATE {table}" in q and "RETURNING" in q for q in queries([t]))
+    ]
+
+
+def test_a_code_and_a_refresh_token_are_spent_in_one_round_trip_each(idp, monkeypatch):
+    """Spending is one conditional UPDATE, a transaction of its own: sent in autocommit mode,
+    not as BEGIN, the UPDATE, COMMIT (three round trips, each a wait of the worker)."""
+    monkeypatch.setattr(database, "PING_AFTER", 3600.0)  # no liveness check: counted below
+    app = App(idp, register(idp))
+    page = sign_in_and_allow(Person(idp), app)
+    with wire(idp.app) as traces:
+        tokens = app.redeem(page)
+    (spend,) = spends(traces, "oauth_codes")
+    assert round_trips([spend]) == 1 and len(queries([spend])) == 1, queries([spend])
+    with wire(idp.app) as traces:
+        refreshed = app.post(
+            "/token", {"grant_type": "refresh_token", "refresh_token": tokens["refresh_token"]}
+        )
+    assert refreshed.status_code == 200, refreshed.text
+    (spend,) = spends(traces, "oauth_tokens")
+    assert round_trips([spend]) == 1 and len(queries([spend])) == 1, queries([spend])
+    # Spent: the same refresh token again is a copy's (the grant ends).
+    again = app.post(
+        "/token", {"grant_type": "refresh_token", "refresh_token": tokens["refresh_token"]}
+    )
+    assert again.status_code == 400 and again.json()["error"] == "invalid_grant"

@@ -24,6 +24,7 @@ from sqlalchemy import bindparam, select, update
 
 from identity import audit
 from identity.connectors import ConnectorError, LockedOut
+from identity.database import write_alone
 from identity.extensions import db
 from identity.models import AuthorizationCode, Client, Token, User
 from identity.models.oauth import token_digest
@@ -72,12 +73,11 @@ SPEND_REFRESH = (
 
 
 def _spend(statement, digest: str, client: Client):
-    """Run SPEND_CODE or SPEND_REFRESH for this digest and app, committed at once: the row
-    as it was spent, or None when there was nothing to spend (or another request won)."""
+    """Run SPEND_CODE or SPEND_REFRESH for this digest and app, committed at once (a
+    transaction of its own): the row as it was spent, or None when there was nothing to
+    spend (or another request won)."""
     params = {"digest": digest, "app": client.client_id, "now": int(time.time())}
-    spent = db.session.connection().execute(statement, params).first()
-    db.session.commit()
-    return spent
+    return write_alone(statement, params)
 
 
 class S256Challenge(CodeChallenge):
