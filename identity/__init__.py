@@ -114,15 +114,12 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
 
 def _init_login(app: Flask, login_manager) -> None:
     from flask import redirect, request, url_for
-    from sqlalchemy import bindparam, select
 
     from identity.errors import render_error, wants_json
     from identity.extensions import db
     from identity.models import User
 
     login_manager.init_app(app)
-    # Asked at every signed-in request: built once.
-    user_by_id = select(User).where(User.id == bindparam("id"))
 
     @login_manager.user_loader
     def load_user(session_id: str) -> User | None:
@@ -130,7 +127,8 @@ def _init_login(app: Flask, login_manager) -> None:
         user_id, _, epoch = session_id.partition(".")
         if not user_id.isdigit() or not epoch:
             return None
-        user = db.session.scalar(user_by_id, {"id": int(user_id)})
+        # Usually read already, with the session's record (auth.sessions.seen): no query.
+        user = db.session.get(User, int(user_id))
         if user is None or user.session_epoch != epoch or user.disabled:
             return None
         return user

@@ -204,3 +204,19 @@ def test_a_code_and_a_refresh_token_are_spent_in_one_round_trip_each(idp, monkey
         "/token", {"grant_type": "refresh_token", "refresh_token": tokens["refresh_token"]}
     )
     assert again.status_code == 400 and again.json()["error"] == "invalid_grant"
+
+
+def test_a_signed_in_request_reads_its_session_and_account_in_one_round_trip(idp, monkeypatch):
+    """Every request of a signed-in browser asks whether its session's record is still there
+    (ended elsewhere?) and loads its account: one statement, not two."""
+    monkeypatch.setattr(database, "PING_AFTER", 3600.0)  # no liveness check: counted below
+    person = Person(idp)
+    sign_in_and_allow(person, App(idp, register(idp)))
+    assert person.open(f"{idp.url}/account").status_code == 200  # caches warm
+    with wire(idp.app) as traces:
+        page = person.open(f"{idp.url}/account")
+    assert page.status_code == 200 and page.final.endswith("/account"), page.final
+    sent = queries(traces)
+    checks = [q for q in sent if "WHERE browser_sessions.sid = $" in q]
+    assert len(checks) == 1 and "JOIN users" in checks[0], sent
+    assert not [q for q in sent if "FROM users" in q], sent  # the account: not read again

@@ -185,11 +185,12 @@ def enforce_session_lifetime() -> None:
         return
     started = session.get("restored_at") or session.get("auth_time")
     sid = session.get("sid")
+    user_id = str(session["_user_id"]).partition(".")[0]  # "id.epoch" (the user loader's)
     if (
         not sid
         or started is None
         or time.time() - started > current_app.config["SESSION_LIFETIME"]
-        or not sessions.seen(sid)
+        or not sessions.seen(sid, int(user_id) if user_id.isdigit() else None)
     ):
         session.clear()
 
