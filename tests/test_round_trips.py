@@ -1,7 +1,8 @@
 """PostgreSQL round trips on the token path (identity.database): userinfo and introspection
-read their token in one round trip; a pooled connection is pinged only after sitting idle, and
-one the database dropped while idle is replaced before a request uses it. Always on
-PostgreSQL, whatever database the rest of the suite uses."""
+read their token in one round trip, a code or a refresh token is spent in one, and a
+signed-in request reads its session with its account in one; a pooled connection is pinged
+only after sitting idle, and one the database dropped while idle is replaced before a request
+uses it. Always on PostgreSQL, whatever database the rest of the suite uses."""
 
 from __future__ import annotations
 
