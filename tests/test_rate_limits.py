@@ -283,24 +283,26 @@ def test_token_limits_count_after_redis_forgot_its_scripts(database_url, tmp_pat
     the same (the library loads them again)."""
     server = OwnRedis()
     server.start()
-    node = make_app(database_url, tmp_path, REDIS_URL=server.url, TOKEN_RATE_LIMIT="1/minute")
     try:
-        with node.app_context():
-            row, secret = clients.create("one", [], grant_types=["client_credentials"])
-        browser = Browser(https_client(node))
-        server_client = redis.Redis.from_url(server.url)
-        server_client.script_flush()
-        assert token(browser, row.client_id, secret).status_code == 200
-        assert token(browser, row.client_id, secret).status_code == 429
-        # Counted in Redis, not in the memory kept for when Redis does not answer.
-        assert not node.extensions["idp.throttle"]._degraded
-        assert server_client.keys("*token*")
-        server_client.close()
+        node = make_app(database_url, tmp_path, REDIS_URL=server.url, TOKEN_RATE_LIMIT="1/minute")
+        try:
+            with node.app_context():
+                row, secret = clients.create("one", [], grant_types=["client_credentials"])
+            browser = Browser(https_client(node))
+            server_client = redis.Redis.from_url(server.url)
+            server_client.script_flush()
+            assert token(browser, row.client_id, secret).status_code == 200
+            assert token(browser, row.client_id, secret).status_code == 429
+            # Counted in Redis, not in the memory kept for when Redis does not answer.
+            assert not node.extensions["idp.throttle"]._degraded
+            assert server_client.keys("*token*")
+            server_client.close()
+        finally:
+            with node.app_context():
+                _db.session.remove()
+                _db.engine.dispose()
     finally:
         server.stop()
-        with node.app_context():
-            _db.session.remove()
-            _db.engine.dispose()
 
 
 @pytest.mark.parametrize(
