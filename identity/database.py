@@ -109,8 +109,13 @@ def write_alone(statement: Any, params: dict[str, Any]) -> Any:
         db.session.commit()
         return row
     db.session.commit()
-    with db.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
+    with _autocommit() as connection:
         return connection.execute(statement, params).first()
+
+
+def _autocommit():
+    """A pooled connection in autocommit mode (PostgreSQL): no BEGIN, no COMMIT or ROLLBACK."""
+    return db.engine.connect().execution_options(isolation_level="AUTOCOMMIT")
 
 
 def read_one(statement: Any, params: dict[str, Any]) -> Any:
@@ -121,5 +126,5 @@ def read_one(statement: Any, params: dict[str, Any]) -> Any:
     if db.engine.dialect.name == "sqlite":
         with db.engine.connect() as connection:
             return connection.execute(statement, params).first()
-    with db.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
+    with _autocommit() as connection:
         return connection.execute(statement, params).first()
