@@ -73,12 +73,15 @@ def snapshot(app) -> dict:
 
 def events(app, type_: str) -> list[dict]:
     with app.app_context():
-        return [e.data for e in db.session.scalars(select(Event).where(Event.type == type_))]
+        return [
+            e.data
+            for e in db.session.scalars(select(Event).where(Event.type == type_).order_by(Event.id))
+        ]
 
 
 def all_event_data(app) -> str:
     with app.app_context():
-        return json.dumps([e.data for e in db.session.scalars(select(Event))])
+        return json.dumps([e.data for e in db.session.scalars(select(Event).order_by(Event.id))])
 
 
 def basic(client_id: str, secret: str) -> dict:

@@ -31,7 +31,10 @@ def stored_keys(app) -> list[tuple]:
 
 def events(app, type_: str) -> list[dict]:
     with app.app_context():
-        return [e.data for e in db.session.scalars(select(Event).where(Event.type == type_))]
+        return [
+            e.data
+            for e in db.session.scalars(select(Event).where(Event.type == type_).order_by(Event.id))
+        ]
 
 
 def test_signed_out_visitors_are_sent_to_sign_in(app, browser):

@@ -35,7 +35,10 @@ def text(r) -> str:
 
 def events(app, type_: str) -> list[dict]:
     with app.app_context():
-        return [e.data for e in db.session.scalars(select(Event).where(Event.type == type_))]
+        return [
+            e.data
+            for e in db.session.scalars(select(Event).where(Event.type == type_).order_by(Event.id))
+        ]
 
 
 def test_signed_out_and_non_admins_are_kept_out(app, browser, user):
@@ -293,7 +296,9 @@ def test_reading_stored_providers_leaves_the_requests_transaction_alone(tmp_path
         audit.record("test.pending", None)  # unsaved work of this request
         assert app.extensions["idp.connectors"].redirect() == []
         db.session.commit()
-        assert [e.type for e in db.session.scalars(select(Event))] == ["test.pending"]
+        assert [e.type for e in db.session.scalars(select(Event).order_by(Event.id))] == [
+            "test.pending"
+        ]
     assert "stored upstream providers could not be read" in caplog.text
     assert Browser(https_client(app)).get("/login").status_code == 200
     close(app)  # not dispose(): it empties every table, and this one is missing

@@ -82,21 +82,25 @@ def snapshot(app) -> dict:
             ],
             "admin_events": [
                 e.type
-                for e in db.session.scalars(select(Event).where(Event.type.like("admin.user%")))
+                for e in db.session.scalars(
+                    select(Event).where(Event.type.like("admin.user%")).order_by(Event.id)
+                )
             ],
         }
 
 
 def events(app, type_: str) -> list[Event]:
     with app.app_context():
-        found = db.session.scalars(select(Event).where(Event.type == type_)).all()
+        found = db.session.scalars(
+            select(Event).where(Event.type == type_).order_by(Event.id)
+        ).all()
         db.session.expunge_all()
         return list(found)
 
 
 def all_event_text(app) -> str:
     with app.app_context():
-        return json.dumps([e.data for e in db.session.scalars(select(Event))])
+        return json.dumps([e.data for e in db.session.scalars(select(Event).order_by(Event.id))])
 
 
 def get_user(app, username: str) -> User | None:

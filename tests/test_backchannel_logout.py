@@ -75,7 +75,9 @@ def trickling_receiver():
 
 def failures(app, client_id: str) -> list[dict]:
     with app.app_context():
-        events = db.session.scalars(select(Event).where(Event.type == "logout.failed")).all()
+        events = db.session.scalars(
+            select(Event).where(Event.type == "logout.failed").order_by(Event.id)
+        ).all()
         return [e.data for e in events if e.data["client_id"] == client_id]
 
 
@@ -149,7 +151,7 @@ def test_a_failed_logout_is_retried_after_a_restart_with_a_fresh_token(
         with restarted.app_context():
             assert db.session.scalars(select(LogoutDelivery)).all() == []
             delivered = db.session.scalars(
-                select(Event).where(Event.type == "logout.delivered")
+                select(Event).where(Event.type == "logout.delivered").order_by(Event.id)
             ).all()
             assert [e.data["attempt"] for e in delivered] == [2]
         second = jwt.decode(endpoint.received[1]["logout_token"], app.jwks()).claims

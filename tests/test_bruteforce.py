@@ -45,7 +45,9 @@ def attempt(browser: Browser, username: str, password: str = WRONG, *, ip=None, 
 
 def events(app, type_: str) -> list[Event]:
     with app.app_context():
-        return list(_db.session.scalars(select(Event).where(Event.type == type_)))
+        return list(
+            _db.session.scalars(select(Event).where(Event.type == type_).order_by(Event.id))
+        )
 
 
 def retry_after(response) -> int:

@@ -61,7 +61,7 @@ def test_confidential_app_gets_a_secret_shown_once_and_stored_hashed(app):
             "https://wiki.example.org/c",
         ):
             assert not client.check_redirect_uri(other)
-        events = [e.data for e in db.session.scalars(select(Event))]
+        events = [e.data for e in db.session.scalars(select(Event).order_by(Event.id))]
     assert out["client_secret"] not in json.dumps(events)
     shown = cli(app, "show", "Wiki")
     assert out["client_secret"] not in shown.output and "Wiki" in shown.output

@@ -183,7 +183,9 @@ def failures(app) -> list[tuple[str, str]]:
     with app.app_context():
         return [
             (e.data["method"], e.data["reason"])
-            for e in db.session.scalars(select(Event).where(Event.type == "signin.failure"))
+            for e in db.session.scalars(
+                select(Event).where(Event.type == "signin.failure").order_by(Event.id)
+            )
         ]
 
 

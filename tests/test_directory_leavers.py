@@ -57,7 +57,10 @@ def state(app, username: str) -> dict:
             "events": [
                 (e.type, e.data.get("reason"))
                 for e in db.session.scalars(
-                    select(Event).where(Event.user_id == user.id).order_by(Event.id)
+                    select(Event)
+                    .order_by(Event.id)
+                    .where(Event.user_id == user.id)
+                    .order_by(Event.id)
                 )
             ],
         }

@@ -106,7 +106,9 @@ def test_the_first_start_creates_the_admin_and_later_starts_leave_it(database, t
         assert (ada.username, ada.email, ada.is_admin) == ("ada", "ada@example.org", True)
         assert accounts.check_password(ada, PASSWORD)  # as typed, quotes and all
         assert [link.connector for link in ada.links] == ["local"]
-        event = db.session.scalar(select(Event).where(Event.type == "admin.user_created"))
+        event = db.session.scalar(
+            select(Event).where(Event.type == "admin.user_created").order_by(Event.id)
+        )
         assert event.data == {"admin": True, "setup": "password", "via": "settings"}
         db.session.remove()
         db.engine.dispose()

@@ -220,7 +220,9 @@ def test_expired_and_must_change_passwords_say_so(app, browser, directory, uid, 
     assert r.status_code == 403 and message in r.get_data(as_text=True)
     assert account(app, uid) is None
     with app.app_context():
-        reasons = [e.data.get("reason") for e in db.session.scalars(select(Event))]
+        reasons = [
+            e.data.get("reason") for e in db.session.scalars(select(Event).order_by(Event.id))
+        ]
     assert reason in reasons
 
 

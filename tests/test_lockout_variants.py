@@ -103,7 +103,7 @@ def test_a_reset_request_finds_the_account_by_any_form_of_its_address(app, brows
     assert response.status_code == 200
     with app.app_context():
         (event,) = db.session.scalars(
-            db.select(Event).where(Event.type == "password.reset_requested")
+            db.select(Event).where(Event.type == "password.reset_requested").order_by(Event.id)
         ).all()[before:]
         assert event.user_id == user.id
 

@@ -58,7 +58,7 @@ def events(app, type_):
     with app.app_context():
         from identity.extensions import db
 
-        return db.session.scalars(select(Event).where(Event.type == type_)).all()
+        return db.session.scalars(select(Event).where(Event.type == type_).order_by(Event.id)).all()
 
 
 # -- enrolment ------------------------------------------------------------------------------
@@ -110,7 +110,7 @@ def test_secrets_are_encrypted_at_rest_and_recovery_codes_hashed(app, browser, u
         hashes = set(db.session.scalars(select(RecoveryCode.code_hash)))
         assert len(hashes) == 10
         assert not any(c.replace("-", "") in h for c in codes for h in hashes)
-        for e in db.session.scalars(select(Event)):
+        for e in db.session.scalars(select(Event).order_by(Event.id)):
             assert secret not in str(e.data) and not any(c in str(e.data) for c in codes)
 
 

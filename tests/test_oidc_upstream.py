@@ -60,7 +60,9 @@ def audited(app, action: str) -> list[dict]:
     with app.app_context():
         return [
             dict(e.data or {})
-            for e in db.session.scalars(select(Event).where(Event.type == action))
+            for e in db.session.scalars(
+                select(Event).where(Event.type == action).order_by(Event.id)
+            )
         ]
 
 

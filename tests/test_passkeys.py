@@ -321,7 +321,9 @@ def test_forged_passkey_answers_from_rotating_addresses_lock_the_account_for_a_w
     with app.app_context():
         reasons = [
             e.data.get("reason")
-            for e in db.session.scalars(select(Event).where(Event.type == "signin.locked"))
+            for e in db.session.scalars(
+                select(Event).where(Event.type == "signin.locked").order_by(Event.id)
+            )
         ]
     assert reasons == ["account_failures"]
     # The lock ends by itself: the owner is not kept out for good by someone else's failures.

@@ -148,7 +148,7 @@ def post(page: Page, path: str, body: str = "{}") -> dict:
 
 def events(idp, type_: str) -> list[Event]:
     with idp.app.app_context():
-        return db.session.scalars(select(Event).where(Event.type == type_)).all()
+        return db.session.scalars(select(Event).where(Event.type == type_).order_by(Event.id)).all()
 
 
 def test_register_then_sign_in_without_password_then_remove(playwright, idp, home):  # noqa: F811

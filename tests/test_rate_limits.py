@@ -76,7 +76,9 @@ def retry_after(response) -> int:
 
 def events(app, type_: str) -> list[Event]:
     with app.app_context():
-        return list(_db.session.scalars(_db.select(Event).where(Event.type == type_)))
+        return list(
+            _db.session.scalars(_db.select(Event).where(Event.type == type_).order_by(Event.id))
+        )
 
 
 @with_limits(PASSWORD_CHECK_RATE_LIMIT="3/minute")
