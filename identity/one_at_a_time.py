@@ -10,9 +10,8 @@ sessions, the client and key caches, in-memory counters, directory pools) sees n
 concurrency. The reverse proxy in front should still buffer request bodies (nginx does by
 default): BODY_READERS slow bodies per worker fill this one.
 
-A request waiting on another server (`waiting_elsewhere`: the directory's answer), on
-another request (a sign-in waiting for a place in its name's lockout window) or on a
-password hash (`hashing`: argon2id's ~20 ms of CPU run without the GIL) lets go of
+A request waiting on another server (`waiting_elsewhere`: the directory's answer) or on
+another request (a sign-in waiting for a place in its name's lockout window) lets go of
 the lock meanwhile, so that a directory that hangs holds one request, not the worker: the
 token endpoint of every app kept answering. It keeps the lock when `may_release` says no (the
 request's transaction holds row locks: another request of this worker waiting on one of them
@@ -30,10 +29,6 @@ from typing import Any
 
 # Threads per worker (granian's blocking threads): how many requests may be read at once.
 BODY_READERS = 32
-# Password hashes a worker runs at once (each holds ARGON2_MEMORY_COST, 19 MiB by default):
-# one per worker, as when they ran under the lock, so memory and the number of hashes the
-# machine runs at once (one per worker, one worker per core) stay as they were.
-HASHES = 1
 # Requests of a worker that may wait elsewhere at once. Each keeps its database connection
 # while it waits: with SQLAlchemy's pool of 5 + 10, 8 waiting leave room for the request
 # running and its autocommit read (identity.database). Beyond, a wait keeps the lock.
@@ -59,7 +54,6 @@ class OneAtATime:
         self.lock = threading.Lock()
         self.may_release = may_release
         self.waiting = threading.BoundedSemaphore(MAX_WAITING)
-        self.hashes = threading.BoundedSemaphore(HASHES)
 
     def __call__(self, environ: dict[str, Any], start_response: Callable) -> list[bytes]:
         length = environ.get("CONTENT_LENGTH") or ""
@@ -117,20 +111,3 @@ def waiting_elsewhere() -> Iterator[bool]:
             _running.wrapper = wrapper
     finally:
         wrapper.waiting.release()
-
-
-@contextmanager
-def hashing() -> Iterator[None]:
-    """Around a password hash: in a worker of `make serve`, its other requests (a token
-    request, the login page) are answered meanwhile instead of queueing behind ~20 ms of
-    argon2id, which needs no lock of this process and releases the GIL; at most HASHES
-    hashes at once in the worker. When the lock cannot be let go (waiting_elsewhere), the
-    hash waits for its turn holding it; the hash that has the turn gives it back before it
-    waits for the lock, so the two never wait on each other. Elsewhere (tests, commands,
-    the development server) nothing happens."""
-    wrapper = getattr(_running, "wrapper", None)
-    if wrapper is None:
-        yield
-        return
-    with waiting_elsewhere(), wrapper.hashes:
-        yield
