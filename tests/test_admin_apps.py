@@ -13,6 +13,7 @@ import re
 from urllib.parse import parse_qs, urlencode, urlsplit
 
 import pytest
+from audit_events import event_data
 from sqlalchemy import func, select
 from test_admin_console import make_admin
 
@@ -69,14 +70,6 @@ def snapshot(app) -> dict:
                 if e.type != "admin.reauth_failure"
             ],
         }
-
-
-def events(app, type_: str) -> list[dict]:
-    with app.app_context():
-        return [
-            e.data
-            for e in db.session.scalars(select(Event).where(Event.type == type_).order_by(Event.id))
-        ]
 
 
 def all_event_data(app) -> str:
@@ -269,7 +262,9 @@ def test_created_app_shows_its_secret_once_and_it_works_at_the_token_endpoint(
         assert secret not in admin.get(path).get_data(as_text=True), path
     assert secret not in all_event_data(app)
     assert secret not in caplog.text
-    assert events(app, "client.created") == [{"client_id": client_id, "name": "Wiki", "by": "root"}]
+    assert event_data(app, "client.created") == [
+        {"client_id": client_id, "name": "Wiki", "by": "root"}
+    ]
     with admin.client.session_transaction() as session:
         assert secret not in json.dumps(dict(session), default=str)
 
@@ -397,7 +392,7 @@ def test_edit_changes_what_was_changed_and_a_removed_redirect_uri_stops_at_once(
     assert gone.status_code == 400 and "Location" not in gone.headers
     assert client.get(authorize_url(client_id, "https://wiki.example.org/new")).status_code == 302
 
-    (event,) = events(app, "client.updated")
+    (event,) = event_data(app, "client.updated")
     assert event["by"] == "root" and event["client_id"] == client_id
     assert event["changes"]["redirect_uris"] == {
         "old": [CALLBACK, old_uri],
@@ -516,7 +511,7 @@ def test_rotate_asks_for_the_password_shows_the_new_secret_once_and_stops_the_ol
     old_answer = client_credentials(client, client_id, old)
     assert old_answer.status_code == 401 and old_answer.json["error"] == "invalid_client"
     assert client_credentials(client, client_id, new).status_code == 200
-    assert events(app, "client.secret_rotated") == [{"client_id": client_id, "by": "root"}]
+    assert event_data(app, "client.secret_rotated") == [{"client_id": client_id, "by": "root"}]
     assert new not in all_event_data(app) and new not in caplog.text
     assert new not in admin.get(f"/admin/apps/{client_id}").get_data(as_text=True)
 
@@ -551,7 +546,7 @@ def test_another_accounts_password_does_not_confirm(app, admin):
     )
     assert "That is not your password." in page
     assert snapshot(app) == before
-    assert len(events(app, "admin.reauth_failure")) == 1
+    assert len(event_data(app, "admin.reauth_failure")) == 1
 
 
 def test_rotate_without_csrf_token_changes_nothing(app, admin):
@@ -646,7 +641,7 @@ def test_delete_revokes_the_tokens_and_removes_the_consents(app, admin, client, 
     # The other app keeps its own token.
     other = client.get("/userinfo", headers={"Authorization": f"Bearer {other_token}"})
     assert other.json["error"] == "insufficient_scope"
-    (event,) = events(app, "client.deleted")
+    (event,) = event_data(app, "client.deleted")
     assert event == {
         "client_id": client_id,
         "name": "Wiki",
@@ -735,8 +730,8 @@ def test_cli_update_replaces_the_given_lists_and_keeps_the_rest(app):
     assert meta["backchannel_logout_uri"] is None and meta["post_logout_redirect_uris"] == []
     assert meta["skip_consent"] is False
     assert cli(app, "update", "Team Wiki").output.startswith("nothing changed")
-    changes = [e["changes"] for e in events(app, "client.updated")]
-    assert len(changes) == 2 and "by" not in events(app, "client.updated")[0]
+    changes = [e["changes"] for e in event_data(app, "client.updated")]
+    assert len(changes) == 2 and "by" not in event_data(app, "client.updated")[0]
 
 
 @pytest.mark.parametrize(
@@ -796,7 +791,7 @@ def test_cli_delete_revokes_tokens_and_removes_consents(app, admin, client, user
         assert db.session.scalar(select(func.count()).select_from(Client)) == 0
     # The app's own token, never stored, ends with the app.
     assert client.get("/userinfo", headers=own).json["error"] == "invalid_token"
-    (event,) = events(app, "client.deleted")
+    (event,) = event_data(app, "client.deleted")
     assert event["revoked_tokens"] == 1 and event["removed_consents"] == 1
 
 

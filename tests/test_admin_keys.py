@@ -4,13 +4,14 @@ them after the admin's password is asked again."""
 from __future__ import annotations
 
 import pytest
+from audit_events import event_data
 from sqlalchemy import select
 from test_admin_console import make_admin
 
 from conftest import PASSWORD
 from identity.auth import accounts
 from identity.extensions import db
-from identity.models import Event, SigningKey
+from identity.models import SigningKey
 from identity.oidc import keys
 
 
@@ -26,14 +27,6 @@ def stored_keys(app) -> list[tuple]:
         return [
             (k.kid, k.alg, k.state, k.private_key, k.activated_at, k.retired_at, k.expires_at)
             for k in db.session.scalars(select(SigningKey).order_by(SigningKey.id))
-        ]
-
-
-def events(app, type_: str) -> list[dict]:
-    with app.app_context():
-        return [
-            e.data
-            for e in db.session.scalars(select(Event).where(Event.type == type_).order_by(Event.id))
         ]
 
 
@@ -93,7 +86,7 @@ def test_rotation_asks_for_the_password_and_says_what_changed(app, admin):
     # Retired keys stay in the JWKS, so tokens they signed still verify.
     published = {k["kid"] for k in admin.get("/jwks.json").json["keys"]}
     assert set(retired) <= published
-    (rotated,) = events(app, "keys.rotated")
+    (rotated,) = event_data(app, "keys.rotated")
     assert rotated["by"] == "root"
     assert {c["kid"] for c in rotated["changes"]} >= set(promoted) | set(retired)
 
@@ -116,7 +109,7 @@ def test_rotation_with_a_wrong_password_changes_nothing(app, admin, data, messag
     assert message in page and 'id="error-summary"' in page and "<title>Error: " in page
     assert 'aria-invalid="true"' in page
     assert stored_keys(app) == before
-    assert events(app, "keys.rotated") == []
+    assert event_data(app, "keys.rotated") == []
 
 
 def test_another_accounts_password_does_not_rotate(app, admin):
@@ -131,7 +124,7 @@ def test_another_accounts_password_does_not_rotate(app, admin):
     )
     assert response.status_code == 400
     assert stored_keys(app) == before
-    assert len(events(app, "admin.reauth_failure")) == 1
+    assert len(event_data(app, "admin.reauth_failure")) == 1
 
 
 def test_rotation_without_csrf_token_changes_nothing(app, admin):
@@ -157,4 +150,4 @@ def test_guessing_the_admin_password_locks_like_a_sign_in(app, admin):
     locked = admin.post("/admin/keys/rotate", {"admin_password": PASSWORD})
     assert locked.status_code == 400
     assert "Too many failed sign-in attempts" in locked.get_data(as_text=True)
-    assert events(app, "keys.rotated") == []
+    assert event_data(app, "keys.rotated") == []

@@ -4,6 +4,7 @@ redirect URI to register, and a live check of discovery and keys against a real 
 from __future__ import annotations
 
 import pytest
+from audit_events import event_data
 from cryptography.fernet import Fernet
 from sqlalchemy import select
 from test_admin_console import make_admin
@@ -31,14 +32,6 @@ def admin(app, browser):
 
 def text(r) -> str:
     return r.get_data(as_text=True)
-
-
-def events(app, type_: str) -> list[dict]:
-    with app.app_context():
-        return [
-            e.data
-            for e in db.session.scalars(select(Event).where(Event.type == type_).order_by(Event.id))
-        ]
 
 
 def test_signed_out_and_non_admins_are_kept_out(app, browser, user):
@@ -133,7 +126,7 @@ def test_an_added_provider_gets_a_button_and_signs_people_in(app, admin, upstrea
     assert stored_rows(app) == [("partner", "Partner ID", upstream.issuer, True)]
     # The secret is stored encrypted, and recorded nowhere in clear.
     assert upstream.secret not in database_text(app)
-    assert [e["upstream"] for e in events(app, "upstream.added")] == ["partner"]
+    assert [e["upstream"] for e in event_data(app, "upstream.added")] == ["partner"]
     admin.logout()
     assert "Continue with Partner ID" in text(admin.get("/login"))
     assert signed_in_as(admin) is None
@@ -204,7 +197,7 @@ def test_change_keeps_the_secret_when_left_empty_and_disable_hides_it(app, admin
     assert upstream.secret not in page and 'value="Partner ID"' in page
     r = edit(admin, label="Partner SSO", client_secret="")
     assert r.status_code == 302, text(r)
-    assert [e["changes"] for e in events(app, "upstream.changed")] == [["label"]]
+    assert [e["changes"] for e in event_data(app, "upstream.changed")] == [["label"]]
     visitor = Browser(https_client(app))
     assert "Continue with Partner SSO" in text(visitor.get("/login"))
     r = visitor.get(approve(upstream, start(visitor, "partner").headers["Location"]))

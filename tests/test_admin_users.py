@@ -11,6 +11,7 @@ from concurrent.futures import Future
 from types import SimpleNamespace
 
 import pytest
+from audit_events import events
 from sqlalchemy import select
 
 from conftest import PASSWORD, Browser, https_client
@@ -87,15 +88,6 @@ def snapshot(app) -> dict:
                 )
             ],
         }
-
-
-def events(app, type_: str) -> list[Event]:
-    with app.app_context():
-        found = db.session.scalars(
-            select(Event).where(Event.type == type_).order_by(Event.id)
-        ).all()
-        db.session.expunge_all()
-        return list(found)
 
 
 def all_event_text(app) -> str:

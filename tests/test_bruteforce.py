@@ -11,9 +11,9 @@ import time
 
 import pytest
 import redis
+from audit_events import events
 from ports import listen_port
 from redis_server import REDIS_URL
-from sqlalchemy import select
 from test_admin_console import make_admin
 from test_admin_users import create_form
 
@@ -21,7 +21,7 @@ from config import ConfigError
 from conftest import PASSWORD, Browser, https_client, make_app
 from identity.connectors.local import LocalConnector
 from identity.extensions import db as _db
-from identity.models import Event, User
+from identity.models import User
 from identity.oidc import clients
 
 WRONG = "not the password at all"
@@ -41,13 +41,6 @@ def attempt(browser: Browser, username: str, password: str = WRONG, *, ip=None, 
         kw["environ_base"] = {"REMOTE_ADDR": ip}
     data = {"username": username, "password": password}
     return browser.post("/login", data, headers=headers, **kw)
-
-
-def events(app, type_: str) -> list[Event]:
-    with app.app_context():
-        return list(
-            _db.session.scalars(select(Event).where(Event.type == type_).order_by(Event.id))
-        )
 
 
 def retry_after(response) -> int:

@@ -8,6 +8,7 @@ import time
 
 import pyotp
 import pytest
+from audit_events import events
 from sqlalchemy import select
 
 from conftest import PASSWORD, make_app
@@ -52,13 +53,6 @@ def age_session(browser, seconds: int = 6 * 60) -> None:
     a sign-in is proof enough)."""
     with browser.client.session_transaction() as stored:
         stored["auth_time"] -= seconds
-
-
-def events(app, type_):
-    with app.app_context():
-        from identity.extensions import db
-
-        return db.session.scalars(select(Event).where(Event.type == type_).order_by(Event.id)).all()
 
 
 # -- enrolment ------------------------------------------------------------------------------

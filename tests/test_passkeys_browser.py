@@ -13,6 +13,7 @@ from types import SimpleNamespace
 
 import pytest
 import requests
+from audit_events import events
 from playwright.sync_api import BrowserContext, Page, expect
 from sqlalchemy import select, update
 from test_browser import DESKTOP, PHONE, launch, playwright, shots, watch_csp  # noqa: F401
@@ -22,7 +23,7 @@ from identity import certs
 from identity.auth import accounts
 from identity.auth.passkeys import CLONED, NOT_YOURS, STALE
 from identity.extensions import db
-from identity.models import Event, Passkey, User, WebauthnChallenge
+from identity.models import Passkey, User, WebauthnChallenge
 from identity.models.users import utcnow
 from servers import https_server, nss_home
 
@@ -146,11 +147,6 @@ def post(page: Page, path: str, body: str = "{}") -> dict:
     return page.evaluate(FETCH, [path, body, csrf])
 
 
-def events(idp, type_: str) -> list[Event]:
-    with idp.app.app_context():
-        return db.session.scalars(select(Event).where(Event.type == type_).order_by(Event.id)).all()
-
-
 def test_register_then_sign_in_without_password_then_remove(playwright, idp, home):  # noqa: F811
     person(idp, "ada")
     context, page, _ = browser(playwright, home, "profile-ada")
@@ -200,7 +196,7 @@ def test_register_then_sign_in_without_password_then_remove(playwright, idp, hom
         ).click()
         expect(page.locator(".notice-success")).to_contain_text("is removed")
         expect(page.locator(".methods.passkeys li")).to_have_count(0)
-        assert [e.type for e in events(idp, "passkey.removed")] == ["passkey.removed"]
+        assert [e.type for e in events(idp.app, "passkey.removed")] == ["passkey.removed"]
 
         # Gone from the server: the authenticator still offers it, the server refuses it.
         page.get_by_role("button", name="Sign out").click()
@@ -380,7 +376,9 @@ def test_a_passkey_of_another_account_is_no_second_factor(playwright, idp, home)
         answer = post(page, "/login/second-factor/passkey", json.dumps({"credential": foreign}))
         assert answer["status"] == 401
         assert answer["json"]["error_description"] == NOT_YOURS
-        assert any(e.data.get("reason") == "other_account" for e in events(idp, "passkey.failure"))
+        assert any(
+            e.data.get("reason") == "other_account" for e in events(idp.app, "passkey.failure")
+        )
         page.goto(f"{idp.url}/account")
         expect(page).not_to_have_url(f"{idp.url}/account")
     finally:
@@ -406,7 +404,7 @@ def test_a_cloned_authenticator_is_refused_and_audited(playwright, idp, home):  
         page.get_by_role("button", name="Sign in with a passkey").click()
         expect(page.get_by_role("alert")).to_have_text(CLONED)
         expect(page).to_have_url(f"{idp.url}/login")
-        cloned = events(idp, "passkey.cloned")
+        cloned = events(idp.app, "passkey.cloned")
         assert len(cloned) == 1 and cloned[0].data["stored_count"] == 1000
         shots(page, "passkeys", "login-passkey-refused")
     finally:

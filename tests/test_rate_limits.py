@@ -10,13 +10,14 @@ import time
 
 import pytest
 import redis
+from audit_events import events
 from redis_server import REDIS_URL
 from test_bruteforce import OwnRedis
 
 from config import ConfigError
 from conftest import PASSWORD, Browser, https_client, make_app
 from identity.extensions import db as _db
-from identity.models import Event, User
+from identity.models import User
 from identity.oidc import clients
 
 WRONG = "not the password at all"
@@ -72,13 +73,6 @@ def retry_after(response) -> int:
     value = int(response.headers["Retry-After"])
     assert value >= 1
     return value
-
-
-def events(app, type_: str) -> list[Event]:
-    with app.app_context():
-        return list(
-            _db.session.scalars(_db.select(Event).where(Event.type == type_).order_by(Event.id))
-        )
 
 
 @with_limits(PASSWORD_CHECK_RATE_LIMIT="3/minute")
