@@ -10,25 +10,33 @@ sessions, the client and key caches, in-memory counters, directory pools) sees n
 concurrency. The reverse proxy in front should still buffer request bodies (nginx does by
 default): BODY_READERS slow bodies per worker fill this one.
 
-A request waiting on another server (`waiting_elsewhere`: the directory's answer) or on
-another request (a sign-in waiting for a place in its name's lockout window) lets go of
+A request waiting on another server (`waiting_elsewhere`: the directory's answer), on
+another request (a sign-in waiting for a place in its name's lockout window) or on a
+password hash (`hashing`: argon2id's ~20 ms of CPU, run without the GIL) lets go of
 the lock meanwhile, so that a directory that hangs holds one request, not the worker: the
 token endpoint of every app kept answering. It keeps the lock when `may_release` says no (the
 request's transaction holds row locks: another request of this worker waiting on one of them
 while holding the lock would never let it come back), and when MAX_WAITING requests already
-wait.
+wait. Coming back, it takes the lock before any new request (`ReturnsFirst`): with a plain
+lock, new requests kept taking it first, and sign-ins of one name, each holding a place in
+its lockout window until it came back, filled the window and were refused as a crowd.
 """
 
 from __future__ import annotations
 
 import io
 import threading
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
 # Threads per worker (granian's blocking threads): how many requests may be read at once.
 BODY_READERS = 32
+# Password hashes a worker runs at once (each holds ARGON2_MEMORY_COST, 19 MiB by default):
+# one per worker, as when they ran under the lock, so memory and the number of hashes the
+# machine runs at once (one per worker, one worker per core) stay as they were.
+HASHES = 1
 # Requests of a worker that may wait elsewhere at once. Each keeps its database connection
 # while it waits: with SQLAlchemy's pool of 5 + 10, 8 waiting leave room for the request
 # running and its autocommit read (identity.database). Beyond, a wait keeps the lock.
@@ -37,6 +45,53 @@ MAX_WAITING = 8
 
 # The lock the app runs under in this thread, and whether it may be let go (see the docstring).
 _running = threading.local()
+
+
+class ReturnsFirst:
+    """A lock handed over in order: to the requests coming back from a wait
+    (`acquire(back=True)`) first, then to the others, each in the order they came. Otherwise
+    a plain lock: `acquire`, `release`, `locked`, a context manager (for new requests).
+    (threading.Lock lets whoever runs first take it: one unlucky request waited 0.1-0.2 s
+    at 64 connections, and requests coming back lost it to new ones.)"""
+
+    def __init__(self) -> None:
+        self._guard = threading.Lock()
+        self._held = False  # a release with waiters hands it straight to the next one
+        self._returning: deque[threading.Lock] = deque()
+        self._arriving: deque[threading.Lock] = deque()
+
+    def acquire(self, blocking: bool = True, *, back: bool = False) -> bool:
+        with self._guard:
+            if not self._held:
+                self._held = True
+                return True
+            if not blocking:
+                return False
+            handed = threading.Lock()
+            handed.acquire()
+            (self._returning if back else self._arriving).append(handed)
+        handed.acquire()  # released by the release() that hands the lock to this waiter
+        return True
+
+    def release(self) -> None:
+        with self._guard:
+            if not self._held:
+                raise RuntimeError("release of an unlocked ReturnsFirst")
+            if self._returning:
+                self._returning.popleft().release()
+            elif self._arriving:
+                self._arriving.popleft().release()
+            else:
+                self._held = False
+
+    def locked(self) -> bool:
+        return self._held
+
+    def __enter__(self) -> bool:
+        return self.acquire()
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
 
 
 class OneAtATime:
@@ -51,9 +106,10 @@ class OneAtATime:
     ):
         self.app = app
         self.max_body = max_body
-        self.lock = threading.Lock()
+        self.lock = ReturnsFirst()
         self.may_release = may_release
         self.waiting = threading.BoundedSemaphore(MAX_WAITING)
+        self.hashes = threading.BoundedSemaphore(HASHES)
 
     def __call__(self, environ: dict[str, Any], start_response: Callable) -> list[bytes]:
         length = environ.get("CONTENT_LENGTH") or ""
@@ -107,7 +163,35 @@ def waiting_elsewhere() -> Iterator[bool]:
         try:
             yield True
         finally:
-            wrapper.lock.acquire()
+            wrapper.lock.acquire(back=True)
             _running.wrapper = wrapper
     finally:
         wrapper.waiting.release()
+
+
+@contextmanager
+def hashing() -> Iterator[None]:
+    """Around a password hash: in a worker of `make serve`, its other requests (a token
+    request, the login page) are answered meanwhile instead of queueing behind ~20 ms of
+    argon2id, which needs no lock of this process and releases the GIL. At most HASHES at
+    once in the worker: the turn is waited for holding the lock (so requests after this one
+    wait too, and take no place in a lockout window meanwhile), and given back before the
+    lock is taken again, so a hash that keeps the lock (waiting_elsewhere says no) and one
+    that let it go never wait on each other. Elsewhere (tests, commands, the development
+    server) nothing happens."""
+    wrapper = getattr(_running, "wrapper", None)
+    if wrapper is None:
+        yield
+        return
+    wrapper.hashes.acquire()
+    turn = True
+    try:
+        with waiting_elsewhere():
+            try:
+                yield
+            finally:
+                wrapper.hashes.release()
+                turn = False
+    finally:
+        if turn:
+            wrapper.hashes.release()

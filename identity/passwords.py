@@ -9,6 +9,7 @@ from argon2.exceptions import InvalidHashError, VerificationError
 from flask import current_app
 
 from identity import malloc, weak_passwords
+from identity.one_at_a_time import hashing
 
 
 def hasher() -> PasswordHasher:
@@ -27,7 +28,8 @@ def hasher() -> PasswordHasher:
 
 def hash_password(password: str) -> str:
     try:
-        return hasher().hash(password)
+        with hashing():
+            return hasher().hash(password)
     finally:
         malloc.freed()  # its ARGON2_MEMORY_COST, given back once sign-ins stop
 
@@ -50,11 +52,13 @@ def _dummy_hash() -> str:
 def verify_password(stored_hash: str | None, password: str) -> bool:
     """True when password matches. With no stored hash (no such account, or no local
     password) a dummy hash of a random secret is verified: the same work, never a match."""
+    dummy = _dummy_hash() if stored_hash is None else None
     try:
-        if stored_hash is None:
-            hasher().verify(_dummy_hash(), password)
-            return False
-        return hasher().verify(stored_hash, password)
+        with hashing():
+            if dummy is not None:
+                hasher().verify(dummy, password)
+                return False
+            return hasher().verify(stored_hash, password)
     except (VerificationError, InvalidHashError):
         return False
     finally:

@@ -352,9 +352,9 @@ def test_a_sign_in_waits_for_a_place_without_the_worker_or_is_refused_at_once(ap
 
 def test_a_crowd_of_sign_ins_does_not_stall_the_worker(tmp_path):
     """One worker, 48 password attempts at once: every one is answered. (A version that let
-    each hash wait for its turn outside the worker's lock, keeping its database connection,
-    stalled here: the request holding the lock waited for a connection of the exhausted pool
-    of 5 + 10.)"""
+    every hash wait for its turn outside the worker's lock, each keeping its database
+    connection, stalled here: the request holding the lock waited for a connection of the
+    exhausted pool of 5 + 10. A hash waits for its turn holding the lock now.)"""
     port = listen_port()
     env = serve_env(
         tmp_path,
@@ -765,10 +765,10 @@ def test_simultaneous_sign_ins_of_one_account_are_all_answered(tmp_path):
     """One worker, 16 right passwords for one account at once (a shared test account, a
     script, a crowd at a kiosk): each goes on to its second step. Each attempt holds a place
     in the account's lockout window (5) from before its hash until after. A version that let
-    go of the worker's lock during each hash (one hash at a time per worker) failed here:
-    requests coming back from their hash waited for the lock behind new ones, which took
-    places meanwhile; the window filled, the worker's 8 waits ran out, and some attempts
-    were refused as a crowd (429)."""
+    go of the worker's plain lock during each hash failed here: requests coming back from
+    their hash waited for the lock behind new ones, which took places meanwhile; the window
+    filled, the worker's 8 waits ran out, and some attempts were refused as a crowd (429).
+    They come back first now (identity.one_at_a_time.ReturnsFirst)."""
     port = listen_port()
     password = "a long and unusual admin passphrase"
     env = serve_env(
@@ -794,3 +794,152 @@ def test_simultaneous_sign_ins_of_one_account_are_all_answered(tmp_path):
     finally:
         output = stop(proc)
     assert "Traceback" not in output
+
+
+def test_a_password_hash_holds_its_sign_in_not_the_worker(tmp_path):
+    """One worker, hashes made slow (ARGON2_TIME_COST=300: about 3 s each). While a sign-in's
+    argon2id runs, the same worker answers discovery, the token endpoint and /healthz
+    (identity.one_at_a_time.hashing). Before, they queued behind the hash."""
+    port = listen_port()
+    env = serve_env(
+        tmp_path,
+        IDP_BIND=f"127.0.0.1:{port}",
+        IDP_WORKERS="1",
+        IDP_ARGON2_TIME_COST="300",
+    )
+    proc = start(env)
+    try:
+        wait_ready(proc, port, 1)
+        sending, answers = threading.Event(), []
+        hashing = threading.Thread(
+            target=lambda: answers.append(password_attempt(port, "nobody", "not this one", sending))
+        )
+        hashing.start()
+        assert sending.wait(STALLED)
+        time.sleep(0.5)  # the POST reaches the worker and its hash starts
+        answer_others(f"http://127.0.0.1:{port}")
+        # Answered while the sign-in's hash still runs.
+        assert hashing.is_alive() and not answers
+        hashing.join(60)
+        assert answers and answers[0].status_code == 401, answers
+        assert "Wrong username or password." in answers[0].text
+    finally:
+        output = stop(proc)
+    assert "Traceback" not in output
+
+
+def test_hashes_run_one_at_a_time_per_worker_and_never_wait_on_each_other():
+    """OneAtATime alone, a stand-in hash in hashing(): another request is answered during a
+    hash; at most HASHES run at once; a hash that must keep the lock (its transaction holds
+    row locks) waits for the turn of one that let it go, which gives the turn back before it
+    takes the lock again: both end."""
+    from identity.one_at_a_time import HASHES, OneAtATime, hashing
+
+    inside, most, kept_lock = 0, 0, {}
+    guard = threading.Lock()
+
+    def app(environ, start_response):
+        nonlocal inside, most
+        name = threading.current_thread().name
+        if environ.get("PATH_INFO") != "/hash":
+            start_response("200 OK", [])
+            return [b"plain"]
+        with hashing():
+            with guard:
+                inside += 1
+                most = max(most, inside)
+            if name == "holds-locks":
+                kept_lock[name] = not wrapped.lock.acquire(blocking=False)
+            time.sleep(0.3)  # the hash
+            with guard:
+                inside -= 1
+        start_response("200 OK", [])
+        return [name.encode()]
+
+    wrapped = OneAtATime(app, 10, lambda: threading.current_thread().name != "holds-locks")
+    answers = []
+
+    def call() -> None:
+        answers.append(wrapped({"CONTENT_LENGTH": "0", "PATH_INFO": "/hash"}, lambda *_: None))
+
+    first = threading.Thread(target=call, name="free-0")
+    first.start()
+    time.sleep(0.05)  # the first is in its hash
+    assert wrapped({"CONTENT_LENGTH": "0", "PATH_INFO": "/"}, lambda *_: None) == [b"plain"]
+    assert first.is_alive()  # answered during the hash, not after it
+    others = [threading.Thread(target=call, name=n) for n in ("holds-locks", "free-1", "free-2")]
+    for t in others:
+        t.start()
+    for t in [first, *others]:
+        t.join(10)
+    assert not any(t.is_alive() for t in [first, *others]), "two hashes wait on each other"
+    assert sorted(answers) == sorted([[b"free-0"], [b"holds-locks"], [b"free-1"], [b"free-2"]])
+    assert most == HASHES == 1
+    assert kept_lock == {"holds-locks": True}  # its hash ran with the lock held
+    assert not wrapped.lock.locked()
+
+
+def test_requests_coming_back_from_a_wait_take_the_lock_before_new_ones():
+    """OneAtATime alone: a request that let go of the lock for a wait (waiting_elsewhere)
+    takes it back before a request that arrived earlier and has not had it yet; that one
+    runs next. With a plain lock, the earlier arrival went first."""
+    from identity.one_at_a_time import OneAtATime, waiting_elsewhere
+
+    in_wait, done_waiting, holding = threading.Event(), threading.Event(), threading.Event()
+    order = []
+
+    def app(environ, start_response):
+        path = environ["PATH_INFO"]
+        if path == "/wait":
+            with waiting_elsewhere() as let_go:
+                assert let_go
+                in_wait.set()
+                done_waiting.wait(10)
+        elif path == "/hold":
+            holding.wait(10)
+        order.append(path)
+        start_response("200 OK", [])
+        return [b""]
+
+    wrapped = OneAtATime(app, 10)
+
+    def call(path: str) -> threading.Thread:
+        t = threading.Thread(target=wrapped, args=({"PATH_INFO": path}, lambda *_: None))
+        t.start()
+        return t
+
+    def until(condition) -> None:
+        deadline = time.monotonic() + 10
+        while not condition():
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+
+    waiting = call("/wait")
+    assert in_wait.wait(10)  # it waits elsewhere, the lock let go
+    held = call("/hold")
+    until(wrapped.lock.locked)
+    new = call("/new")  # waits for the lock
+    time.sleep(0.1)
+    done_waiting.set()  # /wait comes back and waits for the lock too
+    until(lambda: len(wrapped.lock._returning) == 1)
+    holding.set()
+    for t in (waiting, held, new):
+        t.join(10)
+    assert order == ["/hold", "/wait", "/new"]
+    assert not wrapped.lock.locked()
+
+
+def test_the_returns_first_lock_refuses_a_release_when_free_and_a_try_when_taken():
+    from identity.one_at_a_time import ReturnsFirst
+
+    lock = ReturnsFirst()
+    with pytest.raises(RuntimeError):
+        lock.release()
+    assert lock.acquire(blocking=False)
+    assert lock.locked()
+    assert not lock.acquire(blocking=False)
+    assert not lock.acquire(blocking=False, back=True)
+    lock.release()
+    with lock:
+        assert lock.locked()
+    assert not lock.locked()
