@@ -6,8 +6,8 @@ single-use, the admin's own, and never becomes a sign-in."""
 from __future__ import annotations
 
 import pytest
+from audit_events import event_data
 from test_admin_console import make_admin
-from test_admin_upstreams import events
 from test_oidc_upstream import approve, page, start
 from test_social import signed_in_as, snapshot
 
@@ -70,13 +70,13 @@ def test_a_trial_shows_what_came_back_and_changes_nothing(app, admin, upstream):
     assert snapshot(app) == before
     assert session_of(admin) == session_before
     assert signed_in_as(admin) == "root"
-    assert events(app, "admin.upstream_tried") == [
+    assert event_data(app, "admin.upstream_tried") == [
         {"upstream": "corp", "outcome": "ok", "account": None}
     ]
-    assert events(app, "signin.failure") == []
-    assert len(events(app, "signin.success")) == 1  # the admin's own sign-in
+    assert event_data(app, "signin.failure") == []
+    assert len(event_data(app, "signin.success")) == 1  # the admin's own sign-in
     (access,) = upstream.tokens
-    assert access not in html and access not in repr(events(app, "admin.upstream_tried"))
+    assert access not in html and access not in repr(event_data(app, "admin.upstream_tried"))
 
 
 @pytest.mark.parametrize("upstream_entry", [{"trust_email_verified": True}])
@@ -88,7 +88,7 @@ def test_a_trial_names_the_account_a_sign_in_would_reach(app, admin, upstream):
     html = page(r)
     assert "sign in to <a href=" in html and ">oscar</a>, linked to this identity" in html
     assert "trusted as verified" in html and "not trusted" not in html
-    assert events(app, "admin.upstream_tried")[-1]["account"] == "oscar"
+    assert event_data(app, "admin.upstream_tried")[-1]["account"] == "oscar"
     assert signed_in_as(admin) == "root"
 
 
@@ -105,8 +105,8 @@ def test_a_failed_trial_shows_the_reason(app, admin, upstream, knob, value):
     assert "Error: Trial sign-in with Corp SSO" in html
     assert "could not be verified" in html and "<code>bad_id_token</code>" in html
     assert snapshot(app) == before and signed_in_as(admin) == "root"
-    assert [e["outcome"] for e in events(app, "admin.upstream_tried")] == ["bad_id_token"]
-    assert events(app, "signin.failure") == []
+    assert [e["outcome"] for e in event_data(app, "admin.upstream_tried")] == ["bad_id_token"]
+    assert event_data(app, "signin.failure") == []
 
 
 def test_a_trial_that_cannot_start_says_why_on_the_console(app, admin, upstream):
@@ -116,7 +116,7 @@ def test_a_trial_that_cannot_start_says_why_on_the_console(app, admin, upstream)
     html = page(r)
     assert "The check failed: <code>wrong_issuer</code>" in html
     assert "Please tell your administrators" in html
-    assert [e["outcome"] for e in events(app, "admin.upstream_tried")] == ["wrong_issuer"]
+    assert [e["outcome"] for e in event_data(app, "admin.upstream_tried")] == ["wrong_issuer"]
 
 
 def test_the_admin_password_is_asked(app, admin, upstream):
@@ -150,7 +150,7 @@ def test_a_copied_trial_callback_is_refused_elsewhere(app, admin, upstream):
     assert r.status_code == 400 and "did not start here" in page(r)
     assert "Trial" not in page(r)
     assert snapshot(app) == before and signed_in_as(other) is None
-    assert events(app, "admin.upstream_tried") == []
+    assert event_data(app, "admin.upstream_tried") == []
 
 
 def test_the_trial_mark_is_single_use(app, admin, upstream):
@@ -233,7 +233,7 @@ def test_a_trial_refused_at_the_provider_says_so(app, admin, upstream):
     r = trial(admin, upstream)
     assert r.status_code == 403
     assert "You did not allow access" in page(r) and "<code>access_denied</code>" in page(r)
-    assert [e["outcome"] for e in events(app, "admin.upstream_tried")] == ["access_denied"]
+    assert [e["outcome"] for e in event_data(app, "admin.upstream_tried")] == ["access_denied"]
     assert signed_in_as(admin) == "root"
 
 
@@ -250,4 +250,4 @@ def test_a_trial_finished_by_an_admin_no_more_is_refused(app, admin, upstream):
     assert r.status_code == 400 and "did not start here" in page(r)
     assert "Trial" not in page(r) and "Sign-in providers" not in page(r)
     assert snapshot(app) == before and signed_in_as(admin) == "root"
-    assert events(app, "admin.upstream_tried") == []
+    assert event_data(app, "admin.upstream_tried") == []
