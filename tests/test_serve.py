@@ -16,6 +16,8 @@ import sys
 import threading
 import time
 import urllib.parse
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -88,6 +90,20 @@ def server(tmp_path):
         yield port
     finally:
         stop(proc)
+
+
+@contextmanager
+def one_worker(tmp_path: Path, **settings: str) -> Iterator[int]:
+    """`make serve` with one worker and `settings`; yields its port. Its output, once it has
+    stopped, holds no traceback."""
+    port = listen_port()
+    proc = start(serve_env(tmp_path, IDP_BIND=f"127.0.0.1:{port}", IDP_WORKERS="1", **settings))
+    try:
+        wait_ready(proc, port, 1)
+        yield port
+    finally:
+        output = stop(proc)
+    assert "Traceback" not in output
 
 
 def slow_client(port: int, start: bytes) -> socket.socket:
@@ -355,16 +371,7 @@ def test_a_crowd_of_sign_ins_does_not_stall_the_worker(tmp_path):
     every hash wait for its turn outside the worker's lock, each keeping its database
     connection, stalled here: the request holding the lock waited for a connection of the
     exhausted pool of 5 + 10. A hash waits for its turn holding the lock now.)"""
-    port = listen_port()
-    env = serve_env(
-        tmp_path,
-        IDP_BIND=f"127.0.0.1:{port}",
-        IDP_WORKERS="1",
-        IDP_PASSWORD_CHECK_RATE_LIMIT="100000/second",
-    )
-    proc = start(env)
-    try:
-        wait_ready(proc, port, 1)
+    with one_worker(tmp_path, IDP_PASSWORD_CHECK_RATE_LIMIT="100000/second") as port:
         with concurrent.futures.ThreadPoolExecutor(48) as pool:
             answers = list(
                 pool.map(lambda i: password_attempt(port, f"nobody{i}", "not this"), range(48))
@@ -373,9 +380,6 @@ def test_a_crowd_of_sign_ins_does_not_stall_the_worker(tmp_path):
             (a.status_code, a.text[:200]) for a in answers if a.status_code != 401
         ]
         assert all("Wrong username or password." in a.text for a in answers)
-    finally:
-        output = stop(proc)
-    assert "Traceback" not in output
 
 
 def test_a_chunked_body_is_read_before_the_app_and_refused_past_the_limit():
@@ -769,20 +773,14 @@ def test_simultaneous_sign_ins_of_one_account_are_all_answered(tmp_path):
     their hash waited for the lock behind new ones, which took places meanwhile; the window
     filled, the worker's 8 waits ran out, and some attempts were refused as a crowd (429).
     They come back first now (identity.one_at_a_time.ReturnsFirst)."""
-    port = listen_port()
     password = "a long and unusual admin passphrase"
-    env = serve_env(
+    with one_worker(
         tmp_path,
-        IDP_BIND=f"127.0.0.1:{port}",
-        IDP_WORKERS="1",
         IDP_PASSWORD_CHECK_RATE_LIMIT="100000/second",
         IDP_ADMIN_USERNAME="root",
         IDP_ADMIN_EMAIL="root@example.org",
         IDP_ADMIN_PASSWORD=password,
-    )
-    proc = start(env)
-    try:
-        wait_ready(proc, port, 1)
+    ) as port:
         with concurrent.futures.ThreadPoolExecutor(16) as pool:
             answers = list(pool.map(lambda _: password_attempt(port, "root", password), range(16)))
         # An administrator's second factor is asked next (IDP_MFA_REQUIRED=admins).
@@ -791,25 +789,13 @@ def test_simultaneous_sign_ins_of_one_account_are_all_answered(tmp_path):
             for a in answers
             if a.status_code != 302
         ]
-    finally:
-        output = stop(proc)
-    assert "Traceback" not in output
 
 
 def test_a_password_hash_holds_its_sign_in_not_the_worker(tmp_path):
     """One worker, hashes made slow (ARGON2_TIME_COST=300: about 3 s each). While a sign-in's
     argon2id runs, the same worker answers discovery, the token endpoint and /healthz
     (identity.one_at_a_time.hashing). Before, they queued behind the hash."""
-    port = listen_port()
-    env = serve_env(
-        tmp_path,
-        IDP_BIND=f"127.0.0.1:{port}",
-        IDP_WORKERS="1",
-        IDP_ARGON2_TIME_COST="300",
-    )
-    proc = start(env)
-    try:
-        wait_ready(proc, port, 1)
+    with one_worker(tmp_path, IDP_ARGON2_TIME_COST="300") as port:
         sending, answers = threading.Event(), []
         hashing = threading.Thread(
             target=lambda: answers.append(password_attempt(port, "nobody", "not this one", sending))
@@ -823,9 +809,6 @@ def test_a_password_hash_holds_its_sign_in_not_the_worker(tmp_path):
         hashing.join(60)
         assert answers and answers[0].status_code == 401, answers
         assert "Wrong username or password." in answers[0].text
-    finally:
-        output = stop(proc)
-    assert "Traceback" not in output
 
 
 def test_hashes_run_one_at_a_time_per_worker_and_never_wait_on_each_other():
