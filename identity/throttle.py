@@ -135,12 +135,6 @@ class Throttle:
 
     # -- sign-in ------------------------------------------------------------------------
 
-    def signin_wait(self, username: str) -> int:
-        """Seconds before `username` (as typed) may try to sign in from this address; 0: now.
-
-        The same two lookups whether or not an account has that name, and no password check."""
-        return max(self._lock_wait(scope, key) for scope, key in self._signin_keys(username))
-
     def signin_begin(self, username: str, *, costly: bool = True) -> Refusal | None:
         """Reserve one password check of `username` (as typed) from this address; None when
         reserved, else why not (nothing is then reserved). The caller ends a reservation with
@@ -153,62 +147,73 @@ class Throttle:
         sharing Redis, at most LOCKOUT_ACCOUNT_FAILURES wrong passwords are checked. When the
         window is full of attempts still being checked, this one waits (at most
         QUEUE_SECONDS, without its worker's lock) until one of them locks the name or gives
-        its place back; at once refused as a crowd when the worker cannot be let go."""
+        its place back; at once refused as a crowd when the worker cannot be let go.
+
+        One round trip to Redis: the places, then each scope's lock (read after the places
+        are taken, so a failure elsewhere that locked the name before them is seen), then
+        the check counted; what was taken is given back (in one more) when any refuses."""
         keys = self._signin_keys(username)
+        places = self._places("hit", keys)
+        locks = [("get_window_stats", self.lock, ("signin-lock", *key)) for key in keys]
+        ip = client_ip()
+        checks = [("hit", item, ("password-checks", ip)) for item in self.limits["password-checks"]]
+        calls = places + locks + (checks if costly else [])
         deadline = time.monotonic() + QUEUE_SECONDS
         while True:
-            wait = self.signin_wait(username)
+            answers = self._run_all(calls)
+            placed = answers[: len(places)]
+            taken = [
+                call for call, ok in zip(calls, answers, strict=True) if call[0] == "hit" and ok
+            ]
+            wait = max(_wait(stats) for stats in answers[len(places) : len(places) + len(locks)])
             if wait:
-                return Refusal(wait, locked_message(wait))
-            if self._reserve(keys):
-                break
-            if time.monotonic() >= deadline:
-                return Refusal(1, CROWDED)
-            with waiting_elsewhere() as others_go_on:
-                if not others_go_on:  # waiting here would hold up the attempts it waits for
-                    return Refusal(1, CROWDED)
-                time.sleep(QUEUE_POLL)
-        # A failure elsewhere may have locked the name and emptied its window between the
-        # look and the reservation.
-        wait = self.signin_wait(username)
-        if wait:
-            self._give_back(keys)
-            return Refusal(wait, locked_message(wait))
-        # Every check costs an argon2 hash or a directory bind, right or wrong.
-        wait = self.use("password-checks", client_ip()) if costly else 0
-        if wait:
-            self._give_back(keys)
-            return Refusal(wait, BUSY.format(wait=wait_text(wait)))
-        return None
-
-    def _reserve(self, keys) -> bool:
-        """A place in every scope's failure window, or in none."""
-        taken = []
-        for scope, key in keys:
-            if not self._run("hit", self.failures[scope], "signin", scope, key):
                 self._give_back(taken)
-                return False
-            taken.append((scope, key))
-        return True
+                return Refusal(wait, locked_message(wait))
+            if not all(placed):
+                self._give_back(taken)
+                if time.monotonic() >= deadline:
+                    return Refusal(1, CROWDED)
+                with waiting_elsewhere() as others_go_on:
+                    if not others_go_on:  # waiting here would hold up the attempts it waits for
+                        return Refusal(1, CROWDED)
+                    time.sleep(QUEUE_POLL)
+                continue
+            # Every check costs an argon2 hash or a directory bind, right or wrong: counted
+            # as `use` counts it (the uses before a full limit stay counted, none after).
+            used = answers[len(places) + len(locks) :]
+            if all(used):
+                return None
+            full = used.index(False)
+            self._give_back(
+                places + [c for c, ok in zip(checks[full:], used[full:], strict=True) if ok]
+            )
+            method, item, identifiers = checks[full]
+            wait = _seconds_until(self._run("get_window_stats", item, *identifiers).reset_time)
+            return Refusal(wait, BUSY.format(wait=wait_text(wait)))
 
     def signin_release(self, username: str) -> None:
         """End a reservation that was no wrong password (right password, directory down,
         account problem): a success neither counts nor resets the count."""
-        self._give_back(self._signin_keys(username))
+        self._give_back(self._places("hit", self._signin_keys(username)))
 
     def signin_failed(self, username: str) -> list[str]:
         """End a reservation as a failed sign-in; returns the scopes it locked ("account",
         "ip")."""
+        keys = self._signin_keys(username)
+        # The reservation already counts this failure: a full window locks.
+        counts = self._run_all(self._places("get_window_stats", keys))
         locked = []
-        for scope, key in self._signin_keys(username):
-            item = self.failures[scope]
-            # The reservation already counts this failure.
-            if not self._run("test", item, "signin", scope, key):
+        for (scope, key), stats in zip(keys, counts, strict=True):
+            if not stats.remaining:
                 self._run("hit", self.lock, "signin-lock", scope, key)
                 # The next lock takes as many new failures as the first.
-                self._run("clear", item, "signin", scope, key)
+                self._run("clear", self.failures[scope], "signin", scope, key)
                 locked.append(scope)
         return locked
+
+    def _places(self, method: str, keys) -> list:
+        """`method` on each scope's failure window, as _run_all takes calls."""
+        return [(method, self.failures[scope], ("signin", scope, key)) for scope, key in keys]
 
     def _signin_keys(self, username: str) -> tuple[tuple[str, str], ...]:
         if not self.trusted_proxies and "X-Forwarded-For" in request.headers:
@@ -221,13 +226,10 @@ class Throttle:
         # typed text (a password in the wrong field) is stored.
         return (("account", self._digest(fold(username))), ("ip", client_ip()))
 
-    def _lock_wait(self, scope: str, key: str) -> int:
-        stats = self._run("get_window_stats", self.lock, "signin-lock", scope, key)
-        return 0 if stats.remaining else _seconds_until(stats.reset_time)
-
-    def _give_back(self, taken) -> None:
-        for scope, key in taken:
-            self._run("give_back", self.failures[scope], "signin", scope, key)
+    def _give_back(self, taken: list) -> None:
+        """Take back the newest entry of each hit in `taken` (calls as _run_all takes them)."""
+        if taken:
+            self._run_all([("give_back", item, identifiers) for _, item, identifiers in taken])
 
     # -- registrations, reset e-mails, password checks ------------------------------------
 
@@ -354,8 +356,8 @@ def _call(limiter: RateLimiter, method: str, item: RateLimitItem, identifiers: t
 
 
 def _pipelined(limiter: RateLimiter, calls) -> list:
-    """Moving-window calls (get_window_stats, hit) of `limits`' RedisStorage, sent in one
-    round trip: its own Lua scripts, by their SHA on a pipeline, each answer read as the
+    """Moving-window calls (get_window_stats, hit, give_back) of `limits`' RedisStorage, sent
+    in one round trip: its own Lua scripts, by their SHA on a pipeline, each answer read as the
     library reads it (MovingWindowRateLimiter, RedisStorage.get_moving_window and
     acquire_entry in limits 5.8; test_rate_limits' test_token_limits_count_* hold this to the
     pinned version). A script Redis does not know (restarted, flushed) runs the library's way,
@@ -368,11 +370,14 @@ def _pipelined(limiter: RateLimiter, calls) -> list:
     for method, item, identifiers in calls:
         key = storage.prefixed_key(item.key_for(*identifiers))
         expiry = item.get_expiry()
+        if method == "give_back":  # as _give_back_newest
+            pipe.lpop(key)
+            continue
         if method == "hit":
             script, args = storage.lua_acquire_moving_window, (now, item.amount, expiry, 1)
         elif method == "get_window_stats":
             script, args = storage.lua_moving_window, (now - expiry, item.amount)
-        else:  # pragma: no cover - only these two are sent together
+        else:  # pragma: no cover - only these three are sent together
             raise ValueError(f"{method} is not pipelined")
         pipe.evalsha(script.sha, 1, key, *args)
     answers = []
@@ -383,6 +388,8 @@ def _pipelined(limiter: RateLimiter, calls) -> list:
             answers.append(_call(limiter, method, item, identifiers))
         elif isinstance(raw, Exception):
             raise raw
+        elif method == "give_back":
+            answers.append(None)
         elif method == "hit":
             answers.append(bool(raw))
         else:
@@ -405,6 +412,11 @@ def _give_back_newest(storage: Any, key: str) -> None:
                 events.pop(0)
     else:  # pragma: no cover - config refuses other storages
         raise TypeError(f"cannot give back an entry in {type(storage).__name__}")
+
+
+def _wait(stats: WindowStats) -> int:
+    """Seconds until a window with no room left frees; 0 when it has room."""
+    return 0 if stats.remaining else _seconds_until(stats.reset_time)
 
 
 def _seconds_until(timestamp: float) -> int:

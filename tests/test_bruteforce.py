@@ -331,6 +331,27 @@ def test_a_success_gives_its_place_back_in_redis(browser, user, redis_prefix):
     assert attempt(browser, "alice", PASSWORD).status_code == 429
 
 
+def test_a_sign_in_asks_redis_twice(app, browser, user, redis_prefix, monkeypatch):
+    """A password check is reserved in one round trip (a place in each failure window, each
+    lock read after, the check counted) and its places given back in one: each round trip is
+    a wait on Redis while the worker is held."""
+    pool = app.extensions["idp.throttle"].storage.get_connection().connection_pool
+    checkouts = []
+    take = pool.get_connection
+
+    def counted(*args, **kwargs):
+        checkouts.append(args)
+        return take(*args, **kwargs)
+
+    monkeypatch.setattr(pool, "get_connection", counted)
+    assert attempt(browser, "alice", PASSWORD).status_code == 302
+    assert len(checkouts) == 2
+    browser.logout()
+    checkouts.clear()
+    assert attempt(browser, "alice").status_code == 401
+    assert len(checkouts) == 2  # a wrong password: reserved, then each scope's count read
+
+
 @settings(LOCKOUT_ACCOUNT_FAILURES=3, REDIS_URL=f"redis://:s3cret@127.0.0.1:{listen_port()}/0")
 def test_redis_down_still_locks_in_memory_and_says_so(browser, user, caplog):
     caplog.set_level(logging.WARNING, logger="identity.throttle")

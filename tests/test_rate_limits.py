@@ -89,6 +89,25 @@ def test_password_checks_are_limited_per_address_right_or_wrong(app, browser, ot
     assert login(other, environ_base=ELSEWHERE).status_code == 302
 
 
+@with_limits(PASSWORD_CHECK_RATE_LIMIT="2/hour;3/minute")
+def test_a_refused_password_check_counts_toward_no_later_limit(app, browser, user):
+    """Counted as each limit is used elsewhere: the uses before the full one stay counted,
+    the refused one and those after it do not (they were sent in the same round trip)."""
+    assert login(browser).status_code == 302
+    assert login(browser, WRONG).status_code == 401
+    refused = login(browser)
+    assert refused.status_code == 429 and 3000 < retry_after(refused) <= 3600
+    throttle = app.extensions["idp.throttle"]
+    per_hour, per_minute = throttle.limits["password-checks"]
+    stats = throttle.primary.get_window_stats
+    assert stats(per_hour, "password-checks", "127.0.0.1").remaining == 0
+    assert stats(per_minute, "password-checks", "127.0.0.1").remaining == 1
+    # Nor a place in the lockout's count: the wrong password alone is there.
+    account = throttle._signin_keys("alice")[0][1]
+    failures = stats(throttle.failures["account"], "signin", "account", account)
+    assert failures.remaining == app.config["LOCKOUT_ACCOUNT_FAILURES"] - 1
+
+
 def register(browser: Browser, username: str, email: str, **kw):
     data = {"username": username, "email": email, "password": PASSWORD, "confirm": PASSWORD}
     return browser.post("/register", data, **kw)
