@@ -13,7 +13,6 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from flask import Blueprint, current_app
-from OpenSSL import crypto
 
 # pyOpenSSL 26 no longer builds certificate extensions (X509Extension is gone); its own
 # backend, cryptography.x509, builds them, and pyOpenSSL verifies the chain we made.
@@ -49,6 +48,8 @@ def ensure(directory: str | Path, hosts: list[str], *, force: bool = False) -> l
 
 def verify_chain(cert_path: Path, ca_path: Path) -> None:
     """Raise when the server certificate does not verify against the CA (pyOpenSSL)."""
+    from OpenSSL import crypto  # here: only `make run` and `flask certs` check a chain
+
     store = crypto.X509Store()
     store.add_cert(crypto.load_certificate(crypto.FILETYPE_PEM, ca_path.read_bytes()))
     leaf = crypto.load_certificate(crypto.FILETYPE_PEM, cert_path.read_bytes())

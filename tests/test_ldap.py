@@ -8,8 +8,8 @@ from sqlalchemy import select
 
 from conftest import PASSWORD, Browser, https_client, make_app
 from identity.connectors import ConnectorError
+from identity.connectors.base import AccountProblem
 from identity.connectors.ldap import LdapConnector
-from identity.connectors.ldap_answers import AccountProblem
 from identity.connectors.ldap_connection import Settings
 from identity.extensions import db
 from identity.models import Event, LinkedIdentity, User

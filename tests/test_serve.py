@@ -442,6 +442,9 @@ NOT_AT_START = {
     "alembic": "migrations",
     "redis": "the Redis client, when IDP_REDIS_URL is set (7 MB)",
     "webauthn": "passkeys, for their ceremonies (4 MB)",
+    "segno": "QR codes, drawn at an authenticator app's enrolment (1.2 MB)",
+    "OpenSSL": "pyOpenSSL, which checks `make run`'s certificate chain (0.8 MB)",
+    "pyasn1": "the directory's password-policy answers, read by the LDAP connector (1.2 MB)",
     "ldap3": "the directory client, when IDP_LDAP_URL is set (5 MB)",
     "requests": "HTTP to social and upstream providers, and back-channel logouts (5 MB)",
     "flask_dance": "the social providers' dance, when one is configured",
@@ -461,7 +464,7 @@ CONNECTORS = {
             "IDP_LDAP_ANONYMOUS_SEARCH": "true",
             "IDP_PASSWORD_CONNECTORS": "local,ldap",
         },
-        {"ldap3"},
+        {"ldap3", "pyasn1"},
     ),
     "upstream": (
         {

@@ -11,7 +11,6 @@ import time
 from urllib.parse import urlsplit
 
 import pyotp
-import segno
 from cryptography.fernet import InvalidToken
 from flask import current_app
 from sqlalchemy import delete, exists, func, select, update
@@ -89,6 +88,8 @@ def provisioning_uri(user: User, secret: str) -> str:
 def qr_svg_data_uri(uri: str) -> str:
     """`uri` as a QR code: an SVG data: URI (the CSP allows data: images, no script needed).
     Dark on white with its quiet zone, in dark mode too: cameras read nothing else well."""
+    import segno  # here: only enrolment draws one (1.2 MB a worker would hold otherwise)
+
     return segno.make(uri, error="m").svg_data_uri(scale=5, border=4, dark="#000", light="#fff")
 
 

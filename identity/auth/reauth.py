@@ -12,7 +12,7 @@ from identity import audit
 from identity.auth import password_check
 from identity.auth.provisioning import find_link
 from identity.connectors import ConnectorError
-from identity.connectors.ldap_answers import AccountProblem
+from identity.connectors.base import AccountProblem
 from identity.extensions import db
 from identity.throttle import throttle
 

@@ -24,8 +24,7 @@ from identity.auth.signin import (
     sign_out,
 )
 from identity.connectors import ConnectorError
-from identity.connectors.base import DirectoryMisconfigured
-from identity.connectors.ldap_answers import AccountProblem
+from identity.connectors.base import AccountProblem, DirectoryMisconfigured
 from identity.connectors.local import identity_for
 from identity.connectors.registry import registry
 from identity.errors import render_error, wants_json

@@ -1,5 +1,6 @@
 """The connector contract: an Identity value, the password and redirect protocols, and the
-failures (ConnectorError, DirectoryMisconfigured, LockedOut, RedirectFailure)."""
+failures (AccountProblem, ConnectorError, DirectoryMisconfigured, LockedOut,
+RedirectFailure)."""
 
 from __future__ import annotations
 
@@ -23,6 +24,16 @@ class Identity:
     group_dns: tuple[str, ...] = ()
     # Authentication methods (RFC 8176): "pwd" for a password, "fed" for a federated sign-in.
     amr: tuple[str, ...] = ("pwd",)
+
+
+class AccountProblem(Exception):
+    """The password was right but the account may not sign in now (a directory's password
+    policy, a disabled entry); `message` says why."""
+
+    def __init__(self, reason: str, message: str):
+        super().__init__(message)
+        self.reason = reason
+        self.message = message
 
 
 class ConnectorError(Exception):

@@ -8,20 +8,13 @@ import logging
 from pyasn1.codec.ber import decoder
 from pyasn1.type import namedtype, namedval, tag, univ
 
+from identity.connectors.base import AccountProblem
+
 log = logging.getLogger("identity.ldap")
 
 PPOLICY_OID = "1.3.6.1.4.1.42.2.27.8.5.1"  # draft-behera-ldap-password-policy
 INVALID_CREDENTIALS = 49
 AD_DISABLED = 0x2  # userAccountControl ACCOUNTDISABLE
-
-
-class AccountProblem(Exception):
-    """The password was right but the account may not sign in now; `message` says why."""
-
-    def __init__(self, reason: str, message: str):
-        super().__init__(message)
-        self.reason = reason
-        self.message = message
 
 
 def expired() -> AccountProblem:
