@@ -103,7 +103,8 @@ def test_a_refused_password_check_counts_toward_no_later_limit(app, browser, use
     assert stats(per_hour, "password-checks", "127.0.0.1").remaining == 0
     assert stats(per_minute, "password-checks", "127.0.0.1").remaining == 1
     # Nor a place in the lockout's count: the wrong password alone is there.
-    account = throttle._signin_keys("alice")[0][1]
+    with app.test_request_context():
+        account = throttle._signin_keys("alice")[0][1]
     failures = stats(throttle.failures["account"], "signin", "account", account)
     assert failures.remaining == app.config["LOCKOUT_ACCOUNT_FAILURES"] - 1
 
