@@ -44,6 +44,7 @@ import secrets
 import signal
 import sys
 import tempfile
+import threading
 import time
 import urllib.parse
 from collections.abc import Callable
@@ -257,6 +258,57 @@ def run_op(
             "errors"
         )
     return {"peak": peak, "wide": wide, "paced": paced}
+
+
+MIXED_CC_RATE = 20.0  # client-credentials requests due each second during the sign-ins
+
+
+def run_mixed(args, backend: str, service: Service, signins, tokens, probes) -> dict:
+    """Sign-ins from --concurrency clients (closed loop) while client-credentials requests
+    are due MIXED_CC_RATE times a second (open loop, latency from each one's due time): how
+    long an app waits for a token while the workers check passwords."""
+    label = f"{backend}: token requests during sign-ins"
+    say(
+        f"{label}: {args.concurrency} clients signing in, client credentials due "
+        f"{MIXED_CC_RATE:g}/s, {args.warmup:g} s warm-up + {args.seconds:g} s ..."
+    )
+    paced: dict = {}
+
+    def pace() -> None:
+        threads = paced_threads(MIXED_CC_RATE, 4)
+        try:
+            paced.update(
+                drive_paced(MIXED_CC_RATE, threads, args.seconds, args.warmup, service, tokens())
+            )
+        except BaseException as exc:  # noqa: BLE001 - raised again below, in this thread
+            paced["failed"] = exc
+
+    pacer = threading.Thread(target=pace, name="bench-mixed-tokens")
+    pacer.start()
+    try:
+        run = drive_ops(args.concurrency, args.seconds, args.warmup, service, signins(), probes)
+    finally:
+        pacer.join()
+    if "failed" in paced:
+        raise paced["failed"]
+    if service.proc.poll() is not None:
+        raise BenchError(f"the server exited during {label}:\n{service.log_tail()}")
+    row = {
+        "backend": backend,
+        "signins_per_s": run["rate"],
+        "signin_errors": sum(run["errors"].values()),
+        "cc_due_per_s": MIXED_CC_RATE,
+        "cc_done_per_s": paced["rate"],
+        "cc_p50_ms": pct(paced["full"], 50),
+        "cc_p99_ms": pct(paced["full"], 99),
+        "cc_errors": sum(paced["errors"].values()),
+    }
+    say(
+        f"{label}: {row['signins_per_s']:.1f} sign-ins/s; client credentials p50 "
+        f"{row['cc_p50_ms']:.1f} ms, p99 {row['cc_p99_ms']:.1f} ms from due time; "
+        f"{row['signin_errors'] + row['cc_errors']} errors"
+    )
+    return row
 
 
 # ---------------------------------------------------------------------------- report
@@ -476,6 +528,26 @@ def print_report(args, report: dict) -> None:
                 f"{NAMES[k]:<28}{lite['ops_per_s']:>9.1f}{pg['ops_per_s']:>9.1f}"
                 f"{_f(ratio, 7, 2)}  {met}"
             )
+    if report["mixed"]:
+        print()
+        print(
+            f"token requests during sign-ins: {args.concurrency} clients signing in while "
+            f"client credentials are due {MIXED_CC_RATE:g}/s (open loop); alone: the rows above"
+        )
+        print(
+            f"{'backend':<9}{'sign-ins/s':>11}{'alone':>8}{'cc p50 ms':>11}{'cc p99 ms':>11}"
+            f"{'alone p99@half':>16}{'errors':>8}"
+        )
+        for m in report["mixed"]:
+            alone = {
+                r["operation"]: r for r in rows if r["backend"] == m["backend"]
+            }  # the same server's own rows
+            print(
+                f"{m['backend']:<9}{m['signins_per_s']:>11.1f}"
+                f"{_f(alone.get('signin', {}).get('ops_per_s'), 8)}{_f(m['cc_p50_ms'], 11)}"
+                f"{_f(m['cc_p99_ms'], 11)}{_f(alone.get('cc', {}).get('half_p99_ms'), 16)}"
+                f"{m['signin_errors'] + m['cc_errors']:>8}"
+            )
     slow = report.get("slow")
     if slow:
         met = "yes" if slow["p99_ms"] < SLOW_P99_MS else "NO"
@@ -569,6 +641,7 @@ def write_json(path: str, args, report: dict) -> None:
         "rss_bytes": report["rss"],
         "rss_target_mb": RSS_TARGET_MB,
         "slow_clients": report.get("slow"),
+        "token_requests_during_sign_ins": report["mixed"],
         "generator_check": report.get("generator_check"),
         "peer": {
             "version": report.get("peer_version"),
@@ -674,6 +747,17 @@ def run_backend(args, name: str, ops, ldap, stack: contextlib.ExitStack, tmp: Pa
                 else:
                     factory = functools.partial(oidc_op, key, port, web, service_app)
                 runs[key] = run_op(args, name, key, service, factory, db_probes)
+            if "signin" in main_ops and "cc" in main_ops:
+                report["mixed"].append(
+                    run_mixed(
+                        args,
+                        name,
+                        service,
+                        functools.partial(sign_in_op, port, oidc.USERNAME, oidc.PASSWORD),
+                        functools.partial(oidc_op, "cc", port, web, service_app),
+                        db_probes,
+                    )
+                )
             if args.check_generator and "cc" in main_ops:
                 report.setdefault("generator_check", {})[name] = check_generator(
                     args, name, service, runs["cc"]["peak"], port, web, service_app, db_probes
@@ -921,7 +1005,7 @@ def main() -> int:
     ops = [o for o in OPS if o in ops]
 
     signal.signal(signal.SIGTERM, interrupt)  # the same path as Ctrl-C: cleanup runs
-    report: dict = {"ceilings": {}, "rows": [], "rss": {}, "logs": {}, "peer": {}}
+    report: dict = {"ceilings": {}, "rows": [], "rss": {}, "logs": {}, "peer": {}, "mixed": []}
     status = 0
     stack = contextlib.ExitStack()
     try:
