@@ -747,6 +747,10 @@ def run_backend(args, name: str, ops, ldap, stack: contextlib.ExitStack, tmp: Pa
                 else:
                     factory = functools.partial(oidc_op, key, port, web, service_app)
                 runs[key] = run_op(args, name, key, service, factory, db_probes)
+            # After the rows, before the runs that are not rows: the sign-ins beside token
+            # requests would leave a worker its 19 MiB argon2id block (identity.malloc gives
+            # it back 2 s after the last hash).
+            rss["main"] = service.worker_rss()
             if "signin" in main_ops and "cc" in main_ops:
                 report["mixed"].append(
                     run_mixed(
@@ -762,7 +766,6 @@ def run_backend(args, name: str, ops, ldap, stack: contextlib.ExitStack, tmp: Pa
                 report.setdefault("generator_check", {})[name] = check_generator(
                     args, name, service, runs["cc"]["peak"], port, web, service_app, db_probes
                 )
-            rss["main"] = service.worker_rss()
             if args.slow and "slow" not in report:  # once: the server is the same
                 say(
                     f"{name}: {args.slow} slow clients (one header byte a second) while one "
