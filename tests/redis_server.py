@@ -22,3 +22,18 @@ def redis_prefix():
     if keys:
         server.delete(*keys)
     server.close()
+
+
+def count_checkouts(app, monkeypatch) -> list:
+    """The Redis connections `app`'s counters take from their pool, one item each, from now
+    on: a round trip (one command or one pipeline) each."""
+    pool = app.extensions["idp.throttle"].storage.get_connection().connection_pool
+    checkouts: list = []
+    take = pool.get_connection
+
+    def counted(*args, **kwargs):
+        checkouts.append(args)
+        return take(*args, **kwargs)
+
+    monkeypatch.setattr(pool, "get_connection", counted)
+    return checkouts

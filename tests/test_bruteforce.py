@@ -13,7 +13,7 @@ import pytest
 import redis
 from audit_events import events
 from ports import listen_port
-from redis_server import REDIS_URL
+from redis_server import REDIS_URL, count_checkouts
 from test_admin_console import make_admin
 from test_admin_users import create_form
 
@@ -335,15 +335,7 @@ def test_a_sign_in_asks_redis_twice(app, browser, user, redis_prefix, monkeypatc
     """A password check is reserved in one round trip (a place in each failure window, each
     lock read after, the check counted) and its places given back in one: each round trip is
     a wait on Redis while the worker is held."""
-    pool = app.extensions["idp.throttle"].storage.get_connection().connection_pool
-    checkouts = []
-    take = pool.get_connection
-
-    def counted(*args, **kwargs):
-        checkouts.append(args)
-        return take(*args, **kwargs)
-
-    monkeypatch.setattr(pool, "get_connection", counted)
+    checkouts = count_checkouts(app, monkeypatch)
     assert attempt(browser, "alice", PASSWORD).status_code == 302
     assert len(checkouts) == 2
     browser.logout()

@@ -11,7 +11,7 @@ import time
 import pytest
 import redis
 from audit_events import events
-from redis_server import REDIS_URL
+from redis_server import REDIS_URL, count_checkouts
 from test_bruteforce import OwnRedis
 
 from config import ConfigError
@@ -254,15 +254,7 @@ def test_failed_client_authentications_are_limited_per_address_across_nodes(
 def test_a_token_request_asks_redis_once(app, browser, machine_apps, monkeypatch):
     """The address's failures and the app's requests are read and counted in one round trip
     (a pipeline), not one per limit: each is a wait on Redis in every token request."""
-    pool = app.extensions["idp.throttle"].storage.get_connection().connection_pool
-    checkouts = []
-    take = pool.get_connection
-
-    def counted(*args, **kwargs):
-        checkouts.append(args)
-        return take(*args, **kwargs)
-
-    monkeypatch.setattr(pool, "get_connection", counted)
+    checkouts = count_checkouts(app, monkeypatch)
     assert token(browser, *machine_apps["one"]).status_code == 200
     assert len(checkouts) == 1
 

@@ -11,7 +11,7 @@ import limits.storage.memory as limits_memory
 from limits import parse
 from limits.strategies import MovingWindowRateLimiter
 
-from identity.throttle import Memory
+from identity.counters import Memory
 
 
 def test_in_memory_counting_starts_no_thread_per_hit(monkeypatch):
