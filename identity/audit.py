@@ -32,6 +32,30 @@ def insert(type_: str, user: User | None = None, **data: object) -> None:
     db.session.connection().execute(EVENT_INSERT, _entry(type_, user, data))
 
 
+def row(type_: str, user: User | None = None, **data: object) -> dict:
+    """An event's row, neither written nor logged yet: for a statement that writes it with
+    others (identity.oidc.tokens), which announce()s it once written."""
+    return {
+        "type": type_,
+        "user_id": user.id if user else None,
+        "ip": request.remote_addr if has_request_context() else None,
+        "data": data,
+    }
+
+
+def announce(entry: dict) -> None:
+    """Log and count an event (a row of row()) as written."""
+    metrics.count_event(entry["type"], entry["data"])
+    log.info(
+        json.dumps(
+            {"event": entry["type"], "user_id": entry["user_id"], "ip": entry["ip"]}
+            | entry["data"],
+            default=str,
+            ensure_ascii=True,
+        )
+    )
+
+
 def log_only(type_: str, **data: object) -> None:
     """An event without a person, logged and counted but not stored: for those too frequent
     for the table (an app's own tokens, issued per call)."""
@@ -39,14 +63,6 @@ def log_only(type_: str, **data: object) -> None:
 
 
 def _entry(type_: str, user: User | None, data: dict) -> dict:
-    ip = request.remote_addr if has_request_context() else None
-    user_id = user.id if user else None
-    metrics.count_event(type_, data)
-    log.info(
-        json.dumps(
-            {"event": type_, "user_id": user_id, "ip": ip, **data},
-            default=str,
-            ensure_ascii=True,
-        )
-    )
-    return {"type": type_, "user_id": user_id, "ip": ip, "data": data}
+    entry = row(type_, user, **data)
+    announce(entry)
+    return entry

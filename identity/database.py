@@ -14,7 +14,11 @@ and work for the server. With SQLAlchemy's `pool_pre_ping`, a userinfo request m
   reads what is committed, outside the request's session: only for requests that wrote
   nothing before it.
 - `write_alone`: a write that is a transaction by itself (spending a code or a refresh
-  token), in autocommit mode too: one round trip instead of `BEGIN`, the statement, `COMMIT`.
+  token; saving the tokens of a grant with their fence and audit event, one statement on
+  PostgreSQL), in autocommit mode too: one round trip instead of `BEGIN`, the statement,
+  `COMMIT`.
+- `get_alone`: an account read as `read_one` reads, made the session's object: a token
+  request then spends, reads and saves in three round trips (seven before).
 
 And `holds_locks`: whether the request's transaction wrote or locked rows (any statement but
 a plain SELECT), which identity.one_at_a_time asks before letting other requests run while
@@ -29,8 +33,9 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from sqlalchemy import event, exc
+from sqlalchemy import event, exc, inspect, select
 from sqlalchemy.engine import Engine
+from sqlalchemy.orm import make_transient_to_detached
 
 from identity.extensions import db
 
@@ -128,3 +133,24 @@ def read_one(statement: Any, params: dict[str, Any]) -> Any:
             return connection.execute(statement, params).first()
     with _autocommit() as connection:
         return connection.execute(statement, params).first()
+
+
+def get_alone(model: Any, key: int) -> Any:
+    """`db.session.get(model, key)`, the row read as read_one() reads (PostgreSQL: one round
+    trip, no BEGIN, and no COMMIT or ROLLBACK to end it): the object is the session's as if
+    it had loaded it (attributes loaded, nothing to write), and the transaction the request
+    may write in later has not begun. For requests that wrote nothing before it."""
+    if db.engine.dialect.name == "sqlite":
+        return db.session.get(model, key)
+    mapper = inspect(model)
+    loaded = db.session.identity_map.get(mapper.identity_key_from_primary_key((key,)))
+    if loaded is not None:
+        return loaded
+    table = mapper.local_table
+    row = read_one(select(table).where(mapper.primary_key[0] == key), {})
+    if row is None:
+        return None
+    found = model(**{mapper.get_property_by_column(c).key: row[i] for i, c in enumerate(table.c)})
+    make_transient_to_detached(found)  # as if freshly loaded: no pending changes
+    db.session.add(found)
+    return found

@@ -172,7 +172,8 @@ def test_a_code_replayed_while_its_winner_is_answered_ends_the_new_tokens(idp):
 
 def test_a_refresh_token_replayed_while_its_winner_commits_ends_the_new_tokens(idp):
     """The other order: the winner has saved its new tokens, not yet committed, when the
-    replay comes. The replay waits for the winner's lock, then revokes what it committed."""
+    replay comes. The replay waits for the winner's lock, then revokes what it committed.
+    (On PostgreSQL the save is one statement, committed with it: the replay comes after.)"""
     from identity.oidc import tokens
 
     app = App(idp, register(idp))

@@ -21,6 +21,7 @@ from sqlalchemy.pool import NullPool
 from conftest import _postgres_schema_url
 from identity import database
 from identity.extensions import db
+from identity.models.oauth import token_digest
 
 POSTGRES = os.environ.get(
     "IDP_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
@@ -179,7 +180,9 @@ def test_a_connection_the_database_dropped_while_idle_is_replaced_before_use(idp
 def spends(traces: list[str], table: str) -> list[str]:
     """The checkouts that ran a spend (a conditional UPDATE ... RETURNING) of `table`."""
     return [
-        t for t in traces if any(f"UPDATE {table}" in q and "RETURNING" in q for q in queries([t]))
+        t
+        for t in traces
+        if any(f'"UPDATE {table} ' in q and "RETURNING" in q for q in queries([t]))
     ]
 
 
@@ -221,3 +224,50 @@ def test_a_signed_in_request_reads_its_session_and_account_in_one_round_trip(idp
     checks = [q for q in sent if "WHERE browser_sessions.sid = $" in q]
     assert len(checks) == 1 and "JOIN users" in checks[0], sent
     assert not [q for q in sent if "FROM users" in q], sent  # the account: not read again
+
+
+def test_a_token_request_of_a_person_is_three_round_trips(idp, monkeypatch):
+    """Redeeming a code and refreshing: the spend, the account read, and the new tokens saved
+    with their fence and audit event in one statement (identity.oidc.tokens.FENCED_SAVE), each
+    in autocommit mode: no BEGIN, no COMMIT (seven round trips before). The fence locks the
+    row it came from and changes nothing in it."""
+    from sqlalchemy import select
+
+    from identity.models import Token
+
+    monkeypatch.setattr(database, "PING_AFTER", 3600.0)  # no liveness check: counted below
+    app = App(idp, register(idp))
+    app.redeem(sign_in_and_allow(Person(idp), app))  # caches warm (keys, the app)
+    page = sign_in_and_allow(Person(idp), app)
+    with wire(idp.app) as traces:
+        tokens = app.redeem(page)
+    sent = queries(traces)
+    assert round_trips(traces) == 3, sent
+    assert "UPDATE oauth_codes SET used_at=$1" in sent[0] and "FROM users" in sent[1], sent
+    assert "WITH fence AS (UPDATE oauth_codes SET used_at=oauth_codes.used_at WHERE" in sent[2]
+
+    def row(refresh_token: str) -> dict:
+        digest = token_digest(refresh_token)
+        with idp.app.app_context():
+            found = db.session.execute(select(Token.__table__).where(Token.refresh_token == digest))
+            return found.one()._asdict()
+
+    before = row(tokens["refresh_token"])
+    with wire(idp.app) as traces:
+        refreshed = app.post(
+            "/token", {"grant_type": "refresh_token", "refresh_token": tokens["refresh_token"]}
+        )
+    assert refreshed.status_code == 200, refreshed.text
+    sent = queries(traces)
+    assert round_trips(traces) == 3, sent
+    assert "UPDATE oauth_tokens SET refresh_token_used_at=$1" in sent[0], sent
+    assert "FROM users" in sent[1], sent
+    fence = "WITH fence AS (UPDATE oauth_tokens SET refresh_token_used_at=oauth_tokens.refresh"
+    assert fence in sent[2] and "INSERT INTO oauth_tokens" in sent[2], sent
+    assert "INSERT INTO audit_events" in sent[2], sent
+    after = row(tokens["refresh_token"])
+    assert after.pop("refresh_token_used_at") and before.pop("refresh_token_used_at") is None
+    assert after == before
+    new = row(refreshed.json()["refresh_token"])
+    assert new["grant_id"] == before["grant_id"] and new["id"] != before["id"]
+    assert app.post("/introspect", {"token": refreshed.json()["access_token"]}).json()["active"]

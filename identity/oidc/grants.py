@@ -24,7 +24,7 @@ from sqlalchemy import bindparam, select, update
 
 from identity import audit
 from identity.connectors import ConnectorError, LockedOut
-from identity.database import write_alone
+from identity.database import get_alone, write_alone
 from identity.extensions import db
 from identity.models import AuthorizationCode, Client, Token, User
 from identity.models.oauth import token_digest
@@ -184,7 +184,7 @@ class AuthorizationCodeGrant(grants.AuthorizationCodeGrant):
         pass
 
     def authenticate_user(self, authorization_code):
-        user = db.session.get(User, authorization_code.user_id)
+        user = get_alone(User, authorization_code.user_id)
         if user is None or user.disabled:
             raise InvalidGrantError("The account is disabled.")
         return user
@@ -290,7 +290,7 @@ class RefreshTokenGrant(grants.RefreshTokenGrant):
         directory, still there and unlocked (identity.oidc.recheck; a leaver is disabled,
         which revokes this grant with the rest). A directory that cannot answer refuses the
         refresh and gives the refresh token back unspent: the app may try again later."""
-        user = db.session.get(User, refresh_token.user_id)
+        user = get_alone(User, refresh_token.user_id)
         if user is None or user.disabled:
             raise InvalidGrantError("The account is disabled.")
         try:

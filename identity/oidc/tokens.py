@@ -20,12 +20,14 @@ from authlib.oauth2.rfc6749.errors import InvalidGrantError
 from authlib.oauth2.rfc9068 import JWTBearerTokenGenerator
 from flask import current_app
 from joserfc.jwk import KeySet
-from sqlalchemy import func, select, update
+from sqlalchemy import bindparam, func, insert, select, update
 
 from identity import audit
+from identity.database import write_alone
 from identity.extensions import db
-from identity.models import AuthorizationCode, Token
+from identity.models import AuthorizationCode, Event, Token
 from identity.models.oauth import token_digest
+from identity.models.users import utcnow
 from identity.oidc import keys, subjects
 from identity.sweeps import sweep
 
@@ -98,11 +100,68 @@ def code_grant_id(code: AuthorizationCode) -> str:
 
 # One statement, compiled once; the values are parameters of each execution.
 TOKEN_INSERT = Token.__table__.insert()
+_codes, _tokens, _events = AuthorizationCode.__table__, Token.__table__, Event.__table__
+# What a grant came from, locked and checked (see _fence): the code not marked replayed, the
+# refresh token it rotates not revoked. Each UPDATE changes nothing but takes the row's lock.
+CODE_FENCE = (
+    update(_codes)
+    .where(_codes.c.id == bindparam("fence_id"), _codes.c.replayed_at.is_(None))
+    .values(used_at=_codes.c.used_at)
+)
+REFRESH_FENCE = (
+    update(_tokens)
+    .where(_tokens.c.id == bindparam("fence_id"), _tokens.c.refresh_token_revoked_at == 0)
+    .values(refresh_token_used_at=_tokens.c.refresh_token_used_at)
+)
+_TOKEN_COLUMNS = (
+    "client_id",
+    "token_type",
+    "access_token",
+    "refresh_token",
+    "scope",
+    "issued_at",
+    "expires_in",
+    "user_id",
+    "grant_id",
+    "sid",
+    "auth_time",
+    "refresh_token_expires_at",
+    "access_token_revoked_at",
+    "refresh_token_revoked_at",
+)
+_EVENT_COLUMNS = ("created_at", "type", "user_id", "ip", "data")
+
+
+def _fenced_save(fence):
+    """The fence, the token row and its audit event as one statement (PostgreSQL): the
+    inserts take their rows from what the fence locked, so they happen only when it passed,
+    and all three commit together, in autocommit mode, without BEGIN and COMMIT. It
+    answers how many rows the fence locked (1, or 0: refused).
+
+    Every value is a parameter named after no column ("new_", "event_"), and every column
+    is given one (no defaults): SQLAlchemy makes a parameter named after a column of an
+    UPDATE's table part of its SET, and the fence must change nothing."""
+    locked = fence.returning(fence.table.c.id).cte("fence")
+
+    def insert_from_fence(table, columns, prefix):
+        values = select(*(bindparam(prefix + c, type_=table.c[c].type) for c in columns))
+        return insert(table).from_select(
+            columns, values.select_from(locked), include_defaults=False
+        )
+
+    token = insert_from_fence(_tokens, _TOKEN_COLUMNS, "new_").cte("new_token")
+    event = insert_from_fence(_events, _EVENT_COLUMNS, "event_").cte("new_event")
+    return select(func.count()).select_from(locked).add_cte(token, event)
+
+
+FENCED_SAVE = {"code": _fenced_save(CODE_FENCE), "refresh": _fenced_save(REFRESH_FENCE)}
 
 
 def save_token(token: dict, request) -> None:
     """Record a token response: the access token's jti, the refresh token's digest, and the
-    grant it belongs to. An app's own token is only logged (see the module's docstring)."""
+    grant it belongs to, with its audit event; refused (invalid_grant) when the grant was
+    revoked since its code or refresh token was spent (_fence). An app's own token is only
+    logged (see the module's docstring)."""
     if request.payload.grant_type == APP_GRANT:
         # Logged and counted, not stored: an app asking for a token per call would fill the
         # audit table, and writing a row cost more than the rest of the request.
@@ -120,34 +179,29 @@ def save_token(token: dict, request) -> None:
     previous = getattr(request, "refresh_token", None)
     if code is not None:
         grant_id, sid, auth_time = code_grant_id(code), code.sid, code.auth_time
+        kind, fence_id = "code", code.id
     else:  # a refresh: the other grant there is
         grant_id, sid, auth_time = previous.grant_id, previous.sid, previous.auth_time
-    _fence(code, previous)
+        kind, fence_id = "refresh", previous.id
     refresh = token.get("refresh_token")
     scope = token.get("scope", "")
-    # Core INSERTs: nothing reads these rows back in this request, and the ORM's unit of work
-    # for two new objects cost more than the writes themselves.
-    db.session.connection().execute(
-        TOKEN_INSERT,
-        {
-            "client_id": request.client.client_id,
-            "token_type": token["token_type"],
-            "access_token": claims["jti"],
-            "refresh_token": token_digest(refresh) if refresh else None,
-            "scope": scope,
-            "issued_at": now,
-            "expires_in": token["expires_in"],
-            "user_id": request.user.id if request.user else None,
-            "grant_id": grant_id,
-            "sid": sid,
-            "auth_time": auth_time,
-            "refresh_token_expires_at": (
-                now + current_app.config["REFRESH_TOKEN_LIFETIME"] if refresh else None
-            ),
-        },
-    )
-    sweep_tokens(now)
-    audit.insert(
+    row = {
+        "client_id": request.client.client_id,
+        "token_type": token["token_type"],
+        "access_token": claims["jti"],
+        "refresh_token": token_digest(refresh) if refresh else None,
+        "scope": scope,
+        "issued_at": now,
+        "expires_in": token["expires_in"],
+        "user_id": request.user.id if request.user else None,
+        "grant_id": grant_id,
+        "sid": sid,
+        "auth_time": auth_time,
+        "refresh_token_expires_at": (
+            now + current_app.config["REFRESH_TOKEN_LIFETIME"] if refresh else None
+        ),
+    }
+    event = audit.row(
         # A refresh is its own event: the grant goes on, no one signed in again.
         "token.refreshed" if previous is not None else "token.issued",
         request.user if request.user else None,
@@ -156,13 +210,28 @@ def save_token(token: dict, request) -> None:
         scope=scope,
         refresh=bool(refresh),
     )
+    if db.engine.dialect.name == "sqlite":
+        # Through the session: three statements in its transaction (SQLite has no INSERT in
+        # a WITH, and no round trips to save). Core INSERTs: nothing reads these rows back
+        # in this request, and the ORM's unit of work for two new objects cost more than
+        # the writes themselves.
+        _fence(kind, fence_id)
+        connection = db.session.connection()
+        connection.execute(TOKEN_INSERT, row)
+        connection.execute(audit.EVENT_INSERT, event)
+    else:
+        params = {"fence_id": fence_id}
+        params |= {f"new_{c}": row.get(c, 0) for c in _TOKEN_COLUMNS}  # not revoked: 0
+        params |= {f"event_{c}": event.get(c) for c in _EVENT_COLUMNS}
+        params["event_created_at"] = utcnow()
+        if write_alone(FENCED_SAVE[kind], params)[0] != 1:
+            _refuse(kind)
+    audit.announce(event)
+    sweep_tokens(now)
     db.session.commit()
 
 
-_codes, _tokens = AuthorizationCode.__table__, Token.__table__
-
-
-def _fence(code, previous) -> None:
+def _fence(kind: str, fence_id: int) -> None:
     """Lock what this grant came from (the code, or the refresh token it rotates), in the
     transaction that saves the new tokens, and refuse when it was replayed meanwhile.
 
@@ -170,29 +239,21 @@ def _fence(code, previous) -> None:
     presented since then revoked the grant (query_authorization_code,
     authenticate_refresh_token). Either that revocation committed first, and the mark is
     seen here; or it waits for this lock, and its revoking statement then sees these tokens
-    (revoke_tokens). Either way no live token leaves a revoked grant."""
-    if code is not None:
-        statement = (
-            update(_codes)
-            .where(_codes.c.id == code.id, _codes.c.replayed_at.is_(None))
-            .values(used_at=_codes.c.used_at)
-        )
-        what = "authorization code"
-    elif previous is not None:
-        statement = (
-            update(_tokens)
-            .where(_tokens.c.id == previous.id, _tokens.c.refresh_token_revoked_at == 0)
-            .values(refresh_token_used_at=_tokens.c.refresh_token_used_at)
-        )
-        what = "refresh token"
-    else:
-        return
-    if db.session.connection().execute(statement).rowcount != 1:
+    (revoke_tokens). Either way no live token leaves a revoked grant. On PostgreSQL the
+    fence and the inserts are one statement (FENCED_SAVE), which holds the lock until the
+    tokens are committed with it."""
+    fence = CODE_FENCE if kind == "code" else REFRESH_FENCE
+    if db.session.connection().execute(fence, {"fence_id": fence_id}).rowcount != 1:
         db.session.rollback()
-        raise InvalidGrantError(
-            f"This grant was revoked while the request was answered: the {what} was used "
-            "twice. Sign in again."
-        )
+        _refuse(kind)
+
+
+def _refuse(kind: str) -> None:
+    what = "authorization code" if kind == "code" else "refresh token"
+    raise InvalidGrantError(
+        f"This grant was revoked while the request was answered: the {what} was used "
+        "twice. Sign in again."
+    )
 
 
 def mark_code_replayed(code_id: int) -> None:
