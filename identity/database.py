@@ -17,8 +17,12 @@ and work for the server. With SQLAlchemy's `pool_pre_ping`, a userinfo request m
   token; saving the tokens of a grant with their fence and audit event, one statement on
   PostgreSQL), in autocommit mode too: one round trip instead of `BEGIN`, the statement,
   `COMMIT`.
-- `get_alone`: an account read as `read_one` reads, made the session's object: a token
-  request then spends, reads and saves in three round trips (seven before).
+- `adopt`: a row read so made the session's object, as if it had loaded it: a signed-in
+  request's session with its account (identity.auth.sessions), a consent; `get_alone`: an
+  object by its key, read so. A token request then spends, reads and saves in three round
+  trips (seven before), an authorization request reads and writes its code in three or four
+  (six before), and the session of every signed-in request is read without beginning a
+  transaction (a page that reads nothing else: one round trip, three before).
 
 And `holds_locks`: whether the request's transaction wrote or locked rows (any statement but
 a plain SELECT), which identity.one_at_a_time asks before letting other requests run while
@@ -137,20 +141,29 @@ def read_one(statement: Any, params: dict[str, Any]) -> Any:
 
 def get_alone(model: Any, key: int) -> Any:
     """`db.session.get(model, key)`, the row read as read_one() reads (PostgreSQL: one round
-    trip, no BEGIN, and no COMMIT or ROLLBACK to end it): the object is the session's as if
-    it had loaded it (attributes loaded, nothing to write), and the transaction the request
-    may write in later has not begun. For requests that wrote nothing before it."""
+    trip, no BEGIN, and no COMMIT or ROLLBACK to end it) and adopted: the transaction the
+    request may write in later has not begun. For requests that wrote nothing before it."""
     if db.engine.dialect.name == "sqlite":
         return db.session.get(model, key)
     mapper = inspect(model)
     loaded = db.session.identity_map.get(mapper.identity_key_from_primary_key((key,)))
     if loaded is not None:
         return loaded
-    table = mapper.local_table
-    row = read_one(select(table).where(mapper.primary_key[0] == key), {})
-    if row is None:
-        return None
-    found = model(**{mapper.get_property_by_column(c).key: row[i] for i, c in enumerate(table.c)})
+    row = read_one(select(mapper.local_table).where(mapper.primary_key[0] == key), {})
+    return None if row is None else adopt(model, row._mapping)
+
+
+def adopt(model: Any, values: Any) -> Any:
+    """The session's object for a row read outside it (`values`: its columns by name), as if
+    the session had loaded it: attributes loaded, nothing to write. The one it holds already,
+    if any."""
+    mapper = inspect(model)
+    key = tuple(values[c.name] for c in mapper.primary_key)
+    loaded = db.session.identity_map.get(mapper.identity_key_from_primary_key(key))
+    if loaded is not None:
+        return loaded
+    columns = mapper.local_table.c
+    found = model(**{mapper.get_property_by_column(c).key: values[c.name] for c in columns})
     make_transient_to_detached(found)  # as if freshly loaded: no pending changes
     db.session.add(found)
     return found

@@ -224,6 +224,9 @@ def test_a_signed_in_request_reads_its_session_and_account_in_one_round_trip(idp
     checks = [q for q in sent if "WHERE browser_sessions.sid = $" in q]
     assert len(checks) == 1 and "JOIN users" in checks[0], sent
     assert not [q for q in sent if "FROM users" in q], sent  # the account: not read again
+    # Read outside a transaction: a page that writes nothing begins none (no BEGIN, no
+    # ROLLBACK around its reads).
+    assert "BEGIN" not in sent[0], sent
 
 
 def test_a_token_request_of_a_person_is_three_round_trips(idp, monkeypatch):
@@ -237,8 +240,18 @@ def test_a_token_request_of_a_person_is_three_round_trips(idp, monkeypatch):
 
     monkeypatch.setattr(database, "PING_AFTER", 3600.0)  # no liveness check: counted below
     app = App(idp, register(idp))
-    app.redeem(sign_in_and_allow(Person(idp), app))  # caches warm (keys, the app)
-    page = sign_in_and_allow(Person(idp), app)
+    person = Person(idp)
+    app.redeem(sign_in_and_allow(person, app))  # caches warm (keys, the app); consent given
+    # The authorization request of a signed-in person: the session with its account, whether
+    # the nonce was used, the person's consent to this app, the code: four round trips, no
+    # BEGIN or COMMIT (six before; a first-party app's reads no consent).
+    with wire(idp.app) as traces:
+        page = person.open(app.authorization_url())
+    sent = queries(traces)
+    assert round_trips(traces) == 4, sent
+    assert "FROM browser_sessions LEFT OUTER JOIN users" in sent[0], sent
+    assert "SELECT oauth_codes.id" in sent[1] and "FROM oauth_consents" in sent[2], sent
+    assert "INSERT INTO oauth_codes" in sent[3], sent
     with wire(idp.app) as traces:
         tokens = app.redeem(page)
     sent = queries(traces)

@@ -9,6 +9,7 @@ import time
 from flask import current_app, g, request
 from sqlalchemy import bindparam, delete, select, update
 
+from identity.database import adopt, read_one
 from identity.extensions import db
 from identity.models import BrowserSession, User
 from identity.sweeps import sweep
@@ -18,9 +19,11 @@ SEEN_EVERY = 60
 
 # Asked before every signed-in request, built once: the session's record, and with it the
 # account the cookie names, which Flask-Login's user loader then finds in the session's
-# identity map: one round trip where there were two.
+# identity map: one round trip where there were two. Read outside the session's transaction
+# (identity.database.read_one): a page that writes nothing begins none (on PostgreSQL, no
+# BEGIN and ROLLBACK around it: one round trip where there were three).
 LIVE = (
-    select(BrowserSession.last_seen_at, User)
+    select(BrowserSession.last_seen_at, *User.__table__.c)
     .join_from(BrowserSession, User, User.id == bindparam("uid"), isouter=True)
     .where(BrowserSession.sid == bindparam("sid"), BrowserSession.expires_at > bindparam("now"))
 )
@@ -62,11 +65,11 @@ def seen(sid: str, user_id: int | None = None) -> bool:
     """Whether `sid` is a live session; notes that it was seen (at most once a minute). The
     account `user_id` is read with it, into the session (db.session.get finds it there)."""
     now = int(time.time())
-    row = db.session.execute(LIVE, {"sid": sid, "now": now, "uid": user_id}).first()
+    row = read_one(LIVE, {"sid": sid, "now": now, "uid": user_id})
     if row is None:
         return False
     # Held for the request: the session's identity map keeps only what something else holds.
-    g.idp_session_account = row.User
+    g.idp_session_account = None if row.id is None else adopt(User, row._mapping)
     if now - row.last_seen_at >= SEEN_EVERY:
         db.session.execute(TOUCH, {"session_id": sid, "now": now, "ip": request.remote_addr})
         db.session.commit()

@@ -20,10 +20,11 @@ from authlib.oidc.core.errors import (
 )
 from flask import current_app, redirect, render_template, request, session, url_for
 from flask_login import current_user
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 
 from identity import acr, audit
 from identity.connectors import ConnectorError, LockedOut
+from identity.database import adopt, read_one
 from identity.errors import render_error
 from identity.extensions import db
 from identity.forms import PostForm
@@ -165,11 +166,7 @@ def authorize():
         consent = (
             None  # a first-party app is never asked: its consent is only read to be updated
             if client.skip_consent and request.method == "GET"
-            else db.session.scalar(
-                select(Consent).where(
-                    Consent.user_id == user.id, Consent.client_id == client.client_id
-                )
-            )
+            else _consent(user, client)
         )
         # prompt=consent asks every app, first-party ones included (Core 3.1.2.1).
         ask = "consent" in prompts or (
@@ -212,6 +209,18 @@ def authorize():
     return _delivered(
         server().create_authorization_response(grant=grant, grant_user=user), redirect_uri, client
     )
+
+
+# A person's consent to an app, read outside the request's transaction (on PostgreSQL: one
+# round trip, no BEGIN): a request that then writes nothing begins none.
+CONSENT = select(Consent.__table__).where(
+    Consent.user_id == bindparam("user"), Consent.client_id == bindparam("app")
+)
+
+
+def _consent(user, client: Client) -> Consent | None:
+    row = read_one(CONSENT, {"user": user.id, "app": client.client_id})
+    return None if row is None else adopt(Consent, row._mapping)
 
 
 def _remember_consent(user, client: Client, scope: str, consent: Consent | None) -> None:

@@ -20,11 +20,11 @@ from authlib.oauth2.rfc7636 import CodeChallenge
 from authlib.oidc.core import OpenIDCode, UserInfo
 from flask import current_app, g, session
 from joserfc.jwk import KeySet
-from sqlalchemy import bindparam, select, update
+from sqlalchemy import bindparam, insert, select, update
 
 from identity import audit
 from identity.connectors import ConnectorError, LockedOut
-from identity.database import get_alone, write_alone
+from identity.database import get_alone, read_one, write_alone
 from identity.extensions import db
 from identity.models import AuthorizationCode, Client, Token, User
 from identity.models.oauth import token_digest
@@ -44,9 +44,15 @@ log = logging.getLogger("identity.oidc")
 
 CODE_KEPT = 3600  # seconds a spent or expired code is remembered after it expires
 
+_codes = AuthorizationCode.__table__
+# A new code, a transaction of its own; whether an app's code already carried a nonce (read
+# outside the request's transaction). Built once.
+CODE_INSERT = insert(_codes).returning(_codes.c.id)
+NONCE_USED = select(_codes.c.id).where(
+    _codes.c.client_id == bindparam("app"), _codes.c.nonce == bindparam("nonce")
+)
 # Spending a code or a refresh token: one conditional UPDATE each, built once, that answers
 # the row it spent (RETURNING) or nothing when another request spent it first.
-_codes = AuthorizationCode.__table__
 SPEND_CODE = (
     update(_codes)
     .where(
@@ -128,23 +134,24 @@ class AuthorizationCodeGrant(grants.AuthorizationCodeGrant):
         scope = request.scope or ""
         if not getattr(request, "offline_access", False):
             scope = without_offline_access(scope)  # the view grants it (with consent) or no one
-        row = AuthorizationCode(
-            code=token_digest(code),
-            client_id=request.client.client_id,
-            redirect_uri=request.payload.redirect_uri or "",
-            response_type=request.payload.response_type,
-            scope=scope,
-            nonce=data.get("nonce"),
-            auth_time=session_auth_time(),
-            amr=json.dumps(session.get("amr") or []),
-            code_challenge=data.get("code_challenge"),
-            code_challenge_method=data.get("code_challenge_method"),
-            user_id=request.user.id,
-            sid=session.get("sid"),
-            issued_at=now,
-            expires_at=now + current_app.config["CODE_LIFETIME"],
-        )
-        db.session.add(row)
+        row = {
+            "code": token_digest(code),
+            "client_id": request.client.client_id,
+            "redirect_uri": request.payload.redirect_uri or "",
+            "response_type": request.payload.response_type,
+            "scope": scope,
+            "nonce": data.get("nonce"),
+            "auth_time": session_auth_time(),
+            "amr": json.dumps(session.get("amr") or []),
+            "code_challenge": data.get("code_challenge"),
+            "code_challenge_method": data.get("code_challenge_method"),
+            "user_id": request.user.id,
+            "sid": session.get("sid"),
+            "issued_at": now,
+            "expires_at": now + current_app.config["CODE_LIFETIME"],
+        }
+        # A transaction of its own (on PostgreSQL one round trip: no BEGIN, no COMMIT).
+        write_alone(CODE_INSERT, row)
         # Spent and expired codes are kept an hour, so that a replay is recognised (and its
         # grant revoked) while it matters; older ones go (indexed on expires_at).
         sweep(AuthorizationCode, lambda: (AuthorizationCode.expires_at < now - CODE_KEPT,))
@@ -199,15 +206,8 @@ class OpenIDCodeExtension(OpenIDCode):
         known = g.setdefault("idp_nonces", {})
         key = (request.payload.client_id, nonce)
         if key not in known:
-            known[key] = (
-                db.session.scalar(
-                    select(AuthorizationCode.id).where(
-                        AuthorizationCode.client_id == request.payload.client_id,
-                        AuthorizationCode.nonce == nonce,
-                    )
-                )
-                is not None
-            )
+            known[key] = read_one(NONCE_USED, {"app": request.payload.client_id, "nonce": nonce})
+            known[key] = known[key] is not None
         return known[key]
 
     def resolve_client_private_key(self, client: Client):
