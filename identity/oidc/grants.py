@@ -206,8 +206,8 @@ class OpenIDCodeExtension(OpenIDCode):
         known = g.setdefault("idp_nonces", {})
         key = (request.payload.client_id, nonce)
         if key not in known:
-            known[key] = read_one(NONCE_USED, {"app": request.payload.client_id, "nonce": nonce})
-            known[key] = known[key] is not None
+            used = read_one(NONCE_USED, {"app": request.payload.client_id, "nonce": nonce})
+            known[key] = used is not None
         return known[key]
 
     def resolve_client_private_key(self, client: Client):

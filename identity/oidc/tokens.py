@@ -221,7 +221,8 @@ def save_token(token: dict, request) -> None:
         connection.execute(audit.EVENT_INSERT, event)
     else:
         params = {"fence_id": fence_id}
-        params |= {f"new_{c}": row.get(c, 0) for c in _TOKEN_COLUMNS}  # not revoked: 0
+        # The two columns the row leaves to their defaults: 0, not revoked.
+        params |= {f"new_{c}": row.get(c, 0) for c in _TOKEN_COLUMNS}
         params |= {f"event_{c}": event.get(c) for c in _EVENT_COLUMNS}
         params["event_created_at"] = utcnow()
         if write_alone(FENCED_SAVE[kind], params)[0] != 1:
